@@ -1,0 +1,80 @@
+"""The model catalog (vlmcls/catalog.toml, or a user's file): one entry per model."""
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+DEFAULT_CATALOG = Path(__file__).with_name("catalog.toml")
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    name: str
+    backend: str
+    weights: str
+    quant: str = "none"
+    dtype: str = "auto"
+    reference: Mapping[int, float] = field(default_factory=dict)
+    thresholds: Mapping[int, float] = field(default_factory=dict)
+    smoke: bool = False
+    trust_remote_code: bool = False
+    price: tuple[float, float] | None = None  # USD per million input / output tokens
+    options: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def is_local_hf(self) -> bool:
+        return self.backend in ("hf-vlm", "clip", "classifier")
+
+    def case_tag(self, settings_quant: str | None = None) -> str:
+        """The model part of a case id: `qwen2-vl-2b-int8`; quantization only for local VLMs."""
+        if self.backend != "hf-vlm":
+            return self.name
+        return f"{self.name}-{settings_quant or self.quant}"
+
+    def threshold(self, ways: int) -> float | None:
+        """The accuracy gate at N-way. Smoke models: a quarter of chance, so only broken plumbing fails."""
+        if self.smoke:
+            return 0.25 / ways
+        return self.thresholds.get(ways)
+
+    def defaults(self) -> dict[str, Any]:
+        """Catalog-level settings, for resolve_settings (CLI > catalog > default)."""
+        return {"quant": self.quant, "dtype": self.dtype, "extra": dict(self.options)}
+
+
+def _int_keys(table: Mapping[str, Any], where: str) -> dict[int, float]:
+    try:
+        return {int(k): float(v) for k, v in table.items()}
+    except (TypeError, ValueError):
+        raise ValueError(f"{where}: keys must be N (integers) and values accuracies") from None
+
+
+def _entry(name: str, raw: Mapping[str, Any], source: Path) -> ModelEntry:
+    where = f"{source}: model {name!r}"
+    missing = [k for k in ("backend", "weights") if k not in raw]
+    if missing:
+        raise ValueError(f"{where} lacks {', '.join(missing)}")
+    known = set(ModelEntry.__dataclass_fields__) - {"name"}
+    unknown = set(raw) - known
+    if unknown:
+        raise ValueError(f"{where} has unknown keys {sorted(unknown)}; known: {sorted(known)}")
+    data = dict(raw)
+    data["reference"] = _int_keys(raw.get("reference", {}), where)
+    data["thresholds"] = _int_keys(raw.get("thresholds", {}), where)
+    if "price" in raw:
+        data["price"] = tuple(float(p) for p in raw["price"])
+    return ModelEntry(name=name, **data)
+
+
+def load_catalog(path: str | Path | None = None) -> dict[str, ModelEntry]:
+    """Entries by name, in file order. A malformed file is one clear ValueError."""
+    source = Path(path) if path else DEFAULT_CATALOG
+    try:
+        raw = tomllib.loads(source.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ValueError(f"catalog file {source} not found") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ValueError(f"catalog file {source} is not valid TOML: {exc}") from None
+    return {name: _entry(name, table, source) for name, table in raw.get("models", {}).items()}

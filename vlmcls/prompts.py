@@ -1,0 +1,61 @@
+"""Prompt templates. `thesis` is the study's prompt, verbatim, and the default."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+THESIS = (
+    "This image represents an object that belongs to one of the following classes: {labels}. "
+    "What is the most probable class that the object in the image belongs to, given the provided classes?"
+)
+
+
+@dataclass(frozen=True)
+class Template:
+    name: str
+    text: str  # uses {labels}
+    description: str
+
+
+TEMPLATES: dict[str, Template] = {
+    t.name: t
+    for t in (
+        Template("thesis", THESIS, "the study's prompt, verbatim (default)"),
+        Template(
+            "label-only",
+            "Classify the object in this image. The possible classes are: {labels}. "
+            "Answer with exactly one class name from the list and nothing else.",
+            "asks for the bare label, which makes the match stage decide almost every answer",
+        ),
+        Template(
+            "numbered",
+            "This image represents an object that belongs to one of the following classes:\n{numbered}\n"
+            "Answer with the class name only.",
+            "one candidate per line, numbered; useful for very long candidate lists",
+        ),
+    )
+}
+
+# The two prompt layouts: the study's (image, then the whole text) and "labels-first", where the
+# label list precedes the image so that a local backend can reuse its KV cache across images.
+LAYOUTS = ("thesis", "labels-first")
+QUESTION = "What is the most probable class that the object in the image belongs to, given the provided classes?"
+
+
+def get_template(name: str) -> Template:
+    try:
+        return TEMPLATES[name]
+    except KeyError:
+        raise ValueError(f"unknown prompt {name!r}; choose one of: {', '.join(TEMPLATES)}") from None
+
+
+def render(template: Template, labels: Sequence[str]) -> str:
+    """The prompt text for one candidate list, joined by ", " as in the study."""
+    numbered = "\n".join(f"{i}. {label}" for i, label in enumerate(labels, 1))
+    return template.text.format(labels=", ".join(labels), numbered=numbered)
+
+
+def render_labels_first(labels: Sequence[str]) -> tuple[str, str]:
+    """(prefix, suffix) for the labels-first layout: the study's sentences, split around the image."""
+    prefix = THESIS.split(" What is")[0].format(labels=", ".join(labels))
+    return prefix, QUESTION
