@@ -1,1 +1,84 @@
-"""pytest plugin (work in progress)."""
+"""The pytest plugin: options, case parametrization, fixtures and the hooks around one session.
+
+Thin hooks around one `BenchSession` kept in `config.stash` (it is also registered as a plugin for
+the reporting hooks); all real work is in the runner. Registered as a `pytest11` entry point and
+from the repository's root conftest.py.
+"""
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from .options import add_options
+from .session import BenchSession, Case
+
+SESSION = pytest.StashKey[BenchSession]()
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    add_options(parser)
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_cmdline_main(config: pytest.Config) -> None:
+    # Cases of one model must share a worker (one load per process): loadgroup unless the user chose.
+    if getattr(config.option, "numprocesses", None) and getattr(config.option, "dist", "no") == "no":
+        config.option.dist = "loadgroup"
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "vlmcls_case: a vlmcls benchmark case (model x N-way)")
+    if getattr(config.option, "dist", "no") != "no" or os.environ.get("PYTEST_XDIST_WORKER"):
+        # pytest-benchmark cannot time under xdist and would warn: switch it off explicitly.
+        if hasattr(config.option, "benchmark_disable"):
+            config.option.benchmark_disable = True
+    workerinput = getattr(config, "workerinput", None)
+    session = BenchSession(config, run_id=(workerinput or {}).get("vlmcls_run_id"))
+    config.stash[SESSION] = session
+    config.pluginmanager.register(session, "vlmcls-session")
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    session = config.stash.get(SESSION, None)
+    if session is not None:
+        session.close()
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_configure_node(node) -> None:
+    """xdist controller -> worker: every worker writes into the same run folder."""
+    node.workerinput["vlmcls_run_id"] = node.config.stash[SESSION].run_id
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if "vlmcls_case" not in metafunc.fixturenames:
+        return
+    bench = metafunc.config.stash[SESSION]
+    metafunc.parametrize("vlmcls_case", [
+        pytest.param(case, id=case.case_id, marks=[pytest.mark.xdist_group(case.group), pytest.mark.vlmcls_case])
+        for case in bench.cases()
+    ], indirect=True)
+
+
+def _group(item: pytest.Item) -> str:
+    params = getattr(getattr(item, "callspec", None), "params", {})
+    return params["vlmcls_case"].group if "vlmcls_case" in params else ""
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    # Keep each model's cases together: a model loads once and is released before the next one.
+    order = {id(item): i for i, item in enumerate(items)}
+    items.sort(key=lambda item: (_group(item), order[id(item)]))
+
+
+@pytest.fixture
+def vlmcls_case(request: pytest.FixtureRequest) -> Case:
+    """The case of this test, bound to the session (its model is loaded once per process)."""
+    return request.param.bind(request.config.stash[SESSION], request.node)
+
+
+@pytest.fixture(scope="session")
+def vlmcls_session(request: pytest.FixtureRequest) -> BenchSession:
+    return request.config.stash[SESSION]

@@ -1,0 +1,41 @@
+"""The lightest smoke backend: no model, no torch. It answers in a sentence naming one of the
+offered candidates, chosen by a hash of the prompt, so its accuracy is chance (1/N). It exists to
+exercise the plugin, store, resolver and reports in a fraction of a second."""
+from __future__ import annotations
+
+import hashlib
+from typing import Sequence
+
+from ..types import Answer, Query
+
+
+def requirements(entry, settings, labels) -> str | None:
+    return None
+
+
+class EchoBackend:
+    kind = "text"
+
+    def __init__(self, styles: Sequence[str]):
+        self.styles = tuple(styles)
+
+    def answer(self, queries: Sequence[Query]) -> list[Answer]:
+        return [self._one(q) for q in queries]
+
+    def _one(self, q: Query) -> Answer:
+        h = int.from_bytes(hashlib.sha256((q.sample_id + q.prompt + q.prefix).encode()).digest()[:8], "big")
+        label = q.labels[h % len(q.labels)]
+        text = self.styles[(h >> 16) % len(self.styles)].format(label=label)
+        return Answer(text=text, prompt_tokens=len((q.prefix + q.prompt).split()), completion_tokens=len(text.split()))
+
+    def close(self) -> None:
+        pass
+
+
+def load(entry, settings, labels) -> EchoBackend:
+    styles = settings.extra.get("styles") or (
+        'The most probable class that the object in the image belongs to is "{label}."',
+        "**{label}**",
+        "{label}",
+    )
+    return EchoBackend(styles)

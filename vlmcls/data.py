@@ -1,0 +1,222 @@
+"""Dataset sources -> Samples, and seeded stratified subsets.
+
+`--dataset` accepts:
+  sample               the bundled offline sample (synthetic images, real ImageNet class ids)
+  imagenet             ILSVRC/imagenet-1k validation from the hub (gated: HF_TOKEN), streamed
+  PATH                 an ImageNet synset folder (PATH/n01440764/*.JPEG, or PATH/val/n0.../),
+                       a folder saved with `save_to_disk`, or a .parquet file / folder of them
+  HUB_ID[:SPLIT]       any hub dataset with an image column and a ClassLabel column
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterable, Iterator, Sequence
+
+from . import labels as labels_mod
+from .types import Sample
+
+BUNDLED = Path(__file__).parent / "data" / "sample.parquet"
+IMAGENET_HUB = "ILSVRC/imagenet-1k"
+SYNSET = re.compile(r"^n\d{8}$")
+IMAGE_SUFFIXES = {".jpeg", ".jpg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff"}
+
+
+class DatasetError(ValueError):
+    """A dataset cannot be used as given; the message names the fix."""
+
+
+@dataclass(frozen=True)
+class Source:
+    """A dataset's class annotations and a way to draw a seeded subset of its samples."""
+
+    name: str
+    annotations: tuple[str, ...]
+    select: Callable[[int | None, int], list[Sample]]  # (samples or None = all, seed) -> samples
+    size: int | None = None  # number of images, when known without reading the data
+
+
+# ----------------------------------------------------------------------------- subsets
+def _key(seed: int, sample_id: str) -> bytes:
+    return hashlib.sha256(f"{seed}\x1f{sample_id}".encode()).digest()
+
+
+def quotas(class_sizes: dict[int, int], k: int, seed: int) -> dict[int, int]:
+    """Spread k as evenly as the classes allow: every class gets k // C (capped by its size), then
+    the rest goes one at a time to classes with room, in a seeded order."""
+    order = sorted(class_sizes, key=lambda c: _key(seed, f"class:{c}"))
+    take = {c: 0 for c in order}
+    left = k
+    while left > 0:
+        room = [c for c in order if take[c] < class_sizes[c]]
+        if not room:
+            break
+        share = max(1, left // len(room))
+        for c in room:
+            add = min(share, class_sizes[c] - take[c], left)
+            take[c] += add
+            left -= add
+            if left == 0:
+                break
+    return take
+
+
+def stratified(index: Sequence[tuple[str, int]], k: int | None, seed: int, what: str = "the dataset") -> list[int]:
+    """Positions of a seeded stratified subset of (sample_id, label) pairs; k=None takes all.
+
+    `--samples 10000` on ImageNet's 50,000 validation images gives 10 per class, as in the study.
+    Output is interleaved across classes, so any prefix of a run covers many classes."""
+    if k is not None and k > len(index):
+        raise DatasetError(f"--samples {k} exceeds the {len(index)} images of {what}; use --samples {len(index)} or less")
+    by_class: dict[int, list[int]] = {}
+    for pos, (_, label) in enumerate(index):
+        by_class.setdefault(label, []).append(pos)
+    for members in by_class.values():
+        members.sort(key=lambda p: _key(seed, index[p][0]))
+    want = quotas({c: len(m) for c, m in by_class.items()}, len(index) if k is None else k, seed)
+    picked = [(rank, _key(seed, f"class:{c}"), by_class[c][rank]) for c, n in want.items() for rank in range(n)]
+    return [pos for _, _, pos in sorted(picked)]
+
+
+# ----------------------------------------------------------------------------- sources
+def _bundled() -> Source:
+    import pyarrow.parquet as pq
+
+    table = pq.read_table(BUNDLED)
+    ids, labels, images = (table.column(c).to_pylist() for c in ("sample_id", "label", "image"))
+    index = list(zip(ids, labels))
+
+    def select(k: int | None, seed: int) -> list[Sample]:
+        return [Sample(ids[p], labels[p], images[p]) for p in stratified(index, k, seed, "the bundled sample")]
+
+    return Source("sample", labels_mod.imagenet_annotations(), select, len(index))
+
+
+def _synset_folder(root: Path) -> Source:
+    if (root / "val").is_dir():
+        root = root / "val"
+    position = {s: i for i, s in enumerate(labels_mod.imagenet_synsets())}  # ImageNet order, not alphabetical
+    unknown = sorted(d.name for d in root.iterdir() if d.is_dir() and d.name not in position)
+    if unknown:
+        raise DatasetError(f"{root}: folders {unknown[:3]} are not ImageNet-1k synsets")
+    files = sorted(f for d in root.iterdir() if d.is_dir() for f in d.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES)
+    if not files:
+        raise DatasetError(f"{root}: no images found in its synset folders (expected {root}/n01440764/*.JPEG)")
+    index = [(f"{f.parent.name}/{f.name}", position[f.parent.name]) for f in files]
+
+    def select(k: int | None, seed: int) -> list[Sample]:
+        return [Sample(index[p][0], index[p][1], str(files[p])) for p in stratified(index, k, seed, str(root))]
+
+    return Source(str(root), labels_mod.imagenet_annotations(), select, len(index))
+
+
+def _columns(features, name: str) -> tuple[str, str]:
+    from datasets import ClassLabel, Image
+
+    image = next((c for c, f in features.items() if isinstance(f, Image)), None)
+    label = next((c for c, f in features.items() if isinstance(f, ClassLabel)), None)
+    if image is None or label is None:
+        raise DatasetError(f"dataset {name!r} needs an image column and a ClassLabel column; it has "
+                           f"{dict((c, type(f).__name__) for c, f in features.items())}")
+    return image, label
+
+
+def _image_payload(value: dict, name: str) -> bytes | str:
+    if value.get("bytes"):
+        return value["bytes"]
+    if value.get("path") and os.path.exists(value["path"]):
+        return value["path"]
+    return b""  # decodes to a clear error row, never a silently lost sample
+
+
+def _sample_id(row_image: dict, position: int) -> str:
+    path = row_image.get("path")
+    return Path(path).name if path else f"row{position:07d}"
+
+
+def _from_hf(ds, name: str) -> Source:
+    """An in-memory / memory-mapped datasets.Dataset with image + ClassLabel columns."""
+    from datasets import Image
+
+    image_col, label_col = _columns(ds.features, name)
+    ds = ds.cast_column(image_col, Image(decode=False))
+    labels = ds[label_col]
+    paths = [(v or {}).get("path") for v in ds.select_columns([image_col])[image_col]] if len(ds) < 200_000 else []
+    ids = [Path(p).name if p else f"row{i:07d}" for i, p in enumerate(paths or [None] * len(ds))]
+    if len(set(ids)) != len(ids):
+        ids = [f"row{i:07d}" for i in range(len(ds))]
+    index = list(zip(ids, labels))
+
+    def select(k: int | None, seed: int) -> list[Sample]:
+        pos = stratified(index, k, seed, name)
+        rows = ds.select(pos)
+        return [Sample(ids[p], labels[p], _image_payload(r[image_col] or {}, name)) for p, r in zip(pos, rows)]
+
+    return Source(name, tuple(ds.features[label_col].names), select, len(index))
+
+
+def _local_hf(path: Path) -> Source:
+    from datasets import DatasetDict, load_dataset, load_from_disk
+
+    if (path / "dataset_info.json").exists() or (path / "dataset_dict.json").exists():
+        ds = load_from_disk(str(path))
+    elif path.suffix == ".parquet" or any(path.glob("*.parquet")):
+        files = [str(path)] if path.is_file() else sorted(map(str, path.glob("*.parquet")))
+        ds = load_dataset("parquet", data_files=files, split="train")
+    else:
+        ds = load_dataset("imagefolder", data_dir=str(path), split="train")  # class ids: alphabetical folders
+    if isinstance(ds, DatasetDict):
+        ds = ds[_pick_split(list(ds), None, str(path))]
+    return _from_hf(ds, str(path))
+
+
+def _pick_split(splits: list[str], wanted: str | None, name: str) -> str:
+    for s in ([wanted] if wanted else ["validation", "val", "test", "train"]):
+        if s in splits:
+            return s
+    raise DatasetError(f"dataset {name!r} has no split {wanted or 'validation/test/train'}; it has {splits}")
+
+
+def _hub(spec: str) -> Source:
+    from datasets import load_dataset
+
+    name, _, split = spec.partition(":")
+    try:
+        ds = load_dataset(name, split=split or "test", token=os.environ.get("HF_TOKEN"))
+    except Exception as exc:
+        raise DatasetError(_hub_error(name, exc)) from None
+    return _from_hf(ds, spec)
+
+
+def _hub_error(name: str, exc: Exception) -> str:
+    text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    if os.environ.get("HF_HUB_OFFLINE") == "1" or "offline" in text.lower() or "connect" in text.lower():
+        return f"dataset {name!r} is not reachable (offline or not in the local cache): {text[:160]}"
+    if "gated" in text.lower() or "401" in text or "403" in text:
+        return f"dataset {name!r} is gated: accept its terms on the hub and set HF_TOKEN"
+    return f"dataset {name!r} could not be loaded: {text[:200]}"
+
+
+def open_dataset(spec: str) -> Source:
+    """The one entry point: a --dataset value -> a Source, or one DatasetError line."""
+    if spec in ("sample", "", None):
+        return _bundled()
+    if spec in ("imagenet", "imagenet-1k"):
+        from .imagenet_hub import imagenet_stream_source
+
+        return imagenet_stream_source()
+    path = Path(spec).expanduser()
+    if path.exists():
+        root = path / "val" if (path / "val").is_dir() else path
+        if path.is_dir() and any(SYNSET.match(d.name) for d in root.iterdir() if d.is_dir()):
+            return _synset_folder(path)
+        return _local_hf(path)
+    if spec.startswith((".", "/", "~")) or os.sep in spec.split(":")[0] and spec.count("/") > 1:
+        raise DatasetError(f"dataset path {spec!r} does not exist")
+    if "/" not in spec.split(":")[0]:
+        raise DatasetError(f"unknown dataset {spec!r}: use 'sample', 'imagenet', a local path, or a hub id like 'frgfm/imagenette:validation'")
+    return _hub(spec)

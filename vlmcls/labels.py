@@ -1,0 +1,103 @@
+"""Class names: the study's first-synonym simplification and a deterministic collision rule.
+
+The rule (mode "unique", the default): every class takes the first synonym of its annotation.
+Names that then collide, ignoring case, are settled within their group:
+  1. a class whose annotation has another synonym that no other class uses takes the first such
+     synonym ("maillot, tank suit" 639 -> "tank suit"; "Cardigan, Cardigan Welsh corgi" 264 ->
+     "Cardigan Welsh corgi");
+  2. if one class of the group is then left with the bare name, it keeps it (638 "maillot",
+     474 "cardigan");
+  3. classes still colliding get a qualifier in parentheses: a curated one when the dataset is
+     ImageNet-1k (134 "crane (bird)", 517 "crane (machine)" -- both annotations are just "crane"),
+     otherwise "(class <id>)".
+Mode "thesis" keeps the raw first synonyms, collisions included, for a faithful reproduction.
+"""
+from __future__ import annotations
+
+import functools
+import importlib.util
+from pathlib import Path
+from typing import Mapping, Sequence
+
+from .types import LabelSet
+
+# WordNet glosses: 134 "large long-necked wading bird", 517 "lifts and moves heavy objects".
+IMAGENET_QUALIFIERS: Mapping[int, str] = {134: "bird", 517: "machine"}
+
+
+def split_synonyms(annotation: str) -> tuple[str, ...]:
+    """'grey whale, gray whale, Eschrichtius gibbosus' -> ('grey whale', 'gray whale', ...)."""
+    return tuple(s.strip() for s in annotation.split(",") if s.strip())
+
+
+def _groups(names: Sequence[str]) -> list[list[int]]:
+    by_key: dict[str, list[int]] = {}
+    for i, name in enumerate(names):
+        by_key.setdefault(name.casefold(), []).append(i)
+    return [ids for ids in by_key.values() if len(ids) > 1]
+
+
+def _settle(group: list[int], names: list[str], synonyms, qualifiers: Mapping[int, str]) -> None:
+    used = {n.casefold() for n in names}
+    left = []
+    for i in group:
+        alt = next((s for s in synonyms[i][1:] if s.casefold() not in used), None)
+        if alt is None:
+            left.append(i)
+        else:
+            names[i] = alt
+            used.add(alt.casefold())
+    if len(left) > 1:
+        for i in left:
+            names[i] = f"{names[i]} ({qualifiers.get(i, f'class {i}')})"
+
+
+def simplify(annotations: Sequence[str], mode: str = "unique",
+             qualifiers: Mapping[int, str] | None = None) -> LabelSet:
+    """Full annotations (index = class id) -> the LabelSet used in prompts."""
+    if mode not in ("unique", "thesis"):
+        raise ValueError(f"unknown labels mode {mode!r}; choose 'unique' or 'thesis'")
+    synonyms = tuple(split_synonyms(a) or (a.strip() or f"class {i}",) for i, a in enumerate(annotations))
+    names = [s[0] for s in synonyms]
+    if mode == "unique":
+        for group in _groups(names):
+            _settle(group, names, synonyms, qualifiers or {})
+        if _groups(names):  # only possible if a qualifier itself collides: fail loudly, never guess
+            raise ValueError(f"labels still collide after disambiguation: {_groups(names)}")
+    return LabelSet(names=tuple(names), synonyms=synonyms, mode=mode)
+
+
+def _timm_info() -> Path:
+    spec = importlib.util.find_spec("timm")  # read timm's data files without importing timm (torch)
+    if spec is None or not spec.submodule_search_locations:
+        raise RuntimeError("ImageNet class names come from timm: pip install timm")
+    return Path(spec.submodule_search_locations[0]) / "data" / "_info"
+
+
+@functools.lru_cache(maxsize=1)
+def imagenet_synsets() -> tuple[str, ...]:
+    """The 1,000 ImageNet-1k synset ids in class-index order (n01440764 = 0 = tench)."""
+    return tuple((_timm_info() / "imagenet_synsets.txt").read_text().split())
+
+
+@functools.lru_cache(maxsize=1)
+def imagenet_annotations() -> tuple[str, ...]:
+    """The 1,000 full annotations in class-index order, as the hub dataset's ClassLabel has them."""
+    lemmas = dict(
+        line.split("\t", 1) for line in (_timm_info() / "imagenet_synset_to_lemma.txt").read_text().splitlines() if "\t" in line
+    )
+    return tuple(lemmas[s] for s in imagenet_synsets())
+
+
+def is_imagenet(annotations: Sequence[str]) -> bool:
+    return tuple(annotations) == imagenet_annotations()
+
+
+def labelset(annotations: Sequence[str], mode: str = "unique") -> LabelSet:
+    """LabelSet for any dataset; ImageNet-1k gets its curated qualifiers."""
+    qualifiers = IMAGENET_QUALIFIERS if len(annotations) == 1000 and is_imagenet(annotations) else {}
+    return simplify(annotations, mode, qualifiers)
+
+
+def imagenet_labelset(mode: str = "unique") -> LabelSet:
+    return labelset(imagenet_annotations(), mode)

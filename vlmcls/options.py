@@ -1,0 +1,87 @@
+"""Command-line options, validated when parsed (a bad value is one-sentence usage error)."""
+from __future__ import annotations
+
+import argparse
+from typing import Any, Callable
+
+from .prompts import LAYOUTS, TEMPLATES
+from .settings import LABEL_MODES, QUANTS, RESOLVERS
+
+DEFAULT_WAYS = (20, 100)
+
+
+def _fail(msg: str):
+    raise argparse.ArgumentTypeError(msg)
+
+
+def ways_list(text: str) -> tuple[int, ...]:
+    """`--ways 20,100` -> (20, 100); each N must be an integer >= 2."""
+    try:
+        values = tuple(int(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        _fail(f"--ways takes integers separated by commas, e.g. 20,100 (got {text!r})")
+    if not values or any(v < 2 for v in values):
+        _fail(f"--ways needs every N >= 2, e.g. --ways 20,100 (got {text!r})")
+    return tuple(dict.fromkeys(values))
+
+
+def positive(name: str, kind: Callable = int) -> Callable[[str], Any]:
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            _fail(f"{name} takes a positive number (got {text!r})")
+        if value <= 0:
+            _fail(f"{name} must be positive (got {text!r})")
+        return value
+    return parse
+
+
+def choice(name: str, options) -> Callable[[str], str]:
+    def parse(text: str) -> str:
+        if text not in options:
+            _fail(f"{name} must be one of {', '.join(options)} (got {text!r})")
+        return text
+    return parse
+
+
+def add_options(parser) -> None:
+    g = parser.getgroup("vlmcls", "vlmcls benchmark")
+    add = g.addoption
+    add("--ways", type=ways_list, default=None, help="N-way settings, comma separated (default 20,100)")
+    add("--samples", type=positive("--samples"), default=None, help="seeded stratified subset size (default: the whole split)")
+    add("--seed", type=int, default=0, help="seed for subsets, candidates and bootstrap (default 0)")
+    add("--dataset", default="sample", help="sample | imagenet | PATH | HUB_ID[:SPLIT] (default: the bundled sample)")
+    add("--prompt", type=choice("--prompt", list(TEMPLATES)), default="thesis", help=f"prompt template: {', '.join(TEMPLATES)}")
+    add("--labels", dest="labels_mode", type=choice("--labels", LABEL_MODES), default="unique",
+        help="unique (collisions disambiguated, default) or thesis (the study's raw first synonyms)")
+    add("--resolver", type=choice("--resolver", RESOLVERS), default="thesis", help=f"answer resolution: {', '.join(RESOLVERS)}")
+    add("--nli-model", default=None, help="NLI model for the thesis/nli resolver (default facebook/bart-large-mnli; smoke models use a tiny one)")
+    add("--quant", type=choice("--quant", QUANTS), default=None, help="local VLM quantization (default: the catalog's, int8 for the study's models)")
+    add("--dtype", type=choice("--dtype", ("auto", "bfloat16", "float16", "float32")), default=None, help="local model dtype")
+    add("--device", default=None, help="auto | cpu | cuda | cuda:N (default auto; xdist workers spread over GPUs)")
+    add("--batch-size", type=positive("--batch-size"), default=None, help="images per batch for local models (default 8)")
+    add("--max-new-tokens", type=positive("--max-new-tokens"), default=None, help="generation bound (default 32)")
+    add("--layout", type=choice("--layout", LAYOUTS), default=None, help="prompt layout: thesis (default) or labels-first (KV-cache reuse)")
+    add("--concurrency", type=positive("--concurrency"), default=None, help="API requests in flight (default 8)")
+    add("--max-image-side", type=positive("--max-image-side"), default=None, help="API images: long side in pixels (default 768)")
+    add("--base-url", default=None, help="OpenAI-compatible server URL (vLLM, SGLang, Ollama)")
+    add("--api-constrained", action="store_true", default=False, help="OpenAI-compatible servers: restrict answers to the candidates")
+    add("--max-cost", type=positive("--max-cost", float), default=None, help="stop API cases before spending more than this many USD")
+    add("--trust-remote-code", action="store_true", default=False, help="allow hub remote code (Phi-3-vision); the report says it ran")
+    add("--catalog", default=None, help="model catalog TOML (default: vlmcls/catalog.toml)")
+    add("--report-dir", default="reports", help="where reports/<run-id>/ goes (default ./reports)")
+    add("--store", default=None, help="per-sample result store (default <report-dir>/store.sqlite)")
+    add("--refresh", action="store_true", default=False, help="ignore stored results and recompute every sample")
+    add("--strict", action="store_true", default=False, help="a case that cannot run here fails instead of being skipped")
+
+
+def cli_settings(opt) -> dict[str, Any]:
+    """The BackendSettings fields given on the command line (None = not given)."""
+    return {
+        "quant": opt.quant, "dtype": opt.dtype, "device": opt.device, "batch_size": opt.batch_size,
+        "max_new_tokens": opt.max_new_tokens, "layout": opt.layout, "concurrency": opt.concurrency,
+        "max_image_side": opt.max_image_side, "base_url": opt.base_url,
+        "constrained": True if (opt.resolver == "constrained" or opt.api_constrained) else None,
+        "trust_remote_code": True if opt.trust_remote_code else None,
+    }

@@ -1,0 +1,281 @@
+"""One benchmark session per pytest process: the catalog, the dataset, loaded models, result rows.
+
+The controller (or a serial run) merges rows and writes reports; xdist workers only run cases and
+send their rows back inside each test report's user_properties.
+"""
+from __future__ import annotations
+
+import os
+import re
+import sys
+import time
+import uuid
+from dataclasses import dataclass, replace
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from . import backends, report
+from .catalog import ModelEntry, load_catalog
+from .data import DatasetError, open_dataset
+from .labels import labelset
+from .options import DEFAULT_WAYS, cli_settings
+from .runner import CaseResult, CaseSpec, CaseRunner
+from .settings import resolve_settings
+from .smoke import is_smoke
+
+ROW_KEY = "vlmcls_row"
+API_BACKENDS = ("openai", "anthropic", "openai-compatible")
+
+
+@dataclass(frozen=True)
+class Case:
+    """A parametrized case (model x N). `bind` attaches the live session and test item."""
+
+    spec: CaseSpec
+    session: Any = None
+    item: Any = None
+
+    @property
+    def case_id(self) -> str:
+        return self.spec.case_id
+
+    @property
+    def group(self) -> str:
+        return self.spec.model.name
+
+    def __repr__(self) -> str:  # shown by pytest in failures and -v
+        return f"Case({self.case_id})"
+
+    def bind(self, session: "BenchSession", item) -> "Case":
+        return replace(self, session=session, item=item)
+
+    def run(self) -> CaseResult:
+        """Run the case (skips with a one-line reason when it cannot run here) and return its result."""
+        return self.session.run_case(self)
+
+    def check_gate(self, result: CaseResult) -> None:
+        self.session.check_gate(self, result)
+
+
+class BenchSession:
+    def __init__(self, config: pytest.Config, run_id: str | None = None):
+        self.config = config
+        self.opt = config.option
+        self.run_id = run_id or time.strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:6]
+        self.rows: list[dict] = []
+        self.crashed: list[str] = []
+        self._backends: dict[str, Any] = {}
+        self._resolvers: dict[tuple, Any] = {}
+
+    # ------------------------------------------------------------------ configuration
+    @property
+    def report_dir(self) -> Path:
+        return Path(self.config.rootpath, self.opt.report_dir) / self.run_id
+
+    @cached_property
+    def catalog(self) -> dict[str, ModelEntry]:
+        try:
+            return load_catalog(self.opt.catalog)
+        except ValueError as exc:
+            raise pytest.UsageError(str(exc)) from None
+
+    @cached_property
+    def source(self):
+        try:
+            return open_dataset(self.opt.dataset)
+        except DatasetError as exc:
+            raise pytest.UsageError(str(exc)) from None
+
+    @cached_property
+    def labels(self):
+        return labelset(self.source.annotations, self.opt.labels_mode)
+
+    @cached_property
+    def samples(self):
+        try:
+            return self.source.select(self.opt.samples, self.opt.seed)
+        except DatasetError as exc:
+            raise pytest.UsageError(str(exc)) from None
+
+    @cached_property
+    def store(self):
+        from .store import Store
+
+        return Store(self.opt.store or Path(self.config.rootpath, self.opt.report_dir) / "store.sqlite")
+
+    def ways(self) -> tuple[int, ...]:
+        ways = self.opt.ways or DEFAULT_WAYS
+        n = len(self.source.annotations)
+        too_many = [w for w in ways if w > n]
+        if too_many:
+            raise pytest.UsageError(f"--ways {too_many[0]} exceeds the {n} classes of dataset {self.opt.dataset!r}; "
+                                    f"use --ways {n} or less, or a dataset with more classes")
+        return ways
+
+    def spec(self, entry: ModelEntry, ways: int) -> CaseSpec:
+        settings = resolve_settings(cli_settings(self.opt), entry.defaults())
+        if settings.device == "auto" and entry.is_local_hf:
+            settings = settings.with_(device=worker_device())
+        nli = self.opt.nli_model or ("smoke:bart-mnli" if entry.smoke else "facebook/bart-large-mnli")
+        return CaseSpec(
+            model=entry, ways=ways, settings=settings, dataset=self.opt.dataset, samples=self.opt.samples,
+            seed=self.opt.seed, prompt=self.opt.prompt, labels_mode=self.opt.labels_mode, resolver=self.opt.resolver,
+            nli_model=nli, max_cost=self.opt.max_cost, refresh=self.opt.refresh,
+        )
+
+    def cases(self) -> list[Case]:
+        return [Case(self.spec(entry, w)) for entry in self.catalog.values() for w in self.ways()]
+
+    # ------------------------------------------------------------------ running
+    def _skip(self, case: Case, reason: str) -> None:
+        status = "failed" if self.opt.strict else "skipped"
+        case.item.user_properties.append((ROW_KEY, report.skipped_row(case.spec, status, reason)))
+        if self.opt.strict:
+            pytest.fail(f"{case.case_id}: cannot run here and --strict is set: {reason}", pytrace=False)
+        pytest.skip(reason)
+
+    def requirements(self, spec: CaseSpec) -> str | None:
+        reason = backends.requirements(spec.model, spec.settings, self.labels)
+        if reason is None and spec.resolver in ("thesis", "nli") and spec.model.backend not in ("clip", "classifier"):
+            reason = nli_requirement(spec.nli_model)
+        if reason is None and spec.resolver == "constrained" and spec.model.backend not in ("hf-vlm", "openai-compatible", "clip", "classifier"):
+            reason = f"--resolver constrained needs a local model or an OpenAI-compatible server, not {spec.model.backend}"
+        return reason
+
+    def backend(self, spec: CaseSpec):
+        key = repr((spec.model, spec.settings))
+        if key not in self._backends:
+            for other in list(self._backends):  # one model in memory at a time (GPU memory)
+                self._backends.pop(other).close()
+            self._backends[key] = backends.load(spec.model, spec.settings, self.labels)
+        return self._backends[key]
+
+    def resolver(self, spec: CaseSpec):
+        from .resolve import Resolver
+
+        key = (spec.resolver, spec.nli_model)
+        if key not in self._resolvers:
+            self._resolvers[key] = Resolver(spec.resolver, self.labels, nli_model=spec.nli_model)
+        return self._resolvers[key]
+
+    def run_case(self, case: Case) -> CaseResult:
+        spec = case.spec
+        reason = self.requirements(spec)
+        if reason:
+            self._skip(case, reason)
+        try:
+            backend = self.backend(spec)
+        except Exception as exc:  # a model that cannot load is one line, not a traceback
+            self._skip(case, f"cannot load {spec.model.weights}: {one_line(exc)}")
+        runner = CaseRunner(spec, self.labels, backend, self.resolver(spec), self.store, progress=self._progress(case))
+        result = runner.run(self.samples)
+        self._write_samples(case, result)
+        return result
+
+    def _progress(self, case: Case):
+        tw = self.config.get_terminal_writer() if self.config.option.verbose > 0 and not hasattr(self.config, "workerinput") else None
+        last = [0.0]
+
+        def show(done: int, total: int) -> None:
+            now = time.monotonic()
+            if tw is not None and total >= 200 and (now - last[0] > 5 or done == total):
+                last[0] = now
+                tw.write(f"\r  {case.case_id}: {done}/{total} samples ", flush=True)
+        return show
+
+    def _write_samples(self, case: Case, result: CaseResult) -> None:
+        report.write_samples(self.report_dir / "samples" / f"{case.case_id}.jsonl", result.predictions)
+
+    def check_gate(self, case: Case, result: CaseResult) -> None:
+        threshold = case.spec.model.threshold(case.spec.ways)
+        m = result.metrics
+        failing = m is not None and threshold is not None and m.accuracy_ci[1] < threshold
+        status = "failed" if failing else ("passed" if threshold is not None else "no gate")
+        case.item.user_properties.append((ROW_KEY, report.case_row(result, status=status, threshold=threshold)))
+        if m is None:
+            pytest.fail(f"{case.case_id}: no prediction was made ({result.stopped or 'no samples'})", pytrace=False)
+        if failing:
+            lo, hi = m.accuracy_ci
+            pytest.fail(
+                f"{case.spec.model.name} at {case.spec.ways}-way: accuracy {m.accuracy:.3f} "
+                f"(95% CI {lo:.3f}-{hi:.3f}, n={m.n}) is below the gate {threshold:.3f}", pytrace=False)
+
+    # ------------------------------------------------------------------ reporting hooks
+    def pytest_runtest_logreport(self, report) -> None:
+        if hasattr(self.config, "workerinput"):
+            return
+        rows = [v for k, v in report.user_properties if k == ROW_KEY]
+        if rows and report.when in ("call", "setup"):
+            self.rows.extend(r for r in rows if r not in self.rows)
+        elif report.failed and report.when == "???":  # xdist: the worker died inside this test
+            case_id = re.search(r"\[(.+)\]$", report.nodeid)
+            self.rows.append({"case_id": case_id.group(1) if case_id else report.nodeid, "model": report.nodeid,
+                              "ways": 0, "status": "crashed", "metrics": None, "stages": {},
+                              "reason": one_line(report.longreprtext) or "worker crashed"})
+
+    @pytest.hookimpl(optionalhook=True)
+    def pytest_testnodedown(self, node, error) -> None:
+        if error:
+            self.crashed.append(f"worker {node.gateway.id} went down: {one_line(error)}")
+
+    def pytest_sessionfinish(self, session) -> None:
+        if hasattr(self.config, "workerinput") or not self.rows:
+            return
+        meta = {"run_id": self.run_id, "argv": [a for a in sys.argv[1:]], "crashed_workers": self.crashed}
+        self.written = report.write_report(self.rows, self.report_dir, meta)
+
+    def pytest_terminal_summary(self, terminalreporter) -> None:
+        if hasattr(self.config, "workerinput") or not self.rows:
+            return
+        tr = terminalreporter
+        tr.section("vlmcls results")
+        done = [r for r in self.rows if r.get("metrics")]
+        for ways in sorted({r["ways"] for r in done}):
+            tr.write_line(f"{ways}-way")
+            tr.write_line(report.study_table([r for r in done if r["ways"] == ways]))
+        for r in self.rows:
+            if not r.get("metrics"):
+                tr.write_line(f"{r['status']}: {r['case_id']}: {r.get('reason', '')}")
+        for line in self.crashed:
+            tr.write_line(line)
+        if getattr(self, "written", None):
+            tr.write_line(f"report: {self.written}")
+
+    def close(self) -> None:
+        for backend in self._backends.values():
+            backend.close()
+        self._backends.clear()
+        if "store" in self.__dict__:
+            self.store.close()
+
+
+def one_line(exc: Any) -> str:
+    text = str(exc).strip().splitlines()
+    return (text[0] if text else type(exc).__name__)[:300]
+
+
+def nli_requirement(model: str) -> str | None:
+    if is_smoke(model) or Path(model).exists():
+        return None
+    from .hub import reachable
+
+    if reachable(model):
+        return None
+    return f"NLI model {model} is not reachable offline; use --resolver exact, or --nli-model PATH"
+
+
+def worker_device() -> str:
+    """'auto', or on a multi-GPU machine under xdist, this worker's own GPU (gw3 -> cuda:3 % count)."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "")
+    if not worker.startswith("gw"):
+        return "auto"
+    try:
+        import torch
+
+        count = torch.cuda.device_count()
+    except Exception:
+        return "auto"
+    return f"cuda:{int(worker[2:]) % count}" if count > 1 else "auto"
