@@ -1,0 +1,106 @@
+"""Dataset sources and seeded stratified subsets, on real files built in the test."""
+from __future__ import annotations
+
+import io
+from collections import Counter
+
+import pytest
+from PIL import Image
+
+from vlmcls import data, labels
+from vlmcls.data import DatasetError, open_dataset, stratified
+
+
+def jpeg(color=(200, 30, 30), size=(40, 30)) -> bytes:
+    buf = io.BytesIO()
+    Image.new("RGB", size, color).save(buf, "JPEG")
+    return buf.getvalue()
+
+
+def test_bundled_sample_is_small_real_imagenet_ids():
+    assert data.BUNDLED.stat().st_size <= 2_000_000
+    src = open_dataset("sample")
+    all_ = src.select(None, 0)
+    assert src.annotations == labels.imagenet_annotations()
+    assert len(all_) >= 300 and len({s.label for s in all_}) >= 100
+    assert {134, 517, 638, 639} <= {s.label for s in all_}  # the colliding names are exercised
+
+
+def test_stratified_spreads_evenly_and_is_seeded():
+    index = [(f"s{c}-{k}", c) for c in range(1000) for k in range(50)]  # ImageNet val shape
+    picked = stratified(index, 10_000, seed=1)
+    per_class = Counter(index[p][1] for p in picked)
+    assert len(picked) == 10_000 and set(per_class.values()) == {10}
+    assert stratified(index, 10_000, seed=1) == picked
+    assert stratified(index, 10_000, seed=2) != picked
+
+
+def test_uneven_sizes_spread_as_far_as_classes_allow():
+    index = [("a0", 0)] + [(f"b{k}", 1) for k in range(10)] + [(f"c{k}", 2) for k in range(10)]
+    counts = Counter(index[p][1] for p in stratified(index, 13, seed=0))
+    assert counts[0] == 1 and sorted([counts[1], counts[2]]) == [6, 6]
+    counts = Counter(index[p][1] for p in stratified(index, 7, seed=0))
+    assert counts == {0: 1, 1: 3, 2: 3}  # class 0 has a single image: the others share the rest
+    counts = Counter(index[p][1] for p in stratified(index, 2, seed=0))
+    assert sum(counts.values()) == 2 and max(counts.values()) == 1
+
+
+def test_too_many_samples_is_one_line():
+    with pytest.raises(DatasetError, match=r"--samples 999 exceeds the 318 images .* use --samples 318"):
+        open_dataset("sample").select(999, 0)
+
+
+def test_synset_folder_maps_ids_in_imagenet_order(tmp_path):
+    for syn in ("n01443537", "n01440764"):  # goldfish (1), tench (0): not alphabetical by name
+        d = tmp_path / "val" / syn
+        d.mkdir(parents=True)
+        for k in range(3):
+            (d / f"ILSVRC2012_val_{syn}_{k}.JPEG").write_bytes(jpeg())
+    src = open_dataset(str(tmp_path))
+    got = src.select(None, 0)
+    assert {s.sample_id.split("/")[0]: s.label for s in got} == {"n01440764": 0, "n01443537": 1}
+    assert len(src.select(4, 0)) == 4
+
+
+def test_local_hf_dataset_with_classlabel(tmp_path):
+    from datasets import ClassLabel, Dataset, Features
+    from datasets import Image as HFImage
+
+    feats = Features({"img": HFImage(), "fine_label": ClassLabel(names=["apple", "aquarium fish", "baby"])})
+    ds = Dataset.from_dict({"img": [jpeg()] * 6, "fine_label": [0, 1, 2, 0, 1, 2]}, features=feats)
+    ds.save_to_disk(tmp_path / "cifar")
+    src = open_dataset(str(tmp_path / "cifar"))
+    assert src.annotations == ("apple", "aquarium fish", "baby")
+    got = src.select(3, 0)
+    assert sorted(s.label for s in got) == [0, 1, 2] and all(isinstance(s.image, bytes) for s in got)
+    ds.to_parquet(tmp_path / "c.parquet")
+    assert open_dataset(str(tmp_path / "c.parquet")).annotations == src.annotations
+
+
+def test_dataset_without_label_column_is_one_line(tmp_path):
+    from datasets import Dataset, Features, Value
+    from datasets import Image as HFImage
+
+    ds = Dataset.from_dict({"img": [jpeg()], "caption": ["x"]}, features=Features({"img": HFImage(), "caption": Value("string")}))
+    ds.save_to_disk(tmp_path / "caps")
+    with pytest.raises(DatasetError, match="needs an image column and a ClassLabel column"):
+        open_dataset(str(tmp_path / "caps"))
+
+
+@pytest.mark.parametrize("spec, message", [
+    ("imagenett", "unknown dataset 'imagenett'"),
+    ("./no/such/folder", "does not exist"),
+    ("someone/not-a-dataset", "not reachable"),
+])
+def test_unknown_dataset_is_one_line(spec, message):
+    with pytest.raises(DatasetError, match=message):
+        open_dataset(spec)
+
+
+def test_stream_select_fills_quotas_and_caches(tmp_path):
+    from vlmcls.imagenet_hub import _cached, stream_select
+
+    rows = ({"label": i % 4, "image": {"bytes": jpeg((i, 0, 0)), "path": f"ILSVRC2012_val_{i:08d}.JPEG"}} for i in range(100))
+    got = stream_select(rows, {0: 2, 1: 2, 2: 1, 3: 0}, tmp_path)
+    assert Counter(s.label for s in got) == {0: 2, 1: 2, 2: 1}
+    assert _cached(tmp_path) == got and got[0].sample_id == "ILSVRC2012_val_00000000"
