@@ -51,11 +51,11 @@ def test_tiny_and_huge_images():
 
 
 def test_exif_rotation_is_applied():
-    img = Image.new("RGB", (60, 20), "red")
+    img = Image.new("RGB", (90, 30), "red")
     exif = img.getexif()
     exif[0x0112] = 6  # rotate 90 degrees when displayed
     out = decode(encoded(img, "JPEG", exif=exif.tobytes()))
-    assert out.size == (20, 60)
+    assert out.size == (30, 90)
 
 
 def pred(i: int, error: str | None = None) -> Prediction:

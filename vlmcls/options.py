@@ -73,7 +73,9 @@ def add_options(parser) -> None:
     add("--report-dir", default="reports", help="where reports/<run-id>/ goes (default ./reports)")
     add("--store", default=None, help="per-sample result store (default <report-dir>/store.sqlite)")
     add("--refresh", action="store_true", default=False, help="ignore stored results and recompute every sample")
-    add("--strict", action="store_true", default=False, help="a case that cannot run here fails instead of being skipped")
+    # pytest owns --strict (strict markers/config); vlmcls honours it too: a case that cannot run
+    # here then fails instead of being skipped. --strict-cases does only the vlmcls part.
+    add("--strict-cases", action="store_true", default=False, help="a case that cannot run here fails instead of being skipped (also implied by pytest's --strict)")
 
 
 def cli_settings(opt) -> dict[str, Any]:

@@ -65,6 +65,7 @@ class BenchSession:
         self.config = config
         self.opt = config.option
         self.run_id = run_id or time.strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:6]
+        self.strict = bool(getattr(self.opt, "strict", False) or self.opt.strict_cases)
         self.rows: list[dict] = []
         self.crashed: list[str] = []
         self._backends: dict[str, Any] = {}
@@ -131,9 +132,9 @@ class BenchSession:
 
     # ------------------------------------------------------------------ running
     def _skip(self, case: Case, reason: str) -> None:
-        status = "failed" if self.opt.strict else "skipped"
+        status = "failed" if self.strict else "skipped"
         case.item.user_properties.append((ROW_KEY, report.skipped_row(case.spec, status, reason)))
-        if self.opt.strict:
+        if self.strict:
             pytest.fail(f"{case.case_id}: cannot run here and --strict is set: {reason}", pytrace=False)
         pytest.skip(reason)
 
