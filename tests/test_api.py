@@ -39,22 +39,26 @@ def query(i: int = 0, size: tuple[int, int] = (64, 48), prefix: bool = False, la
 
 
 def settings(server: ApiServer, entry: ModelEntry, **kw) -> BackendSettings:
-    base = server.url if entry.backend == "anthropic" else f"{server.url}/v1"
+    """OpenAI / Anthropic models find the server through the SDKs' env vars (see `server`);
+    --base-url (settings.base_url) is for OpenAI-compatible servers only."""
+    base = f"{server.url}/v1" if entry.backend == "openai-compatible" else None
     defaults = {"base_url": base, "max_retries": 2, "timeout_s": 5.0, "concurrency": 4}
     return BackendSettings(**{**defaults, **kw})
 
 
 @pytest.fixture(autouse=True)
 def env(monkeypatch):
-    for name in ("OPENAI_BASE_URL", "ANTHROPIC_BASE_URL", "ANTHROPIC_AUTH_TOKEN"):
+    for name in ("OPENAI_BASE_URL", "ANTHROPIC_BASE_URL", "ANTHROPIC_AUTH_TOKEN", api.COMPAT_KEY_ENV):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("OPENAI_API_KEY", FAKE_KEY)
     monkeypatch.setenv("ANTHROPIC_API_KEY", FAKE_ANT_KEY)
 
 
 @pytest.fixture
-def server():
+def server(monkeypatch):
     with ApiServer() as srv:
+        monkeypatch.setenv("OPENAI_BASE_URL", f"{srv.url}/v1")
+        monkeypatch.setenv("ANTHROPIC_BASE_URL", srv.url)
         yield srv
 
 
@@ -232,26 +236,36 @@ def test_constrained_legacy_field_and_free_text_fallback(server):
     assert (answer.text, answer.class_id, answer.stage) == ("I think it is a fox", None, None)
 
 
-def test_compatible_server_without_key_gets_a_dummy(server, monkeypatch):
-    monkeypatch.delenv("OPENAI_API_KEY")
+@pytest.mark.parametrize("entry", [GPT, CLAUDE], ids=["openai", "anthropic"])
+def test_greedy_false_sends_no_temperature(server, entry):
+    run(server, entry, [query()], extra={"greedy": False})
+    assert "temperature" not in server.records[0].body
+
+
+def test_base_url_server_never_gets_the_openai_key(server, monkeypatch):
+    run(server, COMPAT, [query()])  # OPENAI_API_KEY is set, but this URL came from --base-url
+    monkeypatch.setenv(api.COMPAT_KEY_ENV, "token-abc123")
     run(server, COMPAT, [query()])
-    assert server.records[0].headers["authorization"] == f"Bearer {api.NO_KEY}"
+    assert [r.headers["authorization"] for r in server.records] == [f"Bearer {api.NO_KEY}", "Bearer token-abc123"]
     assert server.records[0].body["model"] == "Qwen/Qwen2-VL-2B-Instruct"
 
 
-def test_sdk_environment_is_used_when_no_base_url(server, monkeypatch):
-    monkeypatch.setenv("OPENAI_BASE_URL", f"{server.url}/v1")
-    monkeypatch.setenv("ANTHROPIC_BASE_URL", server.url)
+def test_compatible_server_from_the_sdk_environment_gets_its_key_pair(server):
+    run(server, COMPAT, [query()], base_url=None)  # OPENAI_BASE_URL + OPENAI_API_KEY, as the SDK pairs them
+    assert server.records[0].headers["authorization"] == f"Bearer {FAKE_KEY}"
+
+
+def test_base_url_does_not_redirect_openai_or_anthropic_models(server):
+    dead = "http://127.0.0.1:9/v1"  # a --base-url meant for some compatible server
     for entry in (GPT, CLAUDE):
-        backend = api.load(entry, BackendSettings(max_retries=0), LABELS)
-        assert backend.answer([query()])[0].error is None
-        backend.close()
+        assert run(server, entry, [query()], base_url=dead, max_retries=0)[0].error is None
     assert [r.path for r in server.records] == ["/v1/chat/completions", "/v1/messages"]
 
 
 # ---------------------------------------------------------------------- secrets
 @pytest.mark.parametrize("entry", [GPT, CLAUDE], ids=["openai", "anthropic"])
-def test_no_key_in_any_answer_or_error(server, entry):
+def test_no_key_in_any_answer_error_or_log(server, entry, caplog):
+    caplog.set_level("DEBUG")  # the SDKs' own debug logging included
     key = FAKE_ANT_KEY if entry is CLAUDE else FAKE_KEY
     echo = f'{{"error": {{"message": "bad request from {key} (Bearer {key})"}}}}'.encode()
     fast_500 = Reply(500, (("retry-after-ms", "10"),), body=echo)
@@ -259,6 +273,7 @@ def test_no_key_in_any_answer_or_error(server, entry):
     answers = run(server, entry, [query(i) for i in range(3)], concurrency=1, max_retries=2)
     assert [bool(a.error) for a in answers] == [True, True, False] and len(server.records) == 5
     assert key not in repr(answers) and key[:12] not in repr(answers)
+    assert key not in caplog.text
 
 
 @pytest.mark.parametrize("entry", [GPT, CLAUDE], ids=["openai", "anthropic"])
@@ -341,3 +356,11 @@ def test_server_parses_labels_first_layout():
     before, after = prompts.render_labels_first(labels)
     request = {"messages": [{"role": "user", "content": [{"type": "text", "text": before}, {"type": "text", "text": after}]}]}
     assert srvmod.parse_candidates("\n\n".join(srvmod.prompt_texts(request))) == list(labels)
+
+
+def test_smoke_openai_constrained_answers_a_candidate():
+    entry = load_catalog()["smoke-openai"]
+    backend = api.load(entry, BackendSettings(max_retries=0, constrained=True), LABELS)
+    answers = backend.answer([query(i) for i in range(4)])
+    backend.close()
+    assert all(a.stage == "constrained" and a.text == query(i).labels[a.class_id] for i, a in enumerate(answers))

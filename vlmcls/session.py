@@ -108,13 +108,19 @@ class BenchSession:
         return Store(self.opt.store or Path(self.config.rootpath, self.opt.report_dir) / "store.sqlite")
 
     def ways(self) -> tuple[int, ...]:
-        ways = self.opt.ways or DEFAULT_WAYS
+        return self.opt.ways or DEFAULT_WAYS
+
+    def validate(self) -> None:
+        """Dataset, N and sample count against each other: one UsageError line, before any case runs."""
         n = len(self.source.annotations)
-        too_many = [w for w in ways if w > n]
+        too_many = [w for w in self.ways() if w > n]
         if too_many:
             raise pytest.UsageError(f"--ways {too_many[0]} exceeds the {n} classes of dataset {self.opt.dataset!r}; "
                                     f"use --ways {n} or less, or a dataset with more classes")
-        return ways
+        size = self.source.size
+        if self.opt.samples and size is not None and self.opt.samples > size:
+            raise pytest.UsageError(f"--samples {self.opt.samples} exceeds the {size} images of dataset "
+                                    f"{self.opt.dataset!r}; use --samples {size} or less")
 
     def spec(self, entry: ModelEntry, ways: int) -> CaseSpec:
         settings = resolve_settings(cli_settings(self.opt), entry.defaults())
@@ -204,7 +210,18 @@ class BenchSession:
                 f"{case.spec.model.name} at {case.spec.ways}-way: accuracy {m.accuracy:.3f} "
                 f"(95% CI {lo:.3f}-{hi:.3f}, n={m.n}) is below the gate {threshold:.3f}", pytrace=False)
 
-    # ------------------------------------------------------------------ reporting hooks
+    # ------------------------------------------------------------------ hooks (registered as a plugin)
+    def pytest_sessionstart(self, session) -> None:
+        # Validated up front (not inside collection, where a UsageError becomes a collection error),
+        # when the user asked for a dataset setting; workers trust their controller.
+        given = any(getattr(self.opt, k) not in (None, d) for k, d in (("dataset", "sample"), ("ways", None), ("samples", None)))
+        if given and not hasattr(self.config, "workerinput"):
+            self.validate()
+
+    def pytest_collection_modifyitems(self, items) -> None:
+        if any("vlmcls_case" in getattr(getattr(i, "callspec", None), "params", {}) for i in items):
+            self.validate()
+
     def pytest_runtest_logreport(self, report) -> None:
         if hasattr(self.config, "workerinput"):
             return

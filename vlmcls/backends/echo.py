@@ -4,6 +4,7 @@ exercise the plugin, store, resolver and reports in a fraction of a second."""
 from __future__ import annotations
 
 import hashlib
+import time
 from typing import Sequence
 
 from ..types import Answer, Query
@@ -16,10 +17,12 @@ def requirements(entry, settings, labels) -> str | None:
 class EchoBackend:
     kind = "text"
 
-    def __init__(self, styles: Sequence[str]):
+    def __init__(self, styles: Sequence[str], delay_s: float = 0.0):
         self.styles = tuple(styles)
+        self.delay_s = delay_s  # per query: lets tests interrupt a case midway
 
     def answer(self, queries: Sequence[Query]) -> list[Answer]:
+        time.sleep(self.delay_s * len(queries))
         return [self._one(q) for q in queries]
 
     def _one(self, q: Query) -> Answer:
@@ -38,4 +41,4 @@ def load(entry, settings, labels) -> EchoBackend:
         "**{label}**",
         "{label}",
     )
-    return EchoBackend(styles)
+    return EchoBackend(styles, float(settings.extra.get("delay_s", 0.0)))

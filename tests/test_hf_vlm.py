@@ -1,0 +1,272 @@
+"""The local Hugging Face VLM backend, on tiny random-weight Qwen2-VL, Qwen2.5-VL and LLaVA-NeXT models
+loaded through the same `load()` path as real checkpoints. Random weights answer garbage, so the tests
+compare generated token ids between code paths (batched vs unbatched, cached prefix vs plain) and check
+types and candidates, never content."""
+from __future__ import annotations
+
+import random
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from vlmcls.catalog import ModelEntry, load_catalog
+from vlmcls.prompts import get_template, render, render_labels_first
+from vlmcls.settings import BackendSettings
+from vlmcls.types import Answer, LabelSet, Query
+
+pytest.importorskip("torch")
+pytest.importorskip("transformers")
+
+from vlmcls.backends import hf_vlm  # noqa: E402
+
+MODELS = ("smoke-qwen2-vl", "smoke-qwen2.5-vl", "smoke-llava-next")
+# "crane" / "crane fly" share a start and "crane" is listed twice: the trie traps
+NAMES = ("crane", "crane fly", "tench", "goldfish", "great white shark", "tiger shark", "hammerhead",
+         "electric ray", "stingray", "cock", "hen", "ostrich", "brambling", "goldfinch", "crane", "junco")
+LABELS = LabelSet(NAMES, tuple((n,) for n in NAMES), mode="thesis")
+
+
+@pytest.fixture(scope="session")
+def catalog():
+    return load_catalog()
+
+
+@pytest.fixture(scope="session")
+def built(smoke_model):
+    """Build the three tiny models once per session."""
+    return {name: smoke_model(name.removeprefix("smoke-")) for name in MODELS}
+
+
+def _images(n: int, seed: int = 0):
+    """Noise images of different sizes, so the image token counts differ and padding is exercised."""
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    sizes = [(int(rng.integers(30, 130)), int(rng.integers(30, 130))) for _ in range(n)]
+    return [Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8)) for h, w in sizes]
+
+
+def _queries(n: int, ways: int = 5, labels_first: bool = False, seed: int = 0) -> list[Query]:
+    out = []
+    for i, image in enumerate(_images(n, seed)):
+        ids = tuple(random.Random(seed * 1000 + i).sample(range(len(NAMES)), ways))
+        labels = tuple(NAMES[j] for j in ids)
+        if labels_first:  # the same full label list before every image, as the runner does at full-way
+            prefix, prompt = render_labels_first(NAMES)
+        else:
+            prefix, prompt = "", render(get_template("thesis"), labels)
+        out.append(Query(f"s{i}", image, ids, labels, prompt, prefix))
+    return out
+
+
+def _load(entry: ModelEntry, **settings) -> hf_vlm.HFVLMBackend:
+    settings.setdefault("max_new_tokens", 6)
+    return hf_vlm.load(entry, BackendSettings(**settings), LABELS)
+
+
+def _record(backend) -> list[list[int]]:
+    """Spy on generate: each row's new token ids up to EOS, in order (decoded text can hide differences)."""
+    rows: list[list[int]] = []
+    generate = backend.model.generate
+
+    def spy(**kwargs):
+        out = generate(**kwargs)
+        rows.extend(backend._completion(row) for row in out[:, kwargs["input_ids"].shape[1]:].tolist())
+        return out
+
+    backend.model.generate = spy
+    return rows
+
+
+def _run(entry, queries, **settings) -> tuple[list[Answer], list[list[int]], hf_vlm.HFVLMBackend]:
+    backend = _load(entry, **settings)
+    rows = _record(backend)
+    return backend.answer(queries), rows, backend
+
+
+def test_import_does_not_load_torch():
+    code = "import sys, vlmcls.backends.hf_vlm; assert 'torch' not in sys.modules, 'torch imported'"
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_loads_like_a_checkpoint_and_answers(name, catalog, built):
+    backend = _load(catalog[name], batch_size=2)
+    assert type(backend.model).__name__.endswith("ForConditionalGeneration")
+    assert backend.tokenizer.padding_side == "left"
+    answers = backend.answer(_queries(3))
+    assert len(answers) == 3 and all(isinstance(a, Answer) for a in answers)
+    for a in answers:
+        assert a.error is None and isinstance(a.text, str)
+        assert a.prompt_tokens > 50 and 1 <= a.completion_tokens <= 6 and a.latency_s > 0
+    backend.close()
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_batched_answers_equal_unbatched(name, catalog, built):
+    queries = _queries(5)
+    one, rows_one, _ = _run(catalog[name], queries, batch_size=1)
+    many, rows_many, _ = _run(catalog[name], queries, batch_size=3)  # batches of 3 and 2
+    assert rows_many == rows_one
+    assert [a.text for a in many] == [a.text for a in one]
+    assert len({tuple(r) for r in rows_one}) > 1, "the tiny model ignores its input: the test would be blind"
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_prefix_cache_matches_plain_computation(name, catalog, built, monkeypatch):
+    queries = _queries(5, labels_first=True)
+    plain, rows_plain, _ = _run(catalog[name], queries, batch_size=1, layout="thesis")
+    prefills = []
+    monkeypatch.setattr(hf_vlm.HFVLMBackend, "_prefill",
+                        lambda self, ids, f=hf_vlm.HFVLMBackend._prefill: prefills.append(ids) or f(self, ids))
+    cached, rows_cached, backend = _run(catalog[name], queries, batch_size=3, layout="labels-first")
+    assert len(prefills) == 1, "the label prefix must be prefilled once and reused across batches"
+    assert len(prefills[0]) > len(", ".join(NAMES)), "the cached prefix must hold the whole label list"
+    assert backend.notes == []
+    assert rows_cached == rows_plain
+    assert [a.text for a in cached] == [a.text for a in plain]
+
+
+def test_prefix_cache_refuses_differing_prefixes(catalog, built):
+    queries = _queries(2, labels_first=True)
+    odd = Query("odd", queries[1].image, queries[1].class_ids, queries[1].labels, queries[1].prompt, "Other: a, b.")
+    answers, _, backend = _run(catalog["smoke-qwen2-vl"], [queries[0], odd], batch_size=2, layout="labels-first")
+    assert all(a.error is None for a in answers)
+    assert any("differs between images" in n for n in backend.notes)
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_constrained_answers_are_candidates(name, catalog, built):
+    queries = [q for seed in (1, 2, 3) for q in _queries(3, ways=random.Random(seed).choice((3, 6, 9)), seed=seed)]
+    queries.append(Query("dup", queries[0].image, (0, 1, 14), ("crane", "crane fly", "crane"), "Which?"))
+    answers, _, _ = _run(catalog[name], queries, batch_size=4, constrained=True, max_new_tokens=2)
+    for q, a in zip(queries, answers):
+        assert a.error is None and a.stage == "constrained"
+        assert a.text in q.labels  # max_new_tokens=2 is raised to fit the longest label
+        assert a.class_id == q.class_ids[q.labels.index(a.text)]
+
+
+def test_constrained_with_cached_prefix(catalog, built):
+    queries = _queries(4, labels_first=True)
+    plain, _, _ = _run(catalog["smoke-qwen2.5-vl"], queries, batch_size=1, constrained=True)
+    cached, _, _ = _run(catalog["smoke-qwen2.5-vl"], queries, batch_size=4, constrained=True, layout="labels-first")
+    assert [a.class_id for a in cached] == [a.class_id for a in plain]
+    assert all(a.text in q.labels for q, a in zip(queries, cached))
+
+
+def test_label_constraint_forces_eos_after_a_complete_label():
+    import torch
+
+    trie = hf_vlm._trie([[5, 6], [5, 6, 7], [8]])
+
+    def allowed(generated: list[list[int]]) -> list[list[int]]:
+        constraint = hf_vlm.LabelConstraint([trie] * len(generated), prompt_length=1, eos_ids=[2])
+        ids = torch.tensor([[0] + g for g in generated])
+        return [row.isfinite().nonzero().flatten().tolist() for row in constraint(ids, torch.zeros(len(ids), 10))]
+
+    assert allowed([[5], [8]]) == [[6], [2]]  # "8" is complete with no continuation: EOS only
+    assert allowed([[5, 6]]) == [[2, 7]]  # complete, or on to the longer label that shares its start
+    assert allowed([[8, 2]]) == [list(range(10))]  # finished rows are left alone
+    assert hf_vlm._walk(trie, [5, 6, 2]).get(None) == 0 and hf_vlm._walk(trie, [8, 2, 2]).get(None) == 2
+
+
+def test_int8_load_on_cpu(catalog, built):
+    pytest.importorskip("bitsandbytes")
+    answers, _, backend = _run(catalog["smoke-qwen2-vl"], _queries(2), batch_size=2, quant="int8")
+    layer = backend.model.model.language_model.layers[0].mlp.gate_proj
+    assert type(layer).__name__ == "Linear8bitLt"
+    assert all(a.error is None and a.completion_tokens >= 1 for a in answers)
+    assert any("int8" in n for n in backend.notes)
+
+
+def test_out_of_memory_halves_the_batch(catalog, built, monkeypatch):
+    import torch
+
+    backend = _load(catalog["smoke-qwen2-vl"], batch_size=4)
+    generate = backend._generate
+
+    def tight(batch, inputs):  # pretend only two images fit on the GPU
+        if len(batch) > 2:
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return generate(batch, inputs)
+
+    monkeypatch.setattr(backend, "_generate", tight)
+    answers = backend.answer(_queries(5))
+    assert len(answers) == 5 and all(a.error is None for a in answers)
+    assert backend.batch_size == 2
+    assert backend.notes == ["CUDA out of memory at batch size 4: continued at batch size 2"]
+
+
+def test_a_bad_image_is_one_error_row(catalog, built):
+    from PIL import Image
+
+    queries = _queries(3)
+    bad = Query("bad", Image.new("RGB", (600, 2)), queries[0].class_ids, queries[0].labels, queries[0].prompt)
+    answers = _load(catalog["smoke-qwen2-vl"], batch_size=4).answer([queries[0], bad, queries[1]])
+    assert [a.error is None for a in answers] == [True, False, True]
+    assert "aspect ratio" in answers[1].error and "\n" not in answers[1].error
+
+
+def test_qwen_pixel_bounds_from_catalog_options(catalog, built):
+    small = {"min_pixels": 28 * 28, "max_pixels": 28 * 28}  # one merged patch -> one image token
+    [a] = _load(catalog["smoke-qwen2-vl"], extra=small).answer(_queries(1))
+    [b] = _load(catalog["smoke-qwen2-vl"]).answer(_queries(1))
+    assert a.error is None and a.prompt_tokens < b.prompt_tokens
+
+
+def test_llava_images_are_bounded_before_processing(catalog, built):
+    from PIL import Image
+
+    backend = _load(catalog["smoke-llava-next"], extra={"max_pixels": 10_000})
+    assert backend._bound(Image.new("RGB", (400, 300))).size[0] * 300 // 400 <= 100
+
+
+# ---------------------------------------------------------------- requirements (one-line reasons)
+
+def _entry(weights: str, **kw) -> ModelEntry:
+    return ModelEntry(name="m", backend="hf-vlm", weights=weights, **kw)
+
+
+def test_requirements_unreachable_hub_id_offline():
+    reason = hf_vlm.requirements(_entry("nobody/no-such-vlm"), BackendSettings(), LABELS)
+    assert reason and "nobody/no-such-vlm" in reason and "HF_HUB_OFFLINE" in reason and "\n" not in reason
+    with pytest.raises(RuntimeError, match="not in the local Hugging Face cache"):
+        hf_vlm.load(_entry("nobody/no-such-vlm"), BackendSettings(), LABELS)
+
+
+def test_requirements_missing_local_folder(tmp_path):
+    reason = hf_vlm.requirements(_entry(str(tmp_path / "absent")), BackendSettings(), LABELS)
+    assert reason and "does not exist" in reason
+
+
+def test_requirements_int8_without_bitsandbytes(monkeypatch):
+    real = hf_vlm._importable
+    monkeypatch.setattr(hf_vlm, "_importable", lambda name: name != "bitsandbytes" and real(name))
+    reason = hf_vlm.requirements(_entry("smoke:qwen2-vl"), BackendSettings(quant="int8"), LABELS)
+    assert reason == "int8 quantization needs bitsandbytes (pip install bitsandbytes)"
+    assert hf_vlm.requirements(_entry("smoke:qwen2-vl"), BackendSettings(), LABELS) is None
+
+
+def test_requirements_remote_code_needs_opt_in():
+    entry = _entry("smoke:qwen2-vl", trust_remote_code=True)
+    reason = hf_vlm.requirements(entry, BackendSettings(), LABELS)
+    assert reason and "--trust-remote-code" in reason
+    assert hf_vlm.requirements(entry, BackendSettings(trust_remote_code=True), LABELS) is None
+
+
+def test_requirements_gated_model_without_token(monkeypatch):
+    from huggingface_hub.errors import GatedRepoError
+
+    def gated(repo_id, token=None):  # what the hub answers for a gated repo and no token
+        exc = GatedRepoError.__new__(GatedRepoError)  # its __init__ wants a real HTTP response
+        Exception.__init__(exc, "403 gated")
+        raise exc
+
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.delenv("TRANSFORMERS_OFFLINE", raising=False)
+    monkeypatch.delenv("HF_TOKEN", raising=False)
+    monkeypatch.setattr("huggingface_hub.auth_check", gated)
+    reason = hf_vlm.requirements(_entry("google/gemma-3-4b-it"), BackendSettings(), LABELS)
+    assert reason == "google/gemma-3-4b-it is gated: accept its licence on huggingface.co and set HF_TOKEN"

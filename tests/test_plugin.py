@@ -1,0 +1,159 @@
+"""The pytest plugin, run as users run it: `pytest bench` in a temp dir, serially and with -n 2."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+BENCH = Path(__file__).resolve().parents[1] / "bench" / "test_classify.py"
+
+CATALOG = """
+[models.echo-a]
+backend = "echo"
+weights = "smoke:echo"
+smoke = true
+
+[models.echo-b]
+backend = "echo"
+weights = "smoke:echo"
+smoke = true
+options = { styles = ["I think it is a {label}.", "{label}"] }
+
+[models.echo-gated]
+backend = "echo"
+weights = "smoke:echo"
+thresholds = { 20 = 0.9 }
+
+[models.api-needs-key]
+backend = "openai"
+weights = "gpt-4o-mini"
+"""
+
+
+@pytest.fixture
+def bench(pytester: pytest.Pytester):
+    pytester.makefile(".toml", catalog=CATALOG)
+    (pytester.path / "bench").mkdir()
+    (pytester.path / "bench" / "test_classify.py").write_text(BENCH.read_text())
+    return pytester
+
+
+def run(p: pytest.Pytester, *args: str) -> pytest.RunResult:
+    return p.runpytest_subprocess("bench", "--catalog", "catalog.toml", "-p", "no:cacheprovider", *args)
+
+
+def results(p: pytest.Pytester) -> list[dict]:
+    (run_dir,) = [d for d in (p.path / "reports").iterdir() if d.is_dir()]
+    return json.loads((run_dir / "results.json").read_text())["cases"]
+
+
+def comparable(rows: list[dict]) -> list[tuple]:
+    return sorted((r["case_id"], r["status"], json.dumps(r["metrics"], sort_keys=True), json.dumps(r["stages"])) for r in rows)
+
+
+def test_serial_and_xdist_give_identical_rows(bench, tmp_path):
+    args = ("-k", "echo-a or echo-b", "--ways", "20,50", "--samples", "120", "--refresh")
+    serial = run(bench, *args, "--report-dir", "serial")
+    serial.assert_outcomes(passed=4)
+    rows_serial = results_in(bench.path / "serial")
+    parallel = run(bench, *args, "--report-dir", "parallel", "-n", "2")
+    parallel.assert_outcomes(passed=4)
+    rows_parallel = results_in(bench.path / "parallel")
+    assert len(rows_serial) == 4 and comparable(rows_serial) == comparable(rows_parallel)
+    (run_dir,) = [d for d in (bench.path / "parallel").iterdir() if d.is_dir()]
+    samples = sorted(p.name for p in (run_dir / "samples").iterdir())
+    assert samples == ["echo-a-20way.jsonl", "echo-a-50way.jsonl", "echo-b-20way.jsonl", "echo-b-50way.jsonl"]
+    assert "vlmcls results" in parallel.stdout.str()
+
+
+def results_in(report_dir: Path) -> list[dict]:
+    (run_dir,) = [d for d in report_dir.iterdir() if d.is_dir()]
+    return json.loads((run_dir / "results.json").read_text())["cases"]
+
+
+def test_k_selects_model_and_ways(bench):
+    out = run(bench, "--collect-only", "-q", "-k", "echo-b and 100way", "--ways", "20,100")
+    collected = [l for l in out.stdout.lines if "::" in l]
+    assert collected == ["bench/test_classify.py::test_classify[echo-b-100way]"]
+
+
+def test_failing_gate_names_model_n_accuracy_interval_threshold(bench):
+    out = run(bench, "-k", "echo-gated", "--ways", "20", "--samples", "60", "--nli-model", "smoke:bart-mnli")
+    out.assert_outcomes(failed=1)
+    line = next(l for l in out.stdout.lines if "below the gate" in l)
+    assert "echo-gated at 20-way: accuracy 0." in line and "95% CI" in line and "n=60" in line and "0.900" in line
+
+
+def test_missing_key_skips_with_reason_and_strict_fails(bench, monkeypatch):
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    out = run(bench, "-k", "api-needs-key", "--ways", "20", "--samples", "20")
+    out.assert_outcomes(skipped=1)
+    assert "OPENAI_API_KEY" in out.stdout.str()
+    row = results(bench)[0]
+    assert row["status"] == "skipped" and "OPENAI_API_KEY" in row["reason"]
+    (run_dir,) = [d for d in (bench.path / "reports").iterdir() if d.is_dir()]
+    report_md = (run_dir / "report.md").read_text()
+    assert "## Not run" in report_md and "OPENAI_API_KEY" in report_md
+    strict = run(bench, "-k", "api-needs-key", "--ways", "20", "--samples", "20", "--strict-cases")
+    strict.assert_outcomes(failed=1)
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--ways", "1"], "--ways needs every N >= 2"),
+    (["--ways", "20,abc"], "--ways takes integers"),
+    (["--samples", "0"], "--samples must be positive"),
+    (["--resolver", "magic"], "--resolver must be one of"),
+    (["--dataset", "nope"], "unknown dataset 'nope'"),
+    (["--ways", "1001"], "--ways 1001 exceeds the 1000 classes"),
+    (["--samples", "5000"], "--samples 5000 exceeds the 318 images"),
+])
+def test_bad_options_are_one_clear_line(bench, args, message):
+    out = run(bench, *args)
+    assert out.ret == pytest.ExitCode.USAGE_ERROR
+    err = out.stderr.str()
+    assert message in err and "Traceback" not in err
+
+
+def test_killed_run_resumes_without_recomputing(bench):
+    """SIGKILL in the middle of a case, rerun the same command: no finished sample is lost or redone."""
+    bench.makefile(".toml", slow="""
+[models.echo-slow]
+backend = "echo"
+weights = "smoke:echo"
+smoke = true
+options = { delay_s = 0.02 }
+""")
+    cmd = [sys.executable, "-m", "pytest", "bench", "--catalog", "slow.toml", "--ways", "20", "-p", "no:cacheprovider",
+           "--batch-size", "10", "--report-dir", "runs"]
+    proc = subprocess.Popen(cmd, cwd=bench.path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    db = bench.path / "runs" / "store.sqlite"
+    deadline = time.time() + 60
+    while time.time() < deadline and stored(db) < 60:
+        time.sleep(0.05)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    before = stored(db)
+    assert 60 <= before < 318, "the kill must land in the middle of the case"
+    subprocess.run(cmd, cwd=bench.path, check=True, capture_output=True)
+    (row,) = results_in(bench.path / "runs")
+    assert row["resumed"] == before and row["metrics"]["n"] == 318 and stored(db) == 318
+    clean = subprocess.run(cmd[:-2] + ["--report-dir", "clean"], cwd=bench.path, check=True, capture_output=True)
+    (fresh,) = results_in(bench.path / "clean")
+    assert fresh["resumed"] == 0 and fresh["metrics"] == row["metrics"]
+
+
+def stored(db: Path) -> int:
+    if not db.exists():
+        return 0
+    try:
+        with sqlite3.connect(db, timeout=1) as con:
+            return con.execute("SELECT COUNT(*) FROM results").fetchone()[0]
+    except sqlite3.OperationalError:
+        return 0

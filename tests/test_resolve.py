@@ -1,0 +1,229 @@
+"""The answer resolver: the match stage on a table of realistic answers, the modes, and the NLI
+stage's mechanics with a tiny random BART (its choices are chance; only the plumbing is checked)."""
+from __future__ import annotations
+
+import random
+import subprocess
+import sys
+
+import pytest
+
+from answers import ANSWERS, CATS, Case, imagenet_labels
+from vlmcls import resolve
+from vlmcls.resolve import MODES, Resolver, phrase
+from vlmcls.types import Resolution
+
+LABELS = imagenet_labels()
+FIRST_ID = {name: i for i, name in reversed(list(enumerate(LABELS.names)))}  # "crane" -> 134, not 517
+NLI = "smoke:bart-mnli"
+
+
+def ids_of(candidates: tuple[str | int, ...]) -> list[int]:
+    return [c if isinstance(c, int) else FIRST_ID[c] for c in candidates]
+
+
+def expected_id(case: Case) -> int | None:
+    return FIRST_ID[case.expected] if isinstance(case.expected, str) else case.expected
+
+
+def case_id(case: Case) -> str:
+    return repr(case.answer)[:40]
+
+
+@pytest.fixture(scope="session")
+def nli_model(smoke_model) -> str:
+    smoke_model("bart-mnli")  # built once per session; the resolver finds it through the same cache
+    return NLI
+
+
+@pytest.fixture
+def forward_calls(nli_model):
+    """Counts the NLI model's forward passes (the pipeline itself is cached per process)."""
+    calls = []
+    handle = resolve.nli_pipeline(nli_model, "cpu").model.register_forward_hook(
+        lambda module, args, out: calls.append(1))
+    yield calls
+    handle.remove()
+
+
+# ------------------------------------------------------------------ the answer table
+
+def test_table_is_large_and_varied():
+    assert len(ANSWERS) >= 60
+    assert {c.stage for c in ANSWERS} == {"match", "synonym", "unresolved"}
+
+
+@pytest.mark.parametrize("case", ANSWERS, ids=case_id)
+def test_exact_mode_table(case: Case):
+    got = Resolver("exact", LABELS).resolve(case.answer, ids_of(case.candidates))
+    assert (got.class_id, got.stage, got.ambiguous) == (expected_id(case), case.stage, case.ambiguous), got.note
+
+
+@pytest.mark.parametrize("case", ANSWERS, ids=case_id)
+def test_thesis_mode_table(case: Case, nli_model):
+    """A match decides alone; whatever the match leaves open reaches the NLI, ambiguity recorded."""
+    ids = ids_of(case.candidates)
+    got = Resolver("thesis", LABELS, nli_model=nli_model, device="cpu").resolve(case.answer, ids)
+    if case.answer is None or not case.answer.strip():
+        assert got == Resolution(None, "unresolved", note="empty answer")
+    elif case.stage != "unresolved":
+        assert (got.class_id, got.stage, got.ambiguous) == (expected_id(case), case.stage, False)
+    elif case.ambiguous and len(shared := _sharing_one_label(ids)) > 1:
+        assert (got.class_id, got.stage, got.ambiguous) == (shared[0], "match", True), got.note
+    else:
+        assert got.stage == "nli" and got.class_id in ids and got.ambiguous == case.ambiguous
+
+
+def _sharing_one_label(ids: list[int]) -> list[int]:
+    """Candidates named "crane" or "maillot" (two ImageNet classes each), in candidate order."""
+    return [c for c in ids if LABELS.names[c] in ("crane", "maillot")]
+
+
+# ------------------------------------------------------------------ match details
+
+def test_phrase_normalises_case_accents_apostrophes_and_markdown():
+    assert phrase("**Jack-O'-Lantern!**") == ("jack", "o", "lantern")
+    assert phrase("Pokémon_card") == ("pokemon", "card")
+    assert phrase("Potter’s wheel") == ("potters", "wheel")
+
+
+def test_word_boundaries():
+    r = Resolver("exact", LABELS)
+    assert r.resolve("a boxer", ids_of(("ox", "boxer"))).class_id == FIRST_ID["boxer"]
+    assert r.resolve("a boxer", ids_of(("ox", "tiger"))).class_id is None
+
+
+def test_match_finds_the_label_among_1000_candidates():
+    ids = list(range(1000))
+    random.Random(0).shuffle(ids)
+    got = Resolver("exact", LABELS).resolve('The object belongs to "Italian greyhound".', ids)
+    assert got == Resolution(FIRST_ID["Italian greyhound"], "match")
+
+
+def test_result_does_not_depend_on_candidate_order():
+    r = Resolver("exact", LABELS)
+    orders = [CATS, CATS[::-1], CATS[1:] + CATS[:1]]
+    assert {r.resolve("It's a tiger cat, not a tabby.", ids_of(o)).class_id for o in orders} == {FIRST_ID["tiger cat"]}
+
+
+def test_shared_label_in_thesis_mode_takes_the_first_candidate_without_nli(monkeypatch):
+    monkeypatch.setattr(resolve, "nli_pipeline", _no_nli)
+    r = Resolver("thesis", LABELS)
+    for order in ([134, 517, 3], [3, 517, 134]):
+        got = r.resolve("A crane.", order)
+        assert (got.class_id, got.stage, got.ambiguous) == (_sharing_one_label(order)[0], "match", True)
+        assert "share the label 'crane'" in got.note
+
+
+def test_ambiguous_note_names_the_candidates():
+    got = Resolver("exact", LABELS).resolve("tabby or tiger cat", ids_of(CATS))
+    assert got.note == "several candidates: tabby, tiger cat"
+
+
+def test_only_negated_mentions_are_unresolved_with_a_reason():
+    got = Resolver("exact", LABELS).resolve("Definitely not a tabby.", ids_of(CATS))
+    assert got == Resolution(None, "unresolved", note="only negated mentions")
+
+
+# ------------------------------------------------------------------ modes
+
+def test_unknown_mode_names_the_valid_ones():
+    with pytest.raises(ValueError, match="thesis, exact, nli, constrained"):
+        Resolver("fuzzy", LABELS)
+    assert MODES == ("thesis", "exact", "nli", "constrained")
+
+
+@pytest.mark.parametrize("answer, expected", [
+    ("tabby", "tabby"), ("The Tabby.", "tabby"), ("  tiger cat\n", "tiger cat"),
+    ("tabby cat", None), ("It is a tabby.", None), ("tabbies", None),
+])
+def test_constrained_mode_is_label_equality(answer, expected):
+    got = Resolver("constrained", LABELS).resolve(answer, ids_of(CATS))
+    stage = "constrained" if expected else "unresolved"
+    assert (got.class_id, got.stage) == (expected and FIRST_ID[expected], stage)
+
+
+def test_constrained_mode_shared_label_is_ambiguous():
+    got = Resolver("constrained", LABELS).resolve("crane", [517, 134])
+    assert (got.class_id, got.stage, got.ambiguous) == (None, "unresolved", True)
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("answer", [None, "", " \t\n"])
+def test_empty_answer_is_unresolved_without_nli(mode, answer, monkeypatch):
+    monkeypatch.setattr(resolve, "nli_pipeline", _no_nli)
+    assert Resolver(mode, LABELS).resolve(answer, ids_of(CATS)) == Resolution(None, "unresolved", note="empty answer")
+
+
+def test_matched_answer_never_loads_nli(monkeypatch):
+    monkeypatch.setattr(resolve, "nli_pipeline", _no_nli)
+    assert Resolver("thesis", LABELS).resolve("**tabby**", ids_of(CATS)).stage == "match"
+
+
+def test_stage_counts_and_resolve_many(nli_model):
+    r = Resolver("thesis", LABELS, nli_model=nli_model, device="cpu")
+    got = r.resolve_many([("tabby", ids_of(CATS)), ("gray whale", ids_of(("grey whale", "dugong"))),
+                          ("un gato", ids_of(CATS)), (None, ids_of(CATS))])
+    assert [g.stage for g in got] == ["match", "synonym", "nli", "unresolved"]
+    assert r.stage_counts == {"match": 1, "synonym": 1, "nli": 1, "unresolved": 1}
+
+
+def test_import_does_not_load_torch():
+    code = "import sys, vlmcls.resolve; sys.exit('torch' in sys.modules or 'transformers' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", code]).returncode == 0
+
+
+def _no_nli(*args, **kwargs):
+    raise AssertionError("the NLI stage must not run here")
+
+
+# ------------------------------------------------------------------ NLI mechanics (tiny random BART)
+
+def test_nli_returns_a_candidate(nli_model):
+    ids = ids_of(CATS)
+    got = Resolver("nli", LABELS, nli_model=nli_model, device="cpu").resolve("**tabby**", ids)
+    assert got.stage == "nli" and got.class_id in ids and not got.ambiguous
+
+
+def test_nli_winner_does_not_depend_on_candidate_order(nli_model):
+    ids = list(range(0, 1000, 50))
+    # Small batches: a permutation changes which pairs share a batch (and its padding).
+    r = Resolver("nli", LABELS, nli_model=nli_model, device="cpu", nli_batch_size=7)
+    winners = set()
+    for seed in range(4):
+        random.Random(seed).shuffle(ids)
+        winners.add(r.resolve("A small fish with an orange fin.", ids).class_id)
+    assert len(winners) == 1
+
+
+def test_nli_runs_one_forward_pass_per_answer(nli_model, forward_calls):
+    r = Resolver("nli", LABELS, nli_model=nli_model, device="cpu")
+    r.resolve("some fish", list(range(100)))
+    assert len(forward_calls) == 1
+    Resolver("nli", LABELS, nli_model=nli_model, device="cpu", nli_batch_size=40).resolve("fish", list(range(100)))
+    assert len(forward_calls) == 1 + 3  # batch_size reaches the pipeline: 100 pairs in 40 + 40 + 20
+
+
+def test_nli_pipeline_loads_once_per_process(nli_model, monkeypatch):
+    loads = []
+    real = resolve._load_pipeline
+    monkeypatch.setattr(resolve, "_PIPELINES", {})
+    monkeypatch.setattr(resolve, "_load_pipeline", lambda *a: loads.append(a) or real(*a))
+    for _ in range(2):
+        r = Resolver("thesis", LABELS, nli_model=nli_model, device="cpu")
+        r.resolve_many([("un gato", ids_of(CATS)), ("ein Hund", ids_of(("pug", "beagle")))])
+    assert loads == [(nli_model, "cpu")]
+
+
+def test_nli_shared_label_takes_the_first_and_says_so(nli_model):
+    r = Resolver("nli", LABELS, nli_model=nli_model, device="cpu")
+    for order in ([134, 517], [517, 134]):
+        got = r.resolve("a bird", order)  # one distinct hypothesis: "crane"
+        assert (got.class_id, got.stage, got.ambiguous) == (order[0], "nli", True)
+        assert "share the label 'crane'" in got.note
+
+
+def test_thesis_ambiguity_falls_through_to_nli_and_is_recorded(nli_model):
+    got = Resolver("thesis", LABELS, nli_model=nli_model, device="cpu").resolve(
+        "It could be a tabby or a tiger cat.", ids_of(CATS))
+    assert got.stage == "nli" and got.ambiguous and got.note.startswith("several candidates: tabby, tiger cat")

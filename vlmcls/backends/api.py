@@ -1,0 +1,360 @@
+"""API backends: OpenAI chat completions, Anthropic messages, and any OpenAI-compatible server
+(vLLM, SGLang, Ollama, LM Studio) reached by base URL.
+
+Catalog backends served here: "openai", "anthropic", "openai-compatible"; the model name sent is
+`entry.weights`. Keys and base URLs come from the SDKs' own environment variables
+(`OPENAI_API_KEY`, `OPENAI_BASE_URL`, `ANTHROPIC_API_KEY`, `ANTHROPIC_BASE_URL`). `settings.base_url`
+(--base-url) points "openai-compatible" models only at a server, with the key from
+`OPENAI_COMPATIBLE_API_KEY` (or a dummy): a real OpenAI key is never sent to a URL given for
+another server, and OpenAI/Anthropic models in the same run keep talking to their own APIs.
+`weights = "smoke:<kind>"` talks to a loopback stand-in server instead (vlmcls.smoke.api_server),
+so the whole path runs offline.
+
+Faults: the SDKs retry 408/409/429/5xx, timeouts and connection errors themselves
+(`max_retries=settings.max_retries`, `timeout=settings.timeout_s`), honouring `retry-after-ms` and
+`Retry-After`. We add two things they lack: a cap on Retry-After (Anthropic's SDK would wait
+however long it is told; a wait above the cap means an exhausted quota, so the request is not
+retried and becomes an error row), and a bounded retry of malformed 200 bodies, which neither SDK
+retries. A bad key, a forbidden or unknown model (401/403/404) breaks every request alike: that is
+raised once from `answer()`, after the requests already in flight, instead of filling a run with
+identical error rows.
+
+The openai and anthropic packages are imported only by `load()`, so importing this module is cheap.
+"""
+from __future__ import annotations
+
+import base64
+import email.utils
+import importlib.util
+import io
+import json
+import os
+import re
+import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import TYPE_CHECKING, Any, Callable, NamedTuple, Sequence
+
+from ..smoke import is_smoke
+from ..types import Answer, Query
+
+if TYPE_CHECKING:  # pragma: no cover
+    from PIL.Image import Image
+
+    from ..catalog import ModelEntry
+    from ..settings import BackendSettings
+    from ..types import LabelSet
+
+SDK = {"openai": "openai", "openai-compatible": "openai", "anthropic": "anthropic"}
+COMPAT_KEY_ENV = "OPENAI_COMPATIBLE_API_KEY"
+KEY_ENVS = {
+    "openai": ("OPENAI_API_KEY",),
+    "openai-compatible": (COMPAT_KEY_ENV, "OPENAI_API_KEY"),
+    "anthropic": ("ANTHROPIC_API_KEY", "ANTHROPIC_AUTH_TOKEN"),
+}
+MAX_RETRY_AFTER_S = 120.0  # the OpenAI SDK's own limit; override with options.max_retry_after_s
+JPEG_QUALITY = 90
+NO_KEY = "EMPTY"  # what vLLM and friends accept when started without --api-key
+SMOKE_KEY = "smoke-key-not-a-secret"
+CHOICE_FIELDS = ("structured_outputs", "guided_choice")
+FATAL_STATUS = (401, 403, 404)
+ERROR_CHARS = 500
+
+
+# ---------------------------------------------------------------------- module API
+def requirements(entry: "ModelEntry", settings: "BackendSettings", labels: "LabelSet") -> str | None:
+    """Why this entry cannot run here (one line), or None."""
+    sdk = SDK[entry.backend]
+    if importlib.util.find_spec(sdk) is None:
+        return f'the {sdk} SDK is not installed: pip install "vlmcls[api]"'
+    if settings.constrained and entry.backend != "openai-compatible":
+        return "constrained decoding needs an OpenAI-compatible server that takes a choice list (vLLM)"
+    if is_smoke(entry.weights):
+        return None
+    if entry.backend == "openai-compatible":
+        if not (settings.base_url or os.environ.get("OPENAI_BASE_URL")):
+            return "no server URL for an OpenAI-compatible backend: pass --base-url or set OPENAI_BASE_URL"
+        return None  # a local server usually needs no key
+    names = KEY_ENVS[entry.backend]
+    if not any(os.environ.get(n) for n in names):
+        return f"{names[0]} is not set"
+    return None
+
+
+def load(entry: "ModelEntry", settings: "BackendSettings", labels: "LabelSet") -> "ApiBackend":
+    reason = requirements(entry, settings, labels)
+    if reason:
+        raise RuntimeError(f"model {entry.name!r} cannot run: {reason}")
+    client = _client(entry, settings)
+    protocol = _Anthropic if entry.backend == "anthropic" else _OpenAI
+    return ApiBackend(entry, settings, client, protocol(client, entry, settings))
+
+
+def estimate_cost(entry: "ModelEntry", prompt_tokens: int | None, completion_tokens: int | None) -> float | None:
+    """US dollars for one request at the catalog price; None when the price or a count is unknown."""
+    if entry.price is None or prompt_tokens is None or completion_tokens is None:
+        return None
+    price_in, price_out = entry.price
+    return (prompt_tokens * price_in + completion_tokens * price_out) / 1e6
+
+
+# ---------------------------------------------------------------------- secrets
+_KEY_LIKE = (
+    (re.compile(r"sk-[A-Za-z0-9_\-*.]{4,}"), "sk-***"),
+    (re.compile(r"(?i)\bbearer\s+[^\s\"',;}]+"), "Bearer ***"),
+    (re.compile(r"(?i)\b(x-api-key|api[_-]?key|authorization)([\"']?\s*[:=]\s*[\"']?)[^\s\"',;}]+"), r"\1\2***"),
+)
+
+
+def scrub(text: str, secrets: Sequence[str] = ()) -> str:
+    """`text` with the given secrets and anything key-like (sk-..., Bearer ..., api_key=...) masked."""
+    text = mask(text, secrets)
+    for pattern, replacement in _KEY_LIKE:
+        text = pattern.sub(replacement, text)
+    return text
+
+
+def mask(text: str, secrets: Sequence[str]) -> str:
+    """`text` with each exact secret masked (model answers get only this, not the pattern scrub)."""
+    for secret in secrets:
+        if secret and len(secret) >= 4:
+            text = text.replace(secret, "***")
+    return text
+
+
+def _secrets(client: Any) -> tuple[str, ...]:
+    values = [getattr(client, "api_key", None), getattr(client, "auth_token", None)]
+    values += [os.environ.get(n) for names in KEY_ENVS.values() for n in names]
+    return tuple(sorted({v for v in values if isinstance(v, str) and v}, key=len, reverse=True))
+
+
+# ---------------------------------------------------------------------- images
+def encode_jpeg(image: "Image", max_side: int, quality: int = JPEG_QUALITY) -> bytes:
+    """RGB JPEG with the long side at most `max_side`; never upscales, never mutates `image`."""
+    from PIL import Image as PILImage
+
+    if image.mode != "RGB":
+        image = image.convert("RGB")
+    w, h = image.size
+    scale = max_side / max(w, h)
+    if scale < 1:
+        size = (max(1, round(w * scale)), max(1, round(h * scale)))
+        image = image.resize(size, PILImage.Resampling.LANCZOS)
+    buf = io.BytesIO()
+    image.save(buf, "JPEG", quality=quality)
+    return buf.getvalue()
+
+
+# ---------------------------------------------------------------------- clients
+def _endpoint(entry: "ModelEntry", settings: "BackendSettings") -> tuple[str | None, str | None]:
+    """(base_url, api_key) for the SDK; None lets it read its own environment variables."""
+    if is_smoke(entry.weights):
+        return _smoke_url(entry.backend), SMOKE_KEY
+    if entry.backend != "openai-compatible":
+        return None, None
+    if settings.base_url:  # a server named on the command line gets its own key, never OpenAI's
+        return settings.base_url, os.environ.get(COMPAT_KEY_ENV) or NO_KEY
+    return None, os.environ.get("OPENAI_API_KEY") or NO_KEY  # the SDK's OPENAI_BASE_URL + key pair
+
+
+def _client(entry: "ModelEntry", settings: "BackendSettings") -> Any:
+    base_url, api_key = _endpoint(entry, settings)
+    cap = float(settings.extra.get("max_retry_after_s", MAX_RETRY_AFTER_S))
+    sdk = importlib.import_module(SDK[entry.backend])
+    http = sdk.DefaultHttpxClient(event_hooks={"response": [_cap_retry_after(cap)]})
+    cls = sdk.Anthropic if entry.backend == "anthropic" else sdk.OpenAI
+    return cls(base_url=base_url, api_key=api_key, max_retries=settings.max_retries,
+               timeout=settings.timeout_s, http_client=http)
+
+
+def _smoke_url(backend: str) -> str:
+    from ..smoke.api_server import shared_server
+
+    root = shared_server().url
+    return root if backend == "anthropic" else f"{root}/v1"
+
+
+def retry_after_s(headers: Any) -> float | None:
+    """Seconds a response asks us to wait (`retry-after-ms`, then `Retry-After` seconds or date)."""
+    for name, scale in (("retry-after-ms", 1000.0), ("retry-after", 1.0)):
+        try:
+            return float(headers.get(name)) / scale
+        except (TypeError, ValueError):
+            pass
+    when = email.utils.parsedate_tz(headers.get("retry-after") or "")
+    return None if when is None else email.utils.mktime_tz(when) - time.time()
+
+
+def _cap_retry_after(cap_s: float) -> Callable[[Any], None]:
+    """An httpx response hook: a wait above the cap turns into the SDKs' own "do not retry" header."""
+
+    def hook(response: Any) -> None:
+        wait = retry_after_s(response.headers)
+        if wait is not None and wait > cap_s:
+            response.headers["x-should-retry"] = "false"
+
+    return hook
+
+
+# ---------------------------------------------------------------------- protocols
+class _Reply(NamedTuple):
+    text: str
+    prompt_tokens: int | None
+    completion_tokens: int | None
+
+
+class _Malformed(ValueError):
+    """A 200 response whose body is not the expected shape (retried by our own layer)."""
+
+
+def _greedy(settings: "BackendSettings") -> bool:
+    """Send temperature 0, unless the catalog says `greedy = false` (models that reject sampling
+    parameters: OpenAI reasoning models, Claude models newer than Opus 4.6)."""
+    return bool(settings.extra.get("greedy", True))
+
+
+def _image_b64(query: Query, settings: "BackendSettings") -> str:
+    return base64.b64encode(encode_jpeg(query.image, settings.max_image_side)).decode("ascii")
+
+
+class _OpenAI:
+    """Chat completions. Constrained requests (openai-compatible only) carry vLLM's choice list as
+    `extra_body={"structured_outputs": {"choice": [...]}}` — the field current vLLM reads; the old
+    `guided_choice` was removed in vLLM 0.12. For an older server set the catalog option
+    `choice_field = "guided_choice"`."""
+
+    def __init__(self, client: Any, entry: "ModelEntry", settings: "BackendSettings") -> None:
+        self.client, self.model, self.settings = client, entry.weights, settings
+        self.constrained = settings.constrained and entry.backend == "openai-compatible"
+        self.choice_field = str(settings.extra.get("choice_field", CHOICE_FIELDS[0]))
+        if self.choice_field not in CHOICE_FIELDS:
+            raise ValueError(f"choice_field must be one of {CHOICE_FIELDS}, not {self.choice_field!r}")
+        # OpenAI's current name for the limit; compatible servers have long known only max_tokens.
+        self.limit_field = "max_tokens" if entry.backend == "openai-compatible" else "max_completion_tokens"
+
+    def request(self, query: Query) -> dict[str, Any]:
+        url = f"data:image/jpeg;base64,{_image_b64(query, self.settings)}"
+        image = {"type": "image_url", "image_url": {"url": url}}
+        content = [{"type": "text", "text": query.prefix}] if query.prefix else []
+        content += [image, {"type": "text", "text": query.prompt}]
+        kwargs: dict[str, Any] = {"model": self.model, "messages": [{"role": "user", "content": content}],
+                                  self.limit_field: self.settings.max_new_tokens}
+        if _greedy(self.settings):
+            kwargs["temperature"] = 0
+        if self.constrained:
+            kwargs["extra_body"] = self._choice_body(query.labels)
+        return kwargs
+
+    def _choice_body(self, labels: Sequence[str]) -> dict[str, Any]:
+        choices = list(dict.fromkeys(labels))  # a label shown twice is still one choice
+        if self.choice_field == "guided_choice":
+            return {"guided_choice": choices}
+        return {"structured_outputs": {"choice": choices}}
+
+    def send(self, kwargs: dict[str, Any]) -> _Reply:
+        response = self.client.chat.completions.create(**kwargs)
+        try:
+            message = response.choices[0].message
+            usage = response.usage
+            text = message.content if message.content is not None else (getattr(message, "refusal", None) or "")
+            tokens = getattr(usage, "prompt_tokens", None), getattr(usage, "completion_tokens", None)
+            return _Reply(text, *tokens)
+        except (AttributeError, TypeError, IndexError, KeyError) as exc:
+            raise _Malformed(f"unexpected response shape ({type(exc).__name__})") from None
+
+
+class _Anthropic:
+    """Messages API: a base64 image block, then the prompt text."""
+
+    def __init__(self, client: Any, entry: "ModelEntry", settings: "BackendSettings") -> None:
+        self.client, self.model, self.settings = client, entry.weights, settings
+        self.constrained = False
+
+    def request(self, query: Query) -> dict[str, Any]:
+        source = {"type": "base64", "media_type": "image/jpeg", "data": _image_b64(query, self.settings)}
+        content = [{"type": "text", "text": query.prefix}] if query.prefix else []
+        content += [{"type": "image", "source": source}, {"type": "text", "text": query.prompt}]
+        kwargs: dict[str, Any] = {"model": self.model, "max_tokens": self.settings.max_new_tokens,
+                                  "messages": [{"role": "user", "content": content}]}
+        if _greedy(self.settings):
+            # anthropic>=1.0 dropped the `temperature` keyword; the API still takes the field.
+            kwargs["extra_body"] = {"temperature": 0}
+        return kwargs
+
+    def send(self, kwargs: dict[str, Any]) -> _Reply:
+        response = self.client.messages.create(**kwargs)
+        try:
+            text = "".join(b.text for b in response.content if getattr(b, "type", None) == "text")
+            usage = response.usage
+            return _Reply(text, getattr(usage, "input_tokens", None), getattr(usage, "output_tokens", None))
+        except (AttributeError, TypeError, IndexError, KeyError) as exc:
+            raise _Malformed(f"unexpected response shape ({type(exc).__name__})") from None
+
+
+# ---------------------------------------------------------------------- the backend
+class ApiBackend:
+    """Sends one request per query, `settings.concurrency` at a time; answers keep the input order."""
+
+    kind = "text"
+
+    def __init__(self, entry: "ModelEntry", settings: "BackendSettings", client: Any, protocol: Any) -> None:
+        self.entry, self.settings = entry, settings
+        self._client, self._protocol = client, protocol
+        self._secrets = _secrets(client)
+        self._fatal: str | None = None
+
+    def answer(self, queries: Sequence[Query]) -> list[Answer]:
+        if self._fatal:
+            raise RuntimeError(self._fatal)
+        if not queries:
+            return []
+        workers = max(1, min(self.settings.concurrency, len(queries)))
+        with ThreadPoolExecutor(workers, thread_name_prefix="vlmcls-api") as pool:
+            answers = list(pool.map(self._answer_one, queries))
+        if self._fatal:
+            raise RuntimeError(self._fatal)
+        return answers
+
+    def close(self) -> None:
+        self._client.close()
+
+    def _answer_one(self, query: Query) -> Answer:
+        start = time.monotonic()
+        if self._fatal:  # a 401/403/404 already came back: do not send the rest
+            return Answer(error="not sent: the backend failed")
+        try:
+            reply = self._send(self._protocol.request(query))
+        except Exception as exc:  # noqa: BLE001 - a per-sample failure becomes an error row
+            error = self._describe(exc)
+            if getattr(exc, "status_code", None) in FATAL_STATUS:
+                self._fatal = f"{self.entry.name}: {error}"
+            return Answer(error=error, latency_s=time.monotonic() - start)
+        return self._to_answer(query, reply, time.monotonic() - start)
+
+    def _send(self, kwargs: dict[str, Any]) -> _Reply:
+        """The SDK's call, plus the one retry it lacks: a malformed 200 body (bounded, short backoff)."""
+        retries = max(0, self.settings.max_retries)
+        for attempt in range(retries + 1):
+            try:
+                return self._protocol.send(kwargs)
+            except (json.JSONDecodeError, _Malformed):
+                if attempt == retries:
+                    raise
+                time.sleep(min(0.25 * 2**attempt, 4.0))
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _to_answer(self, query: Query, reply: _Reply, latency_s: float) -> Answer:
+        text = mask(reply.text, self._secrets)
+        common = {"latency_s": latency_s, "prompt_tokens": reply.prompt_tokens,
+                  "completion_tokens": reply.completion_tokens,
+                  "cost_usd": estimate_cost(self.entry, reply.prompt_tokens, reply.completion_tokens)}
+        if self._protocol.constrained:
+            ids = [cid for cid, label in zip(query.class_ids, query.labels) if label == text.strip()]
+            if len(ids) == 1:  # two candidates sharing the label: leave it to the resolver
+                return Answer(text=text.strip(), class_id=ids[0], stage="constrained", **common)
+        return Answer(text=text, **common)
+
+    def _describe(self, exc: BaseException) -> str:
+        status = getattr(exc, "status_code", None)
+        head = f"HTTP {status}" if status else type(exc).__name__
+        message = str(exc) or type(exc).__name__
+        return scrub(f"{head}: {message}", self._secrets)[:ERROR_CHARS]

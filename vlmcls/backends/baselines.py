@@ -1,0 +1,338 @@
+"""Baselines that answer with a class id directly: CLIP-style zero-shot ("clip") and supervised
+ImageNet classifiers ("classifier").
+
+Both score every class of the dataset once per image and then take the argmax over the query's own
+candidates only, so an N-way number is comparable with the VLMs' (a classifier that picked from all
+1000 classes at 20-way would be measuring something else). Preprocessing runs in a thread pool,
+chunks ahead of the model, so the accelerator is not left waiting for PIL.
+"""
+from __future__ import annotations
+
+import os
+import time
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import TYPE_CHECKING, Any, Callable, Sequence
+
+from ..types import Answer, LabelSet, Query
+
+if TYPE_CHECKING:  # pragma: no cover
+    import torch
+
+    from ..catalog import ModelEntry
+    from ..settings import BackendSettings
+
+DEFAULT_TEMPLATE = "a photo of a {}."
+TEXT_BATCH = 256  # prompts per text-encoder call when caching the class embeddings
+PREFETCH = 2  # chunks preprocessed ahead of the one on the model
+
+# The 80 ImageNet prompts of the CLIP paper (openai/CLIP, notebooks/Prompt_Engineering_for_ImageNet).
+IMAGENET_TEMPLATES: tuple[str, ...] = (
+    "a bad photo of a {}.", "a photo of many {}.", "a sculpture of a {}.",
+    "a photo of the hard to see {}.", "a low resolution photo of the {}.", "a rendering of a {}.",
+    "graffiti of a {}.", "a bad photo of the {}.", "a cropped photo of the {}.", "a tattoo of a {}.",
+    "the embroidered {}.", "a photo of a hard to see {}.", "a bright photo of a {}.",
+    "a photo of a clean {}.", "a photo of a dirty {}.", "a dark photo of the {}.", "a drawing of a {}.",
+    "a photo of my {}.", "the plastic {}.", "a photo of the cool {}.", "a close-up photo of a {}.",
+    "a black and white photo of the {}.", "a painting of the {}.", "a painting of a {}.",
+    "a pixelated photo of the {}.", "a sculpture of the {}.", "a bright photo of the {}.",
+    "a cropped photo of a {}.", "a plastic {}.", "a photo of the dirty {}.",
+    "a jpeg corrupted photo of a {}.", "a blurry photo of the {}.", "a photo of the {}.",
+    "a good photo of the {}.", "a rendering of the {}.", "a {} in a video game.", "a photo of one {}.",
+    "a doodle of a {}.", "a close-up photo of the {}.", "a photo of a {}.", "the origami {}.",
+    "the {} in a video game.", "a sketch of a {}.", "a doodle of the {}.", "a origami {}.",
+    "a low resolution photo of a {}.", "the toy {}.", "a rendition of the {}.",
+    "a photo of the clean {}.", "a photo of a large {}.", "a rendition of a {}.",
+    "a photo of a nice {}.", "a photo of a weird {}.", "a blurry photo of a {}.", "a cartoon {}.",
+    "art of a {}.", "a sketch of the {}.", "a embroidered {}.", "a pixelated photo of a {}.",
+    "itap of the {}.", "a jpeg corrupted photo of the {}.", "a good photo of a {}.", "a plushie {}.",
+    "a photo of the nice {}.", "a photo of the small {}.", "a photo of the weird {}.",
+    "the cartoon {}.", "art of the {}.", "a drawing of the {}.", "a photo of the large {}.",
+    "a black and white photo of a {}.", "the plushie {}.", "a dark photo of a {}.", "itap of a {}.",
+    "graffiti of the {}.", "a toy {}.", "itap of my {}.", "a photo of a cool {}.",
+    "a photo of a small {}.", "a tattoo of the {}.",
+)
+
+_DTYPES = {"float32": "float32", "fp32": "float32", "float16": "float16", "fp16": "float16",
+           "half": "float16", "bfloat16": "bfloat16", "bf16": "bfloat16"}
+
+
+# ---------------------------------------------------------------- module API
+
+
+def requirements(entry: "ModelEntry", settings: "BackendSettings", labels: LabelSet) -> str | None:
+    """A one-line reason to skip, or None. Only the classifier has one: its output count is fixed."""
+    if entry.backend != "classifier":
+        return None
+    try:
+        config = _auto_config(entry, settings)
+    except Exception as exc:  # offline without the checkpoint, a typo in weights, ...
+        return f"{entry.weights}: cannot read the model config ({_first_line(exc)})"
+    if config.num_labels != len(labels):
+        return (f"{entry.name} predicts {config.num_labels} classes, the dataset has {len(labels)}: "
+                "a supervised classifier runs only on the label set it was trained on (ImageNet-1k)")
+    return None
+
+
+def load(entry: "ModelEntry", settings: "BackendSettings", labels: LabelSet) -> "DirectBackend":
+    if entry.backend == "clip":
+        return _load_clip(entry, settings, labels)
+    if entry.backend == "classifier":
+        return _load_classifier(entry, settings, labels)
+    raise ValueError(f"vlmcls.backends.baselines serves 'clip' and 'classifier', not {entry.backend!r}")
+
+
+# ---------------------------------------------------------------- the shared backend
+
+
+class DirectBackend:
+    """Preprocess (thread pool) -> score every class (model) -> argmax within each query's candidates.
+
+    `score` maps a batch of pixel tensors to a (batch, n_classes) tensor whose column i is dataset
+    class i; the loaders guarantee that mapping. Construct directly to wrap a model built in memory
+    (the throughput benchmark does)."""
+
+    kind = "direct"
+    text_embeddings: "torch.Tensor | None" = None  # CLIP only: (n_classes, dim), computed once at load
+
+    def __init__(self, preprocess: Callable[[Any], "torch.Tensor"], score: Callable[["torch.Tensor"], "torch.Tensor"],
+                 n_classes: int, settings: "BackendSettings"):
+        self.preprocess = preprocess  # one PIL image -> (1, 3, H, W); runs in pool threads
+        self.score = score  # (B, 3, H, W) -> (B, n_classes) on the model's device
+        self.n_classes = n_classes
+        self.batch_size = max(1, settings.batch_size)
+        workers = int(settings.extra.get("workers", min(8, os.cpu_count() or 1)))
+        self._pool = ThreadPoolExecutor(max(1, workers), thread_name_prefix="vlmcls-preprocess")
+
+    def answer(self, queries: Sequence[Query]) -> list[Answer]:
+        for q in queries:
+            self._check_candidates(q)
+        chunks = [queries[i:i + self.batch_size] for i in range(0, len(queries), self.batch_size)]
+        pending = deque(self._submit(c) for c in chunks[:PREFETCH])
+        answers: list[Answer] = []
+        clock = time.perf_counter()
+        for i, chunk in enumerate(chunks):
+            futures = pending.popleft()
+            if i + PREFETCH < len(chunks):  # the pool works ahead while the model runs this chunk
+                pending.append(self._submit(chunks[i + PREFETCH]))
+            picks = self._run_chunk(chunk, futures)
+            now = time.perf_counter()
+            latency = (now - clock) / len(chunk)  # wall time of the chunk, so latencies sum to the run
+            clock = now
+            answers.extend(_answer(p, latency) for p in picks)
+        return answers
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True, cancel_futures=True)
+
+    def _submit(self, chunk: Sequence[Query]) -> list[Future]:
+        return [self._pool.submit(self.preprocess, q.image) for q in chunk]
+
+    def _run_chunk(self, chunk: Sequence[Query], futures: list[Future]) -> list[int | str]:
+        """Class id per query, or the error text of a query whose image could not be preprocessed."""
+        pixels, picks = [], []
+        for f in futures:
+            try:
+                pixels.append(f.result())
+                picks.append(len(pixels) - 1)
+            except Exception as exc:  # one bad image becomes an error row, not a failed run
+                picks.append(f"preprocessing failed: {_first_line(exc)}")
+        if not pixels:
+            return picks
+        scores = self.score(_stack(pixels)).float().cpu().numpy()
+        return [p if isinstance(p, str) else q.class_ids[int(scores[p, list(q.class_ids)].argmax())]
+                for p, q in zip(picks, chunk)]
+
+    def _check_candidates(self, q: Query) -> None:
+        # Misuse, not a bad sample: numpy would silently wrap a negative id to another class.
+        if not q.class_ids or min(q.class_ids) < 0 or max(q.class_ids) >= self.n_classes:
+            raise ValueError(f"query {q.sample_id}: candidate ids must be non-empty and in "
+                             f"[0, {self.n_classes}), got {q.class_ids[:5]}...")
+
+
+def _answer(pick: int | str, latency: float) -> Answer:
+    if isinstance(pick, str):
+        return Answer(stage="error", error=pick, latency_s=latency)
+    return Answer(class_id=int(pick), stage="direct", latency_s=latency)
+
+
+def _stack(pixels: list["torch.Tensor"]) -> "torch.Tensor":
+    import torch
+
+    return torch.cat(pixels)
+
+
+# ---------------------------------------------------------------- CLIP / SigLIP zero-shot
+
+
+def _load_clip(entry: "ModelEntry", settings: "BackendSettings", labels: LabelSet) -> DirectBackend:
+    from transformers import AutoModel, AutoProcessor
+
+    device, dtype = resolve_device(settings)
+    path = weights_path(entry)
+    model = AutoModel.from_pretrained(path, dtype=dtype, trust_remote_code=settings.trust_remote_code)
+    if not (hasattr(model, "get_text_features") and hasattr(model, "get_image_features")):
+        raise ValueError(f"{entry.weights}: {type(model).__name__} is not a CLIP-style dual encoder")
+    model = model.to(device).eval()
+    processor = AutoProcessor.from_pretrained(path, **_processor_kwargs(settings))
+    return clip_backend(model, processor, labels, settings)
+
+
+def clip_backend(model, processor, labels: LabelSet, settings: "BackendSettings") -> DirectBackend:
+    """Caches one L2-normalised text embedding per class, then scores images by cosine similarity."""
+    templates = clip_templates(settings)
+    text = text_embeddings(model, processor.tokenizer, labels.names, templates)
+    device, dtype = model.device, model.dtype
+
+    def score(pixels):
+        import torch
+
+        with torch.inference_mode():
+            feats = _pooled(model.get_image_features(pixel_values=pixels.to(device, dtype)))
+            return _normalise(feats.float()) @ text.T
+
+    backend = DirectBackend(_image_preprocessor(processor.image_processor), score, len(labels), settings)
+    backend.text_embeddings = text
+    return backend
+
+
+def clip_templates(settings: "BackendSettings") -> tuple[str, ...]:
+    """`templates = "ensemble"` -> the 80 CLIP prompts; a string with `{}` -> that one; else the default."""
+    choice = settings.extra.get("templates")
+    if choice == "ensemble":
+        return IMAGENET_TEMPLATES
+    if choice is None or choice == "default":
+        return (DEFAULT_TEMPLATE,)
+    if isinstance(choice, str) and "{}" in choice:
+        return (choice,)
+    raise ValueError(f"options.templates must be 'default', 'ensemble' or a template with '{{}}', got {choice!r}")
+
+
+def text_embeddings(model, tokenizer, names: Sequence[str], templates: Sequence[str]) -> "torch.Tensor":
+    """(n_classes, dim) float32 on the model's device: per class, the renormalised mean of its
+    normalised template embeddings (with one template, just that embedding normalised)."""
+    import torch
+
+    texts = [t.format(n) for t in templates for n in names]  # template-major: view(T, C, D) below
+    parts = [_encode_texts(model, tokenizer, texts[i:i + TEXT_BATCH]) for i in range(0, len(texts), TEXT_BATCH)]
+    per_template = torch.cat(parts).view(len(templates), len(names), -1)
+    return _normalise(per_template.mean(dim=0))
+
+
+def _encode_texts(model, tokenizer, texts: list[str]) -> "torch.Tensor":
+    import torch
+
+    max_len = model.config.text_config.max_position_embeddings
+    # SigLIP was trained on prompts padded to the full length; CLIP reads the EOS position instead.
+    padding = "max_length" if model.config.model_type.startswith("siglip") else True
+    enc = tokenizer(texts, padding=padding, truncation=True, max_length=max_len, return_tensors="pt")
+    enc = {k: v.to(model.device) for k, v in enc.items() if k in ("input_ids", "attention_mask")}
+    with torch.inference_mode():
+        return _normalise(_pooled(model.get_text_features(**enc)).float())
+
+
+def _pooled(out) -> "torch.Tensor":
+    # transformers 5 returns a ModelOutput whose pooler_output is the projected embedding; 4.x a tensor.
+    return out if hasattr(out, "shape") else out.pooler_output
+
+
+def _normalise(x: "torch.Tensor") -> "torch.Tensor":
+    return x / x.norm(dim=-1, keepdim=True)
+
+
+# ---------------------------------------------------------------- supervised classifiers
+
+
+def _load_classifier(entry: "ModelEntry", settings: "BackendSettings", labels: LabelSet) -> DirectBackend:
+    from transformers import AutoImageProcessor, AutoModelForImageClassification
+
+    device, dtype = resolve_device(settings)
+    path = weights_path(entry)
+    model = AutoModelForImageClassification.from_pretrained(
+        path, dtype=dtype, trust_remote_code=settings.trust_remote_code)
+    check_label_order(model.config, labels, entry.weights)
+    model = model.to(device).eval()
+    processor = AutoImageProcessor.from_pretrained(path, **_processor_kwargs(settings))
+    return classifier_backend(model, processor, labels, settings)
+
+
+def classifier_backend(model, image_processor, labels: LabelSet, settings: "BackendSettings") -> DirectBackend:
+    """Logits column i is dataset class i (checked by check_label_order before this is called)."""
+    device, dtype = model.device, model.dtype
+
+    def score(pixels):
+        import torch
+
+        with torch.inference_mode():
+            return model(pixel_values=pixels.to(device, dtype)).logits
+
+    return DirectBackend(_image_preprocessor(image_processor), score, len(labels), settings)
+
+
+def check_label_order(config, labels: LabelSet, weights: str) -> None:
+    """Model output i must be dataset class i: same count, same first synonym (case-insensitive).
+
+    Mapping is by index and verified, never by fuzzy names: two ImageNet classes are both "crane",
+    so any name-based mapping would silently merge them."""
+    if config.num_labels != len(labels):
+        raise ValueError(f"{weights} has {config.num_labels} outputs but the dataset has {len(labels)} classes")
+    for i in range(len(labels)):
+        theirs = str(config.id2label.get(i, "")).split(",")[0].strip()
+        ours = labels.synonyms[i][0] if labels.synonyms and labels.synonyms[i] else labels.names[i]
+        if theirs.casefold() != ours.casefold():
+            raise ValueError(f"{weights}: output {i} is {config.id2label.get(i)!r} but dataset class {i} is "
+                             f"{ours!r}; outputs are mapped to classes by index, so the label orders must agree")
+
+
+# ---------------------------------------------------------------- shared helpers
+
+
+def weights_path(entry: "ModelEntry") -> str:
+    from ..smoke import ensure, is_smoke
+
+    return str(ensure(entry.weights)) if is_smoke(entry.weights) else entry.weights
+
+
+def resolve_device(settings: "BackendSettings") -> tuple[str, "torch.dtype"]:
+    """("cuda"|"cpu"|..., dtype). Auto dtype: float16 on CUDA (the precision CLIP was trained and
+    released in, three more mantissa bits than bfloat16 for close rankings), float32 on CPU."""
+    import torch
+
+    device = settings.device
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    if settings.dtype in (None, "auto"):
+        return device, torch.float16 if device.startswith("cuda") else torch.float32
+    try:
+        return device, getattr(torch, _DTYPES[settings.dtype])
+    except KeyError:
+        raise ValueError(f"dtype must be auto or one of {sorted(_DTYPES)}, got {settings.dtype!r}") from None
+
+
+def _processor_kwargs(settings: "BackendSettings") -> dict[str, Any]:
+    # options.image_backend = "pil" | "torchvision"; by default transformers picks torchvision
+    # when installed (measured ~2x faster than PIL per image on the CPU, see bench/perf_baselines.py).
+    backend = settings.extra.get("image_backend")
+    return {"backend": backend} if backend else {}
+
+
+def _image_preprocessor(image_processor) -> Callable[[Any], "torch.Tensor"]:
+    """One image -> (1, 3, H, W) float32. Runs in pool threads; one image per call measured fastest."""
+
+    def preprocess(image):
+        if image.mode != "RGB":  # grey-scale and CMYK JPEGs exist in ImageNet val
+            image = image.convert("RGB")
+        return image_processor(images=[image], return_tensors="pt")["pixel_values"]
+
+    return preprocess
+
+
+def _auto_config(entry: "ModelEntry", settings: "BackendSettings"):
+    from transformers import AutoConfig
+
+    return AutoConfig.from_pretrained(weights_path(entry), trust_remote_code=settings.trust_remote_code)
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__

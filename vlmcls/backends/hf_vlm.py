@@ -1,0 +1,537 @@
+"""Local Hugging Face VLMs: one generic backend on AutoModelForImageTextToText + AutoProcessor + chat template.
+
+Per-family differences live in small `Family` records (pixel budgets, remote code, batch limits) rather
+than in branches through the code. Importing this module never imports torch or transformers.
+
+What the backend guarantees (each is tested with tiny random models in tests/test_hf_vlm.py):
+- greedy, deterministic, left-padded batches; a batched answer equals the unbatched one;
+- "labels-first" layout: the label list before the image is prefilled once and its KV cache reused for
+  every image; the answer equals the one computed without the cache;
+- constrained answers: generation walks a token trie of the query's candidate labels, so the answer is
+  exactly one candidate;
+- CUDA out of memory: the batch is retried in halves and the smaller size kept (recorded in `notes`).
+"""
+from __future__ import annotations
+
+import importlib.util
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Mapping, Sequence
+
+from ..types import Answer, Query
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ..catalog import ModelEntry
+    from ..settings import BackendSettings
+    from ..types import LabelSet
+
+_TRUE = ("1", "true", "yes", "on")
+# Families whose processor has no pixel budget of its own get images shrunk to this before processing
+# (LLaVA-NeXT's largest grid is 672x1008; anything far above only costs resize time).
+DEFAULT_MAX_PIXELS = 1344 * 1344
+WEIGHT_FILES = ("*.safetensors", "*.bin", "*.safetensors.index.json", "*.bin.index.json")
+
+
+@dataclass(frozen=True)
+class Family:
+    """What differs between VLM families, keyed by `config.model_type`."""
+
+    name: str
+    pixel_budget: bool = False  # processor takes min/max pixels (Qwen): bound there, not by pre-shrinking
+    remote_code: bool = False  # only runs the hub's code, never native
+    string_content: bool = False  # chat template takes a string with an image placeholder, not typed parts
+    image_placeholder: str = ""  # that placeholder
+    max_batch: int | None = None  # processors that cannot batch
+
+
+FAMILIES = {f.name: f for f in (
+    Family("qwen2_vl", pixel_budget=True),
+    Family("qwen2_5_vl", pixel_budget=True),
+    Family("qwen3_vl", pixel_budget=True),
+    # Remote code, untestable offline: its processor takes one "<|image_1|>" prompt at a time.
+    Family("phi3_v", remote_code=True, string_content=True, image_placeholder="<|image_1|>\n", max_batch=1),
+)}
+
+
+def family_of(model_type: str) -> Family:
+    return FAMILIES.get(model_type, Family(model_type))
+
+
+# ---------------------------------------------------------------- requirements (no torch import)
+
+def _importable(name: str) -> bool:
+    return importlib.util.find_spec(name) is not None
+
+
+def _offline() -> bool:
+    return any(os.environ.get(k, "").lower() in _TRUE for k in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"))
+
+
+def _cached_snapshot(repo_id: str) -> Path | None:
+    """The local snapshot folder of a hub model when it holds weights, else None. Never downloads."""
+    from huggingface_hub import snapshot_download
+
+    try:
+        folder = Path(snapshot_download(repo_id, local_files_only=True))
+    except Exception:  # not cached (LocalEntryNotFoundError) or not a valid repo id (HFValidationError)
+        return None
+    return folder if any(next(folder.glob(p), None) for p in WEIGHT_FILES) else None
+
+
+def _hub_reason(repo_id: str) -> str | None:
+    """Online and not cached: ask the hub whether we may download (gated / missing / unreachable)."""
+    from huggingface_hub import auth_check
+    from huggingface_hub.errors import GatedRepoError, RepositoryNotFoundError
+
+    try:
+        auth_check(repo_id, token=os.environ.get("HF_TOKEN") or None)
+    except GatedRepoError:
+        if os.environ.get("HF_TOKEN"):
+            return f"{repo_id} is gated and HF_TOKEN has no access: accept its licence on huggingface.co"
+        return f"{repo_id} is gated: accept its licence on huggingface.co and set HF_TOKEN"
+    except RepositoryNotFoundError:
+        return f"{repo_id} is not on the Hugging Face hub (or is private: set HF_TOKEN)"
+    except Exception as exc:  # network down, proxy, ...
+        return f"{repo_id} is not cached and the hub is unreachable ({type(exc).__name__})"
+    return None
+
+
+def _weights_reason(weights: str) -> str | None:
+    from .. import smoke
+
+    if smoke.is_smoke(weights) or Path(weights).expanduser().is_dir():
+        return None
+    if weights.startswith((".", "/", "~")):
+        return f"local weights folder {weights} does not exist"
+    if _cached_snapshot(weights) is not None:
+        return None
+    if _offline():
+        return f"{weights} is not in the local Hugging Face cache and HF_HUB_OFFLINE is set (run `hf download {weights}`)"
+    return _hub_reason(weights)
+
+
+def _needs_remote_code(entry: "ModelEntry") -> bool:
+    return entry.trust_remote_code
+
+
+def requirements(entry: "ModelEntry", settings: "BackendSettings", labels: "LabelSet") -> str | None:
+    """One line saying why this model cannot run here, or None. Cheap: imports no torch."""
+    for module in ("torch", "transformers"):
+        if not _importable(module):
+            return f"hf-vlm needs {module} (pip install {module})"
+    if settings.quant not in ("none", "int8", "nf4"):
+        return f"unknown quantization {settings.quant!r} (none, int8 or nf4)"
+    if settings.quant != "none" and not _importable("bitsandbytes"):
+        return f"{settings.quant} quantization needs bitsandbytes (pip install bitsandbytes)"
+    if _needs_remote_code(entry) and not settings.trust_remote_code:
+        return f"{entry.name} runs the hub's remote code; allow it with --trust-remote-code"
+    return _weights_reason(entry.weights)
+
+
+# ---------------------------------------------------------------- loading
+
+def _device(settings: "BackendSettings") -> str:
+    import torch
+
+    if settings.device != "auto":
+        return settings.device
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def _dtype(settings: "BackendSettings", device: str):
+    import torch
+
+    if settings.dtype == "auto":  # bf16 is the checkpoints' own dtype; CPUs are exact and fast in float32
+        return torch.bfloat16 if device.startswith("cuda") else torch.float32
+    return getattr(torch, settings.dtype)
+
+
+def _quant_config(quant: str, dtype):
+    from transformers import BitsAndBytesConfig
+
+    if quant == "int8":
+        return BitsAndBytesConfig(load_in_8bit=True)
+    if quant == "nf4":
+        return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=dtype)
+    return None
+
+
+class _DropCastWarning:
+    """bitsandbytes logs "inputs will be cast ... to float16" on every int8 matmul: thousands of lines per
+    run. Said once in the backend's notes instead."""
+
+    def filter(self, record) -> bool:
+        return "will be cast from" not in record.getMessage()
+
+
+def _quiet_bitsandbytes() -> None:
+    import logging
+
+    logger = logging.getLogger("bitsandbytes.autograd._functions")
+    if not any(isinstance(f, _DropCastWarning) for f in logger.filters):
+        logger.addFilter(_DropCastWarning())
+
+
+def _model_class(path: str, remote: bool):
+    """AutoModelForImageTextToText; remote-code models that only register a causal-LM class use that."""
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForImageTextToText
+
+    if remote:
+        auto_map = getattr(AutoConfig.from_pretrained(path, trust_remote_code=True), "auto_map", {}) or {}
+        if "AutoModelForImageTextToText" not in auto_map and "AutoModelForCausalLM" in auto_map:
+            return AutoModelForCausalLM
+    return AutoModelForImageTextToText
+
+
+def _resolve_path(weights: str) -> str:
+    from .. import smoke
+
+    return str(smoke.ensure(weights)) if smoke.is_smoke(weights) else weights
+
+
+def load(entry: "ModelEntry", settings: "BackendSettings", labels: "LabelSet") -> "HFVLMBackend":
+    reason = requirements(entry, settings, labels)
+    if reason:
+        raise RuntimeError(reason)
+    from transformers import AutoProcessor
+
+    path, remote = _resolve_path(entry.weights), settings.trust_remote_code
+    device = _device(settings)
+    dtype = _dtype(settings, device)
+    quant = _quant_config(settings.quant, dtype)
+    kwargs: dict[str, Any] = dict(dtype=dtype, trust_remote_code=remote)
+    if quant is not None:  # bitsandbytes places the weights itself
+        kwargs.update(quantization_config=quant, device_map={"": device})
+    model = _model_class(path, remote).from_pretrained(path, **kwargs).eval()
+    if quant is None:
+        model = model.to(device)
+    processor = AutoProcessor.from_pretrained(path, trust_remote_code=remote)
+    backend = HFVLMBackend(model, processor, settings, name=entry.name)
+    if remote:
+        backend.note(f"{entry.name}: ran the hub's remote code (trust_remote_code)")
+    if settings.quant == "int8":
+        _quiet_bitsandbytes()
+        backend.note("int8: bitsandbytes casts matmul inputs to float16 (its per-call warning is silenced)")
+    return backend
+
+
+# ---------------------------------------------------------------- the backend
+
+def _one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return f"{type(exc).__name__}: {text[:300]}"
+
+
+def _eos_ids(model, tokenizer) -> list[int]:
+    eos = model.generation_config.eos_token_id
+    ids = list(eos) if isinstance(eos, (list, tuple)) else ([eos] if eos is not None else [])
+    if tokenizer.eos_token_id is not None and tokenizer.eos_token_id not in ids:
+        ids.append(tokenizer.eos_token_id)
+    if not ids:
+        raise RuntimeError("the model defines no end-of-sequence token: cannot stop generation")
+    return ids
+
+
+class HFVLMBackend:
+    """A loaded VLM. `notes` collects one-line remarks (fallbacks, batch-size cuts) for the report."""
+
+    kind = "text"
+
+    def __init__(self, model, processor, settings: "BackendSettings", name: str = "") -> None:
+        self.model, self.processor, self.settings, self.name = model, processor, settings, name
+        self.tokenizer = getattr(processor, "tokenizer", processor)
+        self.tokenizer.padding_side = "left"  # decoder-only generation continues from the right end
+        self.family = family_of(model.config.model_type)
+        self.batch_size = max(1, min(settings.batch_size, self.family.max_batch or settings.batch_size))
+        self.eos_ids = _eos_ids(model, self.tokenizer)
+        self.pad_id = self._pad_id()
+        self.image_token_id = _image_token_id(model.config, processor)
+        self.notes: list[str] = []
+        self._prefix: tuple[tuple[int, ...], list] | None = None  # (prefix token ids, per-layer (keys, values))
+        self._cache_kw = _cache_kwarg(model)
+
+    def _pad_id(self) -> int:
+        pad = self.model.generation_config.pad_token_id
+        if pad is None:
+            pad = self.tokenizer.pad_token_id
+        return self.eos_ids[0] if pad is None else pad  # no pad token: pad with EOS, as generate does
+
+    def note(self, text: str) -> None:
+        if text not in self.notes:
+            self.notes.append(text)
+
+    def close(self) -> None:
+        import gc
+
+        import torch
+
+        self.model = self.processor = self._prefix = None
+        gc.collect()
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+
+    # ------------------------------------------------------------ batching
+    def answer(self, queries: Sequence[Query]) -> list[Answer]:
+        answers: list[Answer] = []
+        start = 0
+        while start < len(queries):
+            batch = list(queries[start:start + self.batch_size])
+            answers += self._answer_batch(batch)
+            start += len(batch)
+        return answers
+
+    def _answer_batch(self, batch: list[Query]) -> list[Answer]:
+        try:
+            inputs = self._encode(batch)
+        except Exception as exc:  # a bad image or prompt: isolate it so that only that sample is an error row
+            if len(batch) == 1:
+                return [Answer(error=_one_line(exc))]
+            return [a for q in batch for a in self._answer_batch([q])]
+        return self._generate_or_split(batch, inputs)
+
+    def _generate_or_split(self, batch: list[Query], inputs) -> list[Answer]:
+        import torch
+
+        try:
+            return self._generate(batch, inputs)
+        except torch.OutOfMemoryError:
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
+            if len(batch) == 1:
+                return [Answer(error="CUDA out of memory at batch size 1")]
+            half = len(batch) // 2
+            self.note(f"CUDA out of memory at batch size {len(batch)}: continued at batch size {half}")
+            self.batch_size = min(self.batch_size, half)  # keep the size that fits for the rest of the run
+            return self._answer_batch(batch[:half]) + self._answer_batch(batch[half:])
+
+    # ------------------------------------------------------------ encoding
+    def render(self, query: Query) -> str:
+        """The chat-templated prompt text for one query (image placeholder included)."""
+        if self.family.string_content:
+            text = f"{query.prefix}\n{self.family.image_placeholder}{query.prompt}" if query.prefix else \
+                f"{self.family.image_placeholder}{query.prompt}"
+            return self.tokenizer.apply_chat_template(
+                [{"role": "user", "content": text}], tokenize=False, add_generation_prompt=True)
+        content: list[dict] = [{"type": "image"}, {"type": "text", "text": query.prompt}]
+        if query.prefix:  # labels-first: the constant label list comes before the image
+            content.insert(0, {"type": "text", "text": query.prefix})
+        return self.processor.apply_chat_template(
+            [{"role": "user", "content": content}], tokenize=False, add_generation_prompt=True)
+
+    def _image_kwargs(self) -> dict:
+        extra = self.settings.extra
+        if not (self.family.pixel_budget and ("min_pixels" in extra or "max_pixels" in extra)):
+            return {}
+        size = dict(self.processor.image_processor.size)
+        if "min_pixels" in extra:
+            size["shortest_edge"] = int(extra["min_pixels"])
+        if "max_pixels" in extra:
+            size["longest_edge"] = int(extra["max_pixels"])
+        return {"images_kwargs": {"size": size}}
+
+    def _bound(self, image):
+        """Shrink huge images for families without a pixel budget of their own (keeps aspect ratio)."""
+        if self.family.pixel_budget:
+            return image
+        limit = int(self.settings.extra.get("max_pixels", DEFAULT_MAX_PIXELS))
+        w, h = image.size
+        if w * h <= limit:
+            return image
+        scale = (limit / (w * h)) ** 0.5
+        return image.resize((max(1, int(w * scale)), max(1, int(h * scale))))
+
+    def _encode(self, batch: list[Query]):
+        texts = [self.render(q) for q in batch]
+        images = [self._bound(q.image) for q in batch]
+        inputs = self.processor(text=texts, images=images, return_tensors="pt", padding=True,
+                                **self._image_kwargs())
+        inputs = inputs.to(self.model.device)
+        for key, value in inputs.items():  # pixel values in the compute dtype (bf16 on GPU)
+            if value.is_floating_point():
+                inputs[key] = value.to(self.model.dtype)
+        return inputs
+
+    # ------------------------------------------------------------ generation
+    def _generate(self, batch: list[Query], inputs) -> list[Answer]:
+        import torch
+
+        t0 = time.perf_counter()
+        kwargs = dict(inputs)
+        if self.settings.layout == "labels-first" and batch[0].prefix:
+            kwargs.update(self._prefix_cache(batch, inputs))
+        max_new = self.settings.max_new_tokens
+        processors, tries = [], [None] * len(batch)
+        if self.settings.constrained:
+            tries = [_trie(self._label_ids(q)) for q in batch]
+            constraint = LabelConstraint(tries, inputs["input_ids"].shape[1], self.eos_ids)
+            processors.append(constraint)
+            # room for the longest candidate + EOS, so the answer is always one whole label
+            max_new = max(max_new, constraint.longest + 1)
+        with torch.inference_mode():
+            out = self.model.generate(**kwargs, max_new_tokens=max_new, do_sample=False, num_beams=1,
+                                      temperature=None, top_p=None, top_k=None, pad_token_id=self.pad_id,
+                                      eos_token_id=self.eos_ids, logits_processor=processors)
+        new = out[:, inputs["input_ids"].shape[1]:].tolist()
+        latency = (time.perf_counter() - t0) / len(batch)
+        prompt_tokens = inputs["attention_mask"].sum(-1).tolist()
+        return [self._answer_row(q, row, trie, latency, int(n))
+                for q, row, trie, n in zip(batch, new, tries, prompt_tokens)]
+
+    def _completion(self, row: list[int]) -> list[int]:
+        """The new tokens up to and including the first EOS (generate pads finished rows after it)."""
+        for i, token in enumerate(row):
+            if token in self.eos_ids:
+                return row[:i + 1]
+        return row
+
+    def _answer_row(self, query: Query, row: list[int], trie: dict | None, latency: float,
+                    prompt_tokens: int) -> Answer:
+        tokens = self._completion(row)
+        common = dict(latency_s=latency, prompt_tokens=prompt_tokens, completion_tokens=len(tokens))
+        if trie is None:
+            text = self.tokenizer.decode(tokens, skip_special_tokens=True)
+            return Answer(text=text.strip(), **common)
+        # the label is read off the trie, not decoded: decoding may not round-trip (sentencepiece spaces)
+        index = _walk(trie, tokens).get(None)
+        if index is None:  # cannot happen with room for the longest label; kept as an error row, not a guess
+            return Answer(error="constrained decoding stopped before a complete label", **common)
+        return Answer(text=query.labels[index], class_id=query.class_ids[index], stage="constrained", **common)
+
+    # ------------------------------------------------------------ constrained decoding
+    def _label_ids(self, query: Query) -> list[list[int]]:
+        # Tokenized alone, as the start of the reply (sentencepiece adds its word-start marker, as a reply would)
+        return self.tokenizer(list(query.labels), add_special_tokens=False)["input_ids"]
+
+    # ------------------------------------------------------------ labels-first prefix cache
+    def _prefix_cache(self, batch: list[Query], inputs) -> dict:
+        """Generate kwargs that reuse the cached label-list prefix, or {} (plain path) with a note."""
+        k = self._prefix_length(batch, inputs)
+        if k is None:
+            return {}
+        ids = inputs["input_ids"]
+        pads = (inputs["attention_mask"] == 0).sum(-1).tolist()
+        prefix = tuple(ids[0, pads[0]:pads[0] + k].tolist())
+        if any(tuple(ids[r, p:p + k].tolist()) != prefix for r, p in enumerate(pads)):
+            self.note("labels-first: the text before the image differs between images; ran without the cache")
+            return {}
+        if self._prefix is None or self._prefix[0] != prefix:
+            self._prefix = (prefix, self._prefill(prefix))
+        _move_pads_after_prefix(inputs, pads, k)
+        return {self._cache_kw: self._expanded_cache(len(batch))}
+
+    def _prefix_length(self, batch: list[Query], inputs) -> int | None:
+        """Tokens before the first image token, when the chat template keeps the label list there."""
+        text = self.render(batch[0])
+        placeholder = getattr(self.processor, "image_token", None)
+        if self.image_token_id is None or not placeholder or placeholder not in text:
+            self.note(f"labels-first: no image token known for {self.family.name}; ran without the cache")
+            return None
+        if text.find(batch[0].prefix) < 0 or text.find(batch[0].prefix) > text.find(placeholder):
+            self.note("labels-first: the chat template puts the image before the labels; ran without the cache")
+            return None
+        row = inputs["input_ids"][0][inputs["attention_mask"][0].bool()].tolist()
+        return row.index(self.image_token_id)
+
+    def _prefill(self, prefix: tuple[int, ...]) -> list:
+        """Keys and values of the prefix, computed once (batch 1, no padding: positions 0..k-1)."""
+        import torch
+        from transformers import DynamicCache
+
+        cache = DynamicCache(config=self.model.config.get_text_config(decoder=True))
+        ids = torch.tensor([prefix], device=self.model.device)
+        with torch.inference_mode():
+            # logits_to_keep=1: the prefix's logits are never used, and at 1000-way they would be gigabytes
+            self.model(input_ids=ids, attention_mask=torch.ones_like(ids), use_cache=True,
+                       logits_to_keep=1, **{self._cache_kw: cache})
+        return [(layer.keys, layer.values) for layer in cache.layers]
+
+    def _expanded_cache(self, batch_size: int):
+        """A fresh cache per batch: generate appends to it, the stored prefix must stay untouched."""
+        from transformers import DynamicCache
+
+        cache = DynamicCache(config=self.model.config.get_text_config(decoder=True))
+        for i, (keys, values) in enumerate(self._prefix[1]):
+            # expand() is a view; the layer's first update concatenates it into new memory
+            cache.update(keys.expand(batch_size, -1, -1, -1), values.expand(batch_size, -1, -1, -1), i)
+        return cache
+
+
+def _cache_kwarg(model) -> str:
+    """transformers renamed `past_key_values` to `cache` (5.2x); GPU machines may run an older release."""
+    import inspect
+
+    return "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
+
+
+def _image_token_id(config, processor) -> int | None:
+    for owner, attr in ((config, "image_token_id"), (config, "image_token_index"), (processor, "image_token_id")):
+        value = getattr(owner, attr, None)
+        if isinstance(value, int):
+            return value
+    return None
+
+
+def _move_pads_after_prefix(inputs, pads: list[int], k: int) -> None:
+    """Left padding sits before the prefix; the cached prefix has none, so move each row's pads to just
+    after it: [pad pad P P P S S] -> [P P P pad pad S S]. Masks and position ids skip pads either way."""
+    for key in ("input_ids", "attention_mask", "mm_token_type_ids", "token_type_ids"):
+        tensor = inputs.get(key)
+        if tensor is None:
+            continue
+        for row, p in enumerate(pads):
+            if p:
+                tensor[row, :p + k] = tensor[row, :p + k].roll(-p)
+
+
+# ---------------------------------------------------------------- token trie
+
+def _trie(sequences: list[list[int]]) -> dict:
+    """Nested dicts token -> node; key None marks a complete label and holds its first index."""
+    root: dict = {}
+    for index, seq in enumerate(sequences):
+        node = root
+        for token in seq:
+            node = node.setdefault(token, {})
+        node.setdefault(None, index)  # duplicate labels: the first candidate wins
+    return root
+
+
+def _walk(node: dict, tokens: Sequence[int]) -> dict:
+    """The node reached by `tokens` (EOS and what follows ignored); {} when they leave the trie."""
+    for token in tokens:
+        if token not in node:
+            return node if None in node else {}
+        node = node[token]
+    return node
+
+
+class LabelConstraint:
+    """LogitsProcessor: each row may only continue along its own candidates' token trie; after a complete
+    label, EOS (or a longer label sharing that start). Finished rows are left alone."""
+
+    def __init__(self, tries: list[dict], prompt_length: int, eos_ids: list[int]) -> None:
+        self.tries, self.prompt_length, self.eos_ids = tries, prompt_length, eos_ids
+        self.longest = max((_depth(t) for t in tries), default=0)
+
+    def __call__(self, input_ids, scores):
+        import torch
+
+        mask = torch.full_like(scores, float("-inf"))
+        for row, trie in enumerate(self.tries):
+            generated = input_ids[row, self.prompt_length:].tolist()
+            if any(t in self.eos_ids for t in generated):
+                mask[row] = 0  # finished: generate replaces its tokens with padding anyway
+                continue
+            node = _walk(trie, generated)
+            allowed = [t for t in node if t is not None]
+            if None in node or not allowed:  # a complete label (or, defensively, a dead end): EOS may end it
+                allowed.append(self.eos_ids[0])
+            mask[row, allowed] = 0
+        return scores + mask
+
+
+def _depth(node: dict) -> int:
+    children = [child for token, child in node.items() if token is not None]
+    return 1 + max(map(_depth, children)) if children else 0

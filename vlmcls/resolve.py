@@ -1,0 +1,346 @@
+"""Free-text answer -> one candidate class, staged, recording which stage decided.
+
+Stages: "match" (a candidate's prompt label is in the answer), "synonym" (found only through another
+name of its full annotation), "nli" (BART-MNLI zero-shot picks the most entailed candidate),
+"constrained" (the backend could only emit a label) and "unresolved".
+
+The match stage reads the answer's structure when several candidates appear (emphasis, cue words,
+first sentence) instead of trusting list order, and never lets a negated mention win. It scans the
+answer's n-grams against a phrase index built once per LabelSet, so its cost hardly depends on the
+number of candidates. torch and transformers are imported only when an answer reaches the NLI stage.
+"""
+from __future__ import annotations
+
+import bisect
+import re
+import threading
+import unicodedata
+from collections import Counter
+from dataclasses import dataclass
+from functools import cached_property, lru_cache
+from typing import Any, Callable, Sequence
+
+from vlmcls.types import LabelSet, Resolution
+
+MODES = ("thesis", "exact", "nli", "constrained")
+HYPOTHESIS = "This example is {}."  # transformers' default template, as the study used it
+
+# Ranks of a phrase for a class, best first: the prompt label is what the model was shown.
+NAME, NAME_PLURAL, SYNONYM, SYNONYM_PLURAL = range(4)
+
+_TOKEN = re.compile(r"[^\W_]+(?:['’][^\W_]+)*")  # words; "_" is markdown, not a letter
+_ARTICLES = frozenset({"a", "an", "the"})
+# Words allowed between a cue and the label: "is most likely a tabby cat".
+_FILLERS = _ARTICLES | {"most", "likely", "probably", "definitely", "clearly", "certainly",
+                        "therefore", "thus", "indeed", "actually", "just", "simply"}
+_STRONG_CUES = frozenset({
+    ("answer",), ("answer", "is"), ("answer", "would", "be"), ("class",), ("class", "is"),
+    ("class", "would", "be"), ("category",), ("category", "is"), ("label",), ("label", "is"),
+    ("prediction",), ("prediction", "is"), ("belongs", "to"), ("belong", "to"), ("belongs", "to", "is"),
+})
+_WEAK_CUES = frozenset({
+    ("is",), ("be",), ("its",), ("as",), ("say",), ("shows",), ("depicts",), ("called",), ("named",),
+    ("choose",), ("pick",), ("select",), ("guess",), ("image", "of"), ("photo", "of"), ("picture", "of"),
+})
+_NEGATIONS = frozenset({
+    ("not",), ("no",), ("nor",), ("neither",), ("never",), ("isnt",), ("arent",), ("doesnt",),
+    ("dont",), ("unlike",), ("except",), ("without",), ("rather", "than"), ("instead", "of"),
+    ("other", "than"),
+})
+# Verbs skipped only when looking for a negation: "does not look like a X" negates X.
+_NEGATION_BRIDGE = frozenset({"like", "look", "looks", "resemble", "resembles", "seem", "seems",
+                              "appear", "appears", "to", "be"})
+_EMPHASIS = re.compile(
+    r"\*\*[^*\n]+\*\*|__[^_\n]+__|(?<![\w*])\*[^*\n]+\*(?!\w)|(?<!\w)_[^_\n]+_(?!\w)|`[^`\n]+`"
+    r"|\"[^\"\n]+\"|“[^”\n]+”|‘[^’\n]+’|(?<!\w)'[^'\n]+'(?!\w)|^#{1,6}[ \t].*$",
+    re.MULTILINE,
+)
+_SENTENCE_END = re.compile(r"[.!?](?=\s)|\n")
+
+
+# ---------------------------------------------------------------- normalisation
+
+def _norm_token(token: str) -> str:
+    token = token.casefold().replace("'", "").replace("’", "")
+    if token.isascii():
+        return token
+    # "Pokémon" and "Pokemon" are one word to a reader.
+    return "".join(c for c in unicodedata.normalize("NFKD", token) if not unicodedata.combining(c))
+
+
+def phrase(text: str) -> tuple[str, ...]:
+    """Normalised words of a label or answer: case, accents, apostrophes and punctuation dropped."""
+    return tuple(_norm_token(m.group()) for m in _TOKEN.finditer(text))
+
+
+def _plurals(words: tuple[str, ...]) -> list[tuple[str, ...]]:
+    """Simple English plurals of the last word (s / es / y -> ies); irregular ones are not guessed."""
+    *head, last = words
+    forms = [last + "s", last + "es"]
+    if len(last) > 1 and last.endswith("y") and last[-2] not in "aeiou":
+        forms.append(last[:-1] + "ies")
+    return [(*head, form) for form in forms]
+
+
+# ---------------------------------------------------------------- phrase index
+
+@dataclass(frozen=True)
+class PhraseIndex:
+    """Every name of every class as normalised words, with plural variants, for n-gram lookup."""
+
+    phrases: dict[tuple[str, ...], dict[int, int]]  # words -> {class id: best rank}
+    lengths: dict[str, tuple[int, ...]]  # first word -> phrase lengths that start with it
+    names: tuple[tuple[str, ...], ...]  # normalised prompt label per class (constrained mode)
+
+
+@lru_cache(maxsize=16)
+def phrase_index(labels: LabelSet) -> PhraseIndex:
+    """Built once per LabelSet (frozen, hence hashable): ~2k names -> ~6k phrases."""
+    phrases: dict[tuple[str, ...], dict[int, int]] = {}
+    for class_id, (name, synonyms) in enumerate(zip(labels.names, labels.synonyms)):
+        for text, rank in [(name, NAME)] + [(s, SYNONYM) for s in synonyms]:
+            words = phrase(text)
+            if words:
+                for variant, r in [(words, rank)] + [(p, rank + 1) for p in _plurals(words)]:
+                    ranks = phrases.setdefault(variant, {})
+                    ranks[class_id] = min(r, ranks.get(class_id, r))
+    lengths: dict[str, set[int]] = {}
+    for words in phrases:
+        lengths.setdefault(words[0], set()).add(len(words))
+    return PhraseIndex(phrases, {w: tuple(sorted(n)) for w, n in lengths.items()},
+                       tuple(_strip_article(phrase(n)) for n in labels.names))
+
+
+def _strip_article(words: tuple[str, ...]) -> tuple[str, ...]:
+    return words[1:] if len(words) > 1 and words[0] in _ARTICLES else words
+
+
+# ---------------------------------------------------------------- one answer, parsed
+
+@dataclass(frozen=True)
+class _Mention:
+    start: int  # word index
+    end: int  # exclusive
+    ids: tuple[int, ...]  # candidate classes named here (several only for shared names)
+    synonym: bool  # found through a synonym, not the prompt label
+
+
+class _Parsed:
+    """An answer's words with their character spans; emphasis and sentences are computed on demand."""
+
+    def __init__(self, text: str):
+        self.text = text
+        found = list(_TOKEN.finditer(text))
+        self.words = [_norm_token(m.group()) for m in found]
+        self.starts = [m.start() for m in found]
+        self.ends = [m.end() for m in found]
+
+    @cached_property
+    def emphasis(self) -> list[tuple[int, int]]:
+        return [m.span() for m in _EMPHASIS.finditer(self.text)]
+
+    @cached_property
+    def sentence_ends(self) -> list[int]:
+        return [m.start() for m in _SENTENCE_END.finditer(self.text)]
+
+    def span(self, m: _Mention) -> tuple[int, int]:
+        return self.starts[m.start], self.ends[m.end - 1]
+
+    def sentence(self, m: _Mention) -> int:
+        return bisect.bisect_left(self.sentence_ends, self.starts[m.start])
+
+
+def _spans(words: list[str], index: PhraseIndex) -> list[tuple[int, int, dict[int, int]]]:
+    """All label phrases in the answer, minus those inside a longer one ("cab" in "taxi cab").
+
+    Every class of the LabelSet counts here, candidate or not: in "sea lion" the model named a sea
+    lion, so the candidate "lion" must not match."""
+    hits = []
+    for i, word in enumerate(words):
+        for n in index.lengths.get(word, ()):
+            if i + n > len(words):
+                break  # lengths are sorted
+            ranks = index.phrases.get(tuple(words[i:i + n]))
+            if ranks is not None:
+                hits.append((i, i + n, ranks))
+    return [h for h in hits if not any(o is not h and o[0] <= h[0] and h[1] <= o[1] for o in hits)]
+
+
+def _mentions(parsed: _Parsed, index: PhraseIndex, class_ids: Sequence[int]) -> list[_Mention]:
+    candidates = set(class_ids)
+    out = []
+    for start, end, ranks in _spans(parsed.words, index):
+        mine = {c: r for c, r in ranks.items() if c in candidates}
+        if mine:
+            best = min(mine.values())
+            ids = sorted((c for c, r in mine.items() if r == best), key=class_ids.index)
+            out.append(_Mention(start, end, tuple(ids), best >= SYNONYM))
+    return out
+
+
+# ---------------------------------------------------------------- structure rules
+
+def _preceded_by(words: list[str], start: int, cues: frozenset, skip: frozenset = _FILLERS) -> bool:
+    i = start
+    while i > 0 and words[i - 1] in skip:
+        i -= 1
+    return any(tuple(words[i - len(c):i]) == c for c in cues if i >= len(c))
+
+
+def _negated(m: _Mention, p: _Parsed) -> bool:
+    return _preceded_by(p.words, m.start, _NEGATIONS, _FILLERS | _NEGATION_BRIDGE)
+
+
+def _modifier(m: _Mention, mentions: list[_Mention], p: _Parsed) -> bool:
+    """In "an orange tabby cat" the label "orange" only describes the tabby: English puts the head last."""
+    return any(o.start == m.end and not p.text[p.ends[m.end - 1]:p.starts[o.start]].strip() for o in mentions)
+
+
+def _cued(cues: frozenset) -> Callable[[_Mention, _Parsed], bool]:
+    # "could be X or Y" offers alternatives: the cue does not single X out.
+    def rule(m: _Mention, p: _Parsed) -> bool:
+        hedged = m.end < len(p.words) and p.words[m.end] == "or"
+        return not hedged and _preceded_by(p.words, m.start, cues)
+    return rule
+
+
+def _emphasised(m: _Mention, p: _Parsed) -> bool:
+    start, end = p.span(m)
+    return any(a <= start and end <= b for a, b in p.emphasis)
+
+
+def _first_sentence(alive: list[_Mention], p: _Parsed) -> list[_Mention]:
+    """Mentions in the earliest sentence or line that mentions any candidate."""
+    first = min(p.sentence(m) for m in alive)
+    return [m for m in alive if p.sentence(m) == first]
+
+
+def _keep(rule: Callable[[_Mention, _Parsed], bool]) -> Callable[[list[_Mention], _Parsed], list[_Mention]]:
+    return lambda alive, p: [m for m in alive if rule(m, p)]
+
+
+# Applied in order while several classes remain; a rule that keeps nothing is skipped.
+_NARROWERS = (_keep(_emphasised), _keep(_cued(_STRONG_CUES)), _keep(_cued(_WEAK_CUES)), _first_sentence)
+
+
+def _classes(mentions: list[_Mention]) -> list[int]:
+    return list(dict.fromkeys(c for m in mentions for c in m.ids))
+
+
+def _choose(mentions: list[_Mention], p: _Parsed) -> list[_Mention]:
+    """The mentions that the answer's structure points at (all of them when it points nowhere)."""
+    alive = [m for m in mentions if not _negated(m, p) and not _modifier(m, mentions, p)]
+    for narrow in _NARROWERS:
+        if len(_classes(alive)) <= 1:
+            break
+        alive = narrow(alive, p) or alive
+    return alive
+
+
+# ---------------------------------------------------------------- NLI
+
+_PIPELINES: dict[tuple[str, str], Any] = {}
+_PIPELINES_LOCK = threading.Lock()
+
+
+def nli_pipeline(model: str = "facebook/bart-large-mnli", device: str = "auto") -> Any:
+    """The zero-shot pipeline for (model, device), loaded once per process."""
+    with _PIPELINES_LOCK:
+        if (model, device) not in _PIPELINES:
+            _PIPELINES[(model, device)] = _load_pipeline(model, device)
+        return _PIPELINES[(model, device)]
+
+
+def _load_pipeline(model: str, device: str) -> Any:
+    import torch
+    from transformers import pipeline
+
+    from vlmcls import smoke
+
+    path = str(smoke.ensure(model)) if smoke.is_smoke(model) else model
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    return pipeline("zero-shot-classification", model=path, device=device)
+
+
+# ---------------------------------------------------------------- the resolver
+
+class Resolver:
+    """Resolves answers for one LabelSet in one mode; `stage_counts` tallies the deciding stages."""
+
+    def __init__(self, mode: str, labels: LabelSet, nli_model: str = "facebook/bart-large-mnli",
+                 device: str = "auto", nli_batch_size: int = 1024):
+        if mode not in MODES:
+            raise ValueError(f"unknown resolver mode {mode!r}; choose one of: {', '.join(MODES)}")
+        self.mode, self.labels = mode, labels
+        self.nli_model, self.device, self.nli_batch_size = nli_model, device, nli_batch_size
+        self.index = phrase_index(labels)
+        self.stage_counts: Counter[str] = Counter()
+
+    def resolve(self, text: str | None, class_ids: Sequence[int]) -> Resolution:
+        result = self._resolve(text, tuple(class_ids))
+        self.stage_counts[result.stage] += 1
+        return result
+
+    def resolve_many(self, items: Sequence[tuple[str | None, Sequence[int]]]) -> list[Resolution]:
+        return [self.resolve(text, class_ids) for text, class_ids in items]
+
+    def _resolve(self, text: str | None, class_ids: tuple[int, ...]) -> Resolution:
+        if not text or not text.strip():  # an empty premise would make NLI pick at random
+            return Resolution(None, "unresolved", note="empty answer")
+        if self.mode == "constrained":
+            return self._constrained(text, class_ids)
+        if self.mode == "nli":
+            return self._nli(text, class_ids)
+        found = self._match(text, class_ids)
+        if found.class_id is not None or self.mode == "exact":
+            return found
+        return self._nli(text, class_ids, found)
+
+    def _constrained(self, text: str, class_ids: tuple[int, ...]) -> Resolution:
+        words = _strip_article(phrase(text))
+        ids = [c for c in class_ids if self.index.names[c] == words]
+        if len(ids) == 1:
+            return Resolution(ids[0], "constrained")
+        if ids:
+            return Resolution(None, "unresolved", ambiguous=True, note=self._shared_note(ids))
+        return Resolution(None, "unresolved", note="not a candidate label")
+
+    def _match(self, text: str, class_ids: tuple[int, ...]) -> Resolution:
+        parsed = _Parsed(text)
+        mentions = _mentions(parsed, self.index, class_ids)
+        chosen = _choose(mentions, parsed)
+        ids = _classes(chosen)
+        stage = "synonym" if all(m.synonym for m in chosen) else "match"
+        if len(ids) == 1:
+            return Resolution(ids[0], stage)
+        if not ids:
+            return Resolution(None, "unresolved", note="only negated mentions" if mentions else "no candidate found")
+        if not self._same_name(ids):
+            return Resolution(None, "unresolved", ambiguous=True, note=self._several_note(ids))
+        if self.mode == "thesis":  # identical strings: the NLI could not tell them apart either
+            return Resolution(ids[0], stage, ambiguous=True, note=self._shared_note(ids) + "; took the first")
+        return Resolution(None, "unresolved", ambiguous=True, note=self._shared_note(ids))
+
+    def _nli(self, text: str, class_ids: tuple[int, ...], before: Resolution | None = None) -> Resolution:
+        names = [self.labels.names[c] for c in class_ids]
+        # One hypothesis per distinct label, sorted: the pipeline then sees the same input (and the
+        # same padding per batch) whatever the candidate order, so the winner cannot depend on it.
+        hypotheses = sorted(set(names))
+        out = nli_pipeline(self.nli_model, self.device)(
+            text, candidate_labels=hypotheses, hypothesis_template=HYPOTHESIS,
+            multi_label=False, batch_size=self.nli_batch_size)
+        ids = [c for c, n in zip(class_ids, names) if n == out["labels"][0]]
+        notes = [before.note] if before is not None and before.ambiguous else []
+        if len(ids) > 1:
+            notes.append(self._shared_note(ids) + "; took the first")
+        return Resolution(ids[0], "nli", ambiguous=bool(notes), note="; ".join(notes))
+
+    def _same_name(self, ids: Sequence[int]) -> bool:
+        return len({self.labels.names[c] for c in ids}) == 1
+
+    def _shared_note(self, ids: Sequence[int]) -> str:
+        return f"candidates share the label {self.labels.names[ids[0]]!r}: classes {', '.join(map(str, ids))}"
+
+    def _several_note(self, ids: Sequence[int]) -> str:
+        return "several candidates: " + ", ".join(self.labels.names[c] for c in ids)

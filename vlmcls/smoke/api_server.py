@@ -1,0 +1,288 @@
+"""A loopback stand-in for the OpenAI and Anthropic HTTP APIs (stdlib only).
+
+It speaks `POST /v1/chat/completions` and `POST /v1/messages` with bodies the real SDKs parse,
+usage included. Two uses:
+
+* smoke API models (`weights = "smoke:openai"` / `"smoke:anthropic"`): `shared_server()` starts one
+  per process; it reads the candidate list out of the prompt and names one candidate chosen by a
+  hash of the request — chance-level and deterministic, so it proves the plumbing and nothing else;
+* tests: `script(...)` queues faults or canned replies (429 with `retry-after-ms`, 500, a delay
+  longer than the client's timeout, a malformed body), and every request is recorded (headers,
+  JSON body, arrival and finish times) for assertions.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+OPENAI_PATH = "/v1/chat/completions"
+ANTHROPIC_PATH = "/v1/messages"
+
+# The candidate list in every prompt template of vlmcls.prompts: "... classes: a, b, c. What is ..."
+# (or "... classes are: ...", or one "N. label" per line for the numbered template).
+_LIST = re.compile(r"classes(?: are)?:\s*(.+?)(?:\.\s+(?:What|Answer)\b|\n\n|\Z)", re.S)
+_NUMBERED = re.compile(r"^\s*\d+\.\s+(.+?)\s*$", re.M)
+
+
+@dataclass(frozen=True)
+class Reply:
+    """One scripted reply. `body=None` means the normal answer (status 200) or the API's usual error
+    body (any other status); bytes are sent verbatim (e.g. a malformed body)."""
+
+    status: int = 200
+    headers: tuple[tuple[str, str], ...] = ()
+    body: bytes | None = None
+    delay_s: float = 0.0
+    text: str | None = None  # answer text to send instead of the hashed choice
+
+
+def rate_limited(retry_after_ms: int) -> Reply:
+    return Reply(429, (("retry-after-ms", str(retry_after_ms)),))
+
+
+def server_error(status: int = 500) -> Reply:
+    return Reply(status)
+
+
+def slow(delay_s: float) -> Reply:
+    return Reply(delay_s=delay_s)
+
+
+def malformed() -> Reply:
+    return Reply(headers=(("content-type", "application/json"),), body=b'{"id": "trunc')
+
+
+@dataclass
+class Record:
+    """One request as the server saw it."""
+
+    path: str
+    headers: dict[str, str]
+    body: Any
+    start: float
+    end: float = 0.0
+    status: int = 0
+
+
+@dataclass
+class _State:
+    script: deque = field(default_factory=deque)
+    records: list = field(default_factory=list)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    delay_s: float = 0.0  # added to every request (makes overlapping requests observable)
+
+
+class ApiServer:
+    """`with ApiServer() as srv:` — `srv.url` is the root (Anthropic); OpenAI wants `srv.url + "/v1"`."""
+
+    def __init__(self, delay_s: float = 0.0) -> None:
+        self.state = _State(delay_s=delay_s)
+        self._httpd: ThreadingHTTPServer | None = None
+
+    # ------------------------------------------------------------------ lifecycle
+    def start(self) -> "ApiServer":
+        handler = type("Handler", (_Handler,), {"state": self.state})
+        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        self._httpd.daemon_threads = True
+        threading.Thread(target=self._httpd.serve_forever, args=(0.05,), name="vlmcls-api-server", daemon=True).start()
+        return self
+
+    def stop(self) -> None:
+        if self._httpd is not None:
+            self._httpd.shutdown()
+            self._httpd.server_close()
+            self._httpd = None
+
+    def __enter__(self) -> "ApiServer":
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    @property
+    def url(self) -> str:
+        assert self._httpd is not None, "server not started"
+        host, port = self._httpd.server_address[:2]
+        return f"http://{host}:{port}"
+
+    # ------------------------------------------------------------------ scripting and records
+    def script(self, *replies: Reply) -> None:
+        """Queue replies; each request takes the next one, then the normal answer once empty."""
+        with self.state.lock:
+            self.state.script.extend(replies)
+
+    @property
+    def records(self) -> list[Record]:
+        with self.state.lock:
+            return list(self.state.records)
+
+    def max_overlap(self) -> int:
+        """The most requests that were being served at the same moment."""
+        events = sorted(e for r in self.records for e in ((r.start, 1), (r.end, -1)))
+        best = now = 0
+        for _, step in events:  # at a tie, -1 sorts first: touching intervals do not overlap
+            now += step
+            best = max(best, now)
+        return best
+
+
+class _Handler(BaseHTTPRequestHandler):
+    state: _State
+    protocol_version = "HTTP/1.1"  # keep-alive, as the SDKs' connection pools expect
+
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - silence stderr
+        pass
+
+    def do_POST(self) -> None:  # noqa: N802 - http.server's naming
+        record = Record(self.path, {k.lower(): v for k, v in self.headers.items()}, None, time.monotonic())
+        raw = self.rfile.read(int(self.headers.get("content-length") or 0))
+        try:
+            record.body = json.loads(raw)
+        except ValueError:
+            record.body = raw.decode("utf-8", "replace")
+        with self.state.lock:
+            self.state.records.append(record)
+            reply = self.state.script.popleft() if self.state.script else Reply()
+        time.sleep(self.state.delay_s + reply.delay_s)
+        status, headers, body = _render(self.path, record.body, reply)
+        record.status = status
+        try:
+            self._send(status, headers, body)
+        except (BrokenPipeError, ConnectionResetError):  # the client timed out and left
+            pass
+        finally:
+            record.end = time.monotonic()
+
+    def _send(self, status: int, headers: list[tuple[str, str]], body: bytes) -> None:
+        self.send_response(status)
+        names = {k.lower() for k, _ in headers}
+        if "content-type" not in names:
+            self.send_header("content-type", "application/json")
+        for k, v in headers:
+            self.send_header(k, v)
+        self.send_header("content-length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+
+# ---------------------------------------------------------------------- bodies
+def _render(path: str, request: Any, reply: Reply) -> tuple[int, list[tuple[str, str]], bytes]:
+    headers = list(reply.headers)
+    if path not in (OPENAI_PATH, ANTHROPIC_PATH):
+        return 404, headers, _error_body(path, 404, f"no route {path}")
+    if not isinstance(request, dict):
+        return 400, headers, _error_body(path, 400, "request body is not JSON")
+    if reply.body is not None:
+        return reply.status, headers, reply.body
+    if reply.status != 200:
+        return reply.status, headers, _error_body(path, reply.status, f"scripted {reply.status}")
+    text = reply.text if reply.text is not None else smoke_answer(request)
+    build = _openai_body if path == OPENAI_PATH else _anthropic_body
+    return 200, headers, json.dumps(build(request, text)).encode()
+
+
+def _error_body(path: str, status: int, message: str) -> bytes:
+    kind = {400: "invalid_request_error", 401: "authentication_error", 404: "not_found_error",
+            429: "rate_limit_error"}.get(status, "api_error")
+    if path == ANTHROPIC_PATH:
+        return json.dumps({"type": "error", "error": {"type": kind, "message": message}}).encode()
+    return json.dumps({"error": {"message": message, "type": kind, "code": None}}).encode()
+
+
+def _usage(request: dict, text: str) -> tuple[int, int]:
+    """Made-up but deterministic counts: a word is a token, an image is 85 tokens."""
+    words = sum(len(t.split()) for t in prompt_texts(request))
+    return words + 85 * _count_images(request), max(1, len(text.split()))
+
+
+def _openai_body(request: dict, text: str) -> dict:
+    p, c = _usage(request, text)
+    return {
+        "id": "chatcmpl-smoke", "object": "chat.completion", "created": int(time.time()),
+        "model": request.get("model", ""),
+        "choices": [{"index": 0, "finish_reason": "stop", "logprobs": None,
+                     "message": {"role": "assistant", "content": text}}],
+        "usage": {"prompt_tokens": p, "completion_tokens": c, "total_tokens": p + c},
+    }
+
+
+def _anthropic_body(request: dict, text: str) -> dict:
+    p, c = _usage(request, text)
+    return {
+        "id": "msg_smoke", "type": "message", "role": "assistant", "model": request.get("model", ""),
+        "content": [{"type": "text", "text": text}], "stop_reason": "end_turn", "stop_sequence": None,
+        "usage": {"input_tokens": p, "output_tokens": c},
+    }
+
+
+# ---------------------------------------------------------------------- the smoke "model"
+def _parts(request: dict) -> list[dict]:
+    parts: list[dict] = []
+    for message in request.get("messages") or []:
+        content = message.get("content") if isinstance(message, dict) else None
+        if isinstance(content, str):
+            parts.append({"type": "text", "text": content})
+        elif isinstance(content, list):
+            parts.extend(p for p in content if isinstance(p, dict))
+    return parts
+
+
+def prompt_texts(request: dict) -> list[str]:
+    return [p.get("text", "") for p in _parts(request) if p.get("type") == "text"]
+
+
+def _count_images(request: dict) -> int:
+    return sum(1 for p in _parts(request) if p.get("type") in ("image", "image_url"))
+
+
+def parse_candidates(text: str) -> list[str]:
+    """The candidate labels named in a prompt, [] when it names none."""
+    match = _LIST.search(text)
+    if not match:
+        return []
+    listed = match.group(1).strip()
+    numbered = _NUMBERED.findall(listed)
+    if numbered:
+        return numbered
+    return [label.strip() for label in listed.split(", ") if label.strip()]
+
+
+def _choices(request: dict) -> list[str]:
+    """A constrained request's choice list (current vLLM field, then the pre-0.12 one)."""
+    structured = request.get("structured_outputs")
+    if isinstance(structured, dict) and structured.get("choice"):
+        return [str(c) for c in structured["choice"]]
+    return [str(c) for c in request.get("guided_choice") or []]
+
+
+def smoke_answer(request: dict) -> str:
+    """A deterministic chance-level answer: one candidate, picked by a hash of the whole request."""
+    digest = int(hashlib.sha256(json.dumps(request, sort_keys=True).encode()).hexdigest(), 16)
+    choices = _choices(request)
+    if choices:  # constrained decoding: exactly one of the choices, nothing around it
+        return choices[digest % len(choices)]
+    labels = parse_candidates("\n\n".join(prompt_texts(request)))
+    if not labels:
+        return "I cannot tell which class this is."
+    return f'The most probable class is "{labels[digest % len(labels)]}".'
+
+
+# ---------------------------------------------------------------------- one server per process
+_SHARED: ApiServer | None = None
+_SHARED_LOCK = threading.Lock()
+
+
+def shared_server() -> ApiServer:
+    """The process's smoke server, started on first use (daemon thread: it ends with the process)."""
+    global _SHARED
+    with _SHARED_LOCK:
+        if _SHARED is None:
+            _SHARED = ApiServer().start()
+        return _SHARED

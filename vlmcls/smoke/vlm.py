@@ -1,0 +1,145 @@
+"""Tiny random-weight VLMs (Qwen2-VL, Qwen2.5-VL, LLaVA-NeXT), saved like real checkpoints.
+
+Each builder writes config, weights, a byte-level tokenizer (one token per byte, no merges: nothing
+to download), a stock processor with a short chat template and a generation config, so that
+`AutoModelForImageTextToText.from_pretrained(path)` + `AutoProcessor.from_pretrained(path)` load them
+through exactly the code path of a hub checkpoint. Random weights answer garbage: tests assert
+plumbing (shapes, equalities), never content.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+QWEN_SPECIALS = ("<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|vision_start|>", "<|vision_end|>",
+                 "<|image_pad|>", "<|video_pad|>")
+
+# Short ChatML template; like the real Qwen one it keeps the content order (text, image, text), which
+# is what lets the labels-first layout cache the label list.
+QWEN_TEMPLATE = (
+    "{% for m in messages %}<|im_start|>{{ m.role }}\n"
+    "{% if m.content is string %}{{ m.content }}{% else %}{% for c in m.content %}"
+    "{% if c.type == 'image' %}<|vision_start|><|image_pad|><|vision_end|>"
+    "{% elif c.type == 'text' %}{{ c.text }}{% endif %}{% endfor %}{% endif %}<|im_end|>\n{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+# Vicuna style, as llava-v1.6-vicuna: "USER: <image>\n... ASSISTANT:".
+LLAVA_TEMPLATE = (
+    "{% for m in messages %}{% if m.role == 'user' %}USER: "
+    "{% for c in m.content %}{% if c.type == 'image' %}<image>\n{% elif c.type == 'text' %}{{ c.text }}"
+    "{% endif %}{% endfor %}{% else %} {{ m.content }}</s>{% endif %}{% endfor %}"
+    "{% if add_generation_prompt %} ASSISTANT:{% endif %}"
+)
+# Qwen image bounds: 56x56 to 56x112 pixels -> 4 to 8 image tokens (sizes vary, so padding is exercised).
+QWEN_MIN_PIXELS, QWEN_MAX_PIXELS = 56 * 56, 56 * 112
+
+
+def _specials(tok, names) -> None:
+    from tokenizers import AddedToken
+
+    tok.add_tokens([AddedToken(s, special=True, normalized=False) for s in names], special_tokens=True)
+
+
+def _qwen_tokenizer():
+    from tokenizers.pre_tokenizers import ByteLevel
+    from transformers import Qwen2Tokenizer
+
+    vocab = {s: i for i, s in enumerate(sorted(ByteLevel.alphabet()))}
+    tok = Qwen2Tokenizer(vocab=vocab, merges=[], unk_token=None, bos_token=None,
+                         eos_token="<|im_end|>", pad_token="<|endoftext|>", padding_side="left")
+    _specials(tok, QWEN_SPECIALS)
+    return tok
+
+
+def _llama_tokenizer():
+    """Sentencepiece-style (Metaspace + byte fallback) like Vicuna's: every character is a byte token."""
+    from transformers import LlamaTokenizer
+
+    vocab = {"<unk>": 0, "<s>": 1, "</s>": 2}
+    vocab.update({f"<0x{b:02X}>": 3 + b for b in range(256)})
+    vocab["▁"] = len(vocab)
+    tok = LlamaTokenizer(vocab=vocab, merges=[], padding_side="left")
+    _specials(tok, ("<image>", "<pad>"))
+    tok.pad_token = "<pad>"
+    return tok
+
+
+def _save(model, processor, tok, target: Path) -> None:
+    from transformers import GenerationConfig
+
+    model.generation_config = GenerationConfig(
+        eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id, do_sample=False)
+    model.save_pretrained(target)
+    processor.save_pretrained(target)
+
+
+def _qwen_ids(tok) -> dict:
+    ids = tok.convert_tokens_to_ids
+    return dict(image_token_id=ids("<|image_pad|>"), video_token_id=ids("<|video_pad|>"),
+                vision_start_token_id=ids("<|vision_start|>"), vision_end_token_id=ids("<|vision_end|>"))
+
+
+def _qwen_text(tok) -> dict:
+    # head_dim 32 -> the three mrope sections must sum to 16
+    return dict(vocab_size=len(tok), initializer_range=0.5, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=4096,
+                rope_parameters={"rope_type": "default", "rope_theta": 1e4, "mrope_section": [4, 6, 6]},
+                bos_token_id=None, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
+
+
+def _qwen_processor(processor_cls, tok):
+    from transformers import Qwen2VLImageProcessorPil, Qwen2VLVideoProcessor
+
+    image = Qwen2VLImageProcessorPil(min_pixels=QWEN_MIN_PIXELS, max_pixels=QWEN_MAX_PIXELS)
+    return processor_cls(image_processor=image, tokenizer=tok, video_processor=Qwen2VLVideoProcessor(),
+                         chat_template=QWEN_TEMPLATE)
+
+
+def _build(model_cls, config, processor, tok, target: Path) -> None:
+    import torch
+
+    torch.manual_seed(0)  # the same tiny model on every machine
+    model = model_cls(config).eval()
+    _save(model, processor, tok, Path(target))
+
+
+def build_qwen2_vl(target: Path) -> None:
+    from transformers import Qwen2VLConfig, Qwen2VLForConditionalGeneration, Qwen2VLProcessor
+
+    tok = _qwen_tokenizer()
+    vision = dict(initializer_range=0.5, depth=1, embed_dim=64, hidden_size=64, num_heads=2, mlp_ratio=2)
+    config = Qwen2VLConfig(text_config=_qwen_text(tok), vision_config=vision, tie_word_embeddings=True,
+                           **_qwen_ids(tok))
+    _build(Qwen2VLForConditionalGeneration, config, _qwen_processor(Qwen2VLProcessor, tok), tok, target)
+
+
+def build_qwen2_5_vl(target: Path) -> None:
+    from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration, Qwen2_5_VLProcessor
+
+    tok = _qwen_tokenizer()
+    # window attention in block 0, full attention in block 1, as the real model alternates them
+    vision = dict(initializer_range=0.5, depth=2, hidden_size=64, intermediate_size=128, num_heads=2, out_hidden_size=64,
+                  window_size=56, fullatt_block_indexes=[1])
+    config = Qwen2_5_VLConfig(text_config=_qwen_text(tok), vision_config=vision, tie_word_embeddings=True,
+                              **_qwen_ids(tok))
+    _build(Qwen2_5_VLForConditionalGeneration, config, _qwen_processor(Qwen2_5_VLProcessor, tok), tok, target)
+
+
+def build_llava_next(target: Path) -> None:
+    from transformers import (LlavaNextConfig, LlavaNextForConditionalGeneration, LlavaNextImageProcessorPil,
+                              LlavaNextProcessor)
+
+    tok = _llama_tokenizer()
+    pinpoints = [[32, 32], [32, 64], [64, 32], [64, 64]]
+    text = dict(model_type="llama", initializer_range=0.5, vocab_size=len(tok), hidden_size=64, intermediate_size=128,
+                num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=4096,
+                bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
+    vision = dict(model_type="clip_vision_model", initializer_range=0.5, image_size=32, patch_size=8, hidden_size=64,
+                  intermediate_size=128, num_hidden_layers=2, num_attention_heads=2, projection_dim=64)
+    config = LlavaNextConfig(text_config=text, vision_config=vision, image_grid_pinpoints=pinpoints,
+                             image_token_index=tok.convert_tokens_to_ids("<image>"), image_seq_length=16)
+    image = LlavaNextImageProcessorPil(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32},
+                                       image_grid_pinpoints=pinpoints)
+    processor = LlavaNextProcessor(image_processor=image, tokenizer=tok, patch_size=8,
+                                   vision_feature_select_strategy="default", num_additional_image_tokens=1,
+                                   chat_template=LLAVA_TEMPLATE)
+    _build(LlavaNextForConditionalGeneration, config, processor, tok, target)
