@@ -178,7 +178,12 @@ class BenchSession:
         except Exception as exc:  # a model that cannot load is one line, not a traceback
             self._skip(case, f"cannot load {spec.model.weights}: {one_line(exc)}")
         runner = CaseRunner(spec, self.labels, backend, self.resolver(spec), self.store, progress=self._progress(case))
-        result = runner.run(self.samples)
+        try:
+            result = runner.run(self.samples)
+        except Exception as exc:  # a broken backend (bad key, lost server): one line, a row, no traceback
+            reason = f"{type(exc).__name__}: {one_line(exc)}"
+            case.item.user_properties.append((ROW_KEY, report.skipped_row(spec, "error", reason)))
+            pytest.fail(f"{case.case_id}: the backend failed: {reason}", pytrace=False)
         self._write_samples(case, result)
         return result
 
