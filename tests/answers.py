@@ -101,6 +101,7 @@ ANSWERS: tuple[Case, ...] = (
     Case("I think it's a **lion**. Tigers have stripes, which this animal lacks.", ("tiger", "cheetah", "lion"),
          "lion", "match"),
     Case("Lion.\nReasoning: the mane rules out a tiger or a cheetah.", ("tiger", "cheetah", "lion"), "lion", "match"),
+    Case("Is it a tiger cat? I think not. **Tabby**.", CATS, "tabby", "match"),
     Case("The animal is a tiger cat, a kind of tabby.", CATS, "tiger cat", "match"),
     Case("tiger cat\n\nThe tabby pattern is less likely here.", CATS, "tiger cat", "match"),
     # longest match, word boundaries

@@ -28,6 +28,18 @@ NAMES = ("crane", "crane fly", "tench", "goldfish", "great white shark", "tiger 
 LABELS = LabelSet(NAMES, tuple((n,) for n in NAMES), mode="thesis")
 
 
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """Tiny matrices: with 2 OpenMP threads each matmul waits ~6 ms on thread sync (measured on the 2-core
+    test machine under load), 300x the work itself. One thread keeps this file fast; restored after."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="session")
 def catalog():
     return load_catalog()
@@ -91,6 +103,7 @@ def test_import_does_not_load_torch():
     subprocess.run([sys.executable, "-c", code], check=True)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", MODELS)
 def test_loads_like_a_checkpoint_and_answers(name, catalog, built):
     backend = _load(catalog[name], batch_size=2)
@@ -104,6 +117,7 @@ def test_loads_like_a_checkpoint_and_answers(name, catalog, built):
     backend.close()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", MODELS)
 def test_batched_answers_equal_unbatched(name, catalog, built):
     queries = _queries(5)
@@ -114,6 +128,7 @@ def test_batched_answers_equal_unbatched(name, catalog, built):
     assert len({tuple(r) for r in rows_one}) > 1, "the tiny model ignores its input: the test would be blind"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", MODELS)
 def test_prefix_cache_matches_plain_computation(name, catalog, built, monkeypatch):
     queries = _queries(5, labels_first=True)
@@ -129,6 +144,7 @@ def test_prefix_cache_matches_plain_computation(name, catalog, built, monkeypatc
     assert [a.text for a in cached] == [a.text for a in plain]
 
 
+@pytest.mark.slow
 def test_prefix_cache_refuses_differing_prefixes(catalog, built):
     queries = _queries(2, labels_first=True)
     odd = Query("odd", queries[1].image, queries[1].class_ids, queries[1].labels, queries[1].prompt, "Other: a, b.")
@@ -137,6 +153,7 @@ def test_prefix_cache_refuses_differing_prefixes(catalog, built):
     assert any("differs between images" in n for n in backend.notes)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", MODELS)
 def test_constrained_answers_are_candidates(name, catalog, built):
     queries = [q for seed in (1, 2, 3) for q in _queries(3, ways=random.Random(seed).choice((3, 6, 9)), seed=seed)]
@@ -148,6 +165,24 @@ def test_constrained_answers_are_candidates(name, catalog, built):
         assert a.class_id == q.class_ids[q.labels.index(a.text)]
 
 
+@pytest.mark.slow
+def test_image_first_template_falls_back_with_a_note(catalog, built):
+    """Templates that render every image before any text (llava-hf's do) cannot cache the label list."""
+    queries = _queries(3, labels_first=True)
+    plain, rows_plain, _ = _run(catalog["smoke-qwen2-vl"], queries, batch_size=1)
+    backend = _load(catalog["smoke-qwen2-vl"], batch_size=3, layout="labels-first")
+    backend.processor.chat_template = (
+        "{% for m in messages %}<|im_start|>{{ m.role }}\n<|vision_start|><|image_pad|><|vision_end|>"
+        "{% for c in m.content %}{% if c.type == 'text' %}{{ c.text }}{% endif %}{% endfor %}<|im_end|>\n"
+        "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
+    rows = _record(backend)
+    answers = backend.answer(queries)
+    assert backend.notes == ["labels-first: the chat template puts the image before the labels; ran without the cache"]
+    assert all(a.error is None for a in answers) and backend._prefix is None
+    assert len(rows) == 3 and rows != rows_plain  # a different prompt order, so different (garbage) answers
+
+
+@pytest.mark.slow
 def test_constrained_with_cached_prefix(catalog, built):
     queries = _queries(4, labels_first=True)
     plain, _, _ = _run(catalog["smoke-qwen2.5-vl"], queries, batch_size=1, constrained=True)
@@ -172,6 +207,7 @@ def test_label_constraint_forces_eos_after_a_complete_label():
     assert hf_vlm._walk(trie, [5, 6, 2]).get(None) == 0 and hf_vlm._walk(trie, [8, 2, 2]).get(None) == 2
 
 
+@pytest.mark.slow
 def test_int8_load_on_cpu(catalog, built):
     pytest.importorskip("bitsandbytes")
     answers, _, backend = _run(catalog["smoke-qwen2-vl"], _queries(2), batch_size=2, quant="int8")
@@ -181,6 +217,7 @@ def test_int8_load_on_cpu(catalog, built):
     assert any("int8" in n for n in backend.notes)
 
 
+@pytest.mark.slow
 def test_out_of_memory_halves_the_batch(catalog, built, monkeypatch):
     import torch
 
@@ -189,7 +226,7 @@ def test_out_of_memory_halves_the_batch(catalog, built, monkeypatch):
 
     def tight(batch, inputs):  # pretend only two images fit on the GPU
         if len(batch) > 2:
-            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
         return generate(batch, inputs)
 
     monkeypatch.setattr(backend, "_generate", tight)
@@ -199,6 +236,7 @@ def test_out_of_memory_halves_the_batch(catalog, built, monkeypatch):
     assert backend.notes == ["CUDA out of memory at batch size 4: continued at batch size 2"]
 
 
+@pytest.mark.slow
 def test_a_bad_image_is_one_error_row(catalog, built):
     from PIL import Image
 
@@ -209,6 +247,7 @@ def test_a_bad_image_is_one_error_row(catalog, built):
     assert "aspect ratio" in answers[1].error and "\n" not in answers[1].error
 
 
+@pytest.mark.slow
 def test_qwen_pixel_bounds_from_catalog_options(catalog, built):
     small = {"min_pixels": 28 * 28, "max_pixels": 28 * 28}  # one merged patch -> one image token
     [a] = _load(catalog["smoke-qwen2-vl"], extra=small).answer(_queries(1))
@@ -216,6 +255,7 @@ def test_qwen_pixel_bounds_from_catalog_options(catalog, built):
     assert a.error is None and a.prompt_tokens < b.prompt_tokens
 
 
+@pytest.mark.slow
 def test_llava_images_are_bounded_before_processing(catalog, built):
     from PIL import Image
 
@@ -270,3 +310,33 @@ def test_requirements_gated_model_without_token(monkeypatch):
     monkeypatch.setattr("huggingface_hub.auth_check", gated)
     reason = hf_vlm.requirements(_entry("google/gemma-3-4b-it"), BackendSettings(), LABELS)
     assert reason == "google/gemma-3-4b-it is gated: accept its licence on huggingface.co and set HF_TOKEN"
+
+
+# ---------------------------------------------------------------- the throughput script
+
+@pytest.mark.slow
+def test_perf_script_runs_the_backend_on_a_smoke_model(built, capsys, tmp_path):
+    import json
+
+    from vlmcls import perf
+
+    out = tmp_path / "perf.jsonl"
+    perf.main(["--arch", "smoke-qwen2-vl", "--ways", "5", "--batch-sizes", "1,2", "--images", "2",
+               "--new-tokens", "2", "--device", "cpu", "--out", str(out)])
+    rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert rows == [json.loads(line) for line in out.read_text().splitlines()]
+    runs = [r for r in rows if r["part"] == "hf_vlm_generate"]
+    assert [(r["layout"], r["batch_size"]) for r in runs] == [
+        ("thesis", 1), ("thesis", 2), ("labels-first", 1), ("labels-first", 2)]
+    assert all(r["images_per_s"] > 0 and r["prefill_s"] > 0 and r["notes"] == [] for r in runs)
+    assert runs[0]["speedup_vs_b1"] == 1.0 and runs[3]["speedup_vs_thesis"] is not None
+
+
+def test_perf_tokenizer_matches_the_real_label_cost():
+    from vlmcls import perf
+
+    names = perf.imagenet_names()
+    assert len(names) == 1000 and names[0] == "tench"
+    tok = perf.bpe_tokenizer(names)
+    per_label = len(tok(", ".join(names))["input_ids"]) / len(names)
+    assert 4.0 < per_label <= perf.TOKENS_PER_LABEL

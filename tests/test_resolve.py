@@ -100,6 +100,13 @@ def test_match_finds_the_label_among_1000_candidates():
     assert got == Resolution(FIRST_ID["Italian greyhound"], "match")
 
 
+def test_answer_that_echoes_every_label_still_resolves():
+    text = ("This image represents an object that belongs to one of the following classes: "
+            + ", ".join(LABELS.names) + ". The most probable class is **tabby**.")
+    got = Resolver("exact", LABELS).resolve(text, range(1000))
+    assert got == Resolution(FIRST_ID["tabby"], "match")
+
+
 def test_result_does_not_depend_on_candidate_order():
     r = Resolver("exact", LABELS)
     orders = [CATS, CATS[::-1], CATS[1:] + CATS[:1]]

@@ -33,20 +33,31 @@ _ARTICLES = frozenset({"a", "an", "the"})
 # Words allowed between a cue and the label: "is most likely a tabby cat".
 _FILLERS = _ARTICLES | {"most", "likely", "probably", "definitely", "clearly", "certainly",
                         "therefore", "thus", "indeed", "actually", "just", "simply"}
-_STRONG_CUES = frozenset({
+_Cues = dict[str, tuple[tuple[str, ...], ...]]
+
+
+def _by_last_word(*cues: tuple[str, ...]) -> _Cues:
+    """Cue phrases grouped by their last word, so a check reads one small group, not the table."""
+    table: dict[str, list[tuple[str, ...]]] = {}
+    for cue in cues:
+        table.setdefault(cue[-1], []).append(cue)
+    return {w: tuple(c) for w, c in table.items()}
+
+
+_STRONG_CUES = _by_last_word(
     ("answer",), ("answer", "is"), ("answer", "would", "be"), ("class",), ("class", "is"),
     ("class", "would", "be"), ("category",), ("category", "is"), ("label",), ("label", "is"),
     ("prediction",), ("prediction", "is"), ("belongs", "to"), ("belong", "to"), ("belongs", "to", "is"),
-})
-_WEAK_CUES = frozenset({
+)
+_WEAK_CUES = _by_last_word(
     ("is",), ("be",), ("its",), ("as",), ("say",), ("shows",), ("depicts",), ("called",), ("named",),
     ("choose",), ("pick",), ("select",), ("guess",), ("image", "of"), ("photo", "of"), ("picture", "of"),
-})
-_NEGATIONS = frozenset({
+)
+_NEGATIONS = _by_last_word(
     ("not",), ("no",), ("nor",), ("neither",), ("never",), ("isnt",), ("arent",), ("doesnt",),
     ("dont",), ("unlike",), ("except",), ("without",), ("rather", "than"), ("instead", "of"),
     ("other", "than"),
-})
+)
 # Verbs skipped only when looking for a negation: "does not look like a X" negates X.
 _NEGATION_BRIDGE = frozenset({"like", "look", "looks", "resemble", "resembles", "seem", "seems",
                               "appear", "appears", "to", "be"})
@@ -56,6 +67,7 @@ _EMPHASIS = re.compile(
     re.MULTILINE,
 )
 _SENTENCE_END = re.compile(r"[.!?](?=\s)|\n")
+_CLAUSE_BREAK = re.compile(r"[.,;:!?\n]")
 
 
 # ---------------------------------------------------------------- normalisation
@@ -151,7 +163,7 @@ class _Parsed:
 
 
 def _spans(words: list[str], index: PhraseIndex) -> list[tuple[int, int, dict[int, int]]]:
-    """All label phrases in the answer, minus those inside a longer one ("cab" in "taxi cab").
+    """All label phrases in the answer, minus those inside a longer one ("tiger" in "tiger shark").
 
     Every class of the LabelSet counts here, candidate or not: in "sea lion" the model named a sea
     lion, so the candidate "lion" must not match."""
@@ -163,7 +175,18 @@ def _spans(words: list[str], index: PhraseIndex) -> list[tuple[int, int, dict[in
             ranks = index.phrases.get(tuple(words[i:i + n]))
             if ranks is not None:
                 hits.append((i, i + n, ranks))
-    return [h for h in hits if not any(o is not h and o[0] <= h[0] and h[1] <= o[1] for o in hits)]
+    return _outermost(hits)
+
+
+def _outermost(hits: list[tuple[int, int, dict[int, int]]]) -> list[tuple[int, int, dict[int, int]]]:
+    """Drops spans inside another span; sorted by start, longest first, a span lies inside another
+    iff an earlier one reaches as far (linear, for answers that echo all 1000 labels)."""
+    kept, reach = [], -1
+    for hit in sorted(hits, key=lambda h: (h[0], -h[1])):
+        if hit[1] > reach:
+            kept.append(hit)
+        reach = max(reach, hit[1])
+    return kept
 
 
 def _mentions(parsed: _Parsed, index: PhraseIndex, class_ids: Sequence[int]) -> list[_Mention]:
@@ -173,34 +196,41 @@ def _mentions(parsed: _Parsed, index: PhraseIndex, class_ids: Sequence[int]) -> 
         mine = {c: r for c, r in ranks.items() if c in candidates}
         if mine:
             best = min(mine.values())
-            ids = sorted((c for c, r in mine.items() if r == best), key=class_ids.index)
+            ids = [c for c, r in mine.items() if r == best]
+            if len(ids) > 1:  # classes sharing a name, in candidate order
+                ids.sort(key=class_ids.index)
             out.append(_Mention(start, end, tuple(ids), best >= SYNONYM))
     return out
 
 
 # ---------------------------------------------------------------- structure rules
 
-def _preceded_by(words: list[str], start: int, cues: frozenset, skip: frozenset = _FILLERS) -> bool:
+def _cue_end(words: list[str], start: int, cues: _Cues, skip: frozenset = _FILLERS) -> int:
+    """Index just past the cue that ends before word `start` (skipping `skip` words), or -1."""
     i = start
     while i > 0 and words[i - 1] in skip:
         i -= 1
-    return any(tuple(words[i - len(c):i]) == c for c in cues if i >= len(c))
+    ends_here = cues.get(words[i - 1], ()) if i > 0 else ()
+    return i if any(tuple(words[i - len(c):i]) == c for c in ends_here if i >= len(c)) else -1
 
 
 def _negated(m: _Mention, p: _Parsed) -> bool:
-    return _preceded_by(p.words, m.start, _NEGATIONS, _FILLERS | _NEGATION_BRIDGE)
+    i = _cue_end(p.words, m.start, _NEGATIONS, _FILLERS | _NEGATION_BRIDGE)
+    # "I think not. **Tabby**.": punctuation ends a negation's reach (a cue's reaches on: "is: X").
+    return i > 0 and not _CLAUSE_BREAK.search(p.text, p.ends[i - 1], p.starts[m.start])
 
 
-def _modifier(m: _Mention, mentions: list[_Mention], p: _Parsed) -> bool:
+def _modifier(m: _Mention, starts: dict[int, _Mention], p: _Parsed) -> bool:
     """In "an orange tabby cat" the label "orange" only describes the tabby: English puts the head last."""
-    return any(o.start == m.end and not p.text[p.ends[m.end - 1]:p.starts[o.start]].strip() for o in mentions)
+    head = starts.get(m.end)
+    return head is not None and not p.text[p.ends[m.end - 1]:p.starts[head.start]].strip()
 
 
-def _cued(cues: frozenset) -> Callable[[_Mention, _Parsed], bool]:
+def _cued(cues: _Cues) -> Callable[[_Mention, _Parsed], bool]:
     # "could be X or Y" offers alternatives: the cue does not single X out.
     def rule(m: _Mention, p: _Parsed) -> bool:
         hedged = m.end < len(p.words) and p.words[m.end] == "or"
-        return not hedged and _preceded_by(p.words, m.start, cues)
+        return not hedged and _cue_end(p.words, m.start, cues) > 0
     return rule
 
 
@@ -229,7 +259,8 @@ def _classes(mentions: list[_Mention]) -> list[int]:
 
 def _choose(mentions: list[_Mention], p: _Parsed) -> list[_Mention]:
     """The mentions that the answer's structure points at (all of them when it points nowhere)."""
-    alive = [m for m in mentions if not _negated(m, p) and not _modifier(m, mentions, p)]
+    starts = {m.start: m for m in mentions}
+    alive = [m for m in mentions if not _negated(m, p) and not _modifier(m, starts, p)]
     for narrow in _NARROWERS:
         if len(_classes(alive)) <= 1:
             break

@@ -18,7 +18,7 @@ import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 from ..types import Answer, Query
 
@@ -197,16 +197,17 @@ def load(entry: "ModelEntry", settings: "BackendSettings", labels: "LabelSet") -
         raise RuntimeError(reason)
     from transformers import AutoProcessor
 
-    path, remote = _resolve_path(entry.weights), settings.trust_remote_code
-    device = _device(settings)
+    # Remote code only for a model the catalog marks as needing it, and only with the user's opt-in: a
+    # global --trust-remote-code must not let a native model's repo swap in its own code.
+    remote = _needs_remote_code(entry) and settings.trust_remote_code
+    path, device = _resolve_path(entry.weights), _device(settings)
     dtype = _dtype(settings, device)
+    # device_map loads the weights straight onto the device (no full copy in CPU memory first)
+    kwargs: dict[str, Any] = dict(dtype=dtype, trust_remote_code=remote, device_map={"": device})
     quant = _quant_config(settings.quant, dtype)
-    kwargs: dict[str, Any] = dict(dtype=dtype, trust_remote_code=remote)
-    if quant is not None:  # bitsandbytes places the weights itself
-        kwargs.update(quantization_config=quant, device_map={"": device})
+    if quant is not None:
+        kwargs["quantization_config"] = quant
     model = _model_class(path, remote).from_pretrained(path, **kwargs).eval()
-    if quant is None:
-        model = model.to(device)
     processor = AutoProcessor.from_pretrained(path, trust_remote_code=remote)
     backend = HFVLMBackend(model, processor, settings, name=entry.name)
     if remote:
@@ -296,15 +297,17 @@ class HFVLMBackend:
 
         try:
             return self._generate(batch, inputs)
-        except torch.OutOfMemoryError:
-            if torch.cuda.is_available():
-                torch.cuda.empty_cache()
-            if len(batch) == 1:
-                return [Answer(error="CUDA out of memory at batch size 1")]
-            half = len(batch) // 2
-            self.note(f"CUDA out of memory at batch size {len(batch)}: continued at batch size {half}")
-            self.batch_size = min(self.batch_size, half)  # keep the size that fits for the rest of the run
-            return self._answer_batch(batch[:half]) + self._answer_batch(batch[half:])
+        except torch.cuda.OutOfMemoryError:
+            pass  # handled below: outside the except block the failed attempt's tensors can be freed
+        del inputs
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+        if len(batch) == 1:
+            return [Answer(error="CUDA out of memory at batch size 1")]
+        half = len(batch) // 2
+        self.note(f"CUDA out of memory at batch size {len(batch)}: continued at batch size {half}")
+        self.batch_size = min(self.batch_size, half)  # keep the size that fits for the rest of the run
+        return self._answer_batch(batch[:half]) + self._answer_batch(batch[half:])
 
     # ------------------------------------------------------------ encoding
     def render(self, query: Query) -> str:

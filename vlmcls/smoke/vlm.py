@@ -30,23 +30,24 @@ LLAVA_TEMPLATE = (
     "{% if add_generation_prompt %} ASSISTANT:{% endif %}"
 )
 # Qwen image bounds: 56x56 to 56x112 pixels -> 4 to 8 image tokens (sizes vary, so padding is exercised).
-QWEN_MIN_PIXELS, QWEN_MAX_PIXELS = 56 * 56, 56 * 112
+QWEN_PIXELS = {"min_pixels": 56 * 56, "max_pixels": 56 * 112}
 
 
-def _specials(tok, names) -> None:
+def add_specials(tok, names) -> None:
     from tokenizers import AddedToken
 
     tok.add_tokens([AddedToken(s, special=True, normalized=False) for s in names], special_tokens=True)
 
 
-def _qwen_tokenizer():
+def qwen_tokenizer(vocab: dict | None = None, merges: list | None = None):
+    """Byte-level BPE with Qwen's special tokens; by default one token per byte (no merges)."""
     from tokenizers.pre_tokenizers import ByteLevel
     from transformers import Qwen2Tokenizer
 
-    vocab = {s: i for i, s in enumerate(sorted(ByteLevel.alphabet()))}
-    tok = Qwen2Tokenizer(vocab=vocab, merges=[], unk_token=None, bos_token=None,
+    vocab = vocab or {s: i for i, s in enumerate(sorted(ByteLevel.alphabet()))}
+    tok = Qwen2Tokenizer(vocab=vocab, merges=merges or [], unk_token=None, bos_token=None,
                          eos_token="<|im_end|>", pad_token="<|endoftext|>", padding_side="left")
-    _specials(tok, QWEN_SPECIALS)
+    add_specials(tok, QWEN_SPECIALS)
     return tok
 
 
@@ -58,7 +59,7 @@ def _llama_tokenizer():
     vocab.update({f"<0x{b:02X}>": 3 + b for b in range(256)})
     vocab["▁"] = len(vocab)
     tok = LlamaTokenizer(vocab=vocab, merges=[], padding_side="left")
-    _specials(tok, ("<image>", "<pad>"))
+    add_specials(tok, ("<image>", "<pad>"))
     tok.pad_token = "<pad>"
     return tok
 
@@ -72,26 +73,38 @@ def _save(model, processor, tok, target: Path) -> None:
     processor.save_pretrained(target)
 
 
-def _qwen_ids(tok) -> dict:
+def qwen_ids(tok) -> dict:
     ids = tok.convert_tokens_to_ids
     return dict(image_token_id=ids("<|image_pad|>"), video_token_id=ids("<|video_pad|>"),
                 vision_start_token_id=ids("<|vision_start|>"), vision_end_token_id=ids("<|vision_end|>"))
 
 
+# Random weights at the usual init (std 0.02) give the same tokens whatever the image or prompt, which
+# would make every batched-vs-unbatched comparison pass blindly; std 0.5 makes answers input-dependent.
+INIT_STD = 0.5
+
+
 def _qwen_text(tok) -> dict:
     # head_dim 32 -> the three mrope sections must sum to 16
-    return dict(vocab_size=len(tok), initializer_range=0.5, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-                num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=4096,
+    return dict(vocab_size=len(tok), initializer_range=INIT_STD, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=32768,
                 rope_parameters={"rope_type": "default", "rope_theta": 1e4, "mrope_section": [4, 6, 6]},
                 bos_token_id=None, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
 
 
-def _qwen_processor(processor_cls, tok):
-    from transformers import Qwen2VLImageProcessorPil, Qwen2VLVideoProcessor
+def qwen_image_processor(**kwargs):
+    """The PIL image processor where this transformers has one (no torchvision needed), else the default."""
+    import transformers
 
-    image = Qwen2VLImageProcessorPil(min_pixels=QWEN_MIN_PIXELS, max_pixels=QWEN_MAX_PIXELS)
-    return processor_cls(image_processor=image, tokenizer=tok, video_processor=Qwen2VLVideoProcessor(),
-                         chat_template=QWEN_TEMPLATE)
+    cls = getattr(transformers, "Qwen2VLImageProcessorPil", None) or transformers.Qwen2VLImageProcessor
+    return cls(**kwargs)
+
+
+def qwen_processor(processor_cls, tok, template: str = QWEN_TEMPLATE, **image_kwargs):
+    from transformers import Qwen2VLVideoProcessor
+
+    return processor_cls(image_processor=qwen_image_processor(**image_kwargs), tokenizer=tok,
+                         video_processor=Qwen2VLVideoProcessor(), chat_template=template)
 
 
 def _build(model_cls, config, processor, tok, target: Path) -> None:
@@ -105,23 +118,23 @@ def _build(model_cls, config, processor, tok, target: Path) -> None:
 def build_qwen2_vl(target: Path) -> None:
     from transformers import Qwen2VLConfig, Qwen2VLForConditionalGeneration, Qwen2VLProcessor
 
-    tok = _qwen_tokenizer()
-    vision = dict(initializer_range=0.5, depth=1, embed_dim=64, hidden_size=64, num_heads=2, mlp_ratio=2)
+    tok = qwen_tokenizer()
+    vision = dict(initializer_range=INIT_STD, depth=1, embed_dim=64, hidden_size=64, num_heads=2, mlp_ratio=2)
     config = Qwen2VLConfig(text_config=_qwen_text(tok), vision_config=vision, tie_word_embeddings=True,
-                           **_qwen_ids(tok))
-    _build(Qwen2VLForConditionalGeneration, config, _qwen_processor(Qwen2VLProcessor, tok), tok, target)
+                           **qwen_ids(tok))
+    _build(Qwen2VLForConditionalGeneration, config, qwen_processor(Qwen2VLProcessor, tok, **QWEN_PIXELS), tok, target)
 
 
 def build_qwen2_5_vl(target: Path) -> None:
     from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration, Qwen2_5_VLProcessor
 
-    tok = _qwen_tokenizer()
+    tok = qwen_tokenizer()
     # window attention in block 0, full attention in block 1, as the real model alternates them
-    vision = dict(initializer_range=0.5, depth=2, hidden_size=64, intermediate_size=128, num_heads=2, out_hidden_size=64,
+    vision = dict(initializer_range=INIT_STD, depth=2, hidden_size=64, intermediate_size=128, num_heads=2, out_hidden_size=64,
                   window_size=56, fullatt_block_indexes=[1])
     config = Qwen2_5_VLConfig(text_config=_qwen_text(tok), vision_config=vision, tie_word_embeddings=True,
-                              **_qwen_ids(tok))
-    _build(Qwen2_5_VLForConditionalGeneration, config, _qwen_processor(Qwen2_5_VLProcessor, tok), tok, target)
+                              **qwen_ids(tok))
+    _build(Qwen2_5_VLForConditionalGeneration, config, qwen_processor(Qwen2_5_VLProcessor, tok, **QWEN_PIXELS), tok, target)
 
 
 def build_llava_next(target: Path) -> None:
@@ -130,10 +143,10 @@ def build_llava_next(target: Path) -> None:
 
     tok = _llama_tokenizer()
     pinpoints = [[32, 32], [32, 64], [64, 32], [64, 64]]
-    text = dict(model_type="llama", initializer_range=0.5, vocab_size=len(tok), hidden_size=64, intermediate_size=128,
-                num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=4096,
+    text = dict(model_type="llama", initializer_range=INIT_STD, vocab_size=len(tok), hidden_size=64, intermediate_size=128,
+                num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=32768,
                 bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
-    vision = dict(model_type="clip_vision_model", initializer_range=0.5, image_size=32, patch_size=8, hidden_size=64,
+    vision = dict(model_type="clip_vision_model", initializer_range=INIT_STD, image_size=32, patch_size=8, hidden_size=64,
                   intermediate_size=128, num_hidden_layers=2, num_attention_heads=2, projection_dim=64)
     config = LlavaNextConfig(text_config=text, vision_config=vision, image_grid_pinpoints=pinpoints,
                              image_token_index=tok.convert_tokens_to_ids("<image>"), image_seq_length=16)

@@ -1,0 +1,263 @@
+"""`python -m vlmcls report`: re-rendering, merging, the study and baseline comparisons, plots."""
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from scipy import stats
+
+from vlmcls import compare, metrics, plots, report
+from vlmcls.__main__ import main
+from vlmcls.catalog import ModelEntry, load_catalog
+from vlmcls.runner import CaseResult, CaseSpec
+from vlmcls.settings import BackendSettings
+from vlmcls.types import Prediction
+
+BENCH = Path(__file__).resolve().parents[1] / "bench"
+PNG = b"\x89PNG\r\n\x1a\n"
+HOSTILE = "cat | dog\n\n| --- |\n<script>alert(1)</script> $\\frac{a"
+
+
+# ---------------------------------------------------------------------------------- run folders
+@pytest.fixture(scope="module")
+def real_run(tmp_path_factory) -> Path:
+    """A run folder written by the plugin itself (echo smoke model, 20- and 100-way, 60 images).
+
+    At 100-way, 60 images may well score 0 and fail the smoke gate (rc 1): the report is written anyway."""
+    root = tmp_path_factory.mktemp("bench")
+    shutil.copytree(BENCH, root / "bench", ignore=shutil.ignore_patterns("__pycache__"))
+    proc = subprocess.run([sys.executable, "-m", "pytest", "bench", "-k", "echo", "--ways", "20,100", "--samples", "60",
+                           "-p", "no:cacheprovider", "-q"], cwd=root, capture_output=True, text=True, timeout=300)
+    assert proc.returncode in (0, 1), proc.stdout[-3000:] + proc.stderr[-3000:]
+    (run,) = [d for d in (root / "reports").iterdir() if d.is_dir()]
+    assert all(c["metrics"] for c in json.loads((run / "results.json").read_text())["cases"])
+    return run
+
+
+@pytest.fixture
+def run_copy(real_run, tmp_path) -> Path:
+    """A private copy: rendering in place must not change what the other tests see."""
+    return Path(shutil.copytree(real_run, tmp_path / "runs" / real_run.name))
+
+
+def preds(n: int, wrong: int = 0, prefix: str = "s", true_label: str = "cat", pred_label: str = "dog",
+          ids: tuple[int, int] = (1, 2)) -> list[Prediction]:
+    """n samples of class ids[0]; the first `wrong` are predicted as class ids[1]."""
+    true, other = ids
+    return [Prediction(f"{prefix}{i}", true, true_label, (true_label, pred_label), "x",
+                       other if i < wrong else true, pred_label if i < wrong else true_label, "match") for i in range(n)]
+
+
+def case(name: str, ways: int, predictions, reference=None, smoke=False) -> tuple[dict, list[Prediction]]:
+    entry = ModelEntry(name=name, backend="echo", weights="smoke:echo", smoke=smoke, reference=reference or {})
+    spec = CaseSpec(model=entry, ways=ways, settings=BackendSettings())
+    result = CaseResult(spec, predictions, metrics.compute(predictions), images_per_s=10.0)
+    return report.case_row(result, status="passed", threshold=None), predictions
+
+
+def write_run(path: Path, *cases: tuple[dict, list | None], run_id: str | None = None) -> Path:
+    """A run folder as the plugin writes it, through vlmcls.report."""
+    for row, predictions in cases:
+        if predictions is not None:
+            report.write_samples(path / "samples" / f"{row['case_id']}.jsonl", predictions)
+    report.write_report([row for row, _ in cases], path, {"run_id": run_id or path.name})
+    return path
+
+
+def is_png(path: Path) -> bool:
+    return path.read_bytes()[:8] == PNG and path.stat().st_size > 1024
+
+
+def section(text: str, heading: str) -> str:
+    return text.split(heading, 1)[1].split("\n## ", 1)[0]
+
+
+# ---------------------------------------------------------------------------------- McNemar
+def test_mcnemar_matches_textbook_chi_square_cases():
+    # Agresti (1990), Categorical Data Analysis, p. 350, presidential approval of 1600 voters in two
+    # surveys (794 / 150 / 86 / 570); R's mcnemar.test example gives chi-squared = 16.818, p = 4.115e-05.
+    assert compare.mcnemar(150, 86) == pytest.approx(4.115e-05, rel=1e-3)
+    assert compare.mcnemar(86, 150) == compare.mcnemar(150, 86)
+    # Cardillo, "McNemar test", MATLAB File Exchange 15472 (drug vs placebo, 101 / 59 / 121 / 33):
+    # chi-square with Yates' correction = 20.672222, p = 0.000005.
+    assert stats.chi2.isf(compare.mcnemar(121, 59), 1) == pytest.approx(20.672222, rel=1e-6)
+    assert compare.mcnemar(121, 59) == pytest.approx(5.45e-06, rel=1e-2)
+
+
+def test_mcnemar_uses_the_exact_binomial_below_25_discordant_pairs():
+    assert compare.mcnemar(1, 9) == pytest.approx(22 / 1024)  # 2 * P(X <= 1), X ~ Bin(10, 1/2) = 0.0215
+    assert compare.mcnemar(4, 20) == pytest.approx(stats.binomtest(4, 24).pvalue)  # 24 pairs: exact
+    assert compare.mcnemar(5, 20) == pytest.approx(stats.chi2.sf(14 ** 2 / 25, 1))  # 25 pairs: chi-square
+    assert compare.mcnemar(0, 0) == 1.0
+    with pytest.raises(ValueError):
+        compare.mcnemar(-1, 3)
+
+
+def test_worse_than_baseline_pairs_by_sample_id_and_counts_unpaired_samples():
+    baseline = preds(100) + preds(3, prefix="old")
+    current = list(reversed(preds(100, wrong=30))) + preds(5, prefix="new")  # order must not matter
+    worse, message = compare.worse_than_baseline(current, baseline)
+    assert worse and "significantly worse than the baseline" in message
+    assert "lost 30, gained 0" in message and "100 paired samples" in message
+    assert "5 samples only in this run, 3 only in the baseline" in message
+    better, message = compare.worse_than_baseline(baseline, current)
+    assert not better and "significantly better" in message
+    same, message = compare.worse_than_baseline(preds(50, wrong=2), preds(50, wrong=3))
+    assert not same and "no significant difference" in message
+
+
+def test_worse_than_baseline_reads_json_records_and_refuses_to_guess_without_overlap():
+    as_json = [json.loads(json.dumps(p.__dict__)) for p in preds(40, wrong=40)]
+    assert compare.worse_than_baseline(as_json, preds(40))[0]
+    worse, message = compare.worse_than_baseline(preds(10, prefix="a"), preds(10, prefix="b"))
+    assert not worse and "cannot compare" in message
+
+
+# ---------------------------------------------------------------------------------- the study
+def test_study_table_lists_every_study_model_and_marks_those_not_run():
+    right = 90
+    rows = [case("qwen2-vl-2b", 20, preds(100, wrong=100 - right), reference={20: 0.92})[0],
+            case("gpt-4o", 100, preds(50, wrong=10))[0]]
+    table = report.parse_table(compare.study_section(rows, load_catalog()))
+    catalog = load_catalog()
+    expected = set(compare.STUDY_MODELS) | {n for n, e in catalog.items() if e.reference}
+    assert {line["Model"] for line in table} == expected
+    for name, entry in catalog.items():  # every published number has its line
+        for ways, acc in entry.reference.items():
+            assert any(l["Model"] == name and l["N"] == str(ways) and l["Study accuracy"] == f"{acc:.3f}" for l in table)
+    by = {(l["Model"], l["N"]): l for l in table}
+    qwen = by[("qwen2-vl-2b", "20")]
+    assert (qwen["This run"], qwen["Difference"], qwen["Study inside CI"]) == ("0.900", f"{0.90 - 0.92:+.3f}", "yes")
+    assert by[("gpt-4o", "1000")]["This run"] == "not run" and by[("gpt-4o", "1000")]["Study accuracy"] == "0.790"
+    assert by[("gpt-4o", "100")]["This run"] == "0.800" and by[("gpt-4o", "100")]["Study accuracy"] == ""
+    assert by[("llava-1.6-vicuna-7b", "–")]["This run"] == "not run"
+
+
+# ---------------------------------------------------------------------------------- the CLI
+def test_report_rerenders_a_run_in_place_with_plots(run_copy, capsys):
+    assert main(["report", str(run_copy)]) == 0
+    assert capsys.readouterr().out.strip() == f"report: {run_copy / 'report.md'}"
+    text = (run_copy / "report.md").read_text()
+    assert "## 20-way" in text and "## 100-way" in text and "## Compared with the study" in text
+    assert "![accuracy vs N](plots/accuracy_vs_n.png)" in text and "![resolver stages](plots/resolver_stages.png)" in text
+    links = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", text)
+    assert len(links) == 2 + 2  # two summary plots + one confusion chart per case
+    for link in links:
+        assert is_png(run_copy / link), link
+    assert {c["case_id"] for c in json.loads((run_copy / "results.json").read_text())["cases"]} == {
+        "smoke-echo-20way", "smoke-echo-100way"}
+
+
+def test_plots_label_smoke_models_and_survive_hostile_labels(tmp_path):
+    rows = [case("m", 20, preds(30, wrong=20, true_label=HOSTILE, pred_label="x" * 300), reference={20: 0.5})[0],
+            case("m", 100, preds(30, wrong=25))[0], case("tiny", 20, preds(30, wrong=29), smoke=True)[0]]
+    assert is_png(plots.accuracy_vs_n(rows, tmp_path / "a.png"))
+    assert is_png(plots.stage_shares(rows, tmp_path / "s.png"))
+    pairs = plots.top_confusions(preds(30, wrong=20, true_label=HOSTILE))
+    assert pairs == [(HOSTILE, "dog", 20)]
+    assert is_png(plots.confusion_chart("confusions", pairs, tmp_path / "c.png"))
+    assert plots.short("y" * 300) == "y" * 39 + "…" and plots.short("a\nb") == "a b"
+    assert plots.file_name("../x/<y>") == "_x_y_"
+
+
+def test_without_matplotlib_the_report_keeps_its_tables(tmp_path, monkeypatch):
+    run = write_run(tmp_path / "run", case("m", 20, preds(10, wrong=4)))
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # import matplotlib -> ImportError
+    assert main(["report", str(run)]) == 0
+    text = (run / "report.md").read_text()
+    assert "matplotlib is not installed" in text and "| cat " in text and not (run / "plots").exists()
+
+
+def test_import_stays_light():
+    code = ("import sys, vlmcls.plots, vlmcls.compare, vlmcls.__main__; "
+            "assert not {'matplotlib', 'scipy', 'torch'} & set(sys.modules), sorted(sys.modules)")
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_hostile_label_cannot_break_the_confusion_table(tmp_path):
+    predictions = preds(20, wrong=6, true_label=HOSTILE, pred_label="dog|<b>x</b>\nrow") + preds(4, wrong=4, prefix="t", ids=(3, 4))
+    run = write_run(tmp_path / "run", case("m", 20, predictions))
+    assert main(["report", str(run)]) == 0
+    text = (run / "report.md").read_text()
+    assert "<script>" not in text and "<b>" not in text
+    table = report.parse_table(section(text, "## Most frequent confusions"))
+    assert len(table) == 2 and all(len(line) == 3 for line in table)
+    assert table[0]["True label"].startswith("cat | dog") and table[0]["Count"] == "6"
+    assert table[0]["Predicted label"] == "dog|&lt;b&gt;x&lt;/b&gt; row"
+    assert is_png(run / "plots" / "confusions-m-20way.png")
+
+
+def test_report_merges_two_runs_later_run_wins(run_copy):
+    parent = run_copy.parent
+    newer, newer_preds = case("smoke-echo", 20, preds(40, wrong=10), smoke=True)
+    other, other_preds = case("other", 20, preds(40, wrong=5))
+    skipped = report.skipped_row(CaseSpec(model=ModelEntry("smoke-echo", "echo", "smoke:echo", smoke=True), ways=100,
+                                          settings=BackendSettings()), "skipped", "no key here")
+    run2 = write_run(parent / "run2", (newer, newer_preds), (other, other_preds), (skipped, None))
+    proc = subprocess.run([sys.executable, "-m", "vlmcls", "report", str(run_copy), str(run2)],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    (merged,) = parent.glob("merged-*")
+    cases = {c["case_id"]: c for c in json.loads((merged / "results.json").read_text())["cases"]}
+    assert set(cases) == {"smoke-echo-20way", "smoke-echo-100way", "other-20way"}
+    assert cases["smoke-echo-20way"]["metrics"]["n"] == 40  # from run2, the later one
+    assert cases["smoke-echo-100way"]["metrics"]["n"] == 60  # run2 only skipped it: run1's result stays
+    assert "smoke-echo-20way" in proc.stderr and "the later run wins" in proc.stderr and "kept the result" in proc.stderr
+    text = (merged / "report.md").read_text()
+    assert "## Sources" in text and "the later run wins" in text and str(run2) in text
+    assert (merged / "samples" / "smoke-echo-20way.jsonl").read_text() == (run2 / "samples" / "smoke-echo-20way.jsonl").read_text()
+    assert (merged / "samples" / "smoke-echo-100way.jsonl").is_file()
+    assert is_png(merged / "plots" / "accuracy_vs_n.png")
+
+
+def test_report_compares_with_a_baseline(tmp_path):
+    base = write_run(tmp_path / "base", case("m", 20, preds(100)), case("gone", 20, preds(10)), run_id="base-run")
+    now = write_run(tmp_path / "now", case("m", 20, preds(100, wrong=40) + preds(7, prefix="new")), case("fresh", 20, preds(10)))
+    assert main(["report", str(now), "--baseline", str(base), "--no-plots"]) == 0
+    text = (now / "report.md").read_text()
+    part = section(text, "## Compared with the baseline base-run")
+    (line,) = report.parse_table(part)
+    assert line["Case"] == "m-20way" and line["Verdict"] == "significantly worse than the baseline"
+    assert (line["Lost (b)"], line["Gained (c)"], line["Only here"], line["Only in baseline"]) == ("40", "0", "7", "0")
+    assert float(line["p-value"]) == pytest.approx(compare.mcnemar(40, 0), rel=1e-2)
+    assert "fresh-20way: not in the baseline" in part and "gone-20way: only in the baseline" in part
+    assert not (now / "plots").exists() and "![" not in text and "## Most frequent confusions" in text
+
+
+def test_report_without_arguments_takes_the_latest_run(run_copy, monkeypatch, capsys):
+    reports = run_copy.parent.parent / "reports"
+    shutil.move(run_copy.parent, reports)
+    monkeypatch.chdir(reports.parent)
+    assert main(["report", "--no-plots"]) == 0
+    assert "report: reports" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("content", [None, "{not json", '{"cases": 3}'])
+def test_a_bad_run_folder_is_one_line_and_exit_2(tmp_path, capsys, content):
+    run = tmp_path / "run"
+    run.mkdir()
+    if content is not None:
+        (run / "results.json").write_text(content)
+    assert main(["report", str(run)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("vlmcls: error: ") and len(err.strip().splitlines()) == 1
+
+
+def test_a_missing_run_folder_is_one_line_and_exit_2(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "vlmcls", "report", str(tmp_path / "nope")],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2 and proc.stdout == ""
+    assert proc.stderr.strip() == f"vlmcls: error: run folder {tmp_path / 'nope'} not found"
+
+
+def test_merging_into_one_of_the_merged_runs_is_refused(tmp_path, capsys):
+    a = write_run(tmp_path / "a", case("m", 20, preds(10)))
+    b = write_run(tmp_path / "b", case("m", 20, preds(10, wrong=3)))
+    assert main(["report", str(a), str(b), "--out", str(a)]) == 2
+    assert "would be overwritten" in capsys.readouterr().err
+    assert json.loads((a / "results.json").read_text())["cases"][0]["metrics"]["n"] == 10

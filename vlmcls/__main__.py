@@ -1,0 +1,155 @@
+"""`vlmcls` / `python -m vlmcls`: tools over stored runs (no model is loaded here).
+
+    vlmcls report                         # re-render the latest run under ./reports
+    vlmcls report RUN                     # re-render RUN in place (tables, comparisons, plots)
+    vlmcls report RUN1 RUN2 --out DIR     # merge runs; the same case in two runs: the later one wins
+    vlmcls report RUN --baseline OLD      # add McNemar's test of each case against a saved run
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+import uuid
+from pathlib import Path
+from typing import Sequence
+
+from . import report
+from .compare import Run, RunError, finish_report, load_run
+
+DEFAULT_REPORTS = Path("reports")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if not hasattr(args, "func"):
+        parser.print_help(sys.stderr)
+        return 2
+    try:
+        return args.func(args)
+    except RunError as exc:  # a bad run folder or catalog: one line, no traceback
+        print(f"vlmcls: error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:  # cannot write the output
+        print(f"vlmcls: error: {exc}", file=sys.stderr)
+        return 1
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="vlmcls", description="Tools over stored vlmcls runs.")
+    sub = parser.add_subparsers(title="commands", metavar="COMMAND")
+    rep = sub.add_parser("report", help="re-render (and merge) stored runs: tables, comparisons, plots",
+                         description="Re-render report.md from stored results.json + samples/*.jsonl. Several runs "
+                                     "are merged in order: a case in two runs is taken from the later one.")
+    rep.add_argument("runs", nargs="*", metavar="RUN_DIR", help="run folders (default: the latest under ./reports)")
+    rep.add_argument("--out", type=Path, help="output folder (default: in place for one run, "
+                                              "a new merged-<time> folder beside the last run for several)")
+    rep.add_argument("--baseline", metavar="RUN_DIR", help="a saved run to test each case against (McNemar)")
+    rep.add_argument("--catalog", help="model catalog TOML for the study comparison (default: the bundled one)")
+    rep.add_argument("--no-plots", action="store_true", help="write no PNG (the confusion tables stay)")
+    rep.set_defaults(func=cmd_report)
+    return parser
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    runs = [load_run(p) for p in (args.runs or [latest_run(DEFAULT_REPORTS)])]
+    baseline = load_run(args.baseline) if args.baseline else None
+    catalog = _catalog(args.catalog)
+    chosen, notes = merge(runs)
+    out = output_dir(args.out, runs)
+    rows = [row for _, row in chosen.values()]
+    copy_samples(chosen, out)
+    report.write_report(rows, out, _meta(runs, out, notes))
+    path = finish_report(out, rows, catalog=catalog, baseline=baseline, plots=not args.no_plots,
+                         sources=sources_section(runs, notes))
+    for note in notes:
+        print(f"vlmcls: note: {note}", file=sys.stderr)
+    print(f"report: {path}")
+    return 0
+
+
+def _catalog(path: str | None):
+    from .catalog import load_catalog
+
+    try:
+        return load_catalog(path)
+    except ValueError as exc:
+        raise RunError(str(exc)) from None
+
+
+def latest_run(reports: Path) -> Path:
+    """The newest run folder under `reports` (by results.json time: run ids sort by start, not end)."""
+    found = [p.parent for p in reports.glob("*/results.json")] if reports.is_dir() else []
+    if not found:
+        raise RunError(f"no run folder given and none found under ./{reports}")
+    return max(found, key=lambda d: (d / "results.json").stat().st_mtime)
+
+
+def merge(runs: Sequence[Run]) -> tuple[dict[str, tuple[Run, dict]], list[str]]:
+    """case_id -> (run, row); a later run replaces an earlier one, except that a case which only
+    got skipped in the later run keeps its earlier result (a missing API key must not erase data)."""
+    chosen: dict[str, tuple[Run, dict]] = {}
+    notes = []
+    for run in runs:
+        for row in run.rows:
+            cid = row["case_id"]
+            if cid in chosen:
+                old_run, old = chosen[cid]
+                if old.get("metrics") and not row.get("metrics"):
+                    notes.append(f"{cid}: kept the result of {old_run.name}; {run.name} has none ({row.get('status')})")
+                    continue
+                notes.append(f"{cid}: {run.name} replaces {old_run.name} (the later run wins)")
+            chosen[cid] = (run, row)
+    return chosen, notes
+
+
+def output_dir(out: Path | None, runs: Sequence[Run]) -> Path:
+    if out is None:
+        if len(runs) == 1:
+            return runs[0].path
+        return runs[-1].path.parent / f"merged-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
+    if len(runs) > 1 and any(_same(out, r.path) for r in runs):
+        raise RunError(f"--out {out} is one of the runs being merged; it would be overwritten: pick a new folder")
+    return out
+
+
+def _same(a: Path, b: Path) -> bool:
+    return a.resolve() == b.resolve()
+
+
+def copy_samples(chosen: dict[str, tuple[Run, dict]], out: Path) -> None:
+    """Each kept case's samples file goes into out/samples, so the output is itself a run folder
+    (usable as a --baseline, re-renderable); a stale file from an earlier render is removed."""
+    for cid, (run, _) in chosen.items():
+        src, dst = run.samples_path(cid), Run(out, {}, []).samples_path(cid)
+        if src is None or dst is None or _same(src.parent, dst.parent):
+            continue
+        if src.is_file():
+            report.atomic_write(dst, src.read_text(encoding="utf-8"))
+        else:
+            dst.unlink(missing_ok=True)
+
+
+def _meta(runs: Sequence[Run], out: Path, notes: Sequence[str]) -> dict:
+    if len(runs) == 1:
+        meta = dict(runs[0].meta)
+        if not _same(out, runs[0].path):
+            meta["rendered_from"] = str(runs[0].path)
+        return meta
+    return {"run_id": out.name, "merged_from": [{"path": str(r.path), "run_id": r.meta.get("run_id")} for r in runs],
+            "merge_notes": list(notes)}
+
+
+def sources_section(runs: Sequence[Run], notes: Sequence[str]) -> str:
+    if len(runs) == 1:
+        return ""
+    lines = ["## Sources", "", "Merged from these runs, in order (a case in two runs is taken from the later one):", ""]
+    lines += [f"{i}. {report.cell(r.name)} (run {report.cell(r.meta.get('run_id', '?'))})" for i, r in enumerate(runs, 1)]
+    if notes:
+        lines += ["", *[f"- {report.cell(n)}" for n in notes]]
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

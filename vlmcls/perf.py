@@ -1,0 +1,334 @@
+"""Throughput of the hf-vlm backend on random-weight models: nothing is downloaded.
+
+The model is built from its published config with random weights (full size: timings are about the
+architecture, not the answers) or is one of the smoke tiny models (a CPU check of this script). The
+real backend runs on synthetic images with real N-way prompts over the ImageNet class names, in both
+prompt layouts, and one JSON line is printed per (arch, quant, layout, ways, batch size):
+
+  images_per_s      steady state over --images images (warm-up batch excluded; labels-first: the label
+                    prefix is already cached, as it is for every image after the first in a real run)
+  prefill_s         seconds for one batch generating a single token (prompt processing + 1 step)
+  speedup_vs_b1     images_per_s / the batch-size-1 figure of the same run
+  speedup_vs_thesis labels-first images_per_s / the thesis layout's, same ways and batch size
+  prompt_tokens     mean per image (text + image tokens); new_tokens: tokens generated per image
+
+  python -m vlmcls.perf --arch qwen2-vl-2b --quant none,int8 --ways 20,100,1000 --batch-sizes 1,8,32
+  python -m vlmcls.perf --arch smoke-qwen2-vl --ways 20,100 --batch-sizes 1,8 --device cpu
+
+Compare ratios with ../shared/perf/gpu_reference.py run in the same command, never absolute times
+across machines. In labels-first every image gets the same N labels (a fixed N-class subset, in class
+order) so that their KV cache is shared; in thesis each image gets its own seeded candidate set.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import random
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+from . import prompts
+from .catalog import ModelEntry, load_catalog
+from .settings import BackendSettings
+from .types import Query
+
+FULL_SIZE = ("qwen2-vl-2b",)
+TOKENS_PER_LABEL = 4.5  # "label, " in Qwen2's BPE, the estimate gpu_reference.py uses
+SYSTEM = "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n"  # Qwen2-VL's default system turn
+
+
+def emit(row: dict, out) -> None:
+    line = json.dumps(row)
+    print(line, flush=True)
+    if out is not None:
+        out.write(line + "\n")
+        out.flush()
+
+
+# ---------------------------------------------------------------- labels and queries
+
+def imagenet_names() -> list[str]:
+    """The 1000 ImageNet class names (first synonym), from the lists timm ships; numbered names without timm."""
+    spec = importlib.util.find_spec("timm")
+    if spec is None or not spec.submodule_search_locations:
+        return [f"class {i}" for i in range(1000)]
+    info = Path(spec.submodule_search_locations[0]) / "data" / "_info"
+    synsets = (info / "imagenet_synsets.txt").read_text().split()
+    lemmas = dict(line.split("\t", 1) for line in (info / "imagenet_synset_to_lemma.txt").read_text().splitlines())
+    return [lemmas[s].split(",")[0].strip() for s in synsets]
+
+
+def synthetic_images(n: int, size: tuple[int, int], seed: int = 0) -> list:
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    return [Image.fromarray(rng.integers(0, 256, (size[1], size[0], 3), dtype=np.uint8)) for _ in range(n)]
+
+
+def make_queries(names: Sequence[str], ways: int, layout: str, images: list, seed: int = 0) -> list[Query]:
+    """Thesis: a seeded candidate set per image. Labels-first: one fixed N-class list for every image."""
+    rng = random.Random(seed)
+    shared = sorted(rng.sample(range(len(names)), ways))
+    queries = []
+    for i, image in enumerate(images):
+        ids = tuple(shared) if layout == "labels-first" else tuple(random.Random(seed + i).sample(range(len(names)), ways))
+        labels = tuple(names[j] for j in ids)
+        if layout == "labels-first":
+            prefix, prompt = prompts.render_labels_first(labels)
+        else:
+            prefix, prompt = "", prompts.render(prompts.get_template("thesis"), labels)
+        queries.append(Query(f"img{i}", image, ids, labels, prompt, prefix))
+    return queries
+
+
+# ---------------------------------------------------------------- full-size random models
+
+def bpe_tokenizer(names: Sequence[str], tokens_per_label: float = TOKENS_PER_LABEL):
+    """A byte-level BPE trained on the class names until "label, " costs about as many tokens as in
+    Qwen2's real vocabulary: sequence length decides the cost, and one token per byte would triple it."""
+    text = ", ".join(names)
+    low, high = 257, 20000
+    while high - low > 16:  # bisect the vocabulary size: more merges, fewer tokens
+        mid = (low + high) // 2
+        tok = _train_bpe(text, mid)
+        if len(tok(text)["input_ids"]) / len(names) > tokens_per_label:
+            low = mid
+        else:
+            high = mid
+    return _train_bpe(text, high)
+
+
+def _train_bpe(text: str, vocab_size: int):
+    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
+
+    from .smoke.vlm import qwen_tokenizer
+
+    bpe = Tokenizer(models.BPE())
+    bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, show_progress=False,
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    bpe.train_from_iterator([text], trainer)
+    model = json.loads(bpe.to_str())["model"]
+    merges = [tuple(m) if isinstance(m, list) else tuple(m.split(" ")) for m in model["merges"]]
+    return qwen_tokenizer(model["vocab"], merges)
+
+
+def qwen2_vl_2b(names: Sequence[str], device: str, dtype) -> tuple[Any, Any]:
+    """Qwen2-VL-2B-Instruct's published config with random weights, its stock processor, a local BPE."""
+    import torch
+    from transformers import Qwen2VLConfig, Qwen2VLForConditionalGeneration, Qwen2VLProcessor
+
+    from .smoke.vlm import QWEN_TEMPLATE, qwen_ids, qwen_processor
+
+    tok = bpe_tokenizer(names)
+    text = dict(hidden_size=1536, intermediate_size=8960, num_hidden_layers=28, num_attention_heads=12,
+                num_key_value_heads=2, vocab_size=151936, max_position_embeddings=32768,
+                rope_parameters={"rope_type": "default", "rope_theta": 1e6, "mrope_section": [16, 24, 24]},
+                eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id, bos_token_id=None)
+    vision = dict(depth=32, embed_dim=1280, hidden_size=1536, num_heads=16, mlp_ratio=4)
+    config = Qwen2VLConfig(text_config=text, vision_config=vision, tie_word_embeddings=True, **qwen_ids(tok))
+    with torch.device(device):
+        torch.set_default_dtype(dtype)
+        try:
+            model = Qwen2VLForConditionalGeneration(config).eval()
+        finally:
+            torch.set_default_dtype(torch.float32)
+    model.generation_config.eos_token_id = tok.eos_token_id
+    model.generation_config.pad_token_id = tok.pad_token_id
+    return model, qwen_processor(Qwen2VLProcessor, tok, template=SYSTEM + QWEN_TEMPLATE)
+
+
+FULL_BUILDERS: dict[str, Callable] = {"qwen2-vl-2b": qwen2_vl_2b}
+
+
+# ---------------------------------------------------------------- models per quantization
+
+class Models:
+    """(model, processor) per quantization for one arch. Full size: built once in memory; int8/nf4 go
+    through a saved copy and `hf_vlm.load`, because bitsandbytes quantizes while loading."""
+
+    def __init__(self, arch: str, entry: ModelEntry, names: Sequence[str], device: str) -> None:
+        self.arch, self.entry, self.names, self.device = arch, entry, names, device
+        self._built: tuple | None = None
+        self._saved: tempfile.TemporaryDirectory | None = None
+
+    def get(self, settings: BackendSettings):
+        from .backends import hf_vlm
+
+        if self.arch not in FULL_BUILDERS:  # smoke models load like checkpoints, at any quantization
+            backend = hf_vlm.load(self.entry, settings, None)
+            return backend.model, backend.processor, backend.notes
+        if settings.quant == "none":
+            model, processor = self._build(settings)
+            return model, processor, []
+        backend = hf_vlm.load(self._saved_entry(settings), settings, None)
+        return backend.model, backend.processor, backend.notes
+
+    def _build(self, settings: BackendSettings):
+        from .backends import hf_vlm
+
+        if self._built is None:
+            self._built = FULL_BUILDERS[self.arch](self.names, self.device, hf_vlm._dtype(settings, self.device))
+        return self._built
+
+    def _saved_entry(self, settings: BackendSettings) -> ModelEntry:
+        if self._saved is None:
+            model, processor = self._build(settings.with_(quant="none"))
+            self._saved = tempfile.TemporaryDirectory(prefix=f"vlmcls-perf-{self.arch}-")
+            model.save_pretrained(self._saved.name)
+            processor.save_pretrained(self._saved.name)
+        return ModelEntry(name=self.arch, backend="hf-vlm", weights=self._saved.name)
+
+    def release(self) -> None:
+        self._built = None
+        if self._saved is not None:
+            self._saved.cleanup()
+
+
+# ---------------------------------------------------------------- measuring
+
+def _timed(backend, queries) -> float:
+    t0 = time.perf_counter()
+    backend.answer(queries)  # answers come back as Python objects: the device has finished
+    return time.perf_counter() - t0
+
+
+def measure(model, processor, settings: BackendSettings, queries: list[Query], new_tokens: int) -> dict:
+    from .backends.hf_vlm import HFVLMBackend
+
+    backend = HFVLMBackend(model, processor, settings)
+    model.generation_config.min_new_tokens = new_tokens  # equal lengths: random weights may stop anywhere
+    _timed(backend, queries[:settings.batch_size])  # warm-up: kernels, allocator, the labels-first prefix
+    elapsed = _timed(backend, queries)
+    model.generation_config.min_new_tokens = None
+    one = HFVLMBackend(model, processor, settings.with_(max_new_tokens=1))
+    one._prefix = backend._prefix  # reuse the cached prefix: prefill_s is the steady-state batch cost
+    batch = queries[:backend.batch_size]
+    _timed(one, batch)
+    prefill = _timed(one, batch)
+    answers = one.answer(queries[:1])
+    return dict(images_per_s=round(len(queries) / elapsed, 3), prefill_s=round(prefill, 4),
+                s_per_batch=round(elapsed * backend.batch_size / len(queries), 4),
+                prompt_tokens=answers[0].prompt_tokens, new_tokens=new_tokens,
+                effective_batch_size=backend.batch_size, notes=backend.notes + one.notes)
+
+
+# ---------------------------------------------------------------- command line
+
+def _csv(kind: Callable, allowed: Sequence | None = None) -> Callable[[str], tuple]:
+    def parse(text: str) -> tuple:
+        try:
+            values = tuple(kind(v.strip()) for v in text.split(",") if v.strip())
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a comma-separated list, got {text!r}") from None
+        bad = [v for v in values if allowed is not None and v not in allowed]
+        if bad or not values:
+            raise argparse.ArgumentTypeError(f"{text!r}: choose from {', '.join(map(str, allowed or ()))}")
+        return values
+    return parse
+
+
+def _size(text: str) -> tuple[int, int]:
+    try:
+        w, h = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected WIDTHxHEIGHT, got {text!r}") from None
+    return w, h
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m vlmcls.perf", description=__doc__.split("\n\n")[0])
+    p.add_argument("--arch", action="append", help=f"{', '.join(FULL_SIZE)} or a smoke hf-vlm catalog name "
+                   "(repeatable; default qwen2-vl-2b)")
+    p.add_argument("--ways", type=_csv(int), default=(20, 100, 1000))
+    p.add_argument("--batch-sizes", type=_csv(int), default=(1, 8, 32))
+    p.add_argument("--quant", type=_csv(str, ("none", "int8", "nf4")), default=("none",))
+    p.add_argument("--layout", type=_csv(str, prompts.LAYOUTS), default=prompts.LAYOUTS)
+    p.add_argument("--device", default="auto", help="auto (cuda when available), cpu, cuda, cuda:1, ...")
+    p.add_argument("--images", type=int, default=None, help="images per measurement (default 2x the batch size, min 8)")
+    p.add_argument("--image-size", type=_size, default=(500, 375), help="synthetic image size (ImageNet-like)")
+    p.add_argument("--new-tokens", type=int, default=12, help="tokens generated per image (forced)")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    p.add_argument("--out", type=Path, default=None, help="also append the JSON lines to this file")
+    return p.parse_args(argv)
+
+
+def _entry(arch: str) -> ModelEntry:
+    catalog = load_catalog()
+    if arch in FULL_SIZE:
+        return catalog[arch]
+    entry = catalog.get(arch)
+    if entry is None or entry.backend != "hf-vlm" or not entry.smoke:
+        smoke = [n for n, e in catalog.items() if e.backend == "hf-vlm" and e.smoke]
+        raise SystemExit(f"unknown arch {arch!r}; choose from {', '.join(FULL_SIZE + tuple(smoke))}")
+    return entry
+
+
+def _environment(device: str) -> dict:
+    import torch
+    import transformers
+
+    name = torch.cuda.get_device_name(device) if device.startswith("cuda") else "cpu"
+    return dict(part="env", device=name, torch=torch.__version__, transformers=transformers.__version__,
+                threads=torch.get_num_threads())
+
+
+def run_arch(arch: str, args, names, device: str, out) -> None:
+    entry = _entry(arch)
+    models = Models(arch, entry, names, device)
+    base = BackendSettings(device=device, max_new_tokens=args.new_tokens, extra=dict(entry.options))
+    try:
+        for quant in args.quant:
+            model, processor, load_notes = models.get(base.with_(quant=quant))
+            run_grid(arch, quant, model, processor, base.with_(quant=quant), args, names, out, load_notes)
+            del model, processor
+    finally:
+        models.release()
+
+
+def run_grid(arch, quant, model, processor, settings, args, names, out, load_notes) -> None:
+    images = synthetic_images(args.images or max(8, 2 * max(args.batch_sizes)), args.image_size)
+    results: dict[tuple, float] = {}
+    for layout in args.layout:
+        for ways in args.ways:
+            queries = make_queries(names, min(ways, len(names)), layout, images)
+            for batch_size in args.batch_sizes:
+                s = settings.with_(layout=layout, batch_size=batch_size)
+                row = measure(model, processor, s, queries, args.new_tokens)
+                results[(layout, ways, batch_size)] = row["images_per_s"]
+                b1 = results.get((layout, ways, 1))
+                thesis = results.get(("thesis", ways, batch_size))
+                emit(dict(part="hf_vlm_generate", arch=arch, ways=ways, batch_size=batch_size, quant=quant,
+                          layout=layout, device=settings.device, **row,
+                          speedup_vs_b1=round(row["images_per_s"] / b1, 2) if b1 else None,
+                          speedup_vs_thesis=round(row["images_per_s"] / thesis, 2)
+                          if thesis and layout != "thesis" else None,
+                          load_notes=load_notes), out)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    import torch
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = args.device if args.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
+    names = imagenet_names()
+    out = args.out.open("a", encoding="utf-8") if args.out else None
+    try:
+        emit(_environment(device), out)
+        for arch in args.arch or ["qwen2-vl-2b"]:
+            run_arch(arch, args, names, device, out)
+    finally:
+        if out is not None:
+            out.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
