@@ -72,6 +72,7 @@ def add_options(parser) -> None:
     add("--catalog", default=None, help="model catalog TOML (default: vlmcls/catalog.toml)")
     add("--report-dir", default="reports", help="where reports/<run-id>/ goes (default ./reports)")
     add("--store", default=None, help="per-sample result store (default <report-dir>/store.sqlite)")
+    add("--baseline", default=None, help="a saved run folder: a case also fails when McNemar's test finds it significantly worse")
     add("--refresh", action="store_true", default=False, help="ignore stored results and recompute every sample")
     # pytest owns --strict (strict markers/config); vlmcls honours it too: a case that cannot run
     # here then fails instead of being skipped. --strict-cases does only the vlmcls part.

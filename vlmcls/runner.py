@@ -71,19 +71,12 @@ class CaseResult:
         return dict(sorted(shares.items()))
 
 
-def _decode_all(samples: Sequence[Sample], workers: int) -> list[Any]:
-    """Decoded images, or the ImageError for each bad one (threads: PIL releases the GIL)."""
-
-    def one(s: Sample):
-        try:
-            return decode(s.image)
-        except ImageError as exc:
-            return exc
-
-    if workers <= 1 or len(samples) <= 1:
-        return [one(s) for s in samples]
-    with ThreadPoolExecutor(workers) as pool:
-        return list(pool.map(one, samples))
+def _decode_one(s: Sample):
+    """The decoded image, or the ImageError that becomes this sample's error row."""
+    try:
+        return decode(s.image)
+    except ImageError as exc:
+        return exc
 
 
 class CaseRunner:
@@ -131,8 +124,9 @@ class CaseRunner:
             completion_tokens=answer.completion_tokens, cost_usd=answer.cost_usd, error=answer.error, ambiguous=ambiguous,
         )
 
-    def run_batch(self, batch: Sequence[Sample]) -> list[Prediction]:
-        images = _decode_all(batch, self.decode_workers)
+    def run_batch(self, batch: Sequence[Sample], images: Sequence[Any] | None = None) -> list[Prediction]:
+        if images is None:
+            images = [_decode_one(s) for s in batch]
         sets = [self.candidates(s) for s in batch]
         ok = [i for i, im in enumerate(images) if not isinstance(im, Exception)]
         answers: dict[int, Answer] = {i: Answer(error=str(images[i])) for i in range(len(batch)) if i not in ok}
@@ -168,24 +162,35 @@ class CaseRunner:
 
     def _loop(self, todo: Sequence[Sample], already: int, total: int) -> tuple[list[Prediction], float, str]:
         fresh: list[Prediction] = []
-        elapsed, cost, size, start = 0.0, 0.0, self.batch_size(), 0
+        elapsed, cost, start = 0.0, 0.0, 0
         self.progress(already, total)
-        while start < len(todo):
-            # Under --max-cost the first batch is one sample: it measures the cost per sample.
-            n = 1 if (self.spec.max_cost is not None and not fresh) else size
-            batch = todo[start:start + n]
-            if self._over_budget(cost, len(fresh), len(batch)):
-                return fresh, elapsed, f"stopped by --max-cost {self.spec.max_cost:g} USD after {already + len(fresh)} samples (spent {cost:.4f} USD)"
-            t0 = time.perf_counter()
-            preds = self.run_batch(batch)
-            elapsed += time.perf_counter() - t0
-            cost += sum(p.cost_usd or 0.0 for p in preds)
-            fresh.extend(preds)
-            start += len(batch)
-            if self.store is not None:
-                self.store.put(self.key, preds, time.time())
-            self.progress(already + len(fresh), total)
+        # Decoding runs in threads one batch ahead, so the model never waits for JPEG decoding
+        # (PIL releases the GIL while it decodes and resizes).
+        with ThreadPoolExecutor(max(1, self.decode_workers)) as pool:
+            batch = self._next(todo, start, fresh)
+            pending = [pool.submit(_decode_one, s) for s in batch]
+            while batch:
+                if self._over_budget(cost, len(fresh), len(batch)):
+                    return fresh, elapsed, f"stopped by --max-cost {self.spec.max_cost:g} USD after {already + len(fresh)} samples (spent {cost:.4f} USD)"
+                t0 = time.perf_counter()
+                images = [f.result() for f in pending]
+                start += len(batch)
+                following = self._next(todo, start, fresh or [None])
+                pending = [pool.submit(_decode_one, s) for s in following]
+                preds = self.run_batch(batch, images)
+                elapsed += time.perf_counter() - t0
+                cost += sum(p.cost_usd or 0.0 for p in preds)
+                fresh.extend(preds)
+                if self.store is not None:
+                    self.store.put(self.key, preds, time.time())
+                self.progress(already + len(fresh), total)
+                batch = following
         return fresh, elapsed, ""
+
+    def _next(self, todo: Sequence[Sample], start: int, fresh: Sequence) -> Sequence[Sample]:
+        # Under --max-cost the first batch is one sample: it measures the cost per sample.
+        n = 1 if (self.spec.max_cost is not None and not fresh) else self.batch_size()
+        return todo[start:start + n]
 
     def _over_budget(self, spent: float, done: int, next_n: int) -> bool:
         """Stop before a batch whose expected cost (mean so far, per sample) would pass the budget."""

@@ -94,12 +94,26 @@ class BenchSession:
     def labels(self):
         return labelset(self.source.annotations, self.opt.labels_mode)
 
+    def samples_for(self, k: int | None):
+        """The seeded subset (cached per size: a catalog entry may ask for a smaller default)."""
+        cache = self.__dict__.setdefault("_samples", {})
+        if k not in cache:
+            try:
+                cache[k] = self.source.select(k, self.opt.seed)
+            except DatasetError as exc:
+                raise pytest.UsageError(str(exc)) from None
+        return cache[k]
+
     @cached_property
-    def samples(self):
+    def baseline(self):
+        if not self.opt.baseline:
+            return None
+        from .compare import RunError, load_run
+
         try:
-            return self.source.select(self.opt.samples, self.opt.seed)
-        except DatasetError as exc:
-            raise pytest.UsageError(str(exc)) from None
+            return load_run(self.opt.baseline)
+        except RunError as exc:
+            raise pytest.UsageError(f"--baseline: {exc}") from None
 
     @cached_property
     def store(self):
@@ -128,7 +142,7 @@ class BenchSession:
             settings = settings.with_(device=worker_device())
         nli = self.opt.nli_model or ("smoke:bart-mnli" if entry.smoke else "facebook/bart-large-mnli")
         return CaseSpec(
-            model=entry, ways=ways, settings=settings, dataset=self.opt.dataset, samples=self.opt.samples,
+            model=entry, ways=ways, settings=settings, dataset=self.opt.dataset, samples=self.opt.samples or entry.samples,
             seed=self.opt.seed, prompt=self.opt.prompt, labels_mode=self.opt.labels_mode, resolver=self.opt.resolver,
             nli_model=nli, max_cost=self.opt.max_cost, refresh=self.opt.refresh,
         )
@@ -176,10 +190,14 @@ class BenchSession:
         try:
             backend = self.backend(spec)
         except Exception as exc:  # a model that cannot load is one line, not a traceback
-            self._skip(case, f"cannot load {spec.model.weights}: {one_line(exc)}")
+            reason = f"cannot load {spec.model.weights}: {type(exc).__name__}: {one_line(exc)}"
+            if spec.model.smoke:  # built offline by us: failing to load is a bug, never a skip
+                case.item.user_properties.append((ROW_KEY, report.skipped_row(spec, "error", reason)))
+                pytest.fail(f"{case.case_id}: {reason}", pytrace=False)
+            self._skip(case, reason)
         runner = CaseRunner(spec, self.labels, backend, self.resolver(spec), self.store, progress=self._progress(case))
         try:
-            result = runner.run(self.samples)
+            result = runner.run(self.samples_for(spec.samples))
         except Exception as exc:  # a broken backend (bad key, lost server): one line, a row, no traceback
             reason = f"{type(exc).__name__}: {one_line(exc)}"
             case.item.user_properties.append((ROW_KEY, report.skipped_row(spec, "error", reason)))
@@ -201,19 +219,36 @@ class BenchSession:
     def _write_samples(self, case: Case, result: CaseResult) -> None:
         report.write_samples(self.report_dir / "samples" / f"{case.case_id}.jsonl", result.predictions)
 
+    def gate_failures(self, case: Case, result: CaseResult) -> list[str]:
+        """Why the case fails its gate: the accuracy interval's upper bound below the threshold,
+        McNemar against --baseline, and for smoke models any lost sample or error row."""
+        spec, m = case.spec, result.metrics
+        threshold = spec.model.threshold(spec.ways)
+        if m is None:
+            return [f"{case.case_id}: no prediction was made ({result.stopped or 'no samples'})"]
+        why = []
+        if threshold is not None and m.accuracy_ci[1] < threshold:
+            lo, hi = m.accuracy_ci
+            why.append(f"{spec.model.name} at {spec.ways}-way: accuracy {m.accuracy:.3f} "
+                       f"(95% CI {lo:.3f}-{hi:.3f}, n={m.n}) is below the gate {threshold:.3f}")
+        if spec.model.smoke and (m.errors or result.not_run):
+            why.append(f"{case.case_id}: smoke plumbing check: {m.errors} error rows, {result.not_run} samples not run")
+        base = self.baseline.predictions(case.case_id) if self.baseline is not None else None
+        if base:
+            from .compare import worse_than_baseline
+
+            worse, text = worse_than_baseline(result.predictions, base)
+            if worse:
+                why.append(f"{case.case_id}: {text}")
+        return why
+
     def check_gate(self, case: Case, result: CaseResult) -> None:
         threshold = case.spec.model.threshold(case.spec.ways)
-        m = result.metrics
-        failing = m is not None and threshold is not None and m.accuracy_ci[1] < threshold
-        status = "failed" if failing else ("passed" if threshold is not None else "no gate")
-        case.item.user_properties.append((ROW_KEY, report.case_row(result, status=status, threshold=threshold)))
-        if m is None:
-            pytest.fail(f"{case.case_id}: no prediction was made ({result.stopped or 'no samples'})", pytrace=False)
-        if failing:
-            lo, hi = m.accuracy_ci
-            pytest.fail(
-                f"{case.spec.model.name} at {case.spec.ways}-way: accuracy {m.accuracy:.3f} "
-                f"(95% CI {lo:.3f}-{hi:.3f}, n={m.n}) is below the gate {threshold:.3f}", pytrace=False)
+        why = self.gate_failures(case, result)
+        status = "failed" if why else ("passed" if threshold is not None else "no gate")
+        case.item.user_properties.append((ROW_KEY, report.case_row(result, status=status, threshold=threshold, reason="; ".join(why))))
+        if why:
+            pytest.fail("; ".join(why), pytrace=False)
 
     # ------------------------------------------------------------------ hooks (registered as a plugin)
     def pytest_sessionstart(self, session) -> None:
@@ -249,6 +284,9 @@ class BenchSession:
             return
         meta = {"run_id": self.run_id, "argv": [a for a in sys.argv[1:]], "crashed_workers": self.crashed}
         self.written = report.write_report(self.rows, self.report_dir, meta)
+        from .compare import finish_report
+
+        finish_report(self.report_dir, self.rows, catalog=self.catalog, baseline=self.baseline)
 
     def pytest_terminal_summary(self, terminalreporter) -> None:
         if hasattr(self.config, "workerinput") or not self.rows:

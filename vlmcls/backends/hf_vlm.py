@@ -421,7 +421,6 @@ class HFVLMBackend:
             return {}
         if self._prefix is None or self._prefix[0] != prefix:
             self._prefix = (prefix, self._prefill(prefix))
-        _move_pads_after_prefix(inputs, pads, k)
         return {self._cache_kw: self._expanded_cache(len(batch))}
 
     def _prefix_length(self, batch: list[Query], inputs) -> int | None:
