@@ -7,6 +7,7 @@ from __future__ import annotations
 import random
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -224,10 +225,10 @@ def test_out_of_memory_halves_the_batch(catalog, built, monkeypatch):
     backend = _load(catalog["smoke-qwen2-vl"], batch_size=4)
     generate = backend._generate
 
-    def tight(batch, inputs):  # pretend only two images fit on the GPU
+    def tight(batch, inputs, t0):  # pretend only two images fit on the GPU
         if len(batch) > 2:
             raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
-        return generate(batch, inputs)
+        return generate(batch, inputs, t0)
 
     monkeypatch.setattr(backend, "_generate", tight)
     answers = backend.answer(_queries(5))
@@ -274,6 +275,21 @@ def test_requirements_unreachable_hub_id_offline():
     assert reason and "nobody/no-such-vlm" in reason and "HF_HUB_OFFLINE" in reason and "\n" not in reason
     with pytest.raises(RuntimeError, match="not in the local Hugging Face cache"):
         hf_vlm.load(_entry("nobody/no-such-vlm"), BackendSettings(), LABELS)
+
+
+def test_requirements_accepts_a_cached_hub_model():
+    from huggingface_hub import constants
+
+    repo = Path(constants.HF_HUB_CACHE) / "models--someone--cached-vlm"
+    (repo / "refs").mkdir(parents=True, exist_ok=True)
+    (repo / "refs" / "main").write_text("0" * 40)
+    snapshot = repo / "snapshots" / ("0" * 40)
+    snapshot.mkdir(parents=True, exist_ok=True)
+    (snapshot / "config.json").write_text("{}")
+    entry = _entry("someone/cached-vlm")
+    assert "not in the local Hugging Face cache" in hf_vlm.requirements(entry, BackendSettings(), LABELS)
+    (snapshot / "model.safetensors").write_bytes(b"")  # a snapshot without weights is not enough
+    assert hf_vlm.requirements(entry, BackendSettings(), LABELS) is None
 
 
 def test_requirements_missing_local_folder(tmp_path):
@@ -329,6 +345,7 @@ def test_perf_script_runs_the_backend_on_a_smoke_model(built, capsys, tmp_path):
     assert [(r["layout"], r["batch_size"]) for r in runs] == [
         ("thesis", 1), ("thesis", 2), ("labels-first", 1), ("labels-first", 2)]
     assert all(r["images_per_s"] > 0 and r["prefill_s"] > 0 and r["notes"] == [] for r in runs)
+    assert all(r["errors"] == 0 and r["new_tokens"] == 2 and r["prompt_tokens"] > 50 for r in runs)
     assert runs[0]["speedup_vs_b1"] == 1.0 and runs[3]["speedup_vs_thesis"] is not None
 
 

@@ -76,7 +76,8 @@ def make_queries(names: Sequence[str], ways: int, layout: str, images: list, see
     shared = sorted(rng.sample(range(len(names)), ways))
     queries = []
     for i, image in enumerate(images):
-        ids = tuple(shared) if layout == "labels-first" else tuple(random.Random(seed + i).sample(range(len(names)), ways))
+        own = random.Random(seed + i).sample(range(len(names)), ways)
+        ids = tuple(shared if layout == "labels-first" else own)
         labels = tuple(names[j] for j in ids)
         if layout == "labels-first":
             prefix, prompt = prompts.render_labels_first(labels)
@@ -192,10 +193,15 @@ class Models:
 
 # ---------------------------------------------------------------- measuring
 
-def _timed(backend, queries) -> float:
+def _timed(backend, queries) -> tuple[float, list]:
     t0 = time.perf_counter()
-    backend.answer(queries)  # answers come back as Python objects: the device has finished
-    return time.perf_counter() - t0
+    answers = backend.answer(queries)  # answers come back as Python objects: the device has finished
+    return time.perf_counter() - t0, answers
+
+
+def _mean(values) -> float | None:
+    values = [v for v in values if v is not None]
+    return round(sum(values) / len(values), 1) if values else None
 
 
 def measure(model, processor, settings: BackendSettings, queries: list[Query], new_tokens: int) -> dict:
@@ -203,18 +209,21 @@ def measure(model, processor, settings: BackendSettings, queries: list[Query], n
 
     backend = HFVLMBackend(model, processor, settings)
     model.generation_config.min_new_tokens = new_tokens  # equal lengths: random weights may stop anywhere
-    _timed(backend, queries[:settings.batch_size])  # warm-up: kernels, allocator, the labels-first prefix
-    elapsed = _timed(backend, queries)
-    model.generation_config.min_new_tokens = None
-    one = HFVLMBackend(model, processor, settings.with_(max_new_tokens=1))
-    one._prefix = backend._prefix  # reuse the cached prefix: prefill_s is the steady-state batch cost
+    try:
+        _timed(backend, queries[:settings.batch_size])  # warm-up: kernels, allocator, the labels-first prefix
+        elapsed, answers = _timed(backend, queries)
+    finally:
+        model.generation_config.min_new_tokens = None
+    one = HFVLMBackend(model, processor, settings.with_(max_new_tokens=1, batch_size=backend.batch_size))
+    one._prefix = backend._prefix  # the prefix is cached already: prefill_s is the steady-state batch cost
     batch = queries[:backend.batch_size]
     _timed(one, batch)
-    prefill = _timed(one, batch)
-    answers = one.answer(queries[:1])
+    prefill, _ = _timed(one, batch)
     return dict(images_per_s=round(len(queries) / elapsed, 3), prefill_s=round(prefill, 4),
                 s_per_batch=round(elapsed * backend.batch_size / len(queries), 4),
-                prompt_tokens=answers[0].prompt_tokens, new_tokens=new_tokens,
+                prompt_tokens=_mean(a.prompt_tokens for a in answers),
+                new_tokens=_mean(a.completion_tokens for a in answers),
+                errors=sum(a.error is not None for a in answers),
                 effective_batch_size=backend.batch_size, notes=backend.notes + one.notes)
 
 
@@ -245,12 +254,15 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m vlmcls.perf", description=__doc__.split("\n\n")[0])
     p.add_argument("--arch", action="append", help=f"{', '.join(FULL_SIZE)} or a smoke hf-vlm catalog name "
                    "(repeatable; default qwen2-vl-2b)")
-    p.add_argument("--ways", type=_csv(int), default=(20, 100, 1000))
-    p.add_argument("--batch-sizes", type=_csv(int), default=(1, 8, 32))
-    p.add_argument("--quant", type=_csv(str, ("none", "int8", "nf4")), default=("none",))
-    p.add_argument("--layout", type=_csv(str, prompts.LAYOUTS), default=prompts.LAYOUTS)
+    p.add_argument("--ways", type=_csv(int), default=(20, 100, 1000), help="N values (default 20,100,1000)")
+    p.add_argument("--batch-sizes", type=_csv(int), default=(1, 8, 32), help="default 1,8,32")
+    p.add_argument("--quant", type=_csv(str, ("none", "int8", "nf4")), default=("none",),
+                   help="none, int8, nf4 (default none)")
+    p.add_argument("--layout", type=_csv(str, prompts.LAYOUTS), default=prompts.LAYOUTS,
+                   help="thesis, labels-first (default both)")
     p.add_argument("--device", default="auto", help="auto (cuda when available), cpu, cuda, cuda:1, ...")
-    p.add_argument("--images", type=int, default=None, help="images per measurement (default 2x the batch size, min 8)")
+    p.add_argument("--images", type=int, default=None,
+                   help="images per measurement (default 2x the largest batch size, at least 8)")
     p.add_argument("--image-size", type=_size, default=(500, 375), help="synthetic image size (ImageNet-like)")
     p.add_argument("--new-tokens", type=int, default=12, help="tokens generated per image (forced)")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
@@ -278,8 +290,7 @@ def _environment(device: str) -> dict:
                 threads=torch.get_num_threads())
 
 
-def run_arch(arch: str, args, names, device: str, out) -> None:
-    entry = _entry(arch)
+def run_arch(arch: str, entry: ModelEntry, args, names, device: str, out) -> None:
     models = Models(arch, entry, names, device)
     base = BackendSettings(device=device, max_new_tokens=args.new_tokens, extra=dict(entry.options))
     try:
@@ -313,6 +324,7 @@ def run_grid(arch, quant, model, processor, settings, args, names, out, load_not
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
+    entries = {arch: _entry(arch) for arch in args.arch or ["qwen2-vl-2b"]}  # a typo fails before torch loads
     import torch
 
     if args.threads:
@@ -322,8 +334,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     out = args.out.open("a", encoding="utf-8") if args.out else None
     try:
         emit(_environment(device), out)
-        for arch in args.arch or ["qwen2-vl-2b"]:
-            run_arch(arch, args, names, device, out)
+        for arch, entry in entries.items():
+            run_arch(arch, entry, args, names, device, out)
     finally:
         if out is not None:
             out.close()

@@ -40,7 +40,6 @@ class Family:
 
     name: str
     pixel_budget: bool = False  # processor takes min/max pixels (Qwen): bound there, not by pre-shrinking
-    remote_code: bool = False  # only runs the hub's code, never native
     string_content: bool = False  # chat template takes a string with an image placeholder, not typed parts
     image_placeholder: str = ""  # that placeholder
     max_batch: int | None = None  # processors that cannot batch
@@ -51,7 +50,7 @@ FAMILIES = {f.name: f for f in (
     Family("qwen2_5_vl", pixel_budget=True),
     Family("qwen3_vl", pixel_budget=True),
     # Remote code, untestable offline: its processor takes one "<|image_1|>" prompt at a time.
-    Family("phi3_v", remote_code=True, string_content=True, image_placeholder="<|image_1|>\n", max_batch=1),
+    Family("phi3_v", string_content=True, image_placeholder="<|image_1|>\n", max_batch=1),
 )}
 
 
@@ -108,7 +107,8 @@ def _weights_reason(weights: str) -> str | None:
     if _cached_snapshot(weights) is not None:
         return None
     if _offline():
-        return f"{weights} is not in the local Hugging Face cache and HF_HUB_OFFLINE is set (run `hf download {weights}`)"
+        return (f"{weights} is not in the local Hugging Face cache and HF_HUB_OFFLINE is set "
+                f"(run `hf download {weights}`)")
     return _hub_reason(weights)
 
 
@@ -284,19 +284,20 @@ class HFVLMBackend:
         return answers
 
     def _answer_batch(self, batch: list[Query]) -> list[Answer]:
+        t0 = time.perf_counter()  # latency covers preprocessing too: it is part of each image's cost
         try:
             inputs = self._encode(batch)
         except Exception as exc:  # a bad image or prompt: isolate it so that only that sample is an error row
             if len(batch) == 1:
                 return [Answer(error=_one_line(exc))]
             return [a for q in batch for a in self._answer_batch([q])]
-        return self._generate_or_split(batch, inputs)
+        return self._generate_or_split(batch, inputs, t0)
 
-    def _generate_or_split(self, batch: list[Query], inputs) -> list[Answer]:
+    def _generate_or_split(self, batch: list[Query], inputs, t0: float) -> list[Answer]:
         import torch
 
         try:
-            return self._generate(batch, inputs)
+            return self._generate(batch, inputs, t0)
         except torch.cuda.OutOfMemoryError:
             pass  # handled below: outside the except block the failed attempt's tensors can be freed
         del inputs
@@ -357,10 +358,9 @@ class HFVLMBackend:
         return inputs
 
     # ------------------------------------------------------------ generation
-    def _generate(self, batch: list[Query], inputs) -> list[Answer]:
+    def _generate(self, batch: list[Query], inputs, t0: float) -> list[Answer]:
         import torch
 
-        t0 = time.perf_counter()
         kwargs = dict(inputs)
         if self.settings.layout == "labels-first" and batch[0].prefix:
             kwargs.update(self._prefix_cache(batch, inputs))
@@ -421,6 +421,7 @@ class HFVLMBackend:
             return {}
         if self._prefix is None or self._prefix[0] != prefix:
             self._prefix = (prefix, self._prefill(prefix))
+        _move_pads_after_prefix(inputs, pads, k)
         return {self._cache_kw: self._expanded_cache(len(batch))}
 
     def _prefix_length(self, batch: list[Query], inputs) -> int | None:

@@ -22,7 +22,7 @@ BUILDERS: dict[str, str] = {
     "resnet": "vlmcls.smoke.baselines:build_resnet",
     "vit": "vlmcls.smoke.baselines:build_vit",
 }
-VERSION = "1"  # bump when a builder changes, so stale caches are rebuilt
+VERSION = "2"  # bump when a builder changes, so stale caches are rebuilt
 PREFIX = "smoke:"
 
 

@@ -82,28 +82,30 @@ def qwen_ids(tok) -> dict:
 # Random weights at the usual init (std 0.02) give the same tokens whatever the image or prompt, which
 # would make every batched-vs-unbatched comparison pass blindly; std 0.5 makes answers input-dependent.
 INIT_STD = 0.5
+# Width 64, not less: bitsandbytes' CPU 4-bit kernels need every Linear input to span a 64-value block.
+SMALL = dict(initializer_range=INIT_STD, hidden_size=64, intermediate_size=128, num_attention_heads=2)
 
 
 def _qwen_text(tok) -> dict:
     # head_dim 32 -> the three mrope sections must sum to 16
-    return dict(vocab_size=len(tok), initializer_range=INIT_STD, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-                num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=32768,
+    return dict(SMALL, vocab_size=len(tok), num_hidden_layers=2, num_key_value_heads=1,
+                max_position_embeddings=32768,
                 rope_parameters={"rope_type": "default", "rope_theta": 1e4, "mrope_section": [4, 6, 6]},
                 bos_token_id=None, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
 
 
-def qwen_image_processor(**kwargs):
+def _pil_or_default(name: str, **kwargs):
     """The PIL image processor where this transformers has one (no torchvision needed), else the default."""
     import transformers
 
-    cls = getattr(transformers, "Qwen2VLImageProcessorPil", None) or transformers.Qwen2VLImageProcessor
+    cls = getattr(transformers, f"{name}Pil", None) or getattr(transformers, name)
     return cls(**kwargs)
 
 
 def qwen_processor(processor_cls, tok, template: str = QWEN_TEMPLATE, **image_kwargs):
     from transformers import Qwen2VLVideoProcessor
 
-    return processor_cls(image_processor=qwen_image_processor(**image_kwargs), tokenizer=tok,
+    return processor_cls(image_processor=_pil_or_default("Qwen2VLImageProcessor", **image_kwargs), tokenizer=tok,
                          video_processor=Qwen2VLVideoProcessor(), chat_template=template)
 
 
@@ -122,7 +124,8 @@ def build_qwen2_vl(target: Path) -> None:
     vision = dict(initializer_range=INIT_STD, depth=1, embed_dim=64, hidden_size=64, num_heads=2, mlp_ratio=2)
     config = Qwen2VLConfig(text_config=_qwen_text(tok), vision_config=vision, tie_word_embeddings=True,
                            **qwen_ids(tok))
-    _build(Qwen2VLForConditionalGeneration, config, qwen_processor(Qwen2VLProcessor, tok, **QWEN_PIXELS), tok, target)
+    processor = qwen_processor(Qwen2VLProcessor, tok, **QWEN_PIXELS)
+    _build(Qwen2VLForConditionalGeneration, config, processor, tok, target)
 
 
 def build_qwen2_5_vl(target: Path) -> None:
@@ -130,28 +133,27 @@ def build_qwen2_5_vl(target: Path) -> None:
 
     tok = qwen_tokenizer()
     # window attention in block 0, full attention in block 1, as the real model alternates them
-    vision = dict(initializer_range=INIT_STD, depth=2, hidden_size=64, intermediate_size=128, num_heads=2, out_hidden_size=64,
-                  window_size=56, fullatt_block_indexes=[1])
+    vision = dict(SMALL, depth=2, num_heads=2, out_hidden_size=64, window_size=56, fullatt_block_indexes=[1])
     config = Qwen2_5_VLConfig(text_config=_qwen_text(tok), vision_config=vision, tie_word_embeddings=True,
                               **qwen_ids(tok))
-    _build(Qwen2_5_VLForConditionalGeneration, config, qwen_processor(Qwen2_5_VLProcessor, tok, **QWEN_PIXELS), tok, target)
+    processor = qwen_processor(Qwen2_5_VLProcessor, tok, **QWEN_PIXELS)
+    _build(Qwen2_5_VLForConditionalGeneration, config, processor, tok, target)
 
 
 def build_llava_next(target: Path) -> None:
-    from transformers import (LlavaNextConfig, LlavaNextForConditionalGeneration, LlavaNextImageProcessorPil,
-                              LlavaNextProcessor)
+    from transformers import LlavaNextConfig, LlavaNextForConditionalGeneration, LlavaNextProcessor
 
     tok = _llama_tokenizer()
     pinpoints = [[32, 32], [32, 64], [64, 32], [64, 64]]
-    text = dict(model_type="llama", initializer_range=INIT_STD, vocab_size=len(tok), hidden_size=64, intermediate_size=128,
-                num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=32768,
+    text = dict(SMALL, model_type="llama", vocab_size=len(tok), num_hidden_layers=2, num_key_value_heads=1,
+                max_position_embeddings=32768,
                 bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
-    vision = dict(model_type="clip_vision_model", initializer_range=INIT_STD, image_size=32, patch_size=8, hidden_size=64,
-                  intermediate_size=128, num_hidden_layers=2, num_attention_heads=2, projection_dim=64)
+    vision = dict(SMALL, model_type="clip_vision_model", image_size=32, patch_size=8, num_hidden_layers=2,
+                  projection_dim=64)
     config = LlavaNextConfig(text_config=text, vision_config=vision, image_grid_pinpoints=pinpoints,
                              image_token_index=tok.convert_tokens_to_ids("<image>"), image_seq_length=16)
-    image = LlavaNextImageProcessorPil(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32},
-                                       image_grid_pinpoints=pinpoints)
+    image = _pil_or_default("LlavaNextImageProcessor", size={"shortest_edge": 32},
+                            crop_size={"height": 32, "width": 32}, image_grid_pinpoints=pinpoints)
     processor = LlavaNextProcessor(image_processor=image, tokenizer=tok, patch_size=8,
                                    vision_feature_select_strategy="default", num_additional_image_tokens=1,
                                    chat_template=LLAVA_TEMPLATE)
