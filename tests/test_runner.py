@@ -1,0 +1,91 @@
+"""The runner end to end without pytest: error rows, --max-cost, resume, and secrets in written files."""
+from __future__ import annotations
+
+import io
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from vlmcls import backends
+from vlmcls.catalog import ModelEntry
+from vlmcls.labels import imagenet_labelset
+from vlmcls.resolve import Resolver
+from vlmcls.runner import CaseRunner, CaseSpec
+from vlmcls.settings import BackendSettings
+from vlmcls.smoke.api_server import ApiServer
+from vlmcls.store import Store
+from vlmcls.types import Sample
+
+LABELS = imagenet_labelset()
+ECHO = ModelEntry(name="echo", backend="echo", weights="smoke:echo", smoke=True)
+
+
+def jpeg(color) -> bytes:
+    buf = io.BytesIO()
+    Image.new("RGB", (48, 48), color).save(buf, "JPEG")
+    return buf.getvalue()
+
+
+def samples(n: int) -> list[Sample]:
+    return [Sample(f"s{i}", (i * 37) % 1000, jpeg((i % 255, 80, 160))) for i in range(n)]
+
+
+def runner(entry=ECHO, settings=BackendSettings(batch_size=4), store=None, **spec) -> CaseRunner:
+    case = CaseSpec(model=entry, ways=20, settings=settings, **spec)
+    return CaseRunner(case, LABELS, backends.load(entry, settings, LABELS), Resolver("exact", LABELS), store)
+
+
+def test_bad_images_become_error_rows_and_the_run_goes_on():
+    data = samples(10)
+    data[3] = Sample("broken", 5, jpeg("red")[:100])
+    data[7] = Sample("missing", 6, "/no/such/file.jpg")
+    result = runner().run(data)
+    assert len(result.predictions) == 10 and result.metrics.n == 10 and result.metrics.errors == 2
+    bad = {p.sample_id: p for p in result.predictions if p.error}
+    assert set(bad) == {"broken", "missing"} and all(p.stage == "error" and p.pred_id is None for p in bad.values())
+    assert "cannot decode image" in bad["broken"].error and "not found" in bad["missing"].error
+
+
+def test_store_resume_recomputes_nothing_and_retries_error_rows(tmp_path):
+    store = Store(tmp_path / "s.sqlite")
+    data = samples(12)
+    first = runner(store=store).run(data[:8] + [Sample("bad", 1, b"junk")])
+    assert first.resumed == 0 and store.count(runner().key) == 9
+    second = runner(store=store).run(data + [Sample("bad", 1, b"junk")])
+    assert second.resumed == 8 and len(second.predictions) == 13  # the error row was retried, not kept
+    assert [p for p in second.predictions if p.sample_id in {"s0", "s5"}] == [p for p in first.predictions if p.sample_id in {"s0", "s5"}]
+    assert runner(store=store, refresh=True).run(data).resumed == 0
+
+
+def test_max_cost_stops_before_the_budget_is_passed():
+    entry = ModelEntry(name="paid", backend="openai-compatible", weights="smoke:openai", smoke=True, price=(1000.0, 1000.0))
+    settings = BackendSettings(batch_size=4, concurrency=2)
+    result = runner(entry, settings, max_cost=0.5).run(samples(40))
+    spent = sum(p.cost_usd for p in result.predictions)
+    per_sample = spent / len(result.predictions)
+    assert 0 < len(result.predictions) < 40 and "stopped by --max-cost 0.5" in result.stopped
+    assert spent <= 0.5 + 1e-9 and spent + per_sample > 0.5 - per_sample * 4
+    assert result.not_run == 40 - len(result.predictions)
+
+
+def test_no_key_reaches_any_written_file(tmp_path):
+    secret = "sk-test-VERYSECRET-0123456789abcdef"
+    (tmp_path / "bench").mkdir()
+    (tmp_path / "bench" / "test_classify.py").write_text((Path(__file__).parents[1] / "bench" / "test_classify.py").read_text())
+    (tmp_path / "catalog.toml").write_text('[models.local-vllm]\nbackend = "openai-compatible"\nweights = "served-model"\nprice = [1.0, 2.0]\n')
+    with ApiServer() as server:
+        env = {**os.environ, "OPENAI_COMPATIBLE_API_KEY": secret, "OPENAI_API_KEY": secret}
+        out = subprocess.run([sys.executable, "-m", "pytest", "bench", "--catalog", "catalog.toml", "--base-url", f"{server.url}/v1",
+                              "--ways", "20", "--samples", "30", "--resolver", "exact", "-p", "no:cacheprovider"],
+                             cwd=tmp_path, env=env, capture_output=True, text=True)
+        assert server.records and all(secret in r.headers.get("Authorization", r.headers.get("authorization", "")) for r in server.records)
+    assert out.returncode == 0, out.stdout[-2000:]
+    assert secret not in out.stdout + out.stderr
+    written = [p for p in (tmp_path / "reports").rglob("*") if p.is_file()]
+    assert any(p.name == "store.sqlite" for p in written) and any(p.suffix == ".jsonl" for p in written)
+    for path in written:
+        assert secret.encode() not in path.read_bytes(), path
