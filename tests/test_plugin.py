@@ -31,6 +31,12 @@ backend = "echo"
 weights = "smoke:echo"
 thresholds = { 20 = 0.9 }
 
+[models.echo-crash]
+backend = "echo"
+weights = "smoke:echo"
+smoke = true
+options = { crash = true }
+
 [models.api-needs-key]
 backend = "openai"
 weights = "gpt-4o-mini"
@@ -76,6 +82,17 @@ def test_serial_and_xdist_give_identical_rows(bench, tmp_path):
 def results_in(report_dir: Path) -> list[dict]:
     (run_dir,) = [d for d in report_dir.iterdir() if d.is_dir()]
     return json.loads((run_dir / "results.json").read_text())["cases"]
+
+
+def test_a_dead_worker_is_reported_not_dropped(bench):
+    out = run(bench, "-k", "echo-a or echo-crash", "--ways", "20", "--samples", "30", "-n", "2", "--max-worker-restart", "1")
+    assert out.ret == pytest.ExitCode.TESTS_FAILED and out.parseoutcomes()["passed"] == 1
+    rows = {r["case_id"]: r for r in results(bench)}
+    assert len(results(bench)) == 2  # one row per case, however often xdist retried the dead one
+    assert rows["echo-a-20way"]["status"] == "passed"
+    assert rows["echo-crash-20way"]["status"] == "crashed" and "crashed" in rows["echo-crash-20way"]["reason"]
+    (run_dir,) = [d for d in (bench.path / "reports").iterdir() if d.is_dir()]
+    assert "echo-crash-20way" in (run_dir / "report.md").read_text()
 
 
 def test_k_selects_model_and_ways(bench):

@@ -269,10 +269,11 @@ class BenchSession:
         if rows and report.when in ("call", "setup"):
             self.rows.extend(r for r in rows if r not in self.rows)
         elif report.failed and report.when == "???":  # xdist: the worker died inside this test
-            case_id = re.search(r"\[(.+)\]$", report.nodeid)
-            self.rows.append({"case_id": case_id.group(1) if case_id else report.nodeid, "model": report.nodeid,
-                              "ways": 0, "status": "crashed", "metrics": None, "stages": {},
-                              "reason": one_line(report.longreprtext) or "worker crashed"})
+            match = re.search(r"\[(.+)\]$", report.nodeid)
+            case_id = match.group(1) if match else report.nodeid
+            if all(r["case_id"] != case_id for r in self.rows):  # xdist may retry it on a new worker
+                self.rows.append({"case_id": case_id, "model": report.nodeid, "ways": 0, "status": "crashed",
+                                  "metrics": None, "stages": {}, "reason": _crash_reason(report.longreprtext)})
 
     @pytest.hookimpl(optionalhook=True)
     def pytest_testnodedown(self, node, error) -> None:
@@ -311,6 +312,11 @@ class BenchSession:
         self._backends.clear()
         if "store" in self.__dict__:
             self.store.close()
+
+
+def _crash_reason(text: str) -> str:
+    lines = [line.strip() for line in text.splitlines() if "crashed" in line]
+    return (lines[-1] if lines else "the worker crashed while running this case")[:300]
 
 
 def one_line(exc: Any) -> str:

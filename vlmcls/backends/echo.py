@@ -4,6 +4,7 @@ exercise the plugin, store, resolver and reports in a fraction of a second."""
 from __future__ import annotations
 
 import hashlib
+import os
 import time
 from typing import Sequence
 
@@ -17,11 +18,14 @@ def requirements(entry, settings, labels) -> str | None:
 class EchoBackend:
     kind = "text"
 
-    def __init__(self, styles: Sequence[str], delay_s: float = 0.0):
+    def __init__(self, styles: Sequence[str], delay_s: float = 0.0, crash: bool = False):
         self.styles = tuple(styles)
+        self.crash = crash
         self.delay_s = delay_s  # per query: lets tests interrupt a case midway
 
     def answer(self, queries: Sequence[Query]) -> list[Answer]:
+        if self.crash:  # tests: a worker process that dies in the middle of a case
+            os._exit(3)
         time.sleep(self.delay_s * len(queries))
         return [self._one(q) for q in queries]
 
@@ -41,4 +45,4 @@ def load(entry, settings, labels) -> EchoBackend:
         "**{label}**",
         "{label}",
     )
-    return EchoBackend(styles, float(settings.extra.get("delay_s", 0.0)))
+    return EchoBackend(styles, float(settings.extra.get("delay_s", 0.0)), bool(settings.extra.get("crash", False)))
