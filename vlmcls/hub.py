@@ -24,4 +24,4 @@ def reachable(repo_id: str, filename: str = "config.json") -> bool:
 def unreachable_reason(repo_id: str, filename: str = "config.json") -> str | None:
     if reachable(repo_id, filename):
         return None
-    return f"weights {repo_id} are not in the local cache and HF_HUB_OFFLINE=1; download them first (huggingface-cli download {repo_id})"
+    return f"weights {repo_id} are not in the local cache and HF_HUB_OFFLINE=1; run `hf download {repo_id}` first"

@@ -4,6 +4,7 @@ The same function runs from the pytest plugin, a script, a notebook or the throu
 """
 from __future__ import annotations
 
+import os
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
@@ -83,10 +84,10 @@ class CaseRunner:
     """Holds a case's fixed context; `run()` drives the batches."""
 
     def __init__(self, spec: CaseSpec, labels: LabelSet, backend: Backend, resolver, store: Store | None,
-                 progress: Callable[[int, int], None] | None = None, decode_workers: int = 4):
+                 progress: Callable[[int, int], None] | None = None, decode_workers: int | None = None):
         self.spec, self.labels, self.backend, self.resolver, self.store = spec, labels, backend, resolver, store
         self.progress = progress or (lambda done, total: None)
-        self.decode_workers = decode_workers
+        self.decode_workers = decode_workers or min(8, os.cpu_count() or 1)
         self.template = prompts.get_template(spec.prompt)
         self.key = case_key(spec.key_fields())
         self.ambiguous = labels.ambiguous_ids() if labels.mode == "thesis" else frozenset()

@@ -159,7 +159,12 @@ class BenchSession:
         pytest.skip(reason)
 
     def requirements(self, spec: CaseSpec) -> str | None:
-        reason = backends.requirements(spec.model, spec.settings, self.labels)
+        reason = None
+        if spec.model.is_local_hf and not is_smoke(spec.model.weights):
+            from .hub import unreachable_reason
+
+            reason = unreachable_reason(spec.model.weights)
+        reason = reason or backends.requirements(spec.model, spec.settings, self.labels)
         if reason is None and spec.resolver in ("thesis", "nli") and spec.model.backend not in ("clip", "classifier"):
             reason = nli_requirement(spec.nli_model)
         if reason is None and spec.resolver == "constrained" and spec.model.backend not in ("hf-vlm", "openai-compatible", "clip", "classifier"):
