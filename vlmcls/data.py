@@ -184,11 +184,15 @@ def _pick_split(splits: list[str], wanted: str | None, name: str) -> str:
 def _hub(spec: str) -> Source:
     from datasets import load_dataset
 
+    from datasets import DatasetDict
+
     name, _, split = spec.partition(":")
     try:
-        ds = load_dataset(name, split=split or "test", token=os.environ.get("HF_TOKEN"))
+        ds = load_dataset(name, split=split or None, token=os.environ.get("HF_TOKEN"))
     except Exception as exc:
         raise DatasetError(_hub_error(name, exc)) from None
+    if isinstance(ds, DatasetDict):  # no split named: validation, else test, else train
+        ds = ds[_pick_split(list(ds), None, name)]
     return _from_hf(ds, spec)
 
 
