@@ -67,4 +67,5 @@ def test_nli_per_answer_tiny_bart(benchmark, ways):
     nli_pipeline("smoke:bart-mnli", "cpu")  # build and load outside the timing
     benchmark.group = "resolve: NLI stage (tiny random BART, CPU), one answer"
     benchmark.pedantic(lambda: resolver.resolve(*next(items)), rounds=7, iterations=1, warmup_rounds=1)
-    assert resolver.stage_counts["nli"] == 8
+    # pedantic() runs the target once when benchmarking is disabled (e.g. under xdist)
+    assert resolver.stage_counts["nli"] in (8, 1) and set(resolver.stage_counts) == {"nli"}

@@ -100,3 +100,11 @@ def test_alternative_prompt_and_unknown_name():
     assert "exactly one class name" in prompts.render(prompts.get_template("label-only"), ["a", "b"])
     with pytest.raises(ValueError, match="choose one of: thesis"):
         prompts.get_template("nope")
+
+
+@pytest.mark.parametrize("name", list(prompts.TEMPLATES))
+def test_labels_first_split_keeps_every_template(name):
+    template = prompts.get_template(name)
+    prefix, suffix = prompts.render_split(template, ["tench", "goldfish"])
+    assert "tench" in prefix and "goldfish" in prefix and "tench" not in suffix and suffix
+    assert " ".join((prefix + " " + suffix).split()) == " ".join(prompts.render(template, ["tench", "goldfish"]).split())

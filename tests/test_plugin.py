@@ -76,6 +76,8 @@ def test_serial_and_xdist_give_identical_rows(bench, tmp_path):
     (run_dir,) = [d for d in (bench.path / "parallel").iterdir() if d.is_dir()]
     samples = sorted(p.name for p in (run_dir / "samples").iterdir())
     assert samples == ["echo-a-20way.jsonl", "echo-a-50way.jsonl", "echo-b-20way.jsonl", "echo-b-50way.jsonl"]
+    per_class = json.loads((run_dir / "per_class" / "echo-a-20way.json").read_text())
+    assert sum(r["support"] for r in per_class) == 120 and {"precision", "recall", "f1"} <= set(per_class[0])
     assert "vlmcls results" in parallel.stdout.str()
 
 
@@ -174,3 +176,28 @@ def stored(db: Path) -> int:
             return con.execute("SELECT COUNT(*) FROM results").fetchone()[0]
     except sqlite3.OperationalError:
         return 0
+
+
+def test_api_constrained_only_touches_served_models(pytester: pytest.Pytester):
+    from vlmcls.catalog import ModelEntry
+    from vlmcls.session import BenchSession
+
+    config = pytester.parseconfigure("--api-constrained")
+    session = BenchSession(config)
+    served = ModelEntry(name="s", backend="openai-compatible", weights="m")
+    local = ModelEntry(name="v", backend="hf-vlm", weights="smoke:qwen2-vl")
+    paid = ModelEntry(name="p", backend="openai", weights="gpt-4o")
+    assert session.spec(served, 20).settings.constrained
+    assert not session.spec(local, 20).settings.constrained and not session.spec(paid, 20).settings.constrained
+
+
+def test_a_case_where_every_sample_fails_fails_its_gate(bench):
+    for k in range(4):  # a synset folder of corrupt files: every sample becomes an error row
+        d = bench.path / "broken" / "n01440764"
+        d.mkdir(parents=True, exist_ok=True)
+        (d / f"img{k}.JPEG").write_bytes(b"\xff\xd8 not really a jpeg")
+    out = run(bench, "-k", "echo-gated", "--ways", "20", "--dataset", "broken", "--nli-model", "smoke:bart-mnli")
+    out.assert_outcomes(failed=1)
+    assert "every one of the 4 samples failed, e.g. cannot decode image" in out.stdout.str()
+    (row,) = results(bench)
+    assert row["errors"] == 4 and row["status"] == "failed"

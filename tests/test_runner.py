@@ -89,3 +89,29 @@ def test_no_key_reaches_any_written_file(tmp_path):
     assert any(p.name == "store.sqlite" for p in written) and any(p.suffix == ".jsonl" for p in written)
     for path in written:
         assert secret.encode() not in path.read_bytes(), path
+
+
+def test_max_cost_counts_what_stored_runs_already_spent(tmp_path):
+    entry = ModelEntry(name="paid", backend="openai-compatible", weights="smoke:openai", smoke=True, price=(1000.0, 1000.0))
+    settings = BackendSettings(batch_size=4, concurrency=2)
+    store = Store(tmp_path / "s.sqlite")
+    data = samples(60)
+    spent = []
+    for _ in range(3):  # the same command again: it resumes, and the budget is for the case, not the run
+        result = runner(entry, settings, store=store, max_cost=0.5).run(data)
+        spent.append(sum(p.cost_usd for p in result.predictions))
+    assert spent[0] <= 0.5 and spent[2] <= 0.5 and spent[1] == spent[2]
+    assert "stopped by --max-cost" in result.stopped
+
+
+def test_store_key_separates_what_changes_answers():
+    vlm = ModelEntry(name="v", backend="hf-vlm", weights="smoke:qwen2-vl")
+    served = ModelEntry(name="s", backend="openai-compatible", weights="m")
+    key = lambda entry, **kw: CaseRunner(CaseSpec(model=entry, ways=20, settings=BackendSettings(**kw)), LABELS, None, None, None).key
+    assert key(vlm, device="cpu") != key(vlm, device="cuda:0")
+    assert key(vlm, device="cuda:0") == key(vlm, device="cuda:1") and key(vlm, batch_size=1) == key(vlm, batch_size=32)
+    assert key(vlm) != key(vlm, layout="labels-first") != key(vlm, constrained=True)
+    assert key(served, base_url="http://a/v1") != key(served, base_url="http://b/v1")
+    assert key(ECHO, base_url="http://a/v1") == key(ECHO, base_url="http://b/v1")
+    assert CaseRunner(CaseSpec(model=ECHO, ways=20, settings=BackendSettings(), prompt="label-only"), LABELS, None, None, None).key \
+        != CaseRunner(CaseSpec(model=ECHO, ways=20, settings=BackendSettings()), LABELS, None, None, None).key

@@ -5,7 +5,7 @@
   imagenet             ILSVRC/imagenet-1k validation from the hub (gated: HF_TOKEN), streamed
   PATH                 an ImageNet synset folder (PATH/n01440764/*.JPEG, or PATH/val/n0.../),
                        a folder saved with `save_to_disk`, or a .parquet file / folder of them
-  HUB_ID[:SPLIT]       any hub dataset with an image column and a ClassLabel column
+  HUB_ID[/CONFIG][:SPLIT]  any hub dataset with an image column and a ClassLabel column
 """
 from __future__ import annotations
 
@@ -187,8 +187,10 @@ def _hub(spec: str) -> Source:
     from datasets import DatasetDict
 
     name, _, split = spec.partition(":")
+    owner, repo, *config = name.split("/")  # HUB_ID[/CONFIG][:SPLIT], e.g. frgfm/imagenette/320px:validation
+    name = f"{owner}/{repo}"
     try:
-        ds = load_dataset(name, split=split or None, token=os.environ.get("HF_TOKEN"))
+        ds = load_dataset(name, config[0] if config else None, split=split or None, token=os.environ.get("HF_TOKEN"))
     except Exception as exc:
         raise DatasetError(_hub_error(name, exc)) from None
     if isinstance(ds, DatasetDict):  # no split named: validation, else test, else train
@@ -219,8 +221,8 @@ def open_dataset(spec: str) -> Source:
         if path.is_dir() and any(SYNSET.match(d.name) for d in root.iterdir() if d.is_dir()):
             return _synset_folder(path)
         return _local_hf(path)
-    if spec.startswith((".", "/", "~")) or os.sep in spec.split(":")[0] and spec.count("/") > 1:
+    if spec.startswith((".", "/", "~")):
         raise DatasetError(f"dataset path {spec!r} does not exist")
     if "/" not in spec.split(":")[0]:
-        raise DatasetError(f"unknown dataset {spec!r}: use 'sample', 'imagenet', a local path, or a hub id like 'frgfm/imagenette:validation'")
+        raise DatasetError(f"unknown dataset {spec!r}: use 'sample', 'imagenet', a local path, or a hub id like 'frgfm/imagenette/320px:validation'")
     return _hub(spec)

@@ -85,6 +85,6 @@ def cli_settings(opt) -> dict[str, Any]:
         "quant": opt.quant, "dtype": opt.dtype, "device": opt.device, "batch_size": opt.batch_size,
         "max_new_tokens": opt.max_new_tokens, "layout": opt.layout, "concurrency": opt.concurrency,
         "max_image_side": opt.max_image_side, "base_url": opt.base_url,
-        "constrained": True if (opt.resolver == "constrained" or opt.api_constrained) else None,
+        "constrained": True if opt.resolver == "constrained" else None,
         "trust_remote_code": True if opt.trust_remote_code else None,
     }

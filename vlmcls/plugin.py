@@ -23,6 +23,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 @pytest.hookimpl(tryfirst=True)
 def pytest_cmdline_main(config: pytest.Config) -> None:
     # Cases of one model must share a worker (one load per process): loadgroup unless the user chose.
+    # Installed, this hook sees every project's -n runs; loadgroup without xdist_group marks
+    # distributes exactly like the default "load", so other test suites are unaffected.
     if getattr(config.option, "numprocesses", None) and getattr(config.option, "dist", "no") == "no":
         config.option.dist = "loadgroup"
 

@@ -49,13 +49,27 @@ def get_template(name: str) -> Template:
         raise ValueError(f"unknown prompt {name!r}; choose one of: {', '.join(TEMPLATES)}") from None
 
 
+def _fill(labels: Sequence[str]) -> dict[str, str]:
+    numbered = "\n".join(f"{i}. {label}" for i, label in enumerate(labels, 1))
+    return {"labels": ", ".join(labels), "numbered": numbered}
+
+
 def render(template: Template, labels: Sequence[str]) -> str:
     """The prompt text for one candidate list, joined by ", " as in the study."""
-    numbered = "\n".join(f"{i}. {label}" for i, label in enumerate(labels, 1))
-    return template.text.format(labels=", ".join(labels), numbered=numbered)
+    return template.text.format(**_fill(labels))
+
+
+def render_split(template: Template, labels: Sequence[str]) -> tuple[str, str]:
+    """(prefix, suffix) for the labels-first layout: the template cut right after its label list
+    (and the punctuation that closes it), so the list goes before the image and the question after."""
+    import re
+
+    key = "{numbered}" if "{numbered}" in template.text else "{labels}"
+    head, tail = template.text.split(key, 1)
+    cut = re.match(r"[.:;\s]*", tail).end()
+    return (head + key + tail[:cut]).format(**_fill(labels)).strip(), tail[cut:].strip()
 
 
 def render_labels_first(labels: Sequence[str]) -> tuple[str, str]:
-    """(prefix, suffix) for the labels-first layout: the study's sentences, split around the image."""
-    prefix = THESIS.split(" What is")[0].format(labels=", ".join(labels))
-    return prefix, QUESTION
+    """The study's sentences, split around the image."""
+    return render_split(TEMPLATES["thesis"], labels)

@@ -68,7 +68,7 @@ def spec_fields(spec) -> dict:
         "ways": spec.ways, "quant": spec.settings.quant if e.backend == "hf-vlm" else None,
         "layout": spec.settings.layout, "dataset": spec.dataset, "samples": spec.samples, "seed": spec.seed,
         "prompt": spec.prompt, "labels": spec.labels_mode, "resolver": spec.resolver,
-        "reference": e.reference.get(spec.ways), "trust_remote_code": spec.settings.trust_remote_code,
+        "reference": e.reference.get(spec.ways), "trust_remote_code": bool(e.trust_remote_code and spec.settings.trust_remote_code),
     }
 
 
@@ -124,8 +124,11 @@ def _notes(rows: Sequence[Mapping]) -> list[str]:
     for r in rows:
         for text in ([r["stopped"]] if r.get("stopped") else []) + list(r.get("notes") or []):
             lines.append(f"- `{r['case_id']}`: {cell(text)}")
-        if r.get("ambiguous"):
-            lines.append(f"- `{r['case_id']}`: {r['ambiguous']} predictions touch a class whose thesis label is shared (crane, maillot, cardigan)")
+        if r.get("ambiguous") and r.get("labels") == "thesis":
+            lines.append(f"- `{r['case_id']}`: {r['ambiguous']} predictions are ambiguous: they involve a class whose "
+                         "thesis label is shared (crane, maillot, Cardigan/cardigan) or an answer naming several candidates")
+        elif r.get("ambiguous"):
+            lines.append(f"- `{r['case_id']}`: {r['ambiguous']} answers named several candidates; the resolver did not guess")
         if r.get("errors"):
             lines.append(f"- `{r['case_id']}`: {r['errors']} error rows (bad image or failed request), counted as wrong predictions")
         if r.get("trust_remote_code"):

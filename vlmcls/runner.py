@@ -43,14 +43,30 @@ class CaseSpec:
 
     def key_fields(self) -> dict[str, Any]:
         s = asdict(self.settings)
-        for k in ("batch_size", "concurrency", "timeout_s", "max_retries", "device", "base_url"):
-            s.pop(k)  # these change speed, not answers
+        for k in ("batch_size", "concurrency", "timeout_s", "max_retries", "device"):
+            s.pop(k)  # these change speed, not answers ...
+        if self.model.is_local_hf:  # ... except that the device decides the dtype when it is "auto"
+            s["device_kind"] = device_kind(self.settings.device)
+        if self.model.backend != "openai-compatible":
+            s.pop("base_url")  # the served model behind a URL is part of what answers
         return {
             "model": self.model.name, "backend": self.model.backend, "weights": self.model.weights,
             "settings": s, "dataset": self.dataset, "ways": self.ways, "seed": self.seed,
             "prompt": prompts.get_template(self.prompt).text, "labels": self.labels_mode,
             "resolver": self.resolver, "nli_model": self.nli_model if self.resolver in ("thesis", "nli") else None,
         }
+
+
+def device_kind(device: str) -> str:
+    """'cuda' or 'cpu': what an "auto" device resolves to (bf16 on CUDA, float32 on CPU)."""
+    if device != "auto":
+        return "cuda" if device.startswith("cuda") else device
+    try:
+        import torch
+
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    except ImportError:
+        return "cpu"
 
 
 @dataclass
@@ -102,7 +118,7 @@ class CaseRunner:
     def query(self, s: Sample, image, cs) -> Query:
         labels = cs.labels(self.labels)
         if self.spec.settings.layout == "labels-first":
-            prefix, prompt = prompts.render_labels_first(labels)
+            prefix, prompt = prompts.render_split(self.template, labels)
         else:
             prefix, prompt = "", prompts.render(self.template, labels)
         return Query(s.sample_id, image, cs.class_ids, labels, prompt, prefix)
@@ -142,7 +158,8 @@ class CaseRunner:
 
     def batch_size(self) -> int:
         s = self.spec.settings
-        return max(s.batch_size, s.concurrency * 2) if self.spec.model.backend in ("openai", "anthropic", "openai-compatible") else s.batch_size
+        # API: one batch = the requests in flight, stored as soon as they return (a kill loses no more)
+        return s.concurrency if self.spec.model.backend in ("openai", "anthropic", "openai-compatible") else s.batch_size
 
     def run(self, samples: Sequence[Sample]) -> CaseResult:
         cand.check_ways(self.spec.ways, len(self.labels))
@@ -151,6 +168,8 @@ class CaseRunner:
         todo = [s for s in samples if s.sample_id not in done]
         if self.store is not None:
             self.store.register(self.key, self.spec.key_fields())
+        ids = {s.sample_id for s in samples}
+        self._spent = [sum(p.cost_usd or 0.0 for sid, p in done.items() if sid in ids), len(ids) - len(todo)]
         fresh, elapsed, stopped = self._loop(todo, len(samples) - len(todo), len(samples))
         by_id = {**done, **{p.sample_id: p for p in fresh}}
         preds = [by_id[s.sample_id] for s in samples if s.sample_id in by_id]
@@ -163,42 +182,49 @@ class CaseRunner:
 
     def _loop(self, todo: Sequence[Sample], already: int, total: int) -> tuple[list[Prediction], float, str]:
         fresh: list[Prediction] = []
-        elapsed, cost, start = 0.0, 0.0, 0
+        elapsed, start = 0.0, 0
         self.progress(already, total)
         # Decoding runs in threads one batch ahead, so the model never waits for JPEG decoding
         # (PIL releases the GIL while it decodes and resizes).
         with ThreadPoolExecutor(max(1, self.decode_workers)) as pool:
-            batch = self._next(todo, start, fresh)
+            batch = self._next(todo, start)
             pending = [pool.submit(_decode_one, s) for s in batch]
             while batch:
-                if self._over_budget(cost, len(fresh), len(batch)):
-                    return fresh, elapsed, f"stopped by --max-cost {self.spec.max_cost:g} USD after {already + len(fresh)} samples (spent {cost:.4f} USD)"
                 t0 = time.perf_counter()
                 images = [f.result() for f in pending]
                 start += len(batch)
-                following = self._next(todo, start, fresh or [None])
+                ahead = self.spec.max_cost is None  # under a budget the next size depends on this batch's cost
+                following = self._next(todo, start) if ahead else []
                 pending = [pool.submit(_decode_one, s) for s in following]
                 preds = self.run_batch(batch, images)
                 elapsed += time.perf_counter() - t0
-                cost += sum(p.cost_usd or 0.0 for p in preds)
+                self._spent[0] += sum(p.cost_usd or 0.0 for p in preds)
+                self._spent[1] += len(preds)
                 fresh.extend(preds)
                 if self.store is not None:
                     self.store.put(self.key, preds, time.time())
                 self.progress(already + len(fresh), total)
+                if not ahead:
+                    following = self._next(todo, start)
+                    pending = [pool.submit(_decode_one, s) for s in following]
                 batch = following
+        if start < len(todo):
+            spent = self._spent[0]
+            return fresh, elapsed, (f"stopped by --max-cost {self.spec.max_cost:g} USD after {already + len(fresh)} "
+                                    f"samples (spent {spent:.4f} USD, this run and stored runs of this case)")
         return fresh, elapsed, ""
 
-    def _next(self, todo: Sequence[Sample], start: int, fresh: Sequence) -> Sequence[Sample]:
-        # Under --max-cost the first batch is one sample: it measures the cost per sample.
-        n = 1 if (self.spec.max_cost is not None and not fresh) else self.batch_size()
-        return todo[start:start + n]
-
-    def _over_budget(self, spent: float, done: int, next_n: int) -> bool:
-        """Stop before a batch whose expected cost (mean so far, per sample) would pass the budget."""
-        if self.spec.max_cost is None:
-            return False
-        per_sample = spent / done if done else 0.0
-        return spent >= self.spec.max_cost or spent + per_sample * next_n > self.spec.max_cost
+    def _next(self, todo: Sequence[Sample], start: int) -> Sequence[Sample]:
+        """The next batch; under --max-cost trimmed to what the budget still pays for (at the mean cost
+        per sample so far, this run and stored runs of the case), and one sample while nothing is known."""
+        n = self.batch_size()
+        if self.spec.max_cost is not None:
+            spent, done = self._spent
+            if done == 0 or spent == 0:
+                n = 1 if done == 0 else n
+            else:
+                n = min(n, int((self.spec.max_cost - spent) / (spent / done)))
+        return todo[start:start + max(0, n)]
 
 
 def run_case(spec: CaseSpec, samples: Sequence[Sample], labels: LabelSet, backend: Backend, resolver,

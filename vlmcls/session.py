@@ -5,6 +5,7 @@ send their rows back inside each test report's user_properties.
 """
 from __future__ import annotations
 
+import json
 import os
 import re
 import sys
@@ -104,6 +105,12 @@ class BenchSession:
                 raise pytest.UsageError(str(exc)) from None
         return cache[k]
 
+    def subset_size(self, spec: CaseSpec) -> int | None:
+        """--samples as given; a catalog default (slow smoke models) is capped by the dataset's size."""
+        if self.opt.samples is None and spec.samples and self.source.size is not None:
+            return min(spec.samples, self.source.size)
+        return spec.samples
+
     @cached_property
     def baseline(self):
         if not self.opt.baseline:
@@ -137,7 +144,10 @@ class BenchSession:
                                     f"{self.opt.dataset!r}; use --samples {size} or less")
 
     def spec(self, entry: ModelEntry, ways: int) -> CaseSpec:
-        settings = resolve_settings(cli_settings(self.opt), entry.defaults())
+        cli = cli_settings(self.opt)
+        if self.opt.api_constrained and entry.backend == "openai-compatible":
+            cli["constrained"] = True  # --api-constrained concerns served models only
+        settings = resolve_settings(cli, entry.defaults())
         if settings.device == "auto" and entry.is_local_hf:
             settings = settings.with_(device=worker_device())
         nli = self.opt.nli_model or ("smoke:bart-mnli" if entry.smoke else "facebook/bart-large-mnli")
@@ -182,9 +192,10 @@ class BenchSession:
     def resolver(self, spec: CaseSpec):
         from .resolve import Resolver
 
-        key = (spec.resolver, spec.nli_model)
+        device = spec.settings.device if spec.settings.device.startswith("cuda") else "auto"  # this worker's GPU
+        key = (spec.resolver, spec.nli_model, device)
         if key not in self._resolvers:
-            self._resolvers[key] = Resolver(spec.resolver, self.labels, nli_model=spec.nli_model)
+            self._resolvers[key] = Resolver(spec.resolver, self.labels, nli_model=spec.nli_model, device=device)
         return self._resolvers[key]
 
     def run_case(self, case: Case) -> CaseResult:
@@ -202,7 +213,7 @@ class BenchSession:
             self._skip(case, reason)
         runner = CaseRunner(spec, self.labels, backend, self.resolver(spec), self.store, progress=self._progress(case))
         try:
-            result = runner.run(self.samples_for(spec.samples))
+            result = runner.run(self.samples_for(self.subset_size(spec)))
         except Exception as exc:  # a broken backend (bad key, lost server): one line, a row, no traceback
             reason = f"{type(exc).__name__}: {one_line(exc)}"
             case.item.user_properties.append((ROW_KEY, report.skipped_row(spec, "error", reason)))
@@ -222,7 +233,13 @@ class BenchSession:
         return show
 
     def _write_samples(self, case: Case, result: CaseResult) -> None:
+        """Per-sample JSONL and per-class metrics, written by the process that ran the case."""
         report.write_samples(self.report_dir / "samples" / f"{case.case_id}.jsonl", result.predictions)
+        if result.predictions:
+            from .metrics import per_class
+
+            rows = per_class(result.predictions, self.labels.names)
+            report.atomic_write(self.report_dir / "per_class" / f"{case.case_id}.json", json.dumps(rows, indent=1))
 
     def gate_failures(self, case: Case, result: CaseResult) -> list[str]:
         """Why the case fails its gate: the accuracy interval's upper bound below the threshold,
@@ -236,7 +253,10 @@ class BenchSession:
             lo, hi = m.accuracy_ci
             why.append(f"{spec.model.name} at {spec.ways}-way: accuracy {m.accuracy:.3f} "
                        f"(95% CI {lo:.3f}-{hi:.3f}, n={m.n}) is below the gate {threshold:.3f}")
-        if spec.model.smoke and (m.errors or result.not_run):
+        if m.errors == m.n:
+            first = next((p.error for p in result.predictions if p.error), "")
+            why.append(f"{case.case_id}: every one of the {m.n} samples failed, e.g. {first[:200]}")
+        elif spec.model.smoke and (m.errors or result.not_run):
             why.append(f"{case.case_id}: smoke plumbing check: {m.errors} error rows, {result.not_run} samples not run")
         base = self.baseline.predictions(case.case_id) if self.baseline is not None else None
         if base:

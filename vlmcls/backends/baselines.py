@@ -170,7 +170,7 @@ def _load_clip(entry: "ModelEntry", settings: "BackendSettings", labels: LabelSe
 
     device, dtype = resolve_device(settings)
     path = weights_path(entry)
-    model = AutoModel.from_pretrained(path, dtype=dtype, trust_remote_code=settings.trust_remote_code)
+    model = AutoModel.from_pretrained(path, dtype=dtype, trust_remote_code=_remote(entry, settings))
     if not (hasattr(model, "get_text_features") and hasattr(model, "get_image_features")):
         raise ValueError(f"{entry.weights}: {type(model).__name__} is not a CLIP-style dual encoder")
     model = model.to(device).eval()
@@ -249,7 +249,7 @@ def _load_classifier(entry: "ModelEntry", settings: "BackendSettings", labels: L
     device, dtype = resolve_device(settings)
     path = weights_path(entry)
     model = AutoModelForImageClassification.from_pretrained(
-        path, dtype=dtype, trust_remote_code=settings.trust_remote_code)
+        path, dtype=dtype, trust_remote_code=_remote(entry, settings))
     check_label_order(model.config, labels, entry.weights)
     model = model.to(device).eval()
     processor = AutoImageProcessor.from_pretrained(path, **_processor_kwargs(settings))
@@ -327,10 +327,15 @@ def _image_preprocessor(image_processor) -> Callable[[Any], "torch.Tensor"]:
     return preprocess
 
 
+def _remote(entry: "ModelEntry", settings: "BackendSettings") -> bool:
+    """Hub code runs only for a model the catalog marks as needing it AND with the user's opt-in."""
+    return bool(entry.trust_remote_code and settings.trust_remote_code)
+
+
 def _auto_config(entry: "ModelEntry", settings: "BackendSettings"):
     from transformers import AutoConfig
 
-    return AutoConfig.from_pretrained(weights_path(entry), trust_remote_code=settings.trust_remote_code)
+    return AutoConfig.from_pretrained(weights_path(entry), trust_remote_code=_remote(entry, settings))
 
 
 def _first_line(exc: BaseException) -> str:

@@ -349,6 +349,8 @@ class HFVLMBackend:
     def _encode(self, batch: list[Query]):
         texts = [self.render(q) for q in batch]
         images = [self._bound(q.image) for q in batch]
+        if self.family.max_batch == 1:  # one-prompt processors (Phi-3-vision) take a string, not a list
+            texts, images = texts[0], images[:1]
         inputs = self.processor(text=texts, images=images, return_tensors="pt", padding=True,
                                 **self._image_kwargs())
         inputs = inputs.to(self.model.device)
@@ -375,6 +377,9 @@ class HFVLMBackend:
         with torch.inference_mode():
             out = self.model.generate(**kwargs, max_new_tokens=max_new, do_sample=False, num_beams=1,
                                       temperature=None, top_p=None, top_k=None, pad_token_id=self.pad_id,
+                                      # checkpoints ship e.g. repetition_penalty 1.05 (Qwen2.5-VL): it
+                                      # would penalise the candidate labels, all of which are in the prompt
+                                      repetition_penalty=1.0, no_repeat_ngram_size=0,
                                       eos_token_id=self.eos_ids, logits_processor=processors)
         new = out[:, inputs["input_ids"].shape[1]:].tolist()
         latency = (time.perf_counter() - t0) / len(batch)

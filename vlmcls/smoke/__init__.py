@@ -49,7 +49,10 @@ def ensure(kind: str) -> Path:
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{kind}-", dir=target.parent))
     try:
-        getattr(importlib.import_module(module), func)(tmp)
+        import torch
+
+        with torch.random.fork_rng(devices=[]):  # builders seed torch: keep the caller's RNG untouched
+            getattr(importlib.import_module(module), func)(tmp)
         (tmp / ".complete").write_text("ok\n")
         try:
             tmp.rename(target)
