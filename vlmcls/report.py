@@ -131,6 +131,12 @@ def _notes(rows: Sequence[Mapping]) -> list[str]:
             lines.append(f"- `{r['case_id']}`: {r['ambiguous']} answers named several candidates; the resolver did not guess")
         if r.get("errors"):
             lines.append(f"- `{r['case_id']}`: {r['errors']} error rows (bad image or failed request), counted as wrong predictions")
+        if r.get("resumed"):
+            lines.append(f"- `{r['case_id']}`: {r['resumed']} samples came from the result store (not recomputed; "
+                         "images/s counts only the fresh ones)")
+        if r.get("quant") == "int8":
+            lines.append(f"- `{r['case_id']}`: int8 (bitsandbytes) is the study's setting but runs 4-6x slower than "
+                         "bf16 on a GPU (shared H200 reference); `--quant none` for speed")
         if r.get("trust_remote_code"):
             lines.append(f"- `{r['case_id']}`: ran the hub's remote code (--trust-remote-code)")
     return (["## Notes", ""] + lines + [""]) if lines else []
