@@ -234,3 +234,21 @@ def test_thesis_ambiguity_falls_through_to_nli_and_is_recorded(nli_model):
     got = Resolver("thesis", LABELS, nli_model=nli_model, device="cpu").resolve(
         "It could be a tabby or a tiger cat.", ids_of(CATS))
     assert got.stage == "nli" and got.ambiguous and got.note.startswith("several candidates: tabby, tiger cat")
+
+
+@pytest.mark.parametrize("answer", ["A small fish with an orange fin.", "un gato", "It could be a tabby or a tiger cat.",
+                                    "I cannot tell from this picture."])
+def test_batched_nli_decides_exactly_as_the_zero_shot_pipeline(nli_model, answer):
+    ids = list(range(0, 1000, 7))
+    fast = Resolver("nli", LABELS, nli_model=nli_model, device="cpu")
+    slow = Resolver("nli", LABELS, nli_model=nli_model, device="cpu", nli_impl="pipeline")
+    assert fast.resolve(answer, ids) == slow.resolve(answer, ids)
+    # and the scores themselves: the pipeline's softmax over entailment logits
+    import torch
+
+    pipe = resolve.nli_pipeline(nli_model, "cpu")
+    hyps = sorted({LABELS.names[c] for c in ids})
+    out = pipe(answer, candidate_labels=hyps, hypothesis_template=resolve.HYPOTHESIS, multi_label=False, batch_size=1024)
+    mine = torch.softmax(resolve.entailment_logits(pipe, answer, hyps), 0)
+    theirs = torch.tensor([dict(zip(out["labels"], out["scores"]))[h] for h in hyps])
+    assert torch.allclose(mine, theirs, atol=1e-5)
