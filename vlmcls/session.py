@@ -222,14 +222,21 @@ class BenchSession:
         return result
 
     def _progress(self, case: Case):
-        tw = self.config.get_terminal_writer() if self.config.option.verbose > 0 and not hasattr(self.config, "workerinput") else None
-        last = [0.0]
+        """Progress lines for long cases: after 10 s, then every 30 s (not from xdist workers,
+        whose output the controller cannot show live)."""
+        tr = self.config.pluginmanager.get_plugin("terminalreporter")
+        capman = self.config.pluginmanager.get_plugin("capturemanager")
+        if tr is None or capman is None or hasattr(self.config, "workerinput"):
+            return lambda done, total: None
+        start = time.monotonic()
+        due = [start + 10.0]
 
         def show(done: int, total: int) -> None:
             now = time.monotonic()
-            if tw is not None and total >= 200 and (now - last[0] > 5 or done == total):
-                last[0] = now
-                tw.write(f"\r  {case.case_id}: {done}/{total} samples ", flush=True)
+            if now >= due[0] and done < total:
+                due[0] = now + 30.0
+                with capman.global_and_fixture_disabled():
+                    tr.write_line(f"  {case.case_id}: {done}/{total} samples after {now - start:.0f} s")
         return show
 
     def _write_samples(self, case: Case, result: CaseResult) -> None:
