@@ -86,3 +86,21 @@ def test_case_key_changes_with_what_changes_answers():
     base = {"model": "m", "ways": 20, "seed": 0, "prompt": "p"}
     assert case_key(base) == case_key(dict(reversed(list(base.items()))))
     assert len({case_key({**base, k: "other"}) for k in base}) == len(base)
+
+
+def _opener(path: str, barrier, rounds: int) -> None:
+    for r in range(rounds):
+        barrier.wait()  # every process opens the same new file at the same moment
+        Store(f"{path}.{r}").put("k", [pred(1)], now=0.0)
+
+
+def test_many_processes_opening_a_new_store_at_once(tmp_path):
+    ctx = mp.get_context("spawn")
+    barrier = ctx.Barrier(6)
+    path = str(tmp_path / "fresh.sqlite")  # not created beforehand: every process races to set WAL
+    procs = [ctx.Process(target=_opener, args=(path, barrier, 20)) for _ in range(6)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(120)
+    assert [p.exitcode for p in procs] == [0] * 6 and Store(f"{path}.19").count("k") == 1

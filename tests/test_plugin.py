@@ -201,3 +201,26 @@ def test_a_case_where_every_sample_fails_fails_its_gate(bench):
     assert "every one of the 4 samples failed, e.g. cannot decode image" in out.stdout.str()
     (row,) = results(bench)
     assert row["errors"] == 4 and row["status"] == "failed"
+
+
+def test_each_model_loads_once_per_process_and_stays_on_one_worker(bench):
+    log = bench.path / "loads.txt"
+    bench.makefile(".toml", logged=f"""
+[models.logged-a]
+backend = "echo"
+weights = "smoke:echo"
+smoke = true
+options = {{ load_log = "{log}" }}
+
+[models.logged-b]
+backend = "echo"
+weights = "smoke:echo"
+smoke = true
+options = {{ load_log = "{log}" }}
+""")
+    out = bench.runpytest_subprocess("bench", "--catalog", "logged.toml", "--ways", "20,30,40", "--samples", "20",
+                                     "-p", "no:cacheprovider", "-n", "2")
+    out.assert_outcomes(passed=6)
+    loads = log.read_text().split()
+    models, pids = loads[0::2], loads[1::2]
+    assert sorted(models) == ["logged-a", "logged-b"]  # three cases each, one load each

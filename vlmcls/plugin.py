@@ -25,7 +25,9 @@ def pytest_cmdline_main(config: pytest.Config) -> None:
     # Cases of one model must share a worker (one load per process): loadgroup unless the user chose.
     # Installed, this hook sees every project's -n runs; loadgroup without xdist_group marks
     # distributes exactly like the default "load", so other test suites are unaffected.
-    if getattr(config.option, "numprocesses", None) and getattr(config.option, "dist", "no") == "no":
+    # xdist's own tryfirst hook may already have turned "no" into "load": look at what the user typed.
+    chosen = any(a == "--dist" or a.startswith("--dist=") for a in config.invocation_params.args)
+    if getattr(config.option, "numprocesses", None) and not chosen:
         config.option.dist = "loadgroup"
 
 
@@ -52,6 +54,28 @@ def pytest_unconfigure(config: pytest.Config) -> None:
 def pytest_configure_node(node) -> None:
     """xdist controller -> worker: every worker writes into the same run folder."""
     node.workerinput["vlmcls_run_id"] = node.config.stash[SESSION].run_id
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log):
+    """loadgroup that knows the vlmcls cases: a case id maps to its model's group.
+
+    xdist's own loadgroup carries the group as an "@group" suffix that workers append to node ids;
+    with pytest >= 9.2 that suffix silently disappears (pytest-xdist issue #1386) and cases of one
+    model would be spread over workers, each loading the model. The controller knows the catalog, so
+    it groups vlmcls cases by model itself and falls back to xdist's rule for everything else."""
+    if config.getvalue("dist") != "loadgroup":
+        return None
+    from xdist.scheduler import LoadGroupScheduling
+
+    groups = {case.case_id: case.group for case in config.stash[SESSION].cases()}
+
+    class CaseGroupScheduling(LoadGroupScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            param = nodeid[nodeid.rfind("[") + 1:-1] if nodeid.endswith("]") else ""
+            return f"vlmcls:{groups[param]}" if param in groups else super()._split_scope(nodeid)
+
+    return CaseGroupScheduling(config, log)
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:

@@ -12,6 +12,7 @@ import hashlib
 import json
 import sqlite3
 import threading
+import time
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Iterable, Mapping
@@ -42,6 +43,19 @@ def from_record(d: Mapping[str, Any]) -> Prediction:
     return Prediction(**d)
 
 
+def _retry_locked(action, seconds: float = 60.0):
+    """Switching to WAL while another process opens the file can fail with "database is locked"
+    at once, without waiting on the busy timeout: retry for a while."""
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            return action()
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
+
+
 class Store:
     """One connection per process (and per thread); safe with concurrent writer processes."""
 
@@ -49,14 +63,13 @@ class Store:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._local = threading.local()
-        with self._conn() as db:
-            db.executescript(SCHEMA)
+        _retry_locked(lambda: self._conn().executescript(SCHEMA))
 
     def _conn(self) -> sqlite3.Connection:
         db = getattr(self._local, "db", None)
         if db is None:
             db = sqlite3.connect(self.path, timeout=60, isolation_level=None)
-            db.execute("PRAGMA journal_mode=WAL")
+            _retry_locked(lambda: db.execute("PRAGMA journal_mode=WAL"))
             db.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: durable across process kills
             db.execute("PRAGMA busy_timeout=60000")
             self._local.db = db

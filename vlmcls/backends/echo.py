@@ -40,6 +40,9 @@ class EchoBackend:
 
 
 def load(entry, settings, labels) -> EchoBackend:
+    if settings.extra.get("load_log"):  # tests: count loads per process
+        with open(settings.extra["load_log"], "a") as log:
+            log.write(f"{entry.name} {os.getpid()}\n")
     styles = settings.extra.get("styles") or (
         'The most probable class that the object in the image belongs to is "{label}."',
         "**{label}**",
