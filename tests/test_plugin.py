@@ -224,3 +224,17 @@ options = {{ load_log = "{log}" }}
     loads = log.read_text().split()
     models, pids = loads[0::2], loads[1::2]
     assert sorted(models) == ["logged-a", "logged-b"]  # three cases each, one load each
+
+
+def test_baseline_gate_fails_a_case_significantly_worse_than_the_saved_run(bench):
+    run(bench, "-k", "echo-a", "--ways", "20", "--samples", "100", "--report-dir", "first").assert_outcomes(passed=1)
+    (first,) = [d for d in (bench.path / "first").iterdir() if d.is_dir()]
+    # A better baseline on the same samples: every prediction right.
+    samples = first / "samples" / "echo-a-20way.jsonl"
+    rows = [json.loads(line) for line in samples.read_text().splitlines()]
+    samples.write_text("".join(json.dumps({**r, "pred_id": r["true_id"], "pred_label": r["true_label"]}) + "\n" for r in rows))
+    same = run(bench, "-k", "echo-a", "--ways", "20", "--samples", "100", "--baseline", str(first), "--report-dir", "second")
+    same.assert_outcomes(failed=1)
+    assert "significantly worse" in same.stdout.str()
+    missing = run(bench, "-k", "echo-a", "--ways", "20", "--baseline", "no-such-run")
+    assert missing.ret == pytest.ExitCode.USAGE_ERROR and "--baseline" in missing.stderr.str()

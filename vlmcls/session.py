@@ -289,6 +289,8 @@ class BenchSession:
         given = any(getattr(self.opt, k) not in (None, d) for k, d in (("dataset", "sample"), ("ways", None), ("samples", None)))
         if given and not hasattr(self.config, "workerinput"):
             self.validate()
+        if self.opt.baseline and not hasattr(self.config, "workerinput"):
+            _ = self.baseline  # an unreadable --baseline is a usage error now, not a failed case later
 
     def pytest_collection_modifyitems(self, items) -> None:
         if any("vlmcls_case" in getattr(getattr(i, "callspec", None), "params", {}) for i in items):
