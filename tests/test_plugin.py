@@ -132,6 +132,9 @@ def test_missing_key_skips_with_reason_and_strict_fails(bench, monkeypatch):
     (["--dataset", "nope"], "unknown dataset 'nope'"),
     (["--ways", "1001"], "--ways 1001 exceeds the 1000 classes"),
     (["--samples", "5000"], "--samples 5000 exceeds the 318 images"),
+    (["--device", "gpu0"], "--device takes auto, cpu, mps, cuda or cuda:N"),
+    (["--seed", "-5"], "--seed takes a non-negative integer"),
+    (["--catalog", "missing.toml"], "catalog file missing.toml not found"),
 ])
 def test_bad_options_are_one_clear_line(bench, args, message):
     out = run(bench, *args)
@@ -238,3 +241,22 @@ def test_baseline_gate_fails_a_case_significantly_worse_than_the_saved_run(bench
     assert "significantly worse" in same.stdout.str()
     missing = run(bench, "-k", "echo-a", "--ways", "20", "--baseline", "no-such-run")
     assert missing.ret == pytest.ExitCode.USAGE_ERROR and "--baseline" in missing.stderr.str()
+
+
+@pytest.mark.parametrize("body, message", [
+    ("[models.x\nbackend = 1", "is not valid TOML"),
+    ('[models.x]\nbackend = "echo"\nweights = "w"\nflavour = "x"', "unknown keys ['flavour']"),
+])
+def test_a_bad_catalog_is_one_usage_line(bench, body, message):
+    bench.makefile(".toml", bad=body)
+    out = bench.runpytest_subprocess("bench", "--catalog", "bad.toml", "-p", "no:cacheprovider")
+    assert out.ret == pytest.ExitCode.USAGE_ERROR and message in out.stderr.str() and "Traceback" not in out.stderr.str()
+
+
+def test_a_case_answered_by_the_store_loads_no_model(bench):
+    log = bench.path / "loads.txt"
+    bench.makefile(".toml", logged=f'[models.logged]\nbackend = "echo"\nweights = "smoke:echo"\nsmoke = true\noptions = {{ load_log = "{log}" }}\n')
+    for _ in range(2):
+        bench.runpytest_subprocess("bench", "--catalog", "logged.toml", "--ways", "20", "--samples", "30",
+                                   "-p", "no:cacheprovider").assert_outcomes(passed=1)
+    assert len(log.read_text().splitlines()) == 1

@@ -115,3 +115,22 @@ def test_store_key_separates_what_changes_answers():
     assert key(ECHO, base_url="http://a/v1") == key(ECHO, base_url="http://b/v1")
     assert CaseRunner(CaseSpec(model=ECHO, ways=20, settings=BackendSettings(), prompt="label-only"), LABELS, None, None, None).key \
         != CaseRunner(CaseSpec(model=ECHO, ways=20, settings=BackendSettings()), LABELS, None, None, None).key
+
+
+def test_changed_images_or_labels_are_recomputed_not_served_stale(tmp_path):
+    store = Store(tmp_path / "s.sqlite")
+    data = samples(6)
+    runner(store=store).run(data)
+    changed = [Sample(s.sample_id, s.label, jpeg("yellow")) if i == 0 else s for i, s in enumerate(data)]
+    changed[1] = Sample(data[1].sample_id, data[1].label + 1, data[1].image)
+    again = runner(store=store).run(changed)
+    assert again.resumed == 4
+    assert {p.sample_id: p.true_id for p in again.predictions}[data[1].sample_id] == data[1].label + 1
+
+
+def test_a_dead_endpoint_stops_the_case_after_a_few_samples():
+    entry = ModelEntry(name="dead", backend="openai-compatible", weights="m")
+    settings = BackendSettings(batch_size=4, concurrency=4, base_url="http://127.0.0.1:9/v1", max_retries=0, timeout_s=2)
+    result = runner(entry, settings).run(samples(40))
+    assert len(result.predictions) == 8 and all(p.error for p in result.predictions)
+    assert result.stopped.startswith("stopped after the first 8 samples all failed") and result.not_run == 32

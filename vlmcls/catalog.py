@@ -6,7 +6,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
+from .settings import QUANTS  # one list for the catalog and the CLI
+
 DEFAULT_CATALOG = Path(__file__).with_name("catalog.toml")
+DTYPES = ("auto", "bfloat16", "float16", "float32")
+# `options` keys a backend reads from settings.extra (besides the BackendSettings fields, which
+# `defaults` lifts into the settings). Keep in step with the backends: a key not listed here is a
+# typo that would otherwise be ignored without a word.
+BACKEND_OPTIONS = (
+    "min_pixels", "max_pixels",  # hf-vlm: image processor pixel bounds
+    "templates", "workers", "image_backend",  # clip / classifier baselines
+    "choice_field", "greedy", "max_retry_after_s",  # API backends
+    "styles", "delay_s", "crash", "load_log",  # echo (tests)
+)
 
 
 @dataclass(frozen=True)
@@ -67,12 +79,35 @@ def _entry(name: str, raw: Mapping[str, Any], source: Path) -> ModelEntry:
     unknown = set(raw) - known
     if unknown:
         raise ValueError(f"{where} has unknown keys {sorted(unknown)}; known: {sorted(known)}")
+    _check_choices(where, raw)
     data = dict(raw)
     data["reference"] = _int_keys(raw.get("reference", {}), where)
     data["thresholds"] = _int_keys(raw.get("thresholds", {}), where)
     if "price" in raw:
         data["price"] = tuple(float(p) for p in raw["price"])
     return ModelEntry(name=name, **data)
+
+
+def _option_keys() -> tuple[str, ...]:
+    from .settings import BackendSettings
+
+    named = set(BackendSettings.__dataclass_fields__) - {"extra"}
+    return tuple(sorted(named | set(BACKEND_OPTIONS)))
+
+
+def _check_choices(where: str, raw: Mapping[str, Any]) -> None:
+    """backend, quant, dtype and options keys against what the code knows: a typo fails at load."""
+    from .backends import REGISTRY  # a plain dict: importing it loads no backend module
+
+    for key, allowed in (("backend", tuple(REGISTRY)), ("quant", QUANTS), ("dtype", DTYPES)):
+        if key in raw and raw[key] not in allowed:
+            raise ValueError(f"{where} has {key} {raw[key]!r}; allowed: {', '.join(allowed)}")
+    options = raw.get("options", {})
+    if not isinstance(options, Mapping):
+        raise ValueError(f"{where}: options must be a table, not {options!r}")
+    unknown = sorted(set(options) - set(_option_keys()))
+    if unknown:
+        raise ValueError(f"{where} has unknown options {unknown}; allowed: {', '.join(_option_keys())}")
 
 
 def load_catalog(path: str | Path | None = None) -> dict[str, ModelEntry]:

@@ -5,6 +5,7 @@
   imagenet             ILSVRC/imagenet-1k validation from the hub (gated: HF_TOKEN), streamed
   PATH                 an ImageNet synset folder (PATH/n01440764/*.JPEG, or PATH/val/n0.../),
                        a folder saved with `save_to_disk`, or a .parquet file / folder of them
+  PATH:SPLIT           the same, one split of it (a DatasetDict's split, or PATH/SPLIT/n0.../)
   HUB_ID[/CONFIG][:SPLIT]  any hub dataset with an image column and a ClassLabel column
 """
 from __future__ import annotations
@@ -96,8 +97,13 @@ def _bundled() -> Source:
     return Source("sample", labels_mod.imagenet_annotations(), select, len(index))
 
 
-def _synset_folder(root: Path) -> Source:
-    if (root / "val").is_dir():
+def _synset_folder(root: Path, split: str | None = None) -> Source:
+    if split is not None:
+        splits = _synset_splits(root)
+        if split not in splits:
+            raise DatasetError(f"dataset {str(root)!r} has no split {split!r}; it has {splits}")
+        root = root / split
+    elif (root / "val").is_dir():
         root = root / "val"
     position = {s: i for i, s in enumerate(labels_mod.imagenet_synsets())}  # ImageNet order, not alphabetical
     unknown = sorted(d.name for d in root.iterdir() if d.is_dir() and d.name not in position)
@@ -159,26 +165,32 @@ def _from_hf(ds, name: str) -> Source:
     return Source(name, tuple(ds.features[label_col].names), select, len(index))
 
 
-def _local_hf(path: Path) -> Source:
+def _local_hf(path: Path, split: str | None = None) -> Source:
     from datasets import DatasetDict, load_dataset, load_from_disk
 
+    # Without a chosen split, parquet files and image folders load as "train" (as they always did);
+    # with one, they load whole and the split is picked below like a saved DatasetDict's.
+    load_split = None if split else "train"
     if (path / "dataset_info.json").exists() or (path / "dataset_dict.json").exists():
         ds = load_from_disk(str(path))
     elif path.suffix == ".parquet" or any(path.glob("*.parquet")):
         files = [str(path)] if path.is_file() else sorted(map(str, path.glob("*.parquet")))
-        ds = load_dataset("parquet", data_files=files, split="train")
-    else:
-        ds = load_dataset("imagefolder", data_dir=str(path), split="train")  # class ids: alphabetical folders
+        ds = load_dataset("parquet", data_files=files, split=load_split)
+    else:  # class ids: alphabetical folders
+        ds = load_dataset("imagefolder", data_dir=str(path), split=load_split)
+    name = f"{path}:{split}" if split else str(path)
     if isinstance(ds, DatasetDict):
-        ds = ds[_pick_split(list(ds), None, str(path))]
-    return _from_hf(ds, str(path))
+        ds = ds[_pick_split(list(ds), split, str(path))]
+    elif split:
+        raise DatasetError(f"dataset {str(path)!r} has no split {split!r}: it is a single dataset, drop ':{split}'")
+    return _from_hf(ds, name)
 
 
 def _pick_split(splits: list[str], wanted: str | None, name: str) -> str:
     for s in ([wanted] if wanted else ["validation", "val", "test", "train"]):
         if s in splits:
             return s
-    raise DatasetError(f"dataset {name!r} has no split {wanted or 'validation/test/train'}; it has {splits}")
+    raise DatasetError(f"dataset {name!r} has no split {wanted or 'validation/test/train'!r}; it has {splits}")
 
 
 def _hub(spec: str) -> Source:
@@ -207,6 +219,38 @@ def _hub_error(name: str, exc: Exception) -> str:
     return f"dataset {name!r} could not be loaded: {text[:200]}"
 
 
+def _local_path(spec: str) -> tuple[Path | None, str | None]:
+    """(PATH, SPLIT) for an existing PATH or PATH:SPLIT; (None, None) when neither exists.
+    A path that exists as given wins, so a folder whose name holds ':' still opens whole."""
+    path = Path(spec).expanduser()
+    if path.exists():
+        return path, None
+    head, sep, split = spec.rpartition(":")
+    if sep and head and split and Path(head).expanduser().exists():
+        return Path(head).expanduser(), split
+    return None, None
+
+
+def _has_synsets(folder: Path) -> bool:
+    return any(SYNSET.match(d.name) for d in folder.iterdir() if d.is_dir())
+
+
+def _synset_splits(root: Path) -> list[str]:
+    """Subfolders of `root` laid out as synset folders (PATH/val/n01440764/...): its splits."""
+    return sorted(d.name for d in root.iterdir() if d.is_dir() and not SYNSET.match(d.name) and _has_synsets(d))
+
+
+def _local(path: Path, split: str | None) -> Source:
+    if not path.is_dir():
+        return _local_hf(path, split)
+    if split is None:
+        root = path / "val" if (path / "val").is_dir() else path
+        return _synset_folder(path) if _has_synsets(root) else _local_hf(path)
+    if _has_synsets(path) or _synset_splits(path):
+        return _synset_folder(path, split)
+    return _local_hf(path, split)
+
+
 def open_dataset(spec: str) -> Source:
     """The one entry point: a --dataset value -> a Source, or one DatasetError line."""
     if spec in ("sample", "", None):
@@ -215,12 +259,9 @@ def open_dataset(spec: str) -> Source:
         from .imagenet_hub import imagenet_stream_source
 
         return imagenet_stream_source()
-    path = Path(spec).expanduser()
-    if path.exists():
-        root = path / "val" if (path / "val").is_dir() else path
-        if path.is_dir() and any(SYNSET.match(d.name) for d in root.iterdir() if d.is_dir()):
-            return _synset_folder(path)
-        return _local_hf(path)
+    path, split = _local_path(spec)
+    if path is not None:
+        return _local(path, split)
     if spec.startswith((".", "/", "~")):
         raise DatasetError(f"dataset path {spec!r} does not exist")
     if "/" not in spec.split(":")[0]:

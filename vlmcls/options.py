@@ -45,12 +45,30 @@ def choice(name: str, options) -> Callable[[str], str]:
     return parse
 
 
+def device(text: str) -> str:
+    import re
+
+    if not re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", text):
+        _fail(f"--device takes auto, cpu, mps, cuda or cuda:N (got {text!r})")
+    return text
+
+
+def seed(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        _fail(f"--seed takes a non-negative integer (got {text!r})")
+    return value
+
+
 def add_options(parser) -> None:
     g = parser.getgroup("vlmcls", "vlmcls benchmark")
     add = g.addoption
     add("--ways", type=ways_list, default=None, help="N-way settings, comma separated (default 20,100)")
     add("--samples", type=positive("--samples"), default=None, help="seeded stratified subset size (default: the whole split)")
-    add("--seed", type=int, default=0, help="seed for subsets, candidates and bootstrap (default 0)")
+    add("--seed", type=seed, default=0, help="seed for subsets, candidates and bootstrap (default 0)")
     add("--dataset", default="sample", help="sample | imagenet | PATH | HUB_ID[:SPLIT] (default: the bundled sample)")
     add("--prompt", type=choice("--prompt", list(TEMPLATES)), default="thesis", help=f"prompt template: {', '.join(TEMPLATES)}")
     add("--labels", dest="labels_mode", type=choice("--labels", LABEL_MODES), default="unique",
@@ -59,7 +77,7 @@ def add_options(parser) -> None:
     add("--nli-model", default=None, help="NLI model for the thesis/nli resolver (default facebook/bart-large-mnli; smoke models use a tiny one)")
     add("--quant", type=choice("--quant", QUANTS), default=None, help="local VLM quantization (default: the catalog's, int8 for the study's models)")
     add("--dtype", type=choice("--dtype", ("auto", "bfloat16", "float16", "float32")), default=None, help="local model dtype")
-    add("--device", default=None, help="auto | cpu | cuda | cuda:N (default auto; xdist workers spread over GPUs)")
+    add("--device", type=device, default=None, help="auto | cpu | cuda | cuda:N (default auto; xdist workers spread over GPUs)")
     add("--batch-size", type=positive("--batch-size"), default=None, help="images per batch for local models (default 8)")
     add("--max-new-tokens", type=positive("--max-new-tokens"), default=None, help="generation bound (default 32)")
     add("--layout", type=choice("--layout", LAYOUTS), default=None, help="prompt layout: thesis (default) or labels-first (KV-cache reuse)")

@@ -330,6 +330,11 @@ class Resolver:
         self.index = phrase_index(labels)
         self.stage_counts: Counter[str] = Counter()
 
+    def warm(self) -> None:
+        """Load the NLI model ahead of time (it is otherwise loaded by the first answer needing it)."""
+        if self.mode in ("thesis", "nli"):
+            nli_pipeline(self.nli_model, self.device)
+
     def resolve(self, text: str | None, class_ids: Sequence[int]) -> Resolution:
         result = self._resolve(text, tuple(class_ids))
         self.stage_counts[result.stage] += 1

@@ -4,6 +4,7 @@ The same function runs from the pytest plugin, a script, a notebook or the throu
 """
 from __future__ import annotations
 
+import hashlib
 import os
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -88,6 +89,26 @@ class CaseResult:
         return dict(sorted(shares.items()))
 
 
+def _rate(n: int, seconds: float) -> float | None:
+    return n / seconds if n and seconds > 0 else None
+
+
+FAIL_FAST = 8  # this many samples in a row, all failed, from the start: the backend is broken (wrong URL...)
+
+
+def fingerprint(s: Sample) -> str:
+    """Identifies the image behind a sample id: content hash for bytes, size + mtime for a file
+    (hashing every file of a 10,000-image run would cost a full read). A store row whose fingerprint
+    or label differs from the sample's is stale (the dataset changed) and is recomputed."""
+    if isinstance(s.image, (bytes, bytearray)):
+        return f"{s.label}:" + hashlib.sha1(s.image).hexdigest()[:16]
+    try:
+        st = os.stat(s.image)
+        return f"{s.label}:{st.st_size}-{st.st_mtime_ns}"
+    except OSError:
+        return f"{s.label}:missing"
+
+
 def _decode_one(s: Sample):
     """The decoded image, or the ImageError that becomes this sample's error row."""
     try:
@@ -134,7 +155,7 @@ class CaseRunner:
             pred_id, stage = None, "unresolved"  # a backend bug must never score outside the candidates
         ambiguous = ambiguous or bool(self.ambiguous and {s.label, pred_id} & self.ambiguous)
         return Prediction(
-            sample_id=s.sample_id, true_id=s.label, true_label=self.labels.names[s.label],
+            fingerprint=fingerprint(s), sample_id=s.sample_id, true_id=s.label, true_label=self.labels.names[s.label],
             candidates=cs.labels(self.labels), answer=answer.text, pred_id=pred_id,
             pred_label=None if pred_id is None else self.labels.names[pred_id], stage=stage,
             latency_s=answer.latency_s, prompt_tokens=answer.prompt_tokens,
@@ -164,7 +185,9 @@ class CaseRunner:
     def run(self, samples: Sequence[Sample]) -> CaseResult:
         cand.check_ways(self.spec.ways, len(self.labels))
         stored = {} if (self.store is None or self.spec.refresh) else self.store.get(self.key)
-        done = {sid: p for sid, p in stored.items() if p.error is None}  # error rows are retried
+        current = {s.sample_id: fingerprint(s) for s in samples}
+        # error rows are retried; rows for an image or label that changed since are recomputed
+        done = {sid: p for sid, p in stored.items() if p.error is None and p.fingerprint == current.get(sid)}
         todo = [s for s in samples if s.sample_id not in done]
         if self.store is not None:
             self.store.register(self.key, self.spec.key_fields())
@@ -175,7 +198,7 @@ class CaseRunner:
         preds = [by_id[s.sample_id] for s in samples if s.sample_id in by_id]
         return CaseResult(
             spec=self.spec, predictions=preds, metrics=metrics_mod.compute(preds, self.spec.seed) if preds else None,
-            images_per_s=(len(fresh) / elapsed) if fresh and elapsed > 0 else None,
+            images_per_s=_rate(len(fresh), elapsed - getattr(self.backend, "load_s", 0.0)),
             resumed=len(samples) - len(todo), not_run=len(samples) - len(preds), stopped=stopped,
             notes=list(getattr(self.backend, "notes", [])),
         )
@@ -204,6 +227,9 @@ class CaseRunner:
                 if self.store is not None:
                     self.store.put(self.key, preds, time.time())
                 self.progress(already + len(fresh), total)
+                if len(fresh) >= FAIL_FAST and all(p.error is not None for p in fresh):
+                    return fresh, elapsed, (f"stopped after the first {len(fresh)} samples all failed "
+                                            f"(e.g. {fresh[0].error[:200]})")
                 if not ahead:
                     following = self._next(todo, start)
                     pending = [pool.submit(_decode_one, s) for s in following]

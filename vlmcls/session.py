@@ -75,7 +75,12 @@ class BenchSession:
     # ------------------------------------------------------------------ configuration
     @property
     def report_dir(self) -> Path:
-        return Path(self.config.rootpath, self.opt.report_dir) / self.run_id
+        return self.reports_root / self.run_id
+
+    @property
+    def reports_root(self) -> Path:
+        """--report-dir, relative to where pytest was invoked (like --store and --catalog)."""
+        return Path(self.config.invocation_params.dir, self.opt.report_dir)
 
     @cached_property
     def catalog(self) -> dict[str, ModelEntry]:
@@ -126,7 +131,7 @@ class BenchSession:
     def store(self):
         from .store import Store
 
-        return Store(self.opt.store or Path(self.config.rootpath, self.opt.report_dir) / "store.sqlite")
+        return Store(self.opt.store or self.reports_root / "store.sqlite")
 
     def ways(self) -> tuple[int, ...]:
         return self.opt.ways or DEFAULT_WAYS
@@ -165,7 +170,7 @@ class BenchSession:
         status = "failed" if self.strict else "skipped"
         case.item.user_properties.append((ROW_KEY, report.skipped_row(case.spec, status, reason)))
         if self.strict:
-            pytest.fail(f"{case.case_id}: cannot run here and --strict is set: {reason}", pytrace=False)
+            pytest.fail(f"{case.case_id}: cannot run here (--strict-cases / --strict): {reason}", pytrace=False)
         pytest.skip(reason)
 
     def requirements(self, spec: CaseSpec) -> str | None:
@@ -174,6 +179,11 @@ class BenchSession:
             from .hub import unreachable_reason
 
             reason = unreachable_reason(spec.model.weights)
+        if reason is None and spec.model.is_local_hf and spec.settings.device.startswith("cuda"):
+            from .runner import device_kind
+
+            if device_kind("auto") != "cuda":
+                reason = f"--device {spec.settings.device} but no CUDA GPU is visible here"
         reason = reason or backends.requirements(spec.model, spec.settings, self.labels)
         if reason is None and spec.resolver in ("thesis", "nli") and spec.model.backend not in ("clip", "classifier"):
             reason = nli_requirement(spec.nli_model)
@@ -203,21 +213,24 @@ class BenchSession:
         reason = self.requirements(spec)
         if reason:
             self._skip(case, reason)
+        samples = self.samples_for(self.subset_size(spec))
+        resolver = self.resolver(spec)
+
+        def load():
+            model = self.backend(spec)
+            if model.kind == "text":
+                resolver.warm()  # load the NLI model now, not inside the first timed batch
+            return model
+
+        backend = LazyBackend(load)
+        runner = CaseRunner(spec, self.labels, backend, resolver, self.store, progress=self._progress(case))
         try:
-            backend = self.backend(spec)
-        except Exception as exc:  # a model that cannot load is one line, not a traceback
-            reason = f"cannot load {spec.model.weights}: {type(exc).__name__}: {one_line(exc)}"
-            if spec.model.smoke:  # built offline by us: failing to load is a bug, never a skip
-                case.item.user_properties.append((ROW_KEY, report.skipped_row(spec, "error", reason)))
-                pytest.fail(f"{case.case_id}: {reason}", pytrace=False)
-            self._skip(case, reason)
-        runner = CaseRunner(spec, self.labels, backend, self.resolver(spec), self.store, progress=self._progress(case))
-        try:
-            result = runner.run(self.samples_for(self.subset_size(spec)))
-        except Exception as exc:  # a broken backend (bad key, lost server): one line, a row, no traceback
-            reason = f"{type(exc).__name__}: {one_line(exc)}"
+            result = runner.run(samples)
+        except Exception as exc:  # cannot load, bad key, lost server: one line, a row, no traceback
+            what = "cannot load the model" if not backend.loaded else "the backend failed"
+            reason = f"{what}: {type(exc).__name__}: {one_line(exc)}"
             case.item.user_properties.append((ROW_KEY, report.skipped_row(spec, "error", reason)))
-            pytest.fail(f"{case.case_id}: the backend failed: {reason}", pytrace=False)
+            pytest.fail(f"{case.case_id}: {reason}", pytrace=False)
         self._write_samples(case, result)
         return result
 
@@ -263,7 +276,7 @@ class BenchSession:
         if m.errors == m.n:
             first = next((p.error for p in result.predictions if p.error), "")
             why.append(f"{case.case_id}: every one of the {m.n} samples failed, e.g. {first[:200]}")
-        elif spec.model.smoke and (m.errors or result.not_run):
+        elif spec.model.smoke and (m.errors or (result.not_run and not result.stopped.startswith("stopped by --max-cost"))):
             why.append(f"{case.case_id}: smoke plumbing check: {m.errors} error rows, {result.not_run} samples not run")
         base = self.baseline.predictions(case.case_id) if self.baseline is not None else None
         if base:
@@ -286,10 +299,16 @@ class BenchSession:
     def pytest_sessionstart(self, session) -> None:
         # Validated up front (not inside collection, where a UsageError becomes a collection error),
         # when the user asked for a dataset setting; workers trust their controller.
+        if hasattr(self.config, "workerinput"):
+            return
+        _ = self.catalog  # a malformed catalog: one usage line, before collection
         given = any(getattr(self.opt, k) not in (None, d) for k, d in (("dataset", "sample"), ("ways", None), ("samples", None)))
-        if given and not hasattr(self.config, "workerinput"):
+        if given:
             self.validate()
-        if self.opt.baseline and not hasattr(self.config, "workerinput"):
+            # Draw (and for the hub, download and cache) the subset once, here: an unreachable or
+            # gated dataset is one line now, and xdist workers then read the cached subset.
+            self.samples_for(self.opt.samples)
+        if self.opt.baseline:
             _ = self.baseline  # an unreadable --baseline is a usage error now, not a failed case later
 
     def pytest_collection_modifyitems(self, items) -> None:
@@ -328,10 +347,13 @@ class BenchSession:
             return
         tr = terminalreporter
         tr.section("vlmcls results")
-        done = [r for r in self.rows if r.get("metrics")]
+        done = sorted((r for r in self.rows if r.get("metrics")), key=lambda r: r["model"])
         for ways in sorted({r["ways"] for r in done}):
             tr.write_line(f"{ways}-way")
             tr.write_line(report.study_table([r for r in done if r["ways"] == ways]))
+        for line in report._notes(done)[2:]:  # skip the markdown heading
+            if line:
+                tr.write_line(line)
         for r in self.rows:
             if not r.get("metrics"):
                 tr.write_line(f"{r['status']}: {r['case_id']}: {r.get('reason', '')}")
@@ -351,6 +373,37 @@ class BenchSession:
 def _crash_reason(text: str) -> str:
     lines = [line.strip() for line in text.splitlines() if "crashed" in line]
     return (lines[-1] if lines else "the worker crashed while running this case")[:300]
+
+
+class LazyBackend:
+    """Loads the model on the first batch that needs it: a case fully answered by the store loads
+    nothing (a 13B model takes minutes)."""
+
+    def __init__(self, load):
+        self._load, self._backend = load, None
+        self.load_s = 0.0  # excluded from images/s
+
+    @property
+    def loaded(self) -> bool:
+        return self._backend is not None
+
+    def answer(self, queries):
+        if self._backend is None:
+            t0 = time.perf_counter()
+            self._backend = self._load()
+            self.load_s = time.perf_counter() - t0
+        return self._backend.answer(queries)
+
+    @property
+    def kind(self) -> str:
+        return getattr(self._backend, "kind", "text")
+
+    @property
+    def notes(self) -> list[str]:
+        return list(getattr(self._backend, "notes", []))
+
+    def close(self) -> None:
+        pass  # the session owns loaded backends and closes them
 
 
 def one_line(exc: Any) -> str:

@@ -115,6 +115,7 @@ class Prediction:
     cost_usd: float | None = None
     error: str | None = None
     ambiguous: bool = False
+    fingerprint: str = ""  # of the image and label this prediction was made for (stale-store guard)
 
     @property
     def correct(self) -> bool:

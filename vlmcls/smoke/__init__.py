@@ -22,7 +22,7 @@ BUILDERS: dict[str, str] = {
     "resnet": "vlmcls.smoke.baselines:build_resnet",
     "vit": "vlmcls.smoke.baselines:build_vit",
 }
-VERSION = "2"  # bump when a builder changes, so stale caches are rebuilt
+VERSION = "3"  # bump when a builder changes, so stale caches are rebuilt
 PREFIX = "smoke:"
 
 

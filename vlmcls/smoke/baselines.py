@@ -40,7 +40,8 @@ def byte_clip_tokenizer():
     from transformers import CLIPTokenizer
 
     vocab = {"<|startoftext|>": 0, "<|endoftext|>": 1}
-    for sym in ByteLevel.alphabet():
+    # alphabet() comes from a Rust HashSet: its order changes with every call, and so would the ids.
+    for sym in sorted(ByteLevel.alphabet()):
         vocab.setdefault(sym, len(vocab))
         vocab.setdefault(sym + "</w>", len(vocab))
     return CLIPTokenizer(vocab=vocab, merges=[], model_max_length=77)

@@ -1,0 +1,195 @@
+"""Catalog validation, reproducible smoke tokenizers, report details and local dataset splits."""
+from __future__ import annotations
+
+import io
+import json
+
+import pytest
+from PIL import Image
+
+from vlmcls import metrics, report
+from vlmcls.catalog import ModelEntry, load_catalog
+from vlmcls.data import DatasetError, open_dataset
+from vlmcls.runner import CaseResult, CaseSpec
+from vlmcls.settings import BackendSettings
+from vlmcls.types import Prediction
+
+
+# ----------------------------------------------------------------------------- catalog
+def write_catalog(tmp_path, body: str):
+    path = tmp_path / "catalog.toml"
+    path.write_text(body, encoding="utf-8")
+    return path
+
+
+@pytest.mark.parametrize("line, message", [
+    ('backend = "hf_vlm"', r"model 'm' has backend 'hf_vlm'; allowed: .*hf-vlm.*echo"),
+    ('quant = "int4"', r"model 'm' has quant 'int4'; allowed: none, int8, nf4$"),
+    ('dtype = "bf16"', r"model 'm' has dtype 'bf16'; allowed: auto, bfloat16, float16, float32$"),
+    ('options = { max_pixel = 3 }', r"model 'm' has unknown options \['max_pixel'\]; allowed: .*max_pixels"),
+])
+def test_catalog_rejects_unknown_backend_quant_dtype_and_options(tmp_path, line, message):
+    lines = ['weights = "w"'] + ([] if line.startswith("backend") else ['backend = "hf-vlm"']) + [line]
+    path = write_catalog(tmp_path, "[models.m]\n" + "\n".join(lines) + "\n")
+    with pytest.raises(ValueError, match=message) as info:
+        load_catalog(path)
+    assert "\n" not in str(info.value)
+
+
+def test_catalog_accepts_every_option_the_code_reads(tmp_path):
+    path = write_catalog(tmp_path, """
+[models.m]
+backend = "echo"
+weights = "smoke:echo"
+quant = "nf4"
+dtype = "bfloat16"
+[models.m.options]
+batch_size = 2
+constrained = true
+min_pixels = 1
+max_pixels = 2
+templates = "ensemble"
+workers = 1
+image_backend = "pil"
+styles = ["{label}"]
+delay_s = 0.0
+crash = false
+load_log = "x"
+choice_field = "guided_choice"
+greedy = false
+max_retry_after_s = 5
+""")
+    assert load_catalog(path)["m"].options["greedy"] is False
+    assert load_catalog()  # the shipped catalog passes its own checks
+
+
+# ----------------------------------------------------------------------------- smoke tokenizers
+def test_smoke_clip_tokenizer_files_are_identical_across_builds(tmp_path):
+    pytest.importorskip("torch")
+    from vlmcls.smoke import VERSION
+    from vlmcls.smoke.baselines import build_clip
+
+    assert VERSION == "3"  # caches built with the unordered vocabulary are rebuilt
+    a, b = tmp_path / "a", tmp_path / "b"
+    for target in (a, b):
+        target.mkdir()
+        build_clip(target)
+    names = sorted(p.name for p in a.iterdir() if "token" in p.name or p.name in ("vocab.json", "merges.txt"))
+    assert "tokenizer.json" in names
+    for name in names:
+        assert (a / name).read_bytes() == (b / name).read_bytes(), name
+
+
+# ----------------------------------------------------------------------------- report
+def pred(i: int, stage: str = "match", error: str | None = None, cost: float | None = None) -> Prediction:
+    return Prediction(f"s{i}", i % 3, f"c{i % 3}", (), "x", i % 3, f"c{i % 3}", stage, error=error, cost_usd=cost)
+
+
+def make_row(preds, name="m", ways=20, **spec_kw):
+    entry = ModelEntry(name=name, backend=spec_kw.pop("backend", "echo"), weights="smoke:echo",
+                       quant=spec_kw.pop("quant", "none"))
+    settings = spec_kw.pop("settings", BackendSettings())
+    spec = CaseSpec(model=entry, ways=ways, settings=settings, **spec_kw)
+    return report.case_row(CaseResult(spec, preds, metrics.compute(preds), images_per_s=1.0), status="passed", threshold=None)
+
+
+def test_context_line_lists_every_distinct_setting_of_merged_runs():
+    same = report.render_markdown([make_row([pred(0)], "a"), make_row([pred(0)], "b")])
+    assert "prompt `thesis`, labels" in same and "mixed settings" not in same
+    mixed = report.render_markdown([make_row([pred(0)], "a"), make_row([pred(0)], "b", prompt="label-only", seed=3)])
+    assert "prompt `thesis`, `label-only`" in mixed and "seed 0, 3" in mixed
+    assert "(mixed settings: see results.json)" in mixed
+
+
+def test_small_stage_shares_show_below_one_percent_and_json_shares_are_rounded():
+    preds = [pred(i) for i in range(299)] + [pred(299, stage="nli")]
+    row = make_row(preds)
+    assert row["stages"] == {"match": pytest.approx(0.996667, abs=0), "nli": 0.003333}
+    assert "match &gt;99%, nli &lt;1%" in report.study_table([row])  # renders as ">99%", "<1%"
+    thirds = make_row([pred(i, stage=s) for i, s in enumerate(["a", "b", "c"] * 7)])
+    assert all(len(repr(v)) <= 8 for v in thirds["stages"].values())
+
+
+def test_thesis_ambiguity_note_names_no_imagenet_class():
+    row = {**make_row([pred(0)]), "ambiguous": 2, "labels": "thesis"}
+    note = "\n".join(report._notes([row]))
+    assert "crane" not in note and "maillot" not in note
+    assert "a class whose thesis label is shared with another class, or an answer naming several candidates" in note
+
+
+def test_notes_show_the_first_error_and_the_cost_and_the_table_a_cost_column():
+    preds = [pred(0, cost=0.01), pred(1, error="HTTP 500 | <b>boom</b>\n" + "x" * 300, cost=0.0023), pred(2)]
+    row = make_row(preds)
+    assert row["first_error"].startswith("HTTP 500") and len(row["first_error"]) == 200
+    notes = "\n".join(report._notes([row]))
+    assert "first: HTTP 500 \\| &lt;b&gt;boom&lt;/b&gt; xxx" in notes and "<b>" not in notes
+    assert "cost 0.0123 USD" in notes
+    table = report.parse_table(report.study_table([row, make_row([pred(0)], "free")]))
+    assert table[0]["Cost (USD)"] == "0.0123" and table[1]["Cost (USD)"] == ""
+    assert "Cost (USD)" not in report.study_table([make_row([pred(0)], "free")])
+
+
+def test_int8_note_only_off_cpu():
+    on = lambda device: make_row([pred(0)], backend="hf-vlm", quant="int8",
+                                 settings=BackendSettings(quant="int8", device=device))
+    assert on("cuda:1")["device_kind"] == "cuda" and on("cpu")["device_kind"] == "cpu"
+    gpu = "\n".join(report._notes([on("cuda:1")]))
+    assert "on a GPU, bitsandbytes int8 (the study's setting) runs 4-6x slower than bf16 (shared H200 reference)" in gpu
+    assert not any("int8" in line for line in report._notes([on("cpu")]))
+
+
+def test_not_run_reasons_keep_code_spans_but_escape_pipes_and_html():
+    spec = CaseSpec(model=ModelEntry("m", "echo", "smoke:echo"), ways=20, settings=BackendSettings())
+    row = report.skipped_row(spec, "skipped", "needs `pip install vlmcls[hf]` | <i>x</i>\nnext")
+    text = report.render_markdown([row])
+    assert "needs `pip install vlmcls[hf]` \\| &lt;i&gt;x&lt;/i&gt; next" in text
+
+
+def test_rows_carry_the_full_effective_settings():
+    settings = BackendSettings(device="cpu", batch_size=3, extra={"styles": ("{label}",), "delay_s": 0.5})
+    row = make_row([pred(0)], settings=settings, nli_model="smoke:bart-mnli")
+    assert row["nli_model"] == "smoke:bart-mnli"
+    assert row["settings"]["batch_size"] == 3 and row["settings"]["device"] == "cpu"
+    assert row["settings"]["extra"] == {"styles": ["{label}"], "delay_s": 0.5}
+    assert set(row["settings"]) == set(BackendSettings.__dataclass_fields__)
+    assert json.loads(json.dumps(row))["settings"] == row["settings"]
+
+
+# ----------------------------------------------------------------------------- dataset splits
+def jpeg() -> bytes:
+    buf = io.BytesIO()
+    Image.new("RGB", (20, 20), (10, 200, 30)).save(buf, "JPEG")
+    return buf.getvalue()
+
+
+@pytest.fixture
+def saved_dict(tmp_path):
+    from datasets import ClassLabel, Dataset, DatasetDict, Features
+    from datasets import Image as HFImage
+
+    feats = Features({"img": HFImage(), "label": ClassLabel(names=["a", "b"])})
+    part = lambda n: Dataset.from_dict({"img": [jpeg()] * n, "label": [i % 2 for i in range(n)]}, features=feats)
+    DatasetDict({"train": part(6), "validation": part(2), "test": part(4)}).save_to_disk(tmp_path / "dd")
+    return tmp_path / "dd"
+
+
+def test_local_dataset_split_is_chosen_with_path_colon_split(saved_dict):
+    assert open_dataset(str(saved_dict)).size == 2  # validation by default
+    src = open_dataset(f"{saved_dict}:train")
+    assert src.size == 6 and src.name == f"{saved_dict}:train"
+    assert open_dataset(f"{saved_dict}:test").size == 4
+    with pytest.raises(DatasetError, match=r"has no split 'tset'; it has \['train', 'validation', 'test'\]") as info:
+        open_dataset(f"{saved_dict}:tset")
+    assert "\n" not in str(info.value)
+
+
+def test_synset_folder_split_is_chosen_with_path_colon_split(tmp_path):
+    for split, n in (("val", 2), ("train", 3)):
+        d = tmp_path / split / "n01440764"
+        d.mkdir(parents=True)
+        for k in range(n):
+            (d / f"{split}_{k}.JPEG").write_bytes(jpeg())
+    assert open_dataset(str(tmp_path)).size == 2
+    assert open_dataset(f"{tmp_path}:train").size == 3
+    with pytest.raises(DatasetError, match=r"has no split 'test'; it has \['train', 'val'\]"):
+        open_dataset(f"{tmp_path}:test")
