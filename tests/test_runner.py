@@ -113,6 +113,8 @@ def test_store_key_separates_what_changes_answers():
     assert key(vlm) != key(vlm, layout="labels-first") != key(vlm, constrained=True)
     assert key(served, base_url="http://a/v1") != key(served, base_url="http://b/v1")
     assert key(ECHO, base_url="http://a/v1") == key(ECHO, base_url="http://b/v1")
+    clip = ModelEntry(name="c", backend="clip", weights="smoke:clip")
+    assert key(clip) == key(clip, layout="labels-first", max_new_tokens=5) != key(clip, device="cuda")
     assert CaseRunner(CaseSpec(model=ECHO, ways=20, settings=BackendSettings(), prompt="label-only"), LABELS, None, None, None).key \
         != CaseRunner(CaseSpec(model=ECHO, ways=20, settings=BackendSettings()), LABELS, None, None, None).key
 

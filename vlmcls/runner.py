@@ -50,6 +50,9 @@ class CaseSpec:
             s["device_kind"] = device_kind(self.settings.device)
         if self.model.backend != "openai-compatible":
             s.pop("base_url")  # the served model behind a URL is part of what answers
+        if self.model.backend in ("clip", "classifier"):  # no generation: these cannot change a score
+            for k in ("quant", "layout", "constrained", "max_new_tokens", "max_image_side"):
+                s.pop(k)
         return {
             "model": self.model.name, "backend": self.model.backend, "weights": self.model.weights,
             "settings": s, "dataset": self.dataset, "ways": self.ways, "seed": self.seed,
