@@ -166,7 +166,7 @@ options = { delay_s = 0.02 }
     subprocess.run(cmd, cwd=bench.path, check=True, capture_output=True)
     (row,) = results_in(bench.path / "runs")
     assert row["resumed"] == before and row["metrics"]["n"] == 150 and stored(db) == 150
-    clean = subprocess.run(cmd[:-2] + ["--report-dir", "clean"], cwd=bench.path, check=True, capture_output=True)
+    subprocess.run(cmd[:-2] + ["--report-dir", "clean"], cwd=bench.path, check=True, capture_output=True)
     (fresh,) = results_in(bench.path / "clean")
     assert fresh["resumed"] == 0 and fresh["metrics"] == row["metrics"]
 
@@ -224,9 +224,8 @@ options = {{ load_log = "{log}" }}
     out = bench.runpytest_subprocess("bench", "--catalog", "logged.toml", "--ways", "20,30,40", "--samples", "20",
                                      "-p", "no:cacheprovider", "-n", "2")
     out.assert_outcomes(passed=6)
-    loads = log.read_text().split()
-    models, pids = loads[0::2], loads[1::2]
-    assert sorted(models) == ["logged-a", "logged-b"]  # three cases each, one load each
+    loads = [line.split() for line in log.read_text().splitlines()]
+    assert sorted(model for model, _ in loads) == ["logged-a", "logged-b"]  # three cases each, one load each
 
 
 def test_baseline_gate_fails_a_case_significantly_worse_than_the_saved_run(bench):

@@ -11,12 +11,11 @@
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterable, Iterator, Sequence
+from typing import Callable, Sequence
 
 from . import labels as labels_mod
 from .types import Sample
@@ -137,11 +136,6 @@ def _image_payload(value: dict, name: str) -> bytes | str:
     if value.get("path") and os.path.exists(value["path"]):
         return value["path"]
     return b""  # decodes to a clear error row, never a silently lost sample
-
-
-def _sample_id(row_image: dict, position: int) -> str:
-    path = row_image.get("path")
-    return Path(path).name if path else f"row{position:07d}"
 
 
 def _from_hf(ds, name: str) -> Source:

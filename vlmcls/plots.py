@@ -232,11 +232,9 @@ def report_section(rows: Sequence[Mapping], out: str | Path, draw: bool = True, 
 
 def _have_matplotlib() -> bool:
     """matplotlib is an optional extra: without it the report loses its pictures, not its tables."""
-    try:
-        import matplotlib  # noqa: F401
-    except ImportError:
-        return False
-    return True
+    import importlib.util
+
+    return importlib.util.find_spec("matplotlib") is not None
 
 
 def confusion_table(pairs: Sequence[tuple[str, str, int]]) -> str:

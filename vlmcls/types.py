@@ -117,10 +117,6 @@ class Prediction:
     ambiguous: bool = False
     fingerprint: str = ""  # of the image and label this prediction was made for (stale-store guard)
 
-    @property
-    def correct(self) -> bool:
-        return self.pred_id is not None and self.pred_id == self.true_id
-
 
 @runtime_checkable
 class Backend(Protocol):
