@@ -238,6 +238,9 @@ def test_baseline_gate_fails_a_case_significantly_worse_than_the_saved_run(bench
     same = run(bench, "-k", "echo-a", "--ways", "20", "--samples", "100", "--baseline", str(first), "--report-dir", "second")
     same.assert_outcomes(failed=1)
     assert "significantly worse" in same.stdout.str()
+    other = run(bench, "-k", "echo-a", "--ways", "20", "--samples", "100", "--baseline", str(first),
+                "--prompt", "label-only", "--report-dir", "third")
+    assert "the --baseline run differs in prompt (thesis vs label-only)" in other.stdout.str()
     missing = run(bench, "-k", "echo-a", "--ways", "20", "--baseline", "no-such-run")
     assert missing.ret == pytest.ExitCode.USAGE_ERROR and "--baseline" in missing.stderr.str()
 

@@ -282,10 +282,19 @@ class BenchSession:
         if base:
             from .compare import worse_than_baseline
 
+            result.notes.extend(self._baseline_mismatch(case))
             worse, text = worse_than_baseline(result.predictions, base)
             if worse:
                 why.append(f"{case.case_id}: {text}")
         return why
+
+    def _baseline_mismatch(self, case: Case) -> list[str]:
+        """A paired test on the same sample ids still compares apples and oranges if the baseline
+        ran another prompt, dataset, label mode, resolver or seed: say so next to the verdict."""
+        row = next((r for r in self.baseline.rows if r.get("case_id") == case.case_id), {})
+        now = report.spec_fields(case.spec)
+        differ = [k for k in ("dataset", "prompt", "labels", "resolver", "seed", "layout") if k in row and row[k] != now[k]]
+        return [f"the --baseline run differs in {', '.join(f'{k} ({row[k]} vs {now[k]})' for k in differ)}"] if differ else []
 
     def check_gate(self, case: Case, result: CaseResult) -> None:
         threshold = case.spec.model.threshold(case.spec.ways)
