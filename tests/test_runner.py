@@ -135,3 +135,20 @@ def test_a_dead_endpoint_stops_the_case_after_a_few_samples():
     result = runner(entry, settings).run(samples(40))
     assert len(result.predictions) == 8 and all(p.error for p in result.predictions)
     assert result.stopped.startswith("stopped after the first 8 samples all failed") and result.not_run == 32
+
+
+def test_each_xdist_worker_takes_its_own_gpu(monkeypatch):
+    import torch
+
+    from vlmcls.session import worker_device
+
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    monkeypatch.setenv("PYTEST_XDIST_WORKER", "gw3")
+    assert worker_device() == "cuda:1"
+    monkeypatch.setenv("PYTEST_XDIST_WORKER", "gw0")
+    assert worker_device() == "cuda:0"
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)  # one GPU: every worker shares it
+    assert worker_device() == "auto"
+    monkeypatch.delenv("PYTEST_XDIST_WORKER")
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 4)  # not under xdist: the model's own placement
+    assert worker_device() == "auto"
