@@ -23,7 +23,8 @@ from .types import Answer, Backend, LabelSet, Prediction, Query, Sample
 
 @dataclass(frozen=True)
 class CaseSpec:
-    """Everything that defines a case; all of it (but `refresh`/`max_cost`) enters the store key."""
+    """Everything that defines a case. `key_fields()` is the part that can change an answer (the
+    store key); speed settings, `samples`, `refresh` and `max_cost` stay out of it."""
 
     model: ModelEntry
     ways: int
@@ -131,6 +132,7 @@ class CaseRunner:
         self.template = prompts.get_template(spec.prompt)
         self.key = case_key(spec.key_fields())
         self.ambiguous = labels.ambiguous_ids() if labels.mode == "thesis" else frozenset()
+        self._fingerprints: dict[str, str] = {}
 
     def candidates(self, s: Sample):
         cs = cand.candidate_set(s.sample_id, s.label, self.spec.ways, len(self.labels), self.spec.seed)
@@ -158,7 +160,7 @@ class CaseRunner:
             pred_id, stage = None, "unresolved"  # a backend bug must never score outside the candidates
         ambiguous = ambiguous or bool(self.ambiguous and {s.label, pred_id} & self.ambiguous)
         return Prediction(
-            fingerprint=fingerprint(s), sample_id=s.sample_id, true_id=s.label, true_label=self.labels.names[s.label],
+            fingerprint=self._fingerprints.get(s.sample_id) or fingerprint(s), sample_id=s.sample_id, true_id=s.label, true_label=self.labels.names[s.label],
             candidates=cs.labels(self.labels), answer=answer.text, pred_id=pred_id,
             pred_label=None if pred_id is None else self.labels.names[pred_id], stage=stage,
             latency_s=answer.latency_s, prompt_tokens=answer.prompt_tokens,
@@ -188,7 +190,7 @@ class CaseRunner:
     def run(self, samples: Sequence[Sample]) -> CaseResult:
         cand.check_ways(self.spec.ways, len(self.labels))
         stored = {} if (self.store is None or self.spec.refresh) else self.store.get(self.key)
-        current = {s.sample_id: fingerprint(s) for s in samples}
+        current = self._fingerprints = {s.sample_id: fingerprint(s) for s in samples}  # hashed once per sample
         # error rows are retried; rows for an image or label that changed since are recomputed
         done = {sid: p for sid, p in stored.items() if p.error is None and p.fingerprint == current.get(sid)}
         todo = [s for s in samples if s.sample_id not in done]
