@@ -5,11 +5,18 @@ wrapped in the same DirectBackend that `load()` returns; smoke-* archs go throug
 Prints one JSON line per measurement (images/s):
   encode      pixel tensors -> class scores (the model alone; compare with gpu_reference.py's
               clip_vitl14_image_encode / resnet50_classify, run in the same command)
-  preprocess  decoded PIL images -> pixel tensors, per image processor backend, W threads
-  e2e         JPEG bytes -> decode -> backend.answer (100-way): decoding in the caller's thread
-              ("decode=caller") or left lazy so the backend's pool threads decode ("decode=pool")
+  preprocess  decoded PIL images -> pixel tensors with the HF image processor, W threads (old path)
+  decode      JPEG bytes -> pixel tensors on the device by vlmcls.fastimage, per path
+  e2e         JPEG bytes -> backend.answer (100-way), per image path: "processor" (the old path: PIL
+              decode + HF processor in W threads), "gpu" (nvJPEG + tensor ops), "processes" (decode +
+              resize in worker processes); `of_encode` = e2e / encode
+  equal       the new path's pixels against the HF processor's (grey levels, max and mean) and the
+              share of e2e answers equal to the old path's
 
-  python bench/perf_baselines.py --arch resnet-50 --arch clip-vit-l-14 --images 512 --workers 8
+Images: ImageNet-val-like JPEGs (quality 90, the usual 500x375 / 375x500 / 500x333 ... sizes, smooth
+colour with grain: ~90 KB, where pure noise would be ~3x larger and slower to decode than photos).
+
+  python bench/perf_baselines.py --arch resnet-50 --arch clip-vit-l-14 --images 2048
   python bench/perf_baselines.py --arch smoke-clip --device cpu      # seconds, a smoke test
 """
 from __future__ import annotations
@@ -81,7 +88,9 @@ def build_clip_l14(device, dtype, settings, labels):
     # Byte-level tokenizer: ~3x more tokens per prompt than CLIP's BPE, so text time is an upper bound.
     images = _processor_class("CLIPImageProcessor", settings)()  # defaults = the checkpoint's
     processor = CLIPProcessor(image_processor=images, tokenizer=byte_clip_tokenizer())
-    return _timed_text(lambda: baselines.clip_backend(model, processor, labels, settings), device)
+    backend = _timed_text(lambda: baselines.clip_backend(model, processor, labels, settings), device)
+    _BUILT["clip-vit-l-14"] = (model, processor, backend.text_embeddings)
+    return backend
 
 
 def build_resnet50(device, dtype, settings, labels):
@@ -90,7 +99,9 @@ def build_resnet50(device, dtype, settings, labels):
     model = _on_device(lambda: ResNetForImageClassification(ResNetConfig(num_labels=1000)), device, dtype)
     # microsoft/resnet-50 preprocessor_config.json: shortest edge 224 / crop_pct 0.875, bicubic
     processor = _processor_class("ConvNextImageProcessor", settings)(
-        size={"shortest_edge": 224}, crop_pct=0.875, resample=3)
+        size={"shortest_edge": 224}, crop_pct=0.875, resample=3,
+        image_mean=[0.485, 0.456, 0.406], image_std=[0.229, 0.224, 0.225])
+    _BUILT["resnet-50"] = (model, processor, None)
     return baselines.classifier_backend(model, processor, labels, settings)
 
 
@@ -101,6 +112,7 @@ def build_vit_l16(device, dtype, settings, labels):
                        patch_size=16, image_size=224, num_labels=1000)
     model = _on_device(lambda: ViTForImageClassification(config), device, dtype)
     processor = _processor_class("ViTImageProcessor", settings)(image_mean=[0.5] * 3, image_std=[0.5] * 3)
+    _BUILT["vit-l-16"] = (model, processor, None)
     return baselines.classifier_backend(model, processor, labels, settings)
 
 
@@ -122,36 +134,64 @@ def _timed_text(make, device):
 FULL = {"clip-vit-l-14": build_clip_l14, "resnet-50": build_resnet50, "vit-l-16": build_vit_l16}
 
 
-def make_backend(arch: str, device: str, settings: BackendSettings, labels: LabelSet):
+_BUILT: dict = {}
+
+
+def make_backend(arch: str, device: str, settings: BackendSettings, labels: LabelSet, quiet: bool = False):
+    """A backend for `arch`; full-size models are built once and rewrapped for each image path."""
     if arch.startswith("smoke-"):
         return baselines.load(load_catalog()[arch], settings, labels)
+    if arch in _BUILT:
+        model, processor, text = _BUILT[arch]
+        if text is not None:
+            backend = baselines.DirectBackend(baselines._image_preprocessor(processor.image_processor),
+                                              _clip_score(model, text), len(labels), settings,
+                                              baselines._spec(processor.image_processor), str(model.device))
+            backend.text_embeddings = text
+            return backend
+        return baselines.classifier_backend(model, processor, labels, settings)
     _, dtype = baselines.resolve_device(settings)
     return FULL[arch](device, dtype, settings, labels)
+
+
+def _clip_score(model, text):
+    def score(pixels):
+        import torch
+
+        with torch.inference_mode():
+            feats = baselines._pooled(model.get_image_features(pixel_values=pixels.to(model.device, model.dtype)))
+            return baselines._normalise(feats.float()) @ text.T
+
+    return score
 
 
 # ---------------------------------------------------------------- measurements
 
 
+SIZES = ((500, 375), (375, 500), (500, 333), (500, 500), (333, 500), (500, 400), (400, 500), (640, 480))
+
+
 def jpeg_bytes(n: int, seed: int = 0) -> list[bytes]:
-    """375x500 quality-90 JPEGs (ImageNet val's typical size), as gpu_reference.py's PIL test.
-    A few distinct ones, repeated: decoding cost does not depend on which."""
+    """n JPEGs, 16 distinct ones (sizes above) repeated: decoding cost does not depend on which."""
     import numpy as np
     from PIL import Image
 
     rng = np.random.default_rng(seed)
     distinct = []
-    for _ in range(8):
+    for i in range(16):
+        w, h = SIZES[i % len(SIZES)]
+        coarse = Image.fromarray((rng.random((h // 24, w // 24, 3)) * 255).astype("uint8")).resize((w, h), Image.BICUBIC)
+        arr = np.clip(np.asarray(coarse).astype(int) + rng.integers(-20, 20, (h, w, 3)), 0, 255).astype("uint8")
         buf = io.BytesIO()
-        Image.fromarray((rng.random((375, 500, 3)) * 255).astype("uint8")).save(buf, "JPEG", quality=90)
+        Image.fromarray(arr).save(buf, "JPEG", quality=90)
         distinct.append(buf.getvalue())
     return [distinct[i % len(distinct)] for i in range(n)]
 
 
-def decode(data: bytes, lazy: bool = False):
+def decode(data: bytes):
     from PIL import Image
 
-    image = Image.open(io.BytesIO(data))
-    return image if lazy else image.convert("RGB")
+    return Image.open(io.BytesIO(data)).convert("RGB")
 
 
 def queries(images, n_classes: int, seed: int = 0) -> list[Query]:
@@ -182,14 +222,36 @@ def measure_preprocess(backend, images, workers: int) -> float:
         return len(images) / (time.perf_counter() - t)
 
 
-def measure_e2e(backend, data: list[bytes], n_classes: int, lazy: bool) -> float:
-    backend.answer(queries([decode(b) for b in data[:backend.batch_size]], n_classes))  # warm-up
+def measure_decode(pipeline, data: list[bytes], batch: int) -> float:
+    pipeline.pixels(pipeline.submit(data[:batch]))  # warm-up (nvJPEG init, worker start)
+    sync(pipeline.device)
     t = time.perf_counter()
-    images = [decode(b, lazy=lazy) for b in data]
-    answers = backend.answer(queries(images, n_classes))
+    for i in range(0, len(data), batch):
+        pipeline.pixels(pipeline.submit(data[i:i + batch]))
+    sync(pipeline.device)
+    return len(data) / (time.perf_counter() - t)
+
+
+def measure_e2e(backend, data: list[bytes], n_classes: int) -> tuple[float, list]:
+    """JPEG bytes in, answers out, as the runner hands them over (encoded: the backend decodes)."""
+    backend.answer(queries(data[:backend.batch_size], n_classes))  # warm-up
+    qs = queries(data, n_classes)  # candidate sets drawn before the clock (~50 us each, not image work)
+    t = time.perf_counter()
+    answers = backend.answer(qs)
     elapsed = time.perf_counter() - t
     assert all(a.error is None for a in answers), answers[0]
-    return len(data) / elapsed
+    return len(data) / elapsed, [a.class_id for a in answers]
+
+
+def pixel_agreement(backend, data: list[bytes]) -> dict:
+    """New path's pixels vs the HF processor's on the same decoded images, in grey levels."""
+    import torch
+
+    pixels, _ = backend.pipeline.pixels(backend.pipeline.submit(data))
+    ref = torch.cat([backend.preprocess(decode(b)) for b in data]).to(pixels.device)
+    std = torch.tensor(backend.pipeline.spec.std, device=pixels.device).view(1, 3, 1, 1) * 255
+    diff = (pixels - ref).abs() * std
+    return {"max_levels": round(diff.max().item(), 3), "mean_levels": round(diff.mean().item(), 4)}
 
 
 def run_arch(arch: str, args, device: str) -> None:
@@ -197,16 +259,31 @@ def run_arch(arch: str, args, device: str) -> None:
     extra = {"workers": args.workers, **({"image_backend": args.image_backend} if args.image_backend else {})}
     settings = BackendSettings(device=device, batch_size=args.batch, dtype=args.dtype, extra=extra)
     backend = make_backend(arch, device, settings, labels)
-    common = dict(arch=arch, device=device, batch=args.batch, workers=args.workers)
-    emit(part="encode", **common, img_per_s=round(measure_encode(backend, device, args.batch, args.reps), 1))
+    common = dict(arch=arch, device=device, batch=args.batch)
+    encode = measure_encode(backend, device, args.batch, args.reps)
+    emit(part="encode", **common, img_per_s=round(encode, 1))
     data = jpeg_bytes(args.images)
-    decoded = [decode(b) for b in data]
-    emit(part="preprocess", **common, image_backend=args.image_backend or "default",
-         img_per_s=round(measure_preprocess(backend, decoded, args.workers), 1))
-    for lazy in (False, True):
-        emit(part="e2e", **common, ways=min(WAYS, len(labels)), decode="pool" if lazy else "caller",
-             img_per_s=round(measure_e2e(backend, data, len(labels), lazy), 1))
+    emit(part="preprocess", **common, path="processor", threads=args.workers, image_backend=args.image_backend or "default",
+         img_per_s=round(measure_preprocess(backend, [decode(b) for b in data[:512]], args.workers), 1))
     backend.close()
+    paths = args.path or (["processor", "gpu", "processes"] if device.startswith("cuda") else ["processor", "processes"])
+    picks = {}
+    for path in paths:
+        new_settings = settings.with_(extra={**extra, "image_path": path,
+                                             "workers": args.workers if path == "processor" else args.procs})
+        b = make_backend(arch, device, new_settings, labels, quiet=True)
+        if b.pipeline is not None:
+            emit(part="decode", **common, path=path, workers=b.pipeline.workers,
+                 img_per_s=round(measure_decode(b.pipeline, data, args.batch), 1))
+        rate, picks[path] = measure_e2e(b, data, len(labels))
+        emit(part="e2e", **common, path=path, ways=min(WAYS, len(labels)),
+             workers=b.pipeline.workers if b.pipeline else args.workers,
+             img_per_s=round(rate, 1), of_encode=round(rate / encode, 3), note=b.notes[0])
+        if b.pipeline is not None:
+            same = sum(x == y for x, y in zip(picks[path], picks.get("processor", picks[path]))) / len(data)
+            emit(part="equal", **common, path=path, **pixel_agreement(b, jpeg_bytes(16, seed=1)),
+                 answers_equal_to_processor=round(same, 4))
+        b.close()
 
 
 def parse_args(argv=None):
@@ -215,9 +292,12 @@ def parse_args(argv=None):
                    help="repeatable; default resnet-50 and clip-vit-l-14")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
     p.add_argument("--dtype", default="auto", help="auto (fp16 on CUDA, fp32 on CPU) | bf16 | fp16 | fp32")
-    p.add_argument("--images", type=int, default=None, help="images per e2e run (default 1024 on CUDA, 32 on CPU)")
+    p.add_argument("--images", type=int, default=None, help="images per e2e run (default 2048 on CUDA, 64 on CPU)")
     p.add_argument("--batch", type=int, default=None, help="batch size (default 256 on CUDA, 16 on CPU)")
-    p.add_argument("--workers", type=int, default=min(8, os.cpu_count() or 1), help="preprocessing threads")
+    p.add_argument("--workers", type=int, default=min(8, os.cpu_count() or 1), help="threads of the old processor path")
+    p.add_argument("--procs", type=int, default=None, help="worker processes of the 'processes' path (default: cores, at most 16)")
+    p.add_argument("--path", action="extend", nargs="+", choices=("processor", "gpu", "processes"),
+                   help="image paths to time end to end (default: all that the device has)")
     p.add_argument("--classes", type=int, default=1000, help="CLIP classes to embed (text time grows with it)")
     p.add_argument("--image-backend", choices=("pil", "torchvision"), default=None)
     p.add_argument("--reps", type=int, default=None, help="encode repetitions (default 5 on CUDA, 2 on CPU)")
@@ -231,11 +311,14 @@ def main(argv=None) -> None:
     args = parse_args(argv)
     device = args.device if args.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
     gpu = device.startswith("cuda")
-    args.images = args.images or (1024 if gpu else 32)
+    args.images = args.images or (2048 if gpu else 64)
     args.batch = args.batch or (256 if gpu else 16)
     args.reps = args.reps or (5 if gpu else 2)
+    args.procs = args.procs or min(16, os.cpu_count() or 1)
+    sample = jpeg_bytes(16)
     emit(part="env", device=torch.cuda.get_device_name(0) if gpu else "cpu", cores=os.cpu_count(),
-         torch=torch.__version__, transformers=transformers.__version__)
+         torch=torch.__version__, transformers=transformers.__version__,
+         jpeg_kb=round(sum(map(len, sample)) / len(sample) / 1024, 1))
     for arch in args.arch or ["resnet-50", "clip-vit-l-14"]:
         run_arch(arch, args, device)
 

@@ -4,6 +4,7 @@
 """
 from __future__ import annotations
 
+import os
 import random
 
 import pytest
@@ -12,6 +13,14 @@ from vlmcls import candidates, metrics, prompts
 from vlmcls.data import stratified
 from vlmcls.labels import imagenet_labelset
 from vlmcls.types import Prediction
+
+# pytest-benchmark cannot time inside xdist workers (it would run each function once, untimed, and
+# print no table): say so once instead of dropping the figures silently.
+pytestmark = pytest.mark.skipif(
+    "PYTEST_XDIST_WORKER" in os.environ,
+    reason="micro-benchmarks are not timed under xdist (-n): run them serially, "
+           "e.g. pytest bench/test_micro.py bench/test_micro_resolve.py",
+)
 
 LABELS = imagenet_labelset()
 

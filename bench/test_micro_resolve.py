@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import importlib.util
 import itertools
+import os
 import random
 from functools import lru_cache
 from pathlib import Path
@@ -19,6 +20,14 @@ import pytest
 
 from vlmcls.resolve import Resolver, nli_pipeline
 from vlmcls.types import LabelSet
+
+# pytest-benchmark cannot time inside xdist workers (it would run each function once, untimed, and
+# print no table): say so once instead of dropping the figures silently.
+pytestmark = pytest.mark.skipif(
+    "PYTEST_XDIST_WORKER" in os.environ,
+    reason="micro-benchmarks are not timed under xdist (-n): run them serially, "
+           "e.g. pytest bench/test_micro.py bench/test_micro_resolve.py",
+)
 
 WAYS = (20, 100, 1000)
 STYLES = (

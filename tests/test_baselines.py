@@ -285,3 +285,56 @@ def test_importing_the_backend_does_not_import_torch():
     code = "import sys, vlmcls.backends.baselines, vlmcls.smoke.baselines; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+# ---------------------------------------------------------------- encoded images, the tensor path
+
+
+def _jpeg(image, fmt="JPEG") -> bytes:
+    import io
+
+    buf = io.BytesIO()
+    image.convert("RGB").save(buf, fmt)
+    return buf.getvalue()
+
+
+@pytest.mark.parametrize("kind", list(KINDS))
+def test_encoded_images_give_the_processor_paths_answers(kind, imagenet, images):
+    """The runner hands over encoded bytes (JPEG and PNG here); the tensor path and the old HF
+    processor path must pick the same classes."""
+    encoded = [_jpeg(im, "PNG" if i % 3 == 0 else "JPEG") for i, im in enumerate(images)]
+    queries = _queries(encoded, _random_sets(len(encoded), 10, seed=11))
+    picks = {}
+    for path in ("auto", "processor"):
+        backend = baselines.load(_entry(kind), SETTINGS.with_(extra={**SETTINGS.extra, "image_path": path}), imagenet)
+        picks[path] = [a.class_id for a in backend.answer(queries)]
+        notes = backend.notes
+        backend.close()
+        assert all(p is not None for p in picks[path])
+        assert ("worker process" in notes[0]) == (path == "auto") and len(notes) == 1
+    assert picks["auto"] == picks["processor"]
+
+
+def test_the_runner_hands_over_encoded_images_and_a_broken_one_is_one_error_row(imagenet, images, tmp_path):
+    from vlmcls.resolve import Resolver
+    from vlmcls.runner import CaseSpec, run_case
+    from vlmcls.types import Sample
+
+    (tmp_path / "a.jpg").write_bytes(_jpeg(images[1]))
+    samples = [Sample("s0", 3, _jpeg(images[0])), Sample("s1", 5, str(tmp_path / "a.jpg")),
+               Sample("bad", 7, b"\xff\xd8\xff not really a jpeg"), Sample("gone", 9, str(tmp_path / "nope.jpg")),
+               Sample("s4", 11, _jpeg(images[2]))]
+    backend = baselines.load(_entry("resnet"), SETTINGS, imagenet)
+    assert backend.decodes_images
+    spec = CaseSpec(model=_entry("resnet"), ways=5, settings=SETTINGS)
+    result = run_case(spec, samples, imagenet, backend, Resolver("exact", imagenet))
+    backend.close()
+    rows = {p.sample_id: p for p in result.predictions}
+    assert [rows[s].stage for s in ("s0", "s1", "bad", "gone", "s4")] == ["direct", "direct", "error", "error", "direct"]
+    assert "nope.jpg" in rows["gone"].error and rows["bad"].error.count("\n") == 0
+    assert result.notes and "images:" in result.notes[0]
+
+
+def test_unknown_image_path_is_misuse(imagenet):
+    with pytest.raises(ValueError, match="image_path"):
+        baselines.load(_entry("vit"), SETTINGS.with_(extra={"image_path": "fast"}), imagenet)

@@ -225,10 +225,10 @@ def test_out_of_memory_halves_the_batch(catalog, built, monkeypatch):
     backend = _load(catalog["smoke-qwen2-vl"], batch_size=4)
     generate = backend._generate
 
-    def tight(batch, inputs, t0):  # pretend only two images fit on the GPU
+    def tight(batch, prep):  # pretend only two images fit on the GPU
         if len(batch) > 2:
             raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
-        return generate(batch, inputs, t0)
+        return generate(batch, prep)
 
     monkeypatch.setattr(backend, "_generate", tight)
     answers = backend.answer(_queries(5))
@@ -337,16 +337,37 @@ def test_perf_script_runs_the_backend_on_a_smoke_model(built, capsys, tmp_path):
     from vlmcls import perf
 
     out = tmp_path / "perf.jsonl"
-    perf.main(["--arch", "smoke-qwen2-vl", "--ways", "5", "--batch-sizes", "1,2", "--images", "2",
+    perf.main(["--arch", "smoke-qwen2-vl", "--ways", "5", "--batch-sizes", "1,2,auto", "--images", "2",
                "--new-tokens", "2", "--device", "cpu", "--out", str(out)])
     rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert rows == [json.loads(line) for line in out.read_text().splitlines()]
     runs = [r for r in rows if r["part"] == "hf_vlm_generate"]
     assert [(r["layout"], r["batch_size"]) for r in runs] == [
-        ("thesis", 1), ("thesis", 2), ("labels-first", 1), ("labels-first", 2)]
+        ("thesis", 1), ("thesis", 2), ("thesis", "auto"), ("labels-first", 1), ("labels-first", 2),
+        ("labels-first", "auto")]
     assert all(r["images_per_s"] > 0 and r["prefill_s"] > 0 and r["notes"] == [] for r in runs)
     assert all(r["errors"] == 0 and r["new_tokens"] == 2 and r["prompt_tokens"] > 50 for r in runs)
-    assert runs[0]["speedup_vs_b1"] == 1.0 and runs[3]["speedup_vs_thesis"] is not None
+    assert runs[0]["speedup_vs_b1"] == 1.0 and runs[4]["speedup_vs_thesis"] is not None
+    assert rows[0]["part"] == "env" and rows[0]["peak_tflops"] > 0 and rows[0]["peak_dtype"] == "float32"
+    assert all(r["tflop_per_image"] > 0 and r["mfu"] > 0 for r in runs)
+    # the cached label list is not recomputed: fewer FLOPs per image than the same prompt without the cache
+    assert runs[4]["tflop_per_image"] < runs[1]["tflop_per_image"]
+
+
+def test_model_flops_of_qwen2_vl_2b_match_the_published_estimate():
+    """2 x parameters x tokens + attention, on the full-size config (meta device: no memory, no init)."""
+    import torch
+
+    from vlmcls import perf
+
+    with torch.device("meta"):
+        model, _ = perf.qwen2_vl_2b(perf.imagenet_names(), "meta", torch.bfloat16)
+    counts = perf.parameter_counts(model)
+    assert 1.2e9 < counts["language"] < 1.4e9 and 0.6e9 < counts["vision"] < 0.7e9
+    # 500x375 images: 936 patches; 12 new tokens; ../shared/perf/README.md: about 2.7 / 3.8 / 20 / 2.5 TFLOP
+    tflop = [perf.flops_per_image(model, t, 12, 936, cached) / 1e12
+             for t, cached in ((477, 0), (835, 0), (4874, 0), (4874, 4600))]
+    assert 2.5 < tflop[0] < 2.9 and 3.4 < tflop[1] < 4.0 and 15 < tflop[2] < 21 and 2.2 < tflop[3] < 2.7
 
 
 def test_perf_tokenizer_matches_the_real_label_cost():

@@ -119,34 +119,39 @@ def test_worse_than_baseline_reads_json_records_and_refuses_to_guess_without_ove
 
 
 # ---------------------------------------------------------------------------------- the study
-def test_study_table_lists_every_study_model_and_marks_those_not_run():
+def test_study_table_compares_run_rows_and_names_every_other_study_row_once():
     right = 90
     rows = [case("qwen2-vl-2b", 20, preds(100, wrong=100 - right), reference={20: 0.92})[0],
-            case("gpt-4o", 100, preds(50, wrong=10))[0]]
-    table = report.parse_table(compare.study_section(rows, load_catalog()))
+            case("gpt-4o", 100, preds(50, wrong=10))[0]]  # gpt-4o at 100-way: not a study row
     catalog = load_catalog()
-    expected = set(compare.STUDY_MODELS) | {n for n, e in catalog.items() if e.reference}
-    assert {line["Model"] for line in table} == expected
-    for name, entry in catalog.items():  # every published number has its line
-        for ways, acc in entry.reference.items():
-            assert any(l["Model"] == name and l["N"] == str(ways) and l["Study accuracy"] == f"{acc:.3f}" for l in table)
-    by = {(l["Model"], l["N"]): l for l in table}
-    qwen = by[("qwen2-vl-2b", "20")]
-    assert (qwen["This run"], qwen["Difference"], qwen["Study inside CI"]) == ("0.900", f"{0.90 - 0.92:+.3f}", "yes")
-    assert by[("gpt-4o", "1000")]["This run"] == "not run" and by[("gpt-4o", "1000")]["Study accuracy"] == "0.790"
-    assert by[("gpt-4o", "100")]["This run"] == "0.800" and by[("gpt-4o", "100")]["Study accuracy"] == ""
-    assert by[("llava-1.6-vicuna-7b", "–")]["This run"] == "not run"
+    text = compare.study_section(rows, catalog)
+    table = report.parse_table(text.split("### Averaging conventions")[0])
+    assert [(l["Model"], l["N"]) for l in table] == [("qwen2-vl-2b", "20")]
+    qwen = table[0]
+    assert (qwen["Accuracy"], qwen["Study inside CI"]) == (f"0.900 vs 0.92 ({0.90 - 0.92:+.3f})", "yes")
+    line = next(l for l in text.splitlines() if "study rows not run:" in l)
+    published = [(n, r.ways) for n, e in catalog.items() for r in e.study_rows()]
+    assert line.startswith(f"{len(published) - 1} study rows not run:")
+    for name, ways in published:  # every published row is either compared or named as not run
+        assert (name, ways) == ("qwen2-vl-2b", 20) or f"{name} {ways}-way" in line
+    assert "not run |" not in text  # no table of "not run" lines
 
 
-# ---------------------------------------------------------------------------------- the CLI
 def test_report_rerenders_a_run_in_place_with_plots(run_copy, capsys):
     assert main(["report", str(run_copy)]) == 0
     assert capsys.readouterr().out.strip() == f"report: {run_copy / 'report.md'}"
     text = (run_copy / "report.md").read_text()
     assert "## 20-way" in text and "## 100-way" in text and "## Compared with the study" in text
-    assert "![accuracy vs N](plots/accuracy_vs_n.png)" in text and "![resolver stages](plots/resolver_stages.png)" in text
+    assert "![accuracy vs N](plots/accuracy_vs_n.png)" in text
     links = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", text)
-    assert len(links) == 2 + 2  # two summary plots + one confusion chart per case
+    # plots only where they carry something: the stage plot when several stages decided, one
+    # run-wide confusion chart when a pair occurred twice or more
+    stages = {s for c in json.loads((run_copy / "results.json").read_text())["cases"] for s, v in c["stages"].items() if v}
+    part = section(text, "## Most frequent confusions")
+    table = report.parse_table(part) if "| True label" in part else []
+    assert table or "No (true, predicted) pair occurred 2 times or more" in part
+    assert len(links) == 1 + (len(stages) > 1) + bool(table)
+    assert all(int(line["Count"]) >= 2 for line in table)
     for link in links:
         assert is_png(run_copy / link), link
     assert {c["case_id"] for c in json.loads((run_copy / "results.json").read_text())["cases"]} == {
@@ -186,10 +191,10 @@ def test_hostile_label_cannot_break_the_confusion_table(tmp_path):
     text = (run / "report.md").read_text()
     assert "<script>" not in text and "<b>" not in text
     table = report.parse_table(section(text, "## Most frequent confusions"))
-    assert len(table) == 2 and all(len(line) == 3 for line in table)
-    assert table[0]["True label"].startswith("cat | dog") and table[0]["Count"] == "6"
+    assert len(table) == 2 and all(len(line) == 4 for line in table)
+    assert table[0]["True label"].startswith("cat | dog") and table[0]["Count"] == "6" and table[0]["Cases"] == "m-20way"
     assert table[0]["Predicted label"] == "dog|&lt;b&gt;x&lt;/b&gt; row"
-    assert is_png(run / "plots" / "confusions-m-20way.png")
+    assert is_png(run / "plots" / "confusions.png")
 
 
 def test_report_merges_two_runs_later_run_wins(run_copy):
@@ -207,7 +212,10 @@ def test_report_merges_two_runs_later_run_wins(run_copy):
     assert set(cases) == {"smoke-echo-20way", "smoke-echo-100way", "other-20way"}
     assert cases["smoke-echo-20way"]["metrics"]["n"] == 40  # from run2, the later one
     assert cases["smoke-echo-100way"]["metrics"]["n"] == 60  # run2 only skipped it: run1's result stays
-    assert "smoke-echo-20way" in proc.stderr and "the later run wins" in proc.stderr and "kept the result" in proc.stderr
+    assert "merged 2 runs into 3 cases: 1 taken from a later run (the later run wins), 1 kept" in proc.stderr
+    # one summary line, not one per case; run2 was written with another NLI model: a warning says so
+    assert proc.stderr.splitlines()[1].startswith("vlmcls: warning: the merged runs differ in settings (nli_model: ")
+    assert len(proc.stderr.strip().splitlines()) == 2
     text = (merged / "report.md").read_text()
     assert "## Sources" in text and "the later run wins" in text and str(run2) in text
     assert (merged / "samples" / "smoke-echo-20way.jsonl").read_text() == (run2 / "samples" / "smoke-echo-20way.jsonl").read_text()
@@ -225,7 +233,7 @@ def test_report_compares_with_a_baseline(tmp_path):
     assert line["Case"] == "m-20way" and line["Verdict"] == "significantly worse than the baseline"
     assert (line["Lost (b)"], line["Gained (c)"], line["Only here"], line["Only in baseline"]) == ("40", "0", "7", "0")
     assert float(line["p-value"]) == pytest.approx(compare.mcnemar(40, 0), rel=1e-2)
-    assert "fresh-20way: not in the baseline" in part and "gone-20way: only in the baseline" in part
+    assert "fresh-20way: not in the baseline" in part and "only in the baseline (1 cases, not run now): gone-20way" in part
     assert not (now / "plots").exists() and "![" not in text and "## Most frequent confusions" in text
 
 

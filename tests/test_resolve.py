@@ -135,9 +135,9 @@ def test_only_negated_mentions_are_unresolved_with_a_reason():
 # ------------------------------------------------------------------ modes
 
 def test_unknown_mode_names_the_valid_ones():
-    with pytest.raises(ValueError, match="thesis, exact, nli, constrained"):
+    with pytest.raises(ValueError, match="thesis, exact, nli, constrained, rank"):
         Resolver("fuzzy", LABELS)
-    assert MODES == ("thesis", "exact", "nli", "constrained")
+    assert MODES == ("thesis", "exact", "nli", "constrained", "rank")
 
 
 @pytest.mark.parametrize("answer, expected", [
@@ -194,8 +194,8 @@ def test_nli_returns_a_candidate(nli_model):
 
 def test_nli_winner_does_not_depend_on_candidate_order(nli_model):
     ids = list(range(0, 1000, 50))
-    # Small batches: a permutation changes which pairs share a batch (and its padding).
-    r = Resolver("nli", LABELS, nli_model=nli_model, device="cpu", nli_batch_size=7)
+    # Small batches (~7 pairs): a permutation could change which pairs share a batch (and its padding).
+    r = Resolver("nli", LABELS, nli_model=nli_model, device="cpu", nli_batch_tokens=400)
     winners = set()
     for seed in range(4):
         random.Random(seed).shuffle(ids)
@@ -206,9 +206,9 @@ def test_nli_winner_does_not_depend_on_candidate_order(nli_model):
 def test_nli_runs_one_forward_pass_per_answer(nli_model, forward_calls):
     r = Resolver("nli", LABELS, nli_model=nli_model, device="cpu")
     r.resolve("some fish", list(range(100)))
-    assert len(forward_calls) == 1
-    Resolver("nli", LABELS, nli_model=nli_model, device="cpu", nli_batch_size=40).resolve("fish", list(range(100)))
-    assert len(forward_calls) == 1 + 3  # batch_size reaches the pipeline: 100 pairs in 40 + 40 + 20
+    assert len(forward_calls) == 1  # 100 pairs of ~40 byte tokens: far below the token budget
+    Resolver("nli", LABELS, nli_model=nli_model, device="cpu", nli_batch_tokens=1000).resolve("fish", list(range(100)))
+    assert len(forward_calls) > 3  # the budget reaches the model: ~4,000 tokens in passes of <= 1,000
 
 
 def test_nli_pipeline_loads_once_per_process(nli_model, monkeypatch):
@@ -219,7 +219,7 @@ def test_nli_pipeline_loads_once_per_process(nli_model, monkeypatch):
     for _ in range(2):
         r = Resolver("thesis", LABELS, nli_model=nli_model, device="cpu")
         r.resolve_many([("un gato", ids_of(CATS)), ("ein Hund", ids_of(("pug", "beagle")))])
-    assert loads == [(nli_model, "cpu")]
+    assert loads == [(nli_model, "cpu", "auto")]
 
 
 def test_nli_shared_label_takes_the_first_and_says_so(nli_model):
@@ -249,6 +249,6 @@ def test_batched_nli_decides_exactly_as_the_zero_shot_pipeline(nli_model, answer
     pipe = resolve.nli_pipeline(nli_model, "cpu")
     hyps = sorted({LABELS.names[c] for c in ids})
     out = pipe(answer, candidate_labels=hyps, hypothesis_template=resolve.HYPOTHESIS, multi_label=False, batch_size=1024)
-    mine = torch.softmax(resolve.entailment_logits(pipe, answer, hyps), 0)
+    mine = torch.softmax(resolve.entailment_scores(pipe, [(answer, hyps)])[0], 0)
     theirs = torch.tensor([dict(zip(out["labels"], out["scores"]))[h] for h in hyps])
     assert torch.allclose(mine, theirs, atol=1e-5)

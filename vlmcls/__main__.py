@@ -14,8 +14,9 @@ import uuid
 from pathlib import Path
 from typing import Sequence
 
-from . import report
+from . import provenance, report
 from .compare import Run, RunError, finish_report, load_run
+from .plots import SETTING_KEYS
 
 DEFAULT_REPORTS = Path("reports")
 
@@ -59,14 +60,37 @@ def cmd_report(args: argparse.Namespace) -> int:
     chosen, notes = merge(runs)
     out = output_dir(args.out, runs)
     rows = [row for _, row in chosen.values()]
+    mixed = mixed_settings(rows) if len(runs) > 1 else ""
+    meta = _meta(runs, out, notes, mixed)
     copy_samples(chosen, out)
-    report.write_report(rows, out, _meta(runs, out, notes))
+    report.write_report(rows, out, meta)
     path = finish_report(out, rows, catalog=catalog, baseline=baseline, plots=not args.no_plots,
-                         sources=sources_section(runs, notes))
-    for note in notes:
-        print(f"vlmcls: note: {note}", file=sys.stderr)
+                         sources=sources_section(runs, notes, mixed), provenance=provenance.markdown(meta))
+    if len(runs) > 1:
+        print(f"vlmcls: {merge_summary(runs, rows, notes)}", file=sys.stderr)
+    if mixed:
+        print(f"vlmcls: warning: {mixed}", file=sys.stderr)
     print(f"report: {path}")
     return 0
+
+
+def mixed_settings(rows: Sequence[dict]) -> str:
+    """'' when the merged cases ran the same settings, else one sentence naming what differs."""
+    done = [r for r in rows if r.get("metrics")]
+    differ = {k: sorted({str(r.get(k)) for r in done}) for k in SETTING_KEYS}  # what changes answers
+    differ = {k: v for k, v in differ.items() if len(v) > 1}
+    if not differ:
+        return ""
+    what = "; ".join(f"{k}: {', '.join(v)}" for k, v in differ.items())
+    return (f"the merged runs differ in settings ({what}): their cases are not directly comparable; "
+            "the tables list every value and the accuracy plot draws each setting as its own line")
+
+
+def merge_summary(runs: Sequence[Run], rows: Sequence[dict], notes: Sequence[str]) -> str:
+    replaced = sum("(the later run wins)" in n for n in notes)
+    kept = sum(": kept the result of " in n for n in notes)
+    return (f"merged {len(runs)} runs into {len(rows)} cases: {replaced} taken from a later run (the later run wins), "
+            f"{kept} kept from an earlier run where the later one has no result; the list is in report.md (Sources)")
 
 
 def _catalog(path: str | None):
@@ -131,21 +155,24 @@ def copy_samples(chosen: dict[str, tuple[Run, dict]], out: Path) -> None:
             dst.unlink(missing_ok=True)
 
 
-def _meta(runs: Sequence[Run], out: Path, notes: Sequence[str]) -> dict:
+def _meta(runs: Sequence[Run], out: Path, notes: Sequence[str], mixed: str = "") -> dict:
     if len(runs) == 1:
         meta = dict(runs[0].meta)
         if not _same(out, runs[0].path):
             meta["rendered_from"] = str(runs[0].path)
         return meta
-    return {"run_id": out.name, "merged_from": [{"path": str(r.path), "run_id": r.meta.get("run_id")} for r in runs],
-            "merge_notes": list(notes)}
+    return {"run_id": out.name, "merged_from": [{"path": str(r.path), "run_id": r.meta.get("run_id"),
+                                                 "provenance": r.meta.get("provenance")} for r in runs],
+            "merge_notes": list(notes), "merge_warning": mixed or None}
 
 
-def sources_section(runs: Sequence[Run], notes: Sequence[str]) -> str:
+def sources_section(runs: Sequence[Run], notes: Sequence[str], mixed: str = "") -> str:
     if len(runs) == 1:
         return ""
     lines = ["## Sources", "", "Merged from these runs, in order (a case in two runs is taken from the later one):", ""]
     lines += [f"{i}. {report.cell(r.name)} (run {report.cell(r.meta.get('run_id', '?'))})" for i, r in enumerate(runs, 1)]
+    if mixed:
+        lines += ["", f"**Warning**: {report.cell(mixed)}."]
     if notes:
         lines += ["", *[f"- {report.cell(n)}" for n in notes]]
     return "\n".join(lines)

@@ -9,6 +9,13 @@ from typing import Any, Mapping
 from .settings import QUANTS  # one list for the catalog and the CLI
 
 DEFAULT_CATALOG = Path(__file__).with_name("catalog.toml")
+# The study ran one prompt, one label set and one resolver for every row (its settings per row --
+# N, images, quantization -- are in each model's `study` rows).
+STUDY_PROMPT, STUDY_LABELS, STUDY_RESOLVER = "thesis", "thesis", "thesis"
+STUDY_DATASET = "imagenet"  # ImageNet-1k validation
+MARGIN = 0.05  # a gate sits this far below the study's accuracy
+IMAGENET_CLASSES = 1000  # at N = all classes, N-way accuracy is plain top-1 accuracy
+STUDY_METRICS = ("precision", "recall", "f1", "accuracy")
 DTYPES = ("auto", "bfloat16", "float16", "float32")
 # `options` keys a backend reads from settings.extra (besides the BackendSettings fields, which
 # `defaults` lifts into the settings). Keep in step with the backends: a key not listed here is a
@@ -19,6 +26,24 @@ BACKEND_OPTIONS = (
     "choice_field", "greedy", "max_retry_after_s",  # API backends
     "styles", "delay_s", "crash", "load_log",  # echo (tests)
 )
+
+
+@dataclass(frozen=True)
+class StudyRow:
+    """One row of the study's tables: its figures and the settings it ran them with. Precision,
+    recall, F1 and images are None for a user's accuracy-only `reference`."""
+
+    model: str
+    ways: int
+    accuracy: float
+    precision: float | None = None
+    recall: float | None = None
+    f1: float | None = None
+    images: int | None = None
+    quant: str | None = None  # local VLMs only
+
+    def metric(self, name: str) -> float | None:
+        return getattr(self, name)
 
 
 @dataclass(frozen=True)
@@ -35,6 +60,8 @@ class ModelEntry:
     price: tuple[float, float] | None = None  # USD per million input / output tokens
     options: Mapping[str, Any] = field(default_factory=dict)
     samples: int | None = None  # default subset size when --samples is not given (slow smoke models)
+    study: tuple[StudyRow, ...] = ()  # the study's rows for this model
+    top1: float | None = None  # published ImageNet-1k top-1 accuracy of these weights (baselines)
 
     @property
     def is_local_hf(self) -> bool:
@@ -47,12 +74,39 @@ class ModelEntry:
         return f"{self.name}-{settings_quant or self.quant}"
 
     def threshold(self, ways: int) -> float | None:
-        """The accuracy gate at N-way. Smoke models get 0: random weights can sit below chance for
-        good (a random CLIP prefers the same few classes for every image), so their gate checks the
-        plumbing instead -- every sample predicted, no error row (see session.check_gate)."""
+        """The accuracy gate at N-way: `thresholds` if given, else the study's accuracy - MARGIN,
+        except where that figure cannot be top-1 accuracy (`doubt`): no gate on an impossible number.
+        Smoke models get 0: random weights can sit below chance for good (a random CLIP prefers the
+        same few classes for every image), so their gate checks the plumbing instead -- every sample
+        predicted, no error row (see session.check_gate)."""
+        if ways in self.thresholds:
+            return self.thresholds[ways]
         if self.smoke:
-            return self.thresholds.get(ways, 0.0)
-        return self.thresholds.get(ways)
+            return 0.0
+        row = self.study_row(ways)
+        if row is None or self.doubt(ways):
+            return None
+        return round(row.accuracy - MARGIN, 4)
+
+    def study_row(self, ways: int) -> StudyRow | None:
+        return next((r for r in self.study_rows() if r.ways == ways), None)
+
+    def study_rows(self) -> tuple[StudyRow, ...]:
+        """The `study` rows, plus an accuracy-only row per `reference` N that they do not cover."""
+        covered = {r.ways for r in self.study}
+        extra = (StudyRow(self.name, w, a) for w, a in sorted(self.reference.items()) if w not in covered)
+        return self.study + tuple(extra)
+
+    def doubt(self, ways: int) -> str | None:
+        """Why the study's figure at N-way cannot be top-1 accuracy over N classes, or None. At
+        1000-way the candidates are all of ImageNet's classes, so the task is plain top-1
+        classification: a figure far above the weights' published top-1 must be something else."""
+        row = self.study_row(ways)
+        if row is None or self.top1 is None or ways < IMAGENET_CLASSES or row.accuracy <= self.top1 + MARGIN:
+            return None
+        return (f"the study's {ways}-way accuracy {row.accuracy:.2f} is far above the published ImageNet top-1 "
+                f"of {self.name} ({self.top1:.2%}); at {ways}-way every class is "
+                "a candidate, so it cannot be top-1 accuracy over these classes: not compared, no gate")
 
     def defaults(self) -> dict[str, Any]:
         """Catalog-level settings, for resolve_settings (CLI > catalog > default). `options` keys
@@ -83,9 +137,44 @@ def _entry(name: str, raw: Mapping[str, Any], source: Path) -> ModelEntry:
     data = dict(raw)
     data["reference"] = _int_keys(raw.get("reference", {}), where)
     data["thresholds"] = _int_keys(raw.get("thresholds", {}), where)
+    data["study"] = _study_rows(name, raw.get("study", []), where, raw.get("backend"))
+    # the study's accuracies are the reference; an explicit `reference` adds N the rows lack
+    data["reference"] = {**data["reference"], **{r.ways: r.accuracy for r in data["study"]}}
+    if "top1" in raw:
+        data["top1"] = float(raw["top1"])
     if "price" in raw:
         data["price"] = tuple(float(p) for p in raw["price"])
     return ModelEntry(name=name, **data)
+
+
+_ROW_KEYS = {"ways", "images", "quant", *STUDY_METRICS}
+
+
+def _study_rows(name: str, raw: Any, where: str, backend: str | None) -> tuple[StudyRow, ...]:
+    """`study = [{ ways = 20, images = 10000, quant = "int8", precision = ..., ... }, ...]`."""
+    if not isinstance(raw, list) or not all(isinstance(r, Mapping) for r in raw):
+        raise ValueError(f"{where}: study must be a list of tables, one per N")
+    rows = []
+    for r in raw:
+        missing, unknown = sorted(_ROW_KEYS - {"quant"} - set(r)), sorted(set(r) - _ROW_KEYS)
+        if missing:
+            raise ValueError(f"{where}: a study row lacks {', '.join(missing)}")
+        if unknown:
+            raise ValueError(f"{where}: a study row has unknown keys {', '.join(unknown)}; known: {', '.join(sorted(_ROW_KEYS))}")
+        if "quant" in r and (backend != "hf-vlm" or r["quant"] not in QUANTS):
+            raise ValueError(f"{where}: a study row's quant must be one of {', '.join(QUANTS)}, for hf-vlm models only")
+        if backend == "hf-vlm" and "quant" not in r:
+            raise ValueError(f"{where}: a study row of a local VLM needs the quant the study ran it with")
+        rows.append(StudyRow(name, int(r["ways"]), images=int(r["images"]), quant=r.get("quant"),
+                             **{m: float(r[m]) for m in STUDY_METRICS}))
+    if len({r.ways for r in rows}) != len(rows):
+        raise ValueError(f"{where}: two study rows for the same N")
+    return tuple(rows)
+
+
+def study_cases(catalog: Mapping[str, ModelEntry], ways: tuple[int, ...] | None = None) -> list[tuple[ModelEntry, StudyRow]]:
+    """Every study row of the catalog (only those at `ways`, when given), in catalog order."""
+    return [(e, r) for e in catalog.values() for r in e.study if not ways or r.ways in ways]
 
 
 def _option_keys() -> tuple[str, ...]:

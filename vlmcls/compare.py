@@ -1,4 +1,4 @@
-"""Stored runs read back, and two comparisons: with the study's published accuracies, and with a
+"""Stored runs read back, and two comparisons: with the study's published figures, and with a
 saved baseline run (McNemar's test on the same samples).
 
 A run folder is what the plugin writes: `results.json` = {"meta": ..., "cases": [row, ...]} and
@@ -15,10 +15,6 @@ from typing import Any, Iterable, Mapping, Sequence
 from .report import atomic_write, cell, render_markdown
 from .types import Prediction
 
-# The study's models (catalog names). Those it scored carry a `reference` in the catalog; the others
-# are listed here so that a model it ran but never scored still shows up as a line of its own.
-STUDY_MODELS = ("qwen2-vl-2b", "qwen2-vl-7b", "llava-1.6-vicuna-7b", "llava-1.6-vicuna-13b", "phi-3-vision",
-                "gpt-4o", "gpt-4o-mini", "gpt-4v", "claude-3-haiku", "clip-vit-l-14", "resnet-50", "vit-l-16")
 ALPHA = 0.05
 # Below this many discordant pairs the chi-square approximation is poor: use the exact binomial test.
 EXACT_BELOW = 25
@@ -100,38 +96,97 @@ def _get(pred: Any, key: str) -> Any:
 
 
 # ---------------------------------------------------------------------------------- the study
-def study_models(catalog: Mapping[str, Any]) -> list[tuple[str, Mapping[int, float]]]:
-    """(name, reference accuracies per N) of every study model, and of any catalog model with a reference."""
-    names = list(STUDY_MODELS) + [n for n, e in catalog.items() if e.reference and n not in STUDY_MODELS]
-    return [(n, catalog[n].reference if n in catalog else {}) for n in names]
+STUDY_HEADERS = ["Model", "N", "Precision", "Recall", "F1-score", "Accuracy", "P/R/F1 average", "Accuracy 95% CI",
+                 "Study inside CI", "Images (run / study)", "Unlike the study", "Case"]
+METRIC_COLUMNS = (("Precision", "precision"), ("Recall", "recall"), ("F1-score", "f1"), ("Accuracy", "accuracy"))
+NOT_RUN_SHOWN = 20  # study rows named in the "not run" line before "and N more"
+AVERAGES_TEXT = (
+    "P/R/F1 average: *present* = macro over the classes among the true labels (vlmcls's default: a class never "
+    "shown does not count); *union* = scikit-learn's default `average=\"macro\"`, over the true and the predicted "
+    "classes (a class predicted but never true counts as 0: it pulls scores down when the subset holds fewer "
+    "classes than the model may name, as 1,600 images at 1000-way do); *weighted* = scikit-learn's "
+    "`average=\"weighted\"`, whose recall equals the accuracy, as in most of the study's rows. The study does not "
+    "say which it used; `--average` picks the one reported, and the table below the comparison shows all three.")
 
 
-STUDY_HEADERS = ["Model", "N", "Study accuracy", "This run", "This run 95% CI", "Difference", "Study inside CI", "Case"]
+def study_rows(catalog: Mapping[str, Any]) -> list:
+    """Every published study row of the catalog (`study` rows and accuracy-only `reference`s)."""
+    return [row for entry in catalog.values() for row in entry.study_rows()]
 
 
-def study_lines(rows: Sequence[Mapping], catalog: Mapping[str, Any]) -> list[list[str]]:
-    """One line per study model and N (the study's N and this run's); a model with neither gets one line."""
-    body = []
-    for name, reference in study_models(catalog):
-        mine = [r for r in rows if r.get("model") == name]
-        for ways in sorted(set(reference) | {r["ways"] for r in mine}) or [None]:
-            here = [r for r in mine if r["ways"] == ways]
-            ref = reference.get(ways) if ways else None
-            body += [_study_line(name, ways, ref, r) for r in here] or [_study_line(name, ways, ref, None)]
-    return body
+def study_lines(rows: Sequence[Mapping], catalog: Mapping[str, Any]) -> tuple[list[list[str]], list[str]]:
+    """(one line per run case that matches a study row, the study rows this run did not score)."""
+    body, missing = [], []
+    for study in study_rows(catalog):
+        mine = [r for r in rows if r.get("model") == study.model and r.get("ways") == study.ways]
+        done = [r for r in mine if r.get("metrics")]
+        body += [_study_line(study, catalog[study.model], r) for r in done]
+        if not done:
+            status = f" ({cell(mine[0].get('status'))})" if mine else ""
+            missing.append(f"{cell(study.model)} {study.ways}-way{status}")
+    return body, missing
 
 
-def _study_line(name: str, ways: int | None, ref: float | None, row: Mapping | None) -> list[str]:
-    study = "" if ref is None else f"{ref:.3f}"
-    m = row.get("metrics") if row else None
-    case = cell(row["case_id"]) if row else ""
-    if not m:
-        why = f"not run ({cell(row.get('status'))})" if row else "not run"
-        return [cell(name), str(ways or "–"), study, why, "", "", "", case]
+def _vs(run: float, study: float | None, doubted: bool = False) -> str:
+    """`this run vs study (difference)`; no difference against a figure that cannot be what it claims."""
+    if study is None:
+        return f"{run:.3f} vs –"
+    return f"{run:.3f} vs {study:.2f} ({'see note' if doubted else f'{run - study:+.3f}'})"
+
+
+def _study_line(study, entry, row: Mapping) -> list[str]:
+    m = row["metrics"]
     lo, hi = m["accuracy_ci"]
-    diff = "" if ref is None else f"{m['accuracy'] - ref:+.3f}"
-    inside = "" if ref is None else ("yes" if lo <= ref <= hi else "no")
-    return [cell(name), str(ways), study, f"{m['accuracy']:.3f}", f"{lo:.3f}–{hi:.3f}", diff, inside, case]
+    doubted = bool(entry.doubt(study.ways))
+    inside = "not compared: see note" if doubted else ("yes" if lo <= study.accuracy <= hi else "no")
+    images = f"{m['n']:,} / {study.images:,}" if study.images else f"{m['n']:,} / –"
+    return [cell(study.model), str(study.ways), *[_vs(m[key], study.metric(key), doubted) for _, key in METRIC_COLUMNS],
+            cell(m.get("average", "present")), f"{lo:.3f}–{hi:.3f}", inside, images,
+            cell("; ".join(unlike_study(row, study))), cell(row["case_id"])]
+
+
+def unlike_study(row: Mapping, study) -> list[str]:
+    """The settings in which this run's case differs from the study's row (images have their column)."""
+    from .catalog import STUDY_LABELS, STUDY_PROMPT, STUDY_RESOLVER
+
+    out = []
+    if study.quant and row.get("quant") and row["quant"] != study.quant:
+        out.append(f"quant {row['quant']} (study {study.quant})")
+    for key, theirs in (("prompt", STUDY_PROMPT), ("labels", STUDY_LABELS), ("resolver", STUDY_RESOLVER)):
+        if row.get(key) and row[key] != theirs:
+            out.append(f"{key} {row[key]} (study {theirs})")
+    return out
+
+
+def _not_run_line(missing: Sequence[str]) -> str:
+    shown = ", ".join(missing[:NOT_RUN_SHOWN]) + (f" and {len(missing) - NOT_RUN_SHOWN} more" if len(missing) > NOT_RUN_SHOWN else "")
+    return f"{len(missing)} study row{'s' if len(missing) != 1 else ''} not run: {shown} (`pytest bench --study` runs them all)."
+
+
+def doubt_notes(catalog: Mapping[str, Any]) -> list[str]:
+    return [f"- {cell(r.model)} {r.ways}-way: {cell(doubt)}" for r in study_rows(catalog)
+            if (doubt := catalog[r.model].doubt(r.ways))]
+
+
+CONVENTION_HEADERS = ["Case", "Precision present / union / weighted", "Recall present / union / weighted",
+                      "F1 present / union / weighted", "Largest gap"]
+
+
+def conventions_table(rows: Sequence[Mapping]) -> str:
+    """How far apart the three averaging conventions are on this run, case by case ('' if no row has them)."""
+    from tabulate import tabulate
+
+    from .settings import AVERAGES
+
+    body = []
+    for r in rows:
+        conv = (r.get("metrics") or {}).get("conventions")
+        if not conv or any(a not in conv for a in AVERAGES):
+            continue  # a row written before the conventions were recorded
+        cells = [" / ".join(f"{conv[a][key]:.3f}" for a in AVERAGES) for key in ("precision", "recall", "f1")]
+        gap = max(max(conv[a][k] for a in AVERAGES) - min(conv[a][k] for a in AVERAGES) for k in ("precision", "recall", "f1"))
+        body.append([cell(r["case_id"]), *cells, f"{gap:.3f}"])
+    return tabulate(body, headers=CONVENTION_HEADERS, tablefmt="github", disable_numparse=True) if body else ""
 
 
 def study_section(rows: Sequence[Mapping], catalog: Mapping[str, Any] | None = None) -> str:
@@ -142,14 +197,32 @@ def study_section(rows: Sequence[Mapping], catalog: Mapping[str, Any] | None = N
 
         catalog = load_catalog()
     parts = ["## Compared with the study", "",
-             "The study's published accuracy per N against this run's (difference = this run − study). "
-             "*not run*: the model or N is absent from this run."]
-    datasets = sorted({str(r["dataset"]) for r in rows if r.get("metrics") and r.get("dataset")} - {"imagenet"})
+             "Each row of the study's tables that this run scored, all four metrics as *this run vs the study "
+             "(this run − study)*; the study's figures have two decimals. The study ran ImageNet-1k validation "
+             "(20-way: 10,000 images, 10 per class; 100- and 1000-way: 1,600 images; baselines: 10,000), with its "
+             "prompt, raw labels and resolver (`thesis`) and int8 only for LLaVA 7B/13B and Qwen2-VL-7B. "
+             "*Study inside CI*: whether the study's accuracy lies inside this run's 95 % interval.", "",
+             AVERAGES_TEXT]
+    from .catalog import STUDY_DATASET
+
+    datasets = sorted({str(r["dataset"]) for r in rows if r.get("metrics") and r.get("dataset")} - {STUDY_DATASET})
     if datasets:
-        parts.append(f"The study measured ImageNet-1k validation; this run used {', '.join(cell(d) for d in datasets)}, "
-                     "so differences also reflect the data.")
-    table = tabulate(study_lines(rows, catalog), headers=STUDY_HEADERS, tablefmt="github", disable_numparse=True)
-    return "\n".join(parts + ["", table])
+        parts += ["", f"The study measured ImageNet-1k validation; this run used {', '.join(cell(d) for d in datasets)}, "
+                      "so differences also reflect the data."]
+    body, missing = study_lines(rows, catalog)
+    if body:
+        parts += ["", tabulate(body, headers=STUDY_HEADERS, tablefmt="github", disable_numparse=True)]
+    if missing:
+        parts += ["", _not_run_line(missing)]
+    notes = doubt_notes(catalog)
+    if notes:
+        parts += ["", "Study figures that cannot be top-1 accuracy over the stated classes:", "", *notes]
+    table = conventions_table([r for r in rows if r.get("metrics")])
+    if table:
+        parts += ["", "### Averaging conventions on this run", "",
+                  "Precision, recall and F1 of each case under the three conventions (`--average`); the gap is the "
+                  "largest difference between two conventions on one metric.", "", table]
+    return "\n".join(parts)
 
 
 # ---------------------------------------------------------------------------------- a baseline run
@@ -248,6 +321,7 @@ def worse_than_baseline(current_preds: Iterable[Any], baseline_preds: Iterable[A
     return result.worse, result.summary()
 
 
+BASELINE_ONLY_SHOWN = 10
 BASELINE_HEADERS = ["Case", "Accuracy", "Baseline accuracy", "Paired n", "Lost (b)", "Gained (c)", "p-value",
                     "Test", "Verdict", "Only here", "Only in baseline"]
 
@@ -267,7 +341,10 @@ def baseline_section(rows: Sequence[Mapping], run_dir: str | Path, baseline: Run
             body.append(line)
         else:
             missing.append(f"- {cell(cid)}: {cell(line)}")
-    missing += [f"- {cell(c)}: only in the baseline" for c in sorted(base_ids - {r["case_id"] for r in rows})]
+    gone = sorted(base_ids - {r["case_id"] for r in rows})
+    if gone:  # one line: a baseline of 40 cases compared with a 2-case run must not list 38 lines
+        shown = ", ".join(gone[:BASELINE_ONLY_SHOWN]) + (f" and {len(gone) - BASELINE_ONLY_SHOWN} more" if len(gone) > BASELINE_ONLY_SHOWN else "")
+        missing.append(f"- only in the baseline ({len(gone)} cases, not run now): {cell(shown)}")
     parts = [f"## Compared with the baseline {cell(baseline.meta.get('run_id') or baseline.path.name)}", "",
              f"McNemar's test on the samples both runs scored (paired by sample id), alpha {alpha}. "
              "Lost: right in the baseline, wrong now; gained: the reverse. Accuracies are on the paired samples."]
@@ -289,7 +366,7 @@ def _baseline_line(case_id: str, current: Run, baseline: Run, alpha: float) -> l
 
 # ---------------------------------------------------------------------------------- the full report
 def finish_report(out: str | Path, rows: Sequence[Mapping], *, catalog: Mapping[str, Any] | None = None,
-                  baseline: Run | None = None, plots: bool = True, sources: str = "") -> Path:
+                  baseline: Run | None = None, plots: bool = True, sources: str = "", provenance: str = "") -> Path:
     """Rewrite `out/report.md` as the study tables + sources + comparison with the study (+ baseline)
     + plots + confusions. Rendered from `rows` every time, so calling it twice never appends twice."""
     from . import plots as plots_mod
@@ -300,5 +377,6 @@ def finish_report(out: str | Path, rows: Sequence[Mapping], *, catalog: Mapping[
     if baseline is not None:
         parts.append(baseline_section(rows, out, baseline))
     parts.append(plots_mod.report_section(rows, out, draw=plots))
+    parts.append(provenance)
     atomic_write(out / "report.md", "\n\n".join(p.strip() for p in parts if p.strip()) + "\n")
     return out / "report.md"

@@ -5,7 +5,7 @@ import argparse
 from typing import Any, Callable
 
 from .prompts import LAYOUTS, TEMPLATES
-from .settings import LABEL_MODES, QUANTS, RESOLVERS
+from .settings import AVERAGES, LABEL_MODES, QUANTS, RESOLVERS
 
 DEFAULT_WAYS = (20, 100)
 
@@ -45,12 +45,39 @@ def choice(name: str, options) -> Callable[[str], str]:
     return parse
 
 
+def batch_size(text: str) -> int | str:
+    """`--batch-size 16` -> 16; `--batch-size auto` -> "auto" (local VLMs: the largest batch that fits)."""
+    return "auto" if text == "auto" else positive("--batch-size")(text)
+
+
 def device(text: str) -> str:
     import re
 
     if not re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", text):
         _fail(f"--device takes auto, cpu, mps, cuda or cuda:N (got {text!r})")
     return text
+
+
+def base_urls(text: str) -> str:
+    """`--base-url URL[,URL...]` or `--base-url FILE` (one URL per line, `#` comments) -> the URLs
+    joined by commas: several servers of one deployment share the requests (vlmcls.backends.api).
+    Not `@FILE`: pytest expands `@file` arguments itself, before any option sees them."""
+    from pathlib import Path
+
+    from .settings import server_urls
+
+    if "://" not in text:
+        try:
+            lines = Path(text).expanduser().read_text(encoding="utf-8").splitlines()
+        except OSError as exc:
+            _fail(f"--base-url takes http(s) URLs separated by commas, or a file with one per line; "
+                  f"cannot read {text!r} ({exc.strerror or exc})")
+        text = ",".join(line.split("#", 1)[0] for line in lines)
+    urls = server_urls(text)
+    bad = [u for u in urls if not u.startswith(("http://", "https://"))]
+    if not urls or bad:
+        _fail(f"--base-url takes http(s) URLs separated by commas, or a file with one per line (got {(bad or [text])[0]!r})")
+    return ",".join(urls)
 
 
 def seed(text: str) -> int:
@@ -69,21 +96,25 @@ def add_options(parser) -> None:
     add("--ways", type=ways_list, default=None, help="N-way settings, comma separated (default 20,100)")
     add("--samples", type=positive("--samples"), default=None, help="seeded stratified subset size (default: the whole split)")
     add("--seed", type=seed, default=0, help="seed for subsets, candidates and bootstrap (default 0)")
+    add("--orders", type=positive("--orders"), default=1,
+        help="ask each image K times, its candidates in K seeded orders (the first is the usual one); "
+             "the report measures order robustness and position bias (default 1)")
     add("--dataset", default="sample", help="sample | imagenet | PATH | HUB_ID[:SPLIT] (default: the bundled sample)")
     add("--prompt", type=choice("--prompt", list(TEMPLATES)), default="thesis", help=f"prompt template: {', '.join(TEMPLATES)}")
-    add("--labels", dest="labels_mode", type=choice("--labels", LABEL_MODES), default="unique",
-        help="unique (collisions disambiguated, default) or thesis (the study's raw first synonyms)")
+    add("--labels", dest="labels_mode", type=choice("--labels", LABEL_MODES), default=None,
+        help="unique (collisions disambiguated, default) or thesis (the study's raw first synonyms; default with --study)")
     add("--resolver", type=choice("--resolver", RESOLVERS), default="thesis", help=f"answer resolution: {', '.join(RESOLVERS)}")
     add("--nli-model", default=None, help="NLI model for the thesis/nli resolver (default facebook/bart-large-mnli; smoke models use a tiny one)")
-    add("--quant", type=choice("--quant", QUANTS), default=None, help="local VLM quantization (default: the catalog's, int8 for the study's models)")
+    add("--quant", type=choice("--quant", QUANTS), default=None, help="local VLM quantization (default: the catalog's; with --study the study's per row)")
     add("--dtype", type=choice("--dtype", ("auto", "bfloat16", "float16", "float32")), default=None, help="local model dtype")
     add("--device", type=device, default=None, help="auto | cpu | cuda | cuda:N (default auto; xdist workers spread over GPUs)")
-    add("--batch-size", type=positive("--batch-size"), default=None, help="images per batch for local models (default 8)")
+    add("--batch-size", type=batch_size, default=None, help="images per batch for local models, or auto: the largest that fits (default: auto on CUDA, 8 on CPU)")
     add("--max-new-tokens", type=positive("--max-new-tokens"), default=None, help="generation bound (default 32)")
     add("--layout", type=choice("--layout", LAYOUTS), default=None, help="prompt layout: thesis (default) or labels-first (KV-cache reuse)")
     add("--concurrency", type=positive("--concurrency"), default=None, help="API requests in flight (default 8)")
     add("--max-image-side", type=positive("--max-image-side"), default=None, help="API images: long side in pixels (default 768)")
-    add("--base-url", default=None, help="OpenAI-compatible server URL (vLLM, SGLang, Ollama)")
+    add("--base-url", type=base_urls, default=None,
+        help="OpenAI-compatible server URL (vLLM, SGLang, Ollama); several: URL,URL,... or a file with one per line")
     add("--api-constrained", action="store_true", default=False, help="OpenAI-compatible servers: restrict answers to the candidates")
     add("--max-cost", type=positive("--max-cost", float), default=None, help="stop API cases before spending more than this many USD")
     add("--trust-remote-code", action="store_true", default=False, help="allow hub remote code (Phi-3-vision); the report says it ran")
@@ -92,17 +123,31 @@ def add_options(parser) -> None:
     add("--store", default=None, help="per-sample result store (default <report-dir>/store.sqlite)")
     add("--baseline", default=None, help="a saved run folder: a case also fails when McNemar's test finds it significantly worse")
     add("--refresh", action="store_true", default=False, help="ignore stored results and recompute every sample")
+    add("--study", action="store_true", default=False,
+        help="run exactly the study's 18 rows with its settings per row (N, images, quant, prompt, labels, resolver); "
+             "an option given explicitly still wins, and the report says where the run differs from the study")
+    add("--average", type=choice("--average", AVERAGES), default="present",
+        help="precision/recall/F1 averaging: present (macro over true classes, default), "
+             "union (scikit-learn's default macro over true and predicted classes), weighted (scikit-learn's weighted)")
     # pytest owns --strict (strict markers/config); vlmcls honours it too: a case that cannot run
     # here then fails instead of being skipped. --strict-cases does only the vlmcls part.
     add("--strict-cases", action="store_true", default=False, help="a case that cannot run here fails instead of being skipped (also implied by pytest's --strict)")
 
 
+def labels_mode(opt) -> str:
+    """--labels as given; else the study's raw names under --study, disambiguated names otherwise."""
+    return opt.labels_mode or ("thesis" if opt.study else "unique")
+
+
 def cli_settings(opt) -> dict[str, Any]:
     """The BackendSettings fields given on the command line (None = not given)."""
     return {
-        "quant": opt.quant, "dtype": opt.dtype, "device": opt.device, "batch_size": opt.batch_size,
+        "quant": opt.quant, "dtype": opt.dtype, "device": opt.device,
+        "batch_size": None if opt.batch_size in (None, "auto") else opt.batch_size,
+        "batch_auto": None if opt.batch_size is None else opt.batch_size == "auto",
         "max_new_tokens": opt.max_new_tokens, "layout": opt.layout, "concurrency": opt.concurrency,
         "max_image_side": opt.max_image_side, "base_url": opt.base_url,
         "constrained": True if opt.resolver == "constrained" else None,
+        "rank": True if opt.resolver == "rank" else None,
         "trust_remote_code": True if opt.trust_remote_code else None,
     }

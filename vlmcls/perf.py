@@ -6,14 +6,25 @@ real backend runs on synthetic images with real N-way prompts over the ImageNet 
 prompt layouts, and one JSON line is printed per (arch, quant, layout, ways, batch size):
 
   images_per_s      steady state over --images images (warm-up batch excluded; labels-first: the label
-                    prefix is already cached, as it is for every image after the first in a real run)
+                    prefix is already cached, as it is for every image after the first in a real run);
+                    batch size 1 over the first 16 of them (its rate is steady at once, and slow)
   prefill_s         seconds for one batch generating a single token (prompt processing + 1 step)
   speedup_vs_b1     images_per_s / the batch-size-1 figure of the same run
   speedup_vs_thesis labels-first images_per_s / the thesis layout's, same ways and batch size
   prompt_tokens     mean per image (text + image tokens); new_tokens: tokens generated per image
+  tflop_per_image   model FLOPs per image: 2 x parameters x tokens for the language model (tokens it
+                    computes: a cached label prefix is not recomputed) and the vision tower, + attention
+  mfu               tflop_per_image x images_per_s / the matmul peak measured in this process (bf16 on
+                    CUDA, float32 on the CPU; the env row gives peak_tflops)
+  batch size "auto" the backend's --batch-size auto; effective_batch_size is the largest that ran
+  --resolver rank   also (or, with "rank" alone, only) ranking mode: part "hf_vlm_rank" rows give
+                    images_per_s of scoring every candidate (one prefill per image + the candidates in
+                    chunks), candidate_tokens per image, and rank_cost_vs_generate = the generate row's
+                    images_per_s / rank's (same layout, ways and batch size; the issue's goal: <= 2)
 
-  python -m vlmcls.perf --arch qwen2-vl-2b --quant none,int8 --ways 20,100,1000 --batch-sizes 1,8,32
+  python -m vlmcls.perf --arch qwen2-vl-2b --quant none,int8 --ways 20,100,1000 --batch-sizes 1,32,auto
   python -m vlmcls.perf --arch smoke-qwen2-vl --ways 20,100 --batch-sizes 1,8 --device cpu
+  python -m vlmcls.perf --ways 20,100 --batch-sizes 32 --layout thesis --resolver generate,rank
 
 Compare ratios with ../shared/perf/gpu_reference.py run in the same command, never absolute times
 across machines. In labels-first every image gets the same N labels (a fixed N-class subset, in class
@@ -37,6 +48,7 @@ from .settings import BackendSettings
 from .types import Query
 
 FULL_SIZE = ("qwen2-vl-2b",)
+B1_IMAGES = 16  # batch size 1 is measured on this many images: one at a time, the rate is steady at once
 TOKENS_PER_LABEL = 4.5  # "label, " in Qwen2's BPE, the estimate gpu_reference.py uses
 SYSTEM = "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n"  # Qwen2-VL's default system turn
 
@@ -199,9 +211,19 @@ def _timed(backend, queries) -> tuple[float, list]:
     return time.perf_counter() - t0, answers
 
 
+def _sig(value: float) -> float:
+    return float(f"{value:.4g}")  # smoke models do micro-TFLOPs: four significant digits, not decimals
+
+
 def _mean(values) -> float | None:
     values = [v for v in values if v is not None]
     return round(sum(values) / len(values), 1) if values else None
+
+
+def _settings_for(settings: BackendSettings, batch_size) -> BackendSettings:
+    if batch_size == "auto":
+        return settings.with_(batch_auto=True)
+    return settings.with_(batch_size=batch_size, batch_auto=False)  # a fixed size, also on CUDA
 
 
 def measure(model, processor, settings: BackendSettings, queries: list[Query], new_tokens: int) -> dict:
@@ -210,21 +232,110 @@ def measure(model, processor, settings: BackendSettings, queries: list[Query], n
     backend = HFVLMBackend(model, processor, settings)
     model.generation_config.min_new_tokens = new_tokens  # equal lengths: random weights may stop anywhere
     try:
-        _timed(backend, queries[:settings.batch_size])  # warm-up: kernels, allocator, the labels-first prefix
+        # warm-up: kernels, allocator, the labels-first prefix; with auto, the size is learnt here and
+        # warmed up at the size it chose
+        _timed(backend, queries[:backend.batch_size])
+        if backend.auto:
+            _timed(backend, queries[:backend.window // 4])
+        backend.sizes_run.clear()
         elapsed, answers = _timed(backend, queries)
     finally:
         model.generation_config.min_new_tokens = None
-    one = HFVLMBackend(model, processor, settings.with_(max_new_tokens=1, batch_size=backend.batch_size))
-    one._prefix = backend._prefix  # the prefix is cached already: prefill_s is the steady-state batch cost
-    batch = queries[:backend.batch_size]
+    size = max(backend.sizes_run)
+    one = HFVLMBackend(model, processor, settings.with_(max_new_tokens=1, batch_size=size, batch_auto=False))
+    one._prefix, one._split = backend._prefix, backend._split  # cached already: prefill_s is the steady state
+    batch = queries[:size]
     _timed(one, batch)
     prefill, _ = _timed(one, batch)
-    return dict(images_per_s=round(len(queries) / elapsed, 3), prefill_s=round(prefill, 4),
-                s_per_batch=round(elapsed * backend.batch_size / len(queries), 4),
-                prompt_tokens=_mean(a.prompt_tokens for a in answers),
-                new_tokens=_mean(a.completion_tokens for a in answers),
-                errors=sum(a.error is not None for a in answers),
-                effective_batch_size=backend.batch_size, notes=backend.notes + one.notes)
+    row = dict(images_per_s=round(len(queries) / elapsed, 3), prefill_s=round(prefill, 4),
+               s_per_batch=round(elapsed * size / len(queries), 4),
+               prompt_tokens=_mean(a.prompt_tokens for a in answers),
+               new_tokens=_mean(a.completion_tokens for a in answers),
+               errors=sum(a.error is not None for a in answers),
+               effective_batch_size=size, notes=backend.notes + one.notes)
+    shape = image_shape(backend, queries[0])
+    row["tflop_per_image"] = _sig(flops_per_image(
+        model, row["prompt_tokens"] or 0, row["new_tokens"] or 0, shape["vision_tokens"],
+        len(backend._prefix[0]) if backend._prefix else 0) / 1e12)
+    return row
+
+
+# ---------------------------------------------------------------- model FLOPs
+
+def image_shape(backend, query: Query) -> dict:
+    """Tokens the vision tower computes for one image (Qwen: patches before the 2x2 merge; others: the
+    image tokens the language model sees)."""
+    prep = backend._prepare([query])
+    if prep.error is not None:
+        return dict(vision_tokens=0)
+    pixels = prep.inputs.get("pixel_values")
+    if pixels is not None and pixels.dim() == 2:  # Qwen: one row per patch
+        return dict(vision_tokens=int(pixels.shape[0]))
+    return dict(vision_tokens=int((prep.inputs["input_ids"] == backend.image_token_id).sum()))
+
+
+def parameter_counts(model) -> dict[str, int]:
+    """Parameters of the vision tower (with its projector), the language model's blocks (no embeddings)
+    and the output head. bitsandbytes' 4-bit weights count at their unpacked size."""
+    def numel(p) -> int:
+        state = getattr(p, "quant_state", None)
+        return int(state.shape.numel()) if state is not None else p.numel()
+
+    vision = sum(numel(p) for n, p in model.named_parameters()
+                 if any(k in n for k in ("visual", "vision_tower", "multi_modal_projector")))
+    embed = model.get_input_embeddings().weight
+    head = model.get_output_embeddings().weight if model.get_output_embeddings() is not None else embed
+    total = sum(numel(p) for p in model.parameters())
+    untied = 0 if head is embed else numel(head)
+    return dict(vision=vision, language=total - vision - numel(embed) - untied, head=numel(head))
+
+
+def flops_per_image(model, prompt_tokens: float, new_tokens: float, vision_tokens: int, cached: int) -> float:
+    """Model FLOPs for one image: 2 x parameters x tokens + attention (QK^T and AV, 4 x width x query x key).
+    The prefill computes the prompt's tokens but a cached prefix; each of the new tokens after the first
+    is one decode step over the whole context; the head runs once per new token."""
+    counts = parameter_counts(model)
+    text = model.config.get_text_config(decoder=True)
+    width = getattr(text, "head_dim", None) or text.hidden_size // text.num_attention_heads
+    width *= text.num_attention_heads
+    computed = max(0.0, prompt_tokens - cached)
+    steps = max(0.0, new_tokens - 1)
+    lm = 2 * counts["language"] * (computed + steps) + 2 * counts["head"] * new_tokens
+    keys_prefill = cached + computed / 2  # causal: on average half the new tokens, all the cached ones
+    lm += 4 * text.num_hidden_layers * width * (computed * keys_prefill + steps * (prompt_tokens + steps / 2))
+    vision_cfg = getattr(model.config, "vision_config", None)
+    depth = getattr(vision_cfg, "depth", None) or getattr(vision_cfg, "num_hidden_layers", 0)
+    vwidth = getattr(vision_cfg, "embed_dim", None) or getattr(vision_cfg, "hidden_size", 0)
+    vision = 2 * counts["vision"] * vision_tokens + 4 * depth * vwidth * vision_tokens ** 2
+    return float(lm + vision)
+
+
+def matmul_peak(device: str) -> dict:
+    """The matmul throughput this process gets: bf16 8192^3 products on CUDA (CUDA events), float32
+    2048^3 on the CPU. MFU is measured against it, not against a datasheet."""
+    import torch
+
+    cuda = device.startswith("cuda")
+    n, dtype, reps = (8192, torch.bfloat16, 20) if cuda else (2048, torch.float32, 3)
+    a = torch.randn(n, n, device=device, dtype=dtype)
+    b = torch.randn(n, n, device=device, dtype=dtype)
+    for _ in range(2):
+        a @ b
+    if cuda:
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        torch.cuda.synchronize(device)
+        start.record()
+        for _ in range(reps):
+            a @ b
+        end.record()
+        torch.cuda.synchronize(device)
+        seconds = start.elapsed_time(end) / 1000
+    else:
+        t0 = time.perf_counter()
+        for _ in range(reps):
+            a @ b
+        seconds = time.perf_counter() - t0
+    return dict(peak_tflops=round(2 * n ** 3 * reps / seconds / 1e12, 2), peak_dtype=str(dtype).removeprefix("torch."))
 
 
 # ---------------------------------------------------------------- command line
@@ -242,6 +353,15 @@ def _csv(kind: Callable, allowed: Sequence | None = None) -> Callable[[str], tup
     return parse
 
 
+def _batch(text: str) -> int | str:
+    if text == "auto":
+        return text
+    value = int(text)
+    if value < 1:
+        raise ValueError(text)
+    return value
+
+
 def _size(text: str) -> tuple[int, int]:
     try:
         w, h = (int(v) for v in text.lower().split("x"))
@@ -255,7 +375,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--arch", action="append", help=f"{', '.join(FULL_SIZE)} or a smoke hf-vlm catalog name "
                    "(repeatable; default qwen2-vl-2b)")
     p.add_argument("--ways", type=_csv(int), default=(20, 100, 1000), help="N values (default 20,100,1000)")
-    p.add_argument("--batch-sizes", type=_csv(int), default=(1, 8, 32), help="default 1,8,32")
+    p.add_argument("--batch-sizes", type=_csv(_batch), default=(1, 8, 32),
+                   help="sizes or auto (the backend's --batch-size auto), default 1,8,32")
     p.add_argument("--quant", type=_csv(str, ("none", "int8", "nf4")), default=("none",),
                    help="none, int8, nf4 (default none)")
     p.add_argument("--layout", type=_csv(str, prompts.LAYOUTS), default=prompts.LAYOUTS,
@@ -267,6 +388,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--new-tokens", type=int, default=12, help="tokens generated per image (forced)")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     p.add_argument("--out", type=Path, default=None, help="also append the JSON lines to this file")
+    p.add_argument("--resolver", type=_csv(str, ("generate", "rank")), default=("generate",),
+                   help="generate, rank or both (default generate): what each image costs")
     return p.parse_args(argv)
 
 
@@ -287,7 +410,7 @@ def _environment(device: str) -> dict:
 
     name = torch.cuda.get_device_name(device) if device.startswith("cuda") else "cpu"
     return dict(part="env", device=name, torch=torch.__version__, transformers=transformers.__version__,
-                threads=torch.get_num_threads())
+                threads=torch.get_num_threads(), **matmul_peak(device))
 
 
 def run_arch(arch: str, entry: ModelEntry, args, names, device: str, out) -> None:
@@ -303,14 +426,21 @@ def run_arch(arch: str, entry: ModelEntry, args, names, device: str, out) -> Non
 
 
 def run_grid(arch, quant, model, processor, settings, args, names, out, load_notes) -> None:
-    images = synthetic_images(args.images or max(8, 2 * max(args.batch_sizes)), args.image_size)
+    peak = getattr(args, "peak_tflops", None)
+    fixed = [b for b in args.batch_sizes if b != "auto"] or [32]
+    images = synthetic_images(args.images or max(8, 2 * max(fixed)), args.image_size)
     results: dict[tuple, float] = {}
     for layout in args.layout:
         for ways in args.ways:
             queries = make_queries(names, min(ways, len(names)), layout, images)
             for batch_size in args.batch_sizes:
-                s = settings.with_(layout=layout, batch_size=batch_size)
-                row = measure(model, processor, s, queries, args.new_tokens)
+                s = _settings_for(settings.with_(layout=layout), batch_size)
+                if "generate" not in getattr(args, "resolver", ("generate",)):
+                    _rank_row(arch, quant, model, processor, s, queries, batch_size, ways, None, out)
+                    continue
+                row = measure(model, processor, s, queries[:B1_IMAGES] if batch_size == 1 else queries,
+                              args.new_tokens)
+                row["mfu"] = _sig(row["tflop_per_image"] * row["images_per_s"] / peak) if peak else None
                 results[(layout, ways, batch_size)] = row["images_per_s"]
                 b1 = results.get((layout, ways, 1))
                 thesis = results.get(("thesis", ways, batch_size))
@@ -320,6 +450,30 @@ def run_grid(arch, quant, model, processor, settings, args, names, out, load_not
                           speedup_vs_thesis=round(row["images_per_s"] / thesis, 2)
                           if thesis and layout != "thesis" else None,
                           load_notes=load_notes), out)
+                if "rank" in getattr(args, "resolver", ()):
+                    _rank_row(arch, quant, model, processor, s, queries, batch_size, ways, row["images_per_s"], out)
+
+
+def _rank_row(arch, quant, model, processor, settings, queries, batch_size, ways, generate_ips, out) -> None:
+    row = measure_rank(model, processor, settings, queries[:B1_IMAGES] if batch_size == 1 else queries)
+    emit(dict(part="hf_vlm_rank", arch=arch, ways=ways, batch_size=batch_size, quant=quant, layout=settings.layout,
+              device=settings.device, **row,
+              rank_cost_vs_generate=round(generate_ips / row["images_per_s"], 2) if generate_ips else None), out)
+
+
+def measure_rank(model, processor, settings: BackendSettings, queries: list[Query]) -> dict:
+    """Ranking mode's steady state: one warm-up batch, then every query (each image prefilled once, its
+    candidates scored in chunks)."""
+    from .backends import rank
+    from .backends.hf_vlm import HFVLMBackend
+
+    backend = HFVLMBackend(model, processor, settings.with_(rank=True))
+    _timed(backend, queries[:backend.batch_size])
+    elapsed, answers = _timed(backend, queries)
+    scored = [sum(map(len, rank.sequences(backend.tokenizer, q.labels, backend.eos_ids[0]))) for q in queries[:4]]
+    return dict(images_per_s=round(len(queries) / elapsed, 3), s_per_image=round(elapsed / len(queries), 4),
+                prompt_tokens=_mean(a.prompt_tokens for a in answers), candidate_tokens=_mean(scored),
+                errors=sum(a.error is not None for a in answers), notes=backend.notes)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -333,7 +487,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     names = imagenet_names()
     out = args.out.open("a", encoding="utf-8") if args.out else None
     try:
-        emit(_environment(device), out)
+        env = _environment(device)
+        args.peak_tflops = env["peak_tflops"]
+        emit(env, out)
         for arch, entry in entries.items():
             run_arch(arch, entry, args, names, device, out)
     finally:

@@ -18,8 +18,11 @@ from .types import STAGES
 
 PLOTS_DIR = "plots"
 TOP_K = 10
+RUN_TOP_K = 20  # lines of the run's confusion table
+MIN_PAIR = 2  # a (true, predicted) pair seen once is chance, not a confusion
 MAX_LABEL = 40
 # One colour per stage, so the same stage looks the same in every report.
+SETTING_KEYS = ("dataset", "seed", "prompt", "labels", "resolver", "layout", "nli_model")
 STAGE_COLORS = {"match": "#2ca02c", "synonym": "#17becf", "nli": "#1f77b4", "constrained": "#9467bd",
                 "direct": "#8c564b", "unresolved": "#7f7f7f", "error": "#d62728"}
 
@@ -65,17 +68,28 @@ def top_confusions(preds: Iterable[Any], k: int = TOP_K) -> list[tuple[str, str,
     return [(*names[key], n) for key, n in counts.most_common(k)]
 
 
-def case_confusions(rows: Sequence[Mapping], run_dir: Path, k: int = TOP_K) -> dict[str, list[tuple[str, str, int]]]:
-    """case_id -> top confusions, for the cases whose samples file is in `run_dir/samples`."""
+def run_confusions(rows: Sequence[Mapping], run_dir: Path, k: int = RUN_TOP_K,
+                   at_least: int = MIN_PAIR) -> list[tuple[str, str, int, list[str]]]:
+    """(true label, predicted label, count, case ids) of the pairs seen at least `at_least` times
+    across the run's cases, most frequent first: a pair seen once among thousands is noise, not a
+    confusion worth a line (a random smoke model makes hundreds of those)."""
     from .compare import Run
 
     run = Run(Path(run_dir), {}, list(rows))
-    out = {}
+    counts: Counter = Counter()
+    names: dict[tuple, tuple[str, str]] = {}
+    cases: dict[tuple, list[str]] = {}
     for r in rows:
-        preds = run.predictions(r["case_id"]) if r.get("metrics") else None
-        if preds is not None:
-            out[r["case_id"]] = top_confusions(preds, k)
-    return out
+        for p in (run.predictions(r["case_id"]) or []) if r.get("metrics") else []:
+            true, pred = _get(p, "true_id"), _get(p, "pred_id")
+            if pred is None or pred == true:
+                continue
+            key = (true, pred)
+            counts[key] += 1
+            names.setdefault(key, (str(_get(p, "true_label")), str(_get(p, "pred_label") or pred)))
+            if r["case_id"] not in cases.setdefault(key, []):
+                cases[key].append(r["case_id"])
+    return [(*names[key], n, cases[key]) for key, n in counts.most_common() if n >= at_least][:k]
 
 
 # ---------------------------------------------------------------------------------- figures
@@ -109,25 +123,41 @@ def accuracy_vs_n(rows: Sequence[Mapping], path: str | Path) -> Path | None:
         return None
     fig = _figure(7.5, 4.8)
     ax = fig.add_subplot()
-    models: dict[str, list[Mapping]] = {}
+    models: dict[tuple, list[Mapping]] = {}
     for r in sorted(done, key=lambda r: r["ways"]):
-        models.setdefault(_tag(r), []).append(r)
-    for i, group in enumerate(models.values()):
-        _model_line(ax, group, f"C{i % 10}")
+        models.setdefault((_tag(r), _setting(r)), []).append(r)
+    variants = Counter(tag for tag, _ in models)
+    for i, ((tag, setting), group) in enumerate(models.items()):
+        # merged runs with other settings: one line each, never one line joining both
+        label = f"{tag} [{_setting_label(group[0], [g[0] for (t, _), g in models.items() if t == tag])}]" if variants[tag] > 1 else None
+        _model_line(ax, group, f"C{i % 10}", label)
     ways = sorted({r["ways"] for r in done})
-    ax.plot(ways, [1 / w for w in ways], ":", color="gray", label="chance (1/N)")
+    # Drawn above the data (zorder) in black: smoke models sit exactly on it and used to hide it.
+    ax.plot(ways, [1 / w for w in ways], "--", color="black", linewidth=1.6, alpha=0.8, zorder=5, label="chance (1/N)")
+    for w in ways:
+        ax.annotate(f"1/{w}", (w, 1 / w), textcoords="offset points", xytext=(4, 4), fontsize=7, zorder=5)
     if any(r.get("reference") is not None for r in done):
         ax.plot([], [], "o", markerfacecolor="none", markeredgecolor="black", label="study (hollow)")
     _accuracy_axes(ax, ways)
     return _save(fig, Path(path))
 
 
-def _model_line(ax, group: Sequence[Mapping], color: str) -> None:
+def _setting(row: Mapping) -> tuple:
+    return tuple(str(row.get(k)) for k in SETTING_KEYS)
+
+
+def _setting_label(row: Mapping, siblings: Sequence[Mapping]) -> str:
+    """The settings in which this line differs from the other lines of the same model."""
+    differ = [k for k in SETTING_KEYS if len({str(s.get(k)) for s in siblings}) > 1]
+    return ", ".join(f"{k} {row.get(k)}" for k in differ)
+
+
+def _model_line(ax, group: Sequence[Mapping], color: str, label: str | None = None) -> None:
     xs = [r["ways"] for r in group]
     ys = [r["metrics"]["accuracy"] for r in group]
     lo = [max(0.0, y - r["metrics"]["accuracy_ci"][0]) for y, r in zip(ys, group)]
     hi = [max(0.0, r["metrics"]["accuracy_ci"][1] - y) for y, r in zip(ys, group)]
-    ax.errorbar(xs, ys, yerr=[lo, hi], marker="o", capsize=3, color=color, label=_smoke(_tag(group[0]), group[0]))
+    ax.errorbar(xs, ys, yerr=[lo, hi], marker="o", capsize=3, color=color, label=_smoke(label or _tag(group[0]), group[0]))
     refs = [(r["ways"], r["reference"]) for r in group if r.get("reference") is not None]
     if refs:
         ax.plot(*zip(*refs), "o", markersize=10, markerfacecolor="none", markeredgecolor=color, markeredgewidth=1.5)
@@ -188,29 +218,35 @@ def confusion_chart(title: str, pairs: Sequence[tuple[str, str, int]], path: str
     return _save(fig, Path(path))
 
 
-def write_plots(rows: Sequence[Mapping], out: str | Path, k: int = TOP_K,
-                confusions: Mapping[str, Sequence] | None = None) -> dict[str, Path]:
-    """All plots of a run under `out/plots/`; returns {what: path} for those that had data.
+def write_plots(rows: Sequence[Mapping], out: str | Path, k: int = RUN_TOP_K,
+                confusions: Sequence[tuple] | None = None) -> dict[str, Path]:
+    """The plots of a run that carry something, under `out/plots/`; returns {what: path}.
 
-    Keys: "accuracy", "stages", and "confusions:<case_id>" per case with a samples file."""
+    "accuracy" whenever a case has metrics; "stages" only when more than one resolver stage decided
+    (a bar that is 100% `match` in every case says nothing a sentence could not); "confusions" only
+    when some pair occurred at least twice across the run."""
     out = Path(out)
     plots = out / PLOTS_DIR
-    written = {"accuracy": accuracy_vs_n(rows, plots / "accuracy_vs_n.png"),
-               "stages": stage_shares(rows, plots / "resolver_stages.png")}
+    written = {"accuracy": accuracy_vs_n(rows, plots / "accuracy_vs_n.png")}
+    if len(used_stages(rows)) > 1:
+        written["stages"] = stage_shares(rows, plots / "resolver_stages.png")
     if confusions is None:
-        confusions = case_confusions(rows, out, k)
-    smoke = {r["case_id"] for r in rows if r.get("smoke")}
-    for case_id, pairs in confusions.items():
-        title = f"Most frequent confusions: {case_id}{' (smoke)' if case_id in smoke else ''}"
-        written[f"confusions:{case_id}"] = confusion_chart(title, pairs, plots / f"confusions-{file_name(case_id)}.png")
+        confusions = run_confusions(rows, out, k)
+    pairs = [(t, p, n) for t, p, n, _ in confusions]
+    written["confusions"] = confusion_chart("Most frequent confusions across the run", pairs, plots / "confusions.png")
     return {key: path for key, path in written.items() if path is not None}
 
 
+def used_stages(rows: Sequence[Mapping]) -> set[str]:
+    return {s for r in rows if r.get("metrics") for s, v in (r.get("stages") or {}).items() if v}
+
+
 # ---------------------------------------------------------------------------------- markdown
-def report_section(rows: Sequence[Mapping], out: str | Path, draw: bool = True, k: int = TOP_K) -> str:
-    """Markdown: the plots (relative links, when `draw`) and a confusion table per case."""
+def report_section(rows: Sequence[Mapping], out: str | Path, draw: bool = True, k: int = RUN_TOP_K) -> str:
+    """Markdown: the plots that carry something (relative links, when `draw`) and one confusion table
+    of the pairs seen at least twice across the run."""
     out = Path(out)
-    confusions = case_confusions(rows, out, k)
+    confusions = run_confusions(rows, out, k)
     missing = draw and not _have_matplotlib()
     paths = write_plots(rows, out, k, confusions) if draw and not missing else {}
 
@@ -220,14 +256,15 @@ def report_section(rows: Sequence[Mapping], out: str | Path, draw: bool = True, 
     parts = []
     if missing:
         parts += ["## Plots", "", "Not drawn: matplotlib is not installed (pip install 'vlmcls[plots]').", ""]
-    if "accuracy" in paths or "stages" in paths:
+    if "accuracy" in paths:
         parts += ["## Plots", "", link("accuracy", "accuracy vs N"), "", link("stages", "resolver stages"), ""]
-    if confusions:
-        parts += ["## Most frequent confusions", ""]
-    for case_id, pairs in confusions.items():
-        parts += [f"### {cell(case_id)}", "", link(f"confusions:{case_id}", f"confusions {file_name(case_id)}"), "",
-                  confusion_table(pairs), ""]
-    return "\n".join(parts)
+        stages = used_stages(rows)
+        if len(stages) == 1:
+            parts += [f"Every answer was decided by the `{cell(next(iter(stages)))}` stage (no stage plot).", ""]
+    if any(r.get("metrics") for r in rows):
+        parts += ["## Most frequent confusions", "", link("confusions", "confusions"), "", confusion_table(confusions), ""]
+    parts.append(order_section(rows, out, draw and not missing))  # --orders K > 1 only
+    return re.sub(r"\n{3,}", "\n\n", "\n".join(parts))  # a plot not drawn leaves no blank run
 
 
 def _have_matplotlib() -> bool:
@@ -237,10 +274,100 @@ def _have_matplotlib() -> bool:
     return importlib.util.find_spec("matplotlib") is not None
 
 
-def confusion_table(pairs: Sequence[tuple[str, str, int]]) -> str:
+def confusion_table(pairs: Sequence[tuple]) -> str:
+    """(true, predicted, count[, case ids]) rows as one markdown table."""
     from tabulate import tabulate
 
     if not pairs:
-        return "No confusion among the resolved answers."
-    body = [[cell(t), cell(p), str(n)] for t, p, n in pairs]
-    return tabulate(body, headers=["True label", "Predicted label", "Count"], tablefmt="github", disable_numparse=True)
+        return f"No (true, predicted) pair occurred {MIN_PAIR} times or more across the run."
+    body = [[cell(p[0]), cell(p[1]), str(p[2]), cell(_cases(p[3]) if len(p) > 3 else "")] for p in pairs]
+    return tabulate(body, headers=["True label", "Predicted label", "Count", "Cases"], tablefmt="github",
+                    disable_numparse=True)
+
+
+def _cases(ids: Sequence[str], shown: int = 4) -> str:
+    more = f" and {len(ids) - shown} more" if len(ids) > shown else ""
+    return ", ".join(ids[:shown]) + more
+
+
+# ---------------------------------------------------------------------------------- candidate order
+def position_accuracy_chart(title: str, o: Mapping, path: str | Path) -> Path | None:
+    """Accuracy by the decile of the true label's position in the list (--orders), chance as a line."""
+    from . import orders
+
+    if not o.get("images"):
+        return None
+    fig = _figure(7.0, 4.0)
+    ax = fig.add_subplot()
+    xs = range(len(o["bin_sizes"]))
+    ax.bar(xs, [a or 0.0 for a in o["position_accuracy"]], color="#1f77b4")
+    ax.axhline(1 / o["ways"], color="black", linestyle="--", linewidth=1, label=f"chance (1/{o['ways']})")
+    ax.set_xticks(xs, labels=orders.position_edges(o["bin_sizes"]), rotation=30, fontsize=8)
+    ax.set_ylim(0, 1.02)
+    ax.set_xlabel("position of the true label in the list")
+    ax.set_ylabel("accuracy")
+    ax.set_title(short(title, 80), parse_math=False)
+    _plain(ax.legend(fontsize=8).get_texts())
+    return _save(fig, Path(path))
+
+
+def picked_position_chart(title: str, o: Mapping, path: str | Path) -> Path | None:
+    """How often the answer named a candidate in each decile of the list, against the uniform expectation."""
+    from . import orders
+
+    if not sum(o.get("picked") or ()):
+        return None
+    fig = _figure(7.0, 4.0)
+    ax = fig.add_subplot()
+    xs = range(len(o["bin_sizes"]))
+    ax.bar(xs, o["picked"], color="#ff7f0e", label="picked")
+    ax.plot(xs, o["expected"], "k_", markersize=22, markeredgewidth=2, label="expected if position did not matter")
+    ax.set_xticks(xs, labels=orders.position_edges(o["bin_sizes"]), rotation=30, fontsize=8)
+    ax.set_xlabel("position of the picked candidate in the list")
+    ax.set_ylabel("answers")
+    p = o.get("p_value")
+    ax.set_title(short(title, 60) + ("" if p is None else f" (chi-square p = {p:.3g})"), parse_math=False)
+    _plain(ax.legend(fontsize=8).get_texts())
+    return _save(fig, Path(path))
+
+
+def order_section(rows: Sequence[Mapping], out: str | Path, draw: bool = True) -> str:
+    """Markdown: the two --orders plots of each case that asked K > 1 orders (the statistics are in
+    report.order_section), drawn from the row alone so a merged or re-rendered run draws them too."""
+    cases = [r for r in rows if r.get("orders") and r.get("metrics")]
+    if not cases or not draw or not _have_matplotlib():
+        return ""
+    out = Path(out)
+    parts = ["## Candidate order plots", ""]
+    for r in cases:
+        name, tag = file_name(str(r["case_id"])), _smoke(str(r["case_id"]), r)
+        drawn = [position_accuracy_chart(f"{tag}: accuracy by position", r["orders"], out / PLOTS_DIR / "orders" / f"{name}-position-accuracy.png"),
+                 picked_position_chart(f"{tag}: picked positions", r["orders"], out / PLOTS_DIR / "orders" / f"{name}-picked-position.png")]
+        links = [f"![{cell(tag)} {what}]({p.relative_to(out).as_posix()})"
+                 for p, what in zip(drawn, ("accuracy by position", "picked positions")) if p is not None]
+        if links:
+            parts += [f"### `{cell(r['case_id'])}`", "", *links, ""]
+    return "\n".join(parts) if len(parts) > 2 else ""
+
+
+def reliability_diagram(rows: Sequence[Mapping], path: str | Path) -> Path | None:
+    """Accuracy against confidence per bin (results.json's `calibration.reliability`), one line per case
+    with scores, against the diagonal of perfect calibration; ECE in the legend. None without scores."""
+    scored = [r for r in rows if r.get("calibration")]
+    if not scored:
+        return None
+    fig = _figure(6.0, 5.0)
+    ax = fig.add_subplot()
+    ax.plot([0, 1], [0, 1], color="#999999", linestyle="--", linewidth=1)
+    for r in scored:
+        c = r["calibration"]
+        bins = [b for b in c["reliability"] if b["n"]]
+        ax.plot([b["confidence"] for b in bins], [b["accuracy"] for b in bins], marker="o",
+                label=f"{short(_smoke(r['case_id'], r))} (ECE {c['ece']:.3f})")
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1)
+    ax.set_xlabel("confidence (top candidate's probability)")
+    ax.set_ylabel("accuracy")
+    ax.set_title(f"Reliability ({scored[0]['calibration']['bins']} equal-width bins)")
+    _plain(ax.legend(fontsize=7, loc="upper left").get_texts())
+    return _save(fig, Path(path))

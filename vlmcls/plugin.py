@@ -7,6 +7,7 @@ from the repository's root conftest.py.
 from __future__ import annotations
 
 import os
+import sys
 
 import pytest
 
@@ -31,9 +32,41 @@ def pytest_cmdline_main(config: pytest.Config) -> None:
         config.option.dist = "loadgroup"
 
 
+def worker_threads() -> int | None:
+    """Torch threads for this xdist worker: the cores shared out among the workers (None: not a worker).
+
+    Every worker would otherwise start torch with all the cores: two workers on 2 cores ran the
+    smoke models 2x slower than one process (oversubscription)."""
+    if not os.environ.get("PYTEST_XDIST_WORKER"):
+        return None
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # macOS, Windows
+        cores = os.cpu_count() or 1
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT") or 1)
+    return max(1, cores // max(1, workers))
+
+
+def _limit_threads() -> None:
+    threads = worker_threads()
+    if threads is None:
+        return
+    user = os.environ.get("OMP_NUM_THREADS", "")  # inherited from the user's shell: their choice wins
+    threads = int(user) if user.isdigit() and int(user) > 0 else threads
+    # Set before torch loads (it sizes its pool from OMP_NUM_THREADS at import) ...
+    os.environ["OMP_NUM_THREADS"] = str(threads)
+    os.environ["MKL_NUM_THREADS"] = str(threads)  # torch also reads it: one value, or the smaller wins
+    if "torch" in sys.modules:  # ... or tell it directly when a conftest imported it already
+        sys.modules["torch"].set_num_threads(threads)
+
+
 @pytest.hookimpl(tryfirst=True)
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "vlmcls_case: a vlmcls benchmark case (model x N-way)")
+    _limit_threads()
+    if getattr(config.option, "capture", "fd") != "no":
+        # Weight-loading bars would only land in captured output and clutter failure reports.
+        os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     if getattr(config.option, "dist", "no") != "no" or os.environ.get("PYTEST_XDIST_WORKER"):
         # pytest-benchmark cannot time under xdist and would warn: switch it off explicitly.
         if hasattr(config.option, "benchmark_disable"):
@@ -46,8 +79,23 @@ def pytest_configure(config: pytest.Config) -> None:
 
 def pytest_unconfigure(config: pytest.Config) -> None:
     session = config.stash.get(SESSION, None)
-    if session is not None:
-        session.close()
+    if session is None:
+        return
+    session.close()
+    written = getattr(session, "written", None)
+    tr = config.pluginmanager.get_plugin("terminalreporter")
+    if written and tr is not None:  # after pytest's own summary: the path is the last line a user sees
+        tr.write_line(f"report: {written}")
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call):
+    """A case that skips itself points at its own test, not at the line in session.py that called skip."""
+    rep = yield
+    if rep.skipped and isinstance(rep.longrepr, tuple) and "vlmcls_case" in getattr(item, "fixturenames", ()):
+        path, line = item.reportinfo()[:2]
+        rep.longrepr = (str(path), (line or 0) + 1, rep.longrepr[2])
+    return rep
 
 
 @pytest.hookimpl(optionalhook=True)
@@ -90,7 +138,7 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
 
 def _group(item: pytest.Item) -> str:
     params = getattr(getattr(item, "callspec", None), "params", {})
-    return params["vlmcls_case"].group if "vlmcls_case" in params else ""
+    return getattr(params.get("vlmcls_case"), "group", "")  # no case at all: pytest's NOTSET stand-in
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

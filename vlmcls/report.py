@@ -13,10 +13,30 @@ from dataclasses import asdict, fields
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
+from . import calibration
+
 STUDY_COLUMNS = ["Model", "Precision", "Recall", "F1-score", "Accuracy"]
 CONTEXT_KEYS = (("dataset", "dataset", True), ("seed", "seed", False), ("prompt", "prompt", True),
                 ("labels", "labels", True), ("resolver", "resolver", True), ("layout", "layout", True))
 ERROR_CHARS = 200  # the first error message kept in a row (the full ones are in the samples file)
+MACRO_NOTE = ("Precision, recall and F1 are macro averages over the classes present among the subset's true labels "
+              "(a class never shown does not count), so on a few classes they can sit far from the accuracy.")
+# The other `--average` conventions (metrics.py); the table's "P/R/F1 average" column names each row's.
+AVERAGE_NOTES = {
+    "present": MACRO_NOTE,
+    "union": ("*union*: precision, recall and F1 are scikit-learn's default macro average, over the classes among the "
+              "true or the predicted labels (a class predicted but never true counts as 0)."),
+    "weighted": ("*weighted*: precision, recall and F1 are scikit-learn's weighted average (each class weighted by its "
+                 "support among the true labels), so recall equals accuracy."),
+}
+# The messages of images.ImageError, which the runner stores as an unreadable image's error row
+# (runner._decode_one): the data's fault, kept apart from backend errors.
+INPUT_ERROR_PREFIXES = ("image file not found", "cannot decode image", "cannot convert image", "image too large to decode")
+INPUT_ERRORS_LISTED = 20
+CALIBRATION_NOTE = ("Cases whose backend scores every candidate (`--resolver rank`, CLIP, classifiers): confidence is "
+                    "the top candidate's softmax probability over the candidates; ECE is the expected calibration "
+                    "error over 15 equal-width confidence bins. API backends cannot rank (no scores for every "
+                    "candidate).")
 SMOKE_NOTE = ("*smoke* marks a random-weight model (or a scripted stand-in): its accuracy is chance "
               "level by construction and measures only that the pipeline runs.")
 
@@ -27,6 +47,7 @@ def atomic_write(path: str | Path, text: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:
+        os.fchmod(fd, 0o644)  # mkstemp makes 0600; reports are for reading, like the plots beside them
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
             fh.write(text)
             fh.flush()
@@ -49,11 +70,17 @@ def _prose(value: Any) -> str:
     return text.replace("|", "\\|")
 
 
-def case_row(result, *, status: str, threshold: float | None, reason: str = "") -> dict:
-    """A JSON-safe summary of one case (from runner.CaseResult)."""
+def is_input_error(error: str | None) -> bool:
+    return error is not None and error.startswith(INPUT_ERROR_PREFIXES)
+
+
+def case_row(result, *, status: str, threshold: float | None, reason: str = "", spent_now: float | None = None) -> dict:
+    """A JSON-safe summary of one case (from runner.CaseResult). `spent_now`: USD paid by this run
+    (the rest of `cost_usd` was paid by earlier runs whose answers came from the store)."""
     spec, m = result.spec, result.metrics
     preds = result.predictions
-    errors = [p.error for p in preds if p.error is not None]
+    errors = [p.error for p in preds if p.error is not None and not is_input_error(p.error)]
+    unreadable = [p for p in preds if is_input_error(p.error)]
     return {
         **spec_fields(spec),
         "status": status, "reason": reason, "threshold": threshold,
@@ -61,13 +88,20 @@ def case_row(result, *, status: str, threshold: float | None, reason: str = "") 
         "images_per_s": result.images_per_s,
         # rounded: a sum of 1/n shares leaves 0.9999999999999999 in results.json
         "stages": {k: round(v, 6) for k, v in result.stage_shares().items()},
-        "errors": len(errors), "first_error": errors[0][:ERROR_CHARS] if errors else None,
+        "errors": len(errors) + len(unreadable), "first_error": errors[0][:ERROR_CHARS] if errors else None,
+        "input_errors": len(unreadable),
+        "input_error_files": [{"sample_id": p.sample_id, "error": p.error[:ERROR_CHARS]} for p in unreadable[:INPUT_ERRORS_LISTED]],
         "ambiguous": sum(p.ambiguous for p in preds),
         "resumed": result.resumed, "not_run": result.not_run, "stopped": result.stopped,
         "cost_usd": sum(p.cost_usd or 0.0 for p in preds) if any(p.cost_usd is not None for p in preds) else None,
+        "cost_now_usd": spent_now,
         "tokens": {"prompt": sum(p.prompt_tokens or 0 for p in preds), "completion": sum(p.completion_tokens or 0 for p in preds)},
         "mean_latency_s": (sum(p.latency_s for p in preds) / len(preds)) if preds else None,
+        "resolver_s": {k: round(v, 4) for k, v in sorted(result.stage_seconds.items())},
+        "wall_s": result.wall_s,
         "notes": list(result.notes),
+        "calibration": calibration.summary(preds),  # top-5, ECE, reliability: None without scores
+        **order_fields(result),
     }
 
 
@@ -109,18 +143,63 @@ def study_table(rows: Sequence[Mapping]) -> str:
     from tabulate import tabulate
 
     costed = any(r.get("cost_usd") is not None for r in rows)
+    timed = any(r.get("resolver_s") for r in rows)
+    ranked = any(r.get("calibration") for r in rows)
     body = []
     for r in rows:
         m = r["metrics"]
         stages = ", ".join(f"{k} {_share(v)}" for k, v in r["stages"].items())
         body.append([
             cell(_name(r)), _fmt(m["precision"]), _fmt(m["recall"]), _fmt(m["f1"]), _fmt(m["accuracy"]),
-            f"{m['accuracy_ci'][0]:.3f}–{m['accuracy_ci'][1]:.3f}", m["n"], _fmt(r.get("images_per_s"), 1),
-            cell(stages), r.get("errors", 0), *([_fmt(r.get("cost_usd"), 4)] if costed else []), cell(r["status"]),
+            cell(m.get("average", "present")), f"{m['accuracy_ci'][0]:.3f}–{m['accuracy_ci'][1]:.3f}", m["n"], _fmt(r.get("images_per_s"), 1),
+            cell(stages), *([cell(_resolver_time(r))] if timed else []),
+            *(_calibration_cells(r) if ranked else []), r.get("errors", 0),
+            *([_fmt(r.get("cost_usd"), 4)] if costed else []), cell(r["status"]),
         ])
-    headers = (STUDY_COLUMNS + ["Accuracy 95% CI", "n", "img/s", "resolver stages", "errors"]
-               + (["Cost (USD)"] if costed else []) + ["gate"])
+    headers = (STUDY_COLUMNS + ["P/R/F1 average", "Accuracy 95% CI", "n", "img/s", "resolver stages"] + (["resolver time"] if timed else [])
+               + (["Top-5 accuracy", "ECE"] if ranked else []) + ["errors"] + (["Cost (USD)"] if costed else []) + ["gate"])
     return tabulate(body, headers=headers, tablefmt="github", disable_numparse=True)
+
+
+def _calibration_cells(row: Mapping) -> list[str]:
+    c = row.get("calibration") or {}
+    return [_fmt(c.get("top5_accuracy")), _fmt(c.get("ece"))]
+
+
+def calibration_section(rows: Sequence[Mapping]) -> list[str]:
+    """Accuracy against confidence (the top candidate's probability over the candidates), per case with
+    scores; the bins that hold no sample are left out."""
+    from tabulate import tabulate
+
+    lines = []
+    for r in rows:
+        c = r.get("calibration")
+        if not c:
+            continue
+        body = [[f"{b['low']:.2f}–{b['high']:.2f}", b["n"], _fmt(b["confidence"]), _fmt(b["accuracy"])]
+                for b in c["reliability"] if b["n"]]
+        lines += [f"`{cell(r['case_id'])}`: {c['n']} scored samples, top-1 {_fmt(c['top1_accuracy'])}, "
+                  f"top-5 {_fmt(c['top5_accuracy'])}, mean confidence {_fmt(c['mean_confidence'])}, "
+                  f"ECE ({c['bins']} bins) {_fmt(c['ece'])}", "",
+                  tabulate(body, headers=["confidence", "n", "mean confidence", "accuracy"], tablefmt="github",
+                           disable_numparse=True), ""]
+    return (["## Calibration", "", CALIBRATION_NOTE, ""] + lines) if lines else []
+
+
+def _resolver_time(row: Mapping) -> str:
+    """Seconds per resolver stage over the case's fresh samples, and the NLI model's share of their
+    wall time: what the fallback costs ("match 12 ms, nli 2.10 s (NLI 35% of wall)")."""
+    secs = row.get("resolver_s") or {}
+    text = ", ".join(f"{k} {_duration(v)}" for k, v in secs.items())
+    if secs.get("nli") and row.get("wall_s"):
+        text += f" (NLI {_share(secs['nli'] / row['wall_s'])} of wall)"
+    return text
+
+
+def _duration(seconds: float) -> str:
+    if seconds >= 1:
+        return f"{seconds:.2f} s"
+    return f"{seconds * 1000:.0f} ms" if seconds >= 0.0005 else "<1 ms"
 
 
 def _share(v: float) -> str:
@@ -149,9 +228,11 @@ def render_markdown(rows: Sequence[Mapping], title: str = "vlmcls report") -> st
     for ways in sorted({r["ways"] for r in done}):
         group = [r for r in done if r["ways"] == ways]
         parts += [f"## {ways}-way", "", _context(group), "", study_table(group), ""]
+    for average in dict.fromkeys(r["metrics"].get("average", "present") for r in done):
+        parts += [AVERAGE_NOTES.get(average, MACRO_NOTE), ""]
     if any(r.get("smoke") for r in done):
         parts += [SMOKE_NOTE, ""]
-    parts += _notes(done) + _others(other)
+    parts += calibration_section(done) + _notes(done) + order_section(done) + unreadable_section(done) + _others(other)
     return "\n".join(parts).rstrip() + "\n"
 
 
@@ -165,12 +246,16 @@ def _notes(rows: Sequence[Mapping]) -> list[str]:
                          "thesis label is shared with another class, or an answer naming several candidates")
         elif r.get("ambiguous"):
             lines.append(f"- `{r['case_id']}`: {r['ambiguous']} answers named several candidates; the resolver did not guess")
-        if r.get("errors"):
+        backend_errors = (r.get("errors") or 0) - (r.get("input_errors") or 0)
+        if backend_errors:
             first = f"; first: {cell(r['first_error'])}" if r.get("first_error") else ""
-            lines.append(f"- `{r['case_id']}`: {r['errors']} error rows (bad image or failed request), "
+            lines.append(f"- `{r['case_id']}`: {backend_errors} error rows (failed request or model), "
                          f"counted as wrong predictions{first}")
+        if r.get("input_errors"):
+            lines.append(f"- `{r['case_id']}`: {r['input_errors']} unreadable images (see Unreadable images), "
+                         "counted as wrong predictions")
         if r.get("cost_usd") is not None:
-            lines.append(f"- `{r['case_id']}`: cost {r['cost_usd']:.4f} USD")
+            lines.append(f"- `{r['case_id']}`: {_cost(r)}")
         if r.get("resumed"):
             lines.append(f"- `{r['case_id']}`: {r['resumed']} samples came from the result store (not recomputed; "
                          "images/s counts only the fresh ones)")
@@ -180,6 +265,33 @@ def _notes(rows: Sequence[Mapping]) -> list[str]:
         if r.get("trust_remote_code"):
             lines.append(f"- `{r['case_id']}`: ran the hub's remote code (--trust-remote-code)")
     return (["## Notes", ""] + lines + [""]) if lines else []
+
+
+def _cost(r: Mapping) -> str:
+    """A rerun answered from the store paid nothing: say what was spent now and what was stored."""
+    total, now = r["cost_usd"], r.get("cost_now_usd")
+    if now is None:  # a row written before the split
+        return f"cost {total:.4f} USD"
+    return f"cost {total:.4f} USD: {now:.4f} spent now, {max(0.0, total - now):.4f} stored (paid by earlier runs)"
+
+
+def unreadable_section(rows: Sequence[Mapping]) -> list[str]:
+    """Unreadable images, once per file across the run (every case draws from the same files)."""
+    files: dict[str, str] = {}
+    for r in rows:
+        for f in r.get("input_error_files") or ():
+            files.setdefault(str(f["sample_id"]), str(f["error"]))
+    count = max((r.get("input_errors") or 0 for r in rows), default=0)
+    if not count:
+        return []
+    shown = list(files.items())[:INPUT_ERRORS_LISTED]
+    lines = ["## Unreadable images", "",
+             f"{count} images of the subset could not be read; each is an error row counted as a wrong prediction, "
+             "and none fails a smoke case's plumbing check (the data's fault, not the pipeline's).", ""]
+    lines += [f"- `{cell(sid)}`: {cell(err)}" for sid, err in shown]
+    if count > len(shown):
+        lines.append(f"- … and {count - len(shown)} more (every error row is in samples/*.jsonl)")
+    return lines + [""]
 
 
 def _others(rows: Sequence[Mapping]) -> list[str]:
@@ -210,3 +322,75 @@ def parse_table(markdown: str) -> list[dict[str, str]]:
     split = lambda l: [c.strip().replace("\\|", "|") for c in re.split(r"(?<!\\)\|", l.strip())[1:-1]]
     head = split(lines[0])
     return [dict(zip(head, split(l))) for l in lines[2:]]
+
+
+# ---------------------------------------------------------------------------------- candidate order
+ORDER_NOTE = ("The tables above score order 0 only (each image's usual candidate list, as a run without "
+              "`--orders` asks it), so their figures stay comparable with such runs. Here each image was asked "
+              "in K seeded orders of the same candidates; up to N orders, no candidate sits at the same "
+              "position twice. Figures are over the images answered in every order.")
+DIRECT_BACKENDS = ("clip", "classifier")
+
+
+def order_fields(result) -> dict:
+    """--orders K > 1: the order statistics (vlmcls.orders) for the row; nothing for K=1 (rows as before)."""
+    if not getattr(result, "order_rows", None):
+        return {}
+    from .orders import summary
+
+    return {"orders": summary(result.order_rows, result.spec.orders, result.spec.ways)}
+
+
+def order_section(rows: Sequence[Mapping]) -> list[str]:
+    """"Candidate order": per case with --orders K > 1, accuracy per order, consistency, position bias."""
+    cases = [r for r in rows if r.get("orders")]
+    if not cases:
+        return []
+    parts = ["## Candidate order", "", ORDER_NOTE, ""]
+    for r in cases:
+        parts += [f"### `{cell(r['case_id'])}`", ""] + _order_case(r, r["orders"]) + [""]
+    return parts
+
+
+def _order_case(r: Mapping, o: Mapping) -> list[str]:
+    from tabulate import tabulate
+
+    lines = []
+    if r.get("backend") in DIRECT_BACKENDS:
+        lines += [f"A direct scorer ({cell(r['backend'])}) scores each candidate on its own: the order cannot "
+                  "change its answer, and the figures below only confirm it.", ""]
+    late = f"; {o['incomplete']} more lack some order (stopped early)" if o.get("incomplete") else ""
+    lines += [f"{o['orders']} orders, {o['images']} images{late}.", ""]
+    if not o["images"]:
+        return lines
+    spread = [_fmt(o["mean"]), f"{_fmt(o['min'])}–{_fmt(o['max'])}", _fmt(o["std"])]
+    lines += [tabulate([["Accuracy", *map(_fmt, o["accuracy"]), *spread]], tablefmt="github", disable_numparse=True,
+                       headers=["", *(f"order {k}" for k in range(o["orders"])), "mean", "min–max", "std"]), ""]
+    lines += [f"Same answer in every order: {_pct(o['consistent'])} of images. Right in every order "
+              f"{_pct(o['right_all'])}, in some but not all {_pct(o['right_some'])}, in none {_pct(o['right_none'])}.", ""]
+    return lines + _position_table(o)
+
+
+def _position_table(o: Mapping) -> list[str]:
+    """Accuracy by the true label's position, and picked positions against the uniform expectation."""
+    from tabulate import tabulate
+
+    from .orders import position_edges
+
+    edges = position_edges(o["bin_sizes"])
+    body = [["True label here (answers)", *map(str, o["position_n"])],
+            ["Accuracy", *map(_fmt, o["position_accuracy"])],
+            ["Picked here", *map(str, o["picked"])],
+            ["Expected if position did not matter", *(f"{e:.1f}" for e in o["expected"])]]
+    table = tabulate(body, headers=["Position in the list", *edges], tablefmt="github", disable_numparse=True)
+    if o.get("p_value") is None:
+        verdict = "No answer named a candidate: no test of the picked positions."
+    else:
+        rough = " (some expected counts are below 5: the p-value is approximate)" if o.get("rough_test") else ""
+        verdict = (f"Picked positions against uniform: chi-square {o['chi2']:.2f}, {len(o['picked']) - 1} degrees "
+                   f"of freedom, p = {o['p_value']:.3g}{rough}.")
+    return [table, "", verdict, ""]
+
+
+def _pct(v: float | None) -> str:
+    return "" if v is None else f"{v:.0%}"

@@ -12,8 +12,10 @@ number of candidates. torch and transformers are imported only when an answer re
 from __future__ import annotations
 
 import bisect
+import itertools
 import re
 import threading
+import time
 import unicodedata
 from collections import Counter
 from dataclasses import dataclass
@@ -22,7 +24,7 @@ from typing import Any, Callable, Sequence
 
 from vlmcls.types import LabelSet, Resolution
 
-MODES = ("thesis", "exact", "nli", "constrained")
+MODES = ("thesis", "exact", "nli", "constrained", "rank")  # rank: backends answer with class ids
 HYPOTHESIS = "This example is {}."  # transformers' default template, as the study used it
 
 # Ranks of a phrase for a class, best first: the prompt label is what the model was shown.
@@ -270,19 +272,38 @@ def _choose(mentions: list[_Mention], p: _Parsed) -> list[_Mention]:
 
 # ---------------------------------------------------------------- NLI
 
-_PIPELINES: dict[tuple[str, str], Any] = {}
+# Padded tokens per forward pass (rows x longest row). 32k tokens keep an H100 busy on BART-large
+# (1,000 pairs of ~26 tokens fit in one pass) and take ~1 GB of activations in half precision.
+NLI_BATCH_TOKENS = 32768
+DTYPES = ("auto", "float32", "bfloat16", "float16")
+
+_PIPELINES: dict[tuple[str, str, str], Any] = {}
 _PIPELINES_LOCK = threading.Lock()
 
 
-def nli_pipeline(model: str = "facebook/bart-large-mnli", device: str = "auto") -> Any:
-    """The zero-shot pipeline for (model, device), loaded once per process."""
+def nli_pipeline(model: str = "facebook/bart-large-mnli", device: str = "auto", dtype: str = "auto") -> Any:
+    """The zero-shot pipeline for (model, device, dtype), loaded once per process."""
     with _PIPELINES_LOCK:
-        if (model, device) not in _PIPELINES:
-            _PIPELINES[(model, device)] = _load_pipeline(model, device)
-        return _PIPELINES[(model, device)]
+        if (model, device, dtype) not in _PIPELINES:
+            _PIPELINES[(model, device, dtype)] = _load_pipeline(model, device, dtype)
+        return _PIPELINES[(model, device, dtype)]
 
 
-def _load_pipeline(model: str, device: str) -> Any:
+def nli_dtype(device: str, dtype: str = "auto") -> str:
+    """float32 on the CPU (half precision is slow there); on a GPU bfloat16, or float16 on cards
+    without bf16 (before Ampere). The hub's checkpoint is float32, which a pipeline keeps as loaded."""
+    if dtype not in DTYPES:
+        raise ValueError(f"unknown NLI dtype {dtype!r}; choose one of: {', '.join(DTYPES)}")
+    if dtype != "auto":
+        return dtype
+    if not device.startswith("cuda"):
+        return "float32"
+    import torch
+
+    return "bfloat16" if torch.cuda.is_bf16_supported() else "float16"
+
+
+def _load_pipeline(model: str, device: str, dtype: str = "auto") -> Any:
     import torch
     from transformers import pipeline
 
@@ -291,69 +312,220 @@ def _load_pipeline(model: str, device: str) -> Any:
     path = str(smoke.ensure(model)) if smoke.is_smoke(model) else model
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
-    return pipeline("zero-shot-classification", model=path, device=device)
+    return pipeline("zero-shot-classification", model=path, device=device,
+                    dtype=getattr(torch, nli_dtype(device, dtype)))
 
 
-def entailment_logits(pipe: Any, premise: str, hypotheses: Sequence[str], batch_size: int = 1024):
-    """The zero-shot pipeline's decision, computed the fast way: its own model, tokenizer, hypothesis
-    template and entailment index, but all premise-hypothesis pairs tokenized in ONE call of the fast
-    tokenizer. The pipeline tokenizes pair by pair in Python, which costs more than BART-large's
-    forward pass itself at 1,000 candidates. With multi_label=False the pipeline's winner is the
-    argmax of these logits (a softmax over them); tests check both give the same answer."""
+def token_batches(lengths: Sequence[int], budget: int) -> list[range]:
+    """Consecutive runs of `lengths` (sorted ascending) whose padded size, rows x the last (longest)
+    row, stays within `budget` tokens; a row longer than the budget goes alone."""
+    out, start = [], 0
+    for i, n in enumerate(lengths):
+        if i > start and (i + 1 - start) * n > budget:
+            out.append(range(start, i))
+            start = i
+    return out + ([range(start, len(lengths))] if lengths else [])
+
+
+def entailment_scores(pipe: Any, items: Sequence[tuple[str, Sequence[str]]],
+                      batch_tokens: int = NLI_BATCH_TOKENS) -> list[Any]:
+    """Entailment logits of every (premise, hypotheses) item, all items through the model together.
+
+    The pipeline's own model, tokenizer, hypothesis template and entailment index, but the pairs
+    are built from each distinct premise and hypothesis tokenized once (the pipeline tokenizes pair
+    by pair in Python, which costs more than BART-large's forward pass at 1,000 candidates), sorted
+    by length and cut into token-budgeted batches, so a batch pads little and short pairs are not
+    run in small batches. With multi_label=False the pipeline's winner is the argmax of these
+    logits (a softmax over them); tests check both give the same answer."""
     import torch
 
-    pairs = [HYPOTHESIS.format(h) for h in hypotheses]
+    sizes = [len(hyps) for _, hyps in items]
+    if not any(sizes):
+        return [torch.empty(0) for _ in items]
+    pairs = _pairs(pipe.tokenizer, items)
+    order = torch.sort(pairs.lengths, stable=True).indices  # stable: ties keep the input order
+    lengths = pairs.lengths[order].tolist()
+    # The batches are gathered where the model runs: BART's forward waits for the GPU at its end
+    # (it checks every row's count of </s>), so host work between passes would leave it idle.
+    device = pipe.model.device
+    pairs, on_device = pairs.to(device), order.to(device)
     chunks = []
     with torch.inference_mode():
-        for start in range(0, len(pairs), batch_size):
-            part = pairs[start:start + batch_size]
-            enc = pipe.tokenizer([premise] * len(part), part, padding=True, truncation="only_first",
-                                 return_tensors="pt").to(pipe.model.device)
-            chunks.append(pipe.model(**enc).logits[:, pipe.entailment_id].float().cpu())
-    return torch.cat(chunks)
+        for rows in token_batches(lengths, batch_tokens):
+            input_ids, mask = pairs.rows(on_device[rows.start:rows.stop], lengths[rows.stop - 1])
+            chunks.append(pipe.model(input_ids=input_ids, attention_mask=mask).logits[:, pipe.entailment_id].float())
+    scores = torch.empty(len(lengths))
+    scores[order] = torch.cat(chunks).cpu()
+    return list(scores.split(sizes))
+
+
+def pair_ids(tokenizer: Any, items: Sequence[tuple[str, Sequence[str]]]) -> list[list[int]]:
+    """Token ids of every (premise, hypothesis) pair, as `tokenizer(premise, hypothesis,
+    truncation="only_first")` gives them (for tests and tools; the model gets them as tensors)."""
+    import torch
+
+    pairs = _pairs(tokenizer, items)
+    ids, mask = pairs.rows(torch.arange(len(pairs.lengths)), int(pairs.lengths.max()))
+    return [row[:int(n)].tolist() for row, n in zip(ids, mask.sum(1))]
+
+
+class _Pairs:
+    """Every (premise, hypothesis) pair as two indices into small tables of token ids: the starts
+    (specials + premise + specials) and the ends (hypothesis + specials). A batch's padded input ids
+    are gathered from them in a few tensor operations, with no Python work per pair."""
+
+    def __init__(self, starts: list[list[int]], ends: list[list[int]], premise: list[int], hypothesis: list[int],
+                 pad: int):
+        import torch
+
+        self.pad = pad
+        self.starts, self.start_len = _table(starts, pad)
+        self.ends, self.end_len = _table(ends, pad)
+        self.premise, self.hypothesis = torch.tensor(premise), torch.tensor(hypothesis)
+        self.lengths = self.start_len[self.premise] + self.end_len[self.hypothesis]
+
+    def to(self, device) -> "_Pairs":
+        moved = object.__new__(_Pairs)
+        moved.__dict__ = {k: v.to(device) if hasattr(v, "to") else v for k, v in self.__dict__.items()}
+        return moved
+
+    def rows(self, which, width: int):
+        """Right-padded input ids and attention mask of pairs `which` (BART's classifier reads the
+        last </s> of each row)."""
+        import torch
+
+        p, h = self.premise[which], self.hypothesis[which]
+        cols = torch.arange(width, device=p.device)
+        split = self.start_len[p][:, None]
+        total = split + self.end_len[h][:, None]
+        # flat indices into the tables: one 1-D gather each (2-D advanced indexing is ~5x slower on a CPU)
+        ws, we = self.starts.shape[1], self.ends.shape[1]
+        start = self.starts.view(-1)[(p * ws)[:, None] + cols.clamp(max=ws - 1)]
+        end = self.ends.view(-1)[(h * we)[:, None] + (cols - split).clamp(0, we - 1)]
+        ids = torch.where(cols < split, start, torch.where(cols < total, end, self.pad))
+        return ids, (cols < total).long()
+
+
+def _table(rows: list[list[int]], pad: int):
+    import torch
+
+    width = max(1, max(map(len, rows)))
+    ids = torch.tensor([r + [pad] * (width - len(r)) for r in rows], dtype=torch.long)
+    return ids, torch.tensor([len(r) for r in rows])
+
+
+def _pairs(tokenizer: Any, items: Sequence[tuple[str, Sequence[str]]]) -> _Pairs:
+    """Each distinct premise and hypothesis tokenized once: 32 answers x 1,000 candidates are 32
+    premises and <= 1,000 hypotheses, not 32,000 pairs (~6 s for the tokenizer on 2 cores).
+
+    split_special_tokens: an answer is untrusted text; a literal "</s>" in it must stay text (it
+    would change the row's count of </s>, which BART's classifier requires to be equal in a batch).
+    The assembly assumes the pair template specials + premise + specials + hypothesis + specials
+    (BART, RoBERTa, BERT, DeBERTa); it is checked against the tokenizer on each item's first pair,
+    and a tokenizer it does not fit, or a premise that must be truncated, gets whole pairs."""
+    items = [(p, hs) for p, hs in items if hs]
+    premises = {p: i for i, p in enumerate(dict.fromkeys(p for p, _ in items))}
+    labels = {h: i for i, h in enumerate(dict.fromkeys(h for _, hs in items for h in hs))}
+    template = _pair_template(tokenizer)
+    if template is not None:
+        head, mid, tail = template
+        enc = tokenizer(list(premises) + [HYPOTHESIS.format(h) for h in labels], add_special_tokens=False,
+                        split_special_tokens=True)["input_ids"]
+        pairs = _Pairs([head + ids + mid for ids in enc[:len(premises)]], [ids + tail for ids in enc[len(premises):]],
+                       [premises[p] for p, hs in items for _ in hs], [labels[h] for _, hs in items for h in hs],
+                       tokenizer.pad_token_id)
+        if int(pairs.lengths.max()) <= tokenizer.model_max_length and _fits(tokenizer, items, pairs):
+            return pairs
+    whole = _tokenized(tokenizer, [(p, h) for p, hs in items for h in hs])
+    return _Pairs(whole, [[]], list(range(len(whole))), [0] * len(whole), tokenizer.pad_token_id)
+
+
+def _fits(tokenizer: Any, items, pairs: _Pairs) -> bool:
+    """The assembled ids equal the tokenizer's own for each item's first pair."""
+    import torch
+
+    firsts = torch.tensor(list(itertools.accumulate((len(hs) for _, hs in items[:-1]), initial=0)))
+    ids, mask = pairs.rows(firsts, int(pairs.lengths[firsts].max()))
+    mine = [row[:int(n)].tolist() for row, n in zip(ids, mask.sum(1))]
+    return mine == _tokenized(tokenizer, [(p, hs[0]) for p, hs in items])
+
+
+def _tokenized(tokenizer: Any, pairs: Sequence[tuple[str, str]]) -> list[list[int]]:
+    return tokenizer([p for p, _ in pairs], [HYPOTHESIS.format(h) for _, h in pairs], truncation="only_first",
+                     split_special_tokens=True)["input_ids"]
+
+
+def _pair_template(tokenizer: Any) -> tuple[list[int], list[int], list[int]] | None:
+    """The special ids before, between and after a pair's two texts ("<s>", "</s></s>", "</s>")."""
+    a, b = (tokenizer(t, add_special_tokens=False)["input_ids"] for t in ("premise", "hypothesis"))
+    full = tokenizer("premise", "hypothesis")["input_ids"]
+    for i in range(len(full) - len(a) + 1):
+        if full[i:i + len(a)] == a:
+            rest = full[i + len(a):]
+            for j in range(len(rest) - len(b) + 1):
+                if rest[j:j + len(b)] == b:
+                    return full[:i], rest[:j], rest[j + len(b):]
+    return None
 
 
 # ---------------------------------------------------------------- the resolver
 
 class Resolver:
-    """Resolves answers for one LabelSet in one mode; `stage_counts` tallies the deciding stages."""
+    """Resolves answers for one LabelSet in one mode; `stage_counts` tallies the deciding stages and
+    `stage_seconds` the time spent in each: "match" (every rule, no model) and "nli" (the model)."""
 
     def __init__(self, mode: str, labels: LabelSet, nli_model: str = "facebook/bart-large-mnli",
-                 device: str = "auto", nli_batch_size: int = 1024, nli_impl: str = "batched"):
+                 device: str = "auto", nli_batch_tokens: int = NLI_BATCH_TOKENS, nli_impl: str = "batched",
+                 nli_dtype: str = "auto"):
         if mode not in MODES:
             raise ValueError(f"unknown resolver mode {mode!r}; choose one of: {', '.join(MODES)}")
         if nli_impl not in ("batched", "pipeline"):
             raise ValueError(f"unknown NLI implementation {nli_impl!r}; choose 'batched' or 'pipeline'")
-        self.nli_impl = nli_impl
+        if nli_dtype not in DTYPES:
+            raise ValueError(f"unknown NLI dtype {nli_dtype!r}; choose one of: {', '.join(DTYPES)}")
+        self.nli_impl, self.nli_dtype = nli_impl, nli_dtype
         self.mode, self.labels = mode, labels
-        self.nli_model, self.device, self.nli_batch_size = nli_model, device, nli_batch_size
+        self.nli_model, self.device, self.nli_batch_tokens = nli_model, device, nli_batch_tokens
         self.index = phrase_index(labels)
         self.stage_counts: Counter[str] = Counter()
+        self.stage_seconds: Counter[str] = Counter()
+
+    def pipeline(self) -> Any:
+        return nli_pipeline(self.nli_model, self.device, self.nli_dtype)
 
     def warm(self) -> None:
         """Load the NLI model ahead of time (it is otherwise loaded by the first answer needing it)."""
         if self.mode in ("thesis", "nli"):
-            nli_pipeline(self.nli_model, self.device)
+            self.pipeline()
 
     def resolve(self, text: str | None, class_ids: Sequence[int]) -> Resolution:
-        result = self._resolve(text, tuple(class_ids))
-        self.stage_counts[result.stage] += 1
-        return result
+        return self.resolve_many([(text, class_ids)])[0]
 
     def resolve_many(self, items: Sequence[tuple[str | None, Sequence[int]]]) -> list[Resolution]:
-        return [self.resolve(text, class_ids) for text, class_ids in items]
+        """Every answer through the rules first; those left to the NLI go to the model together."""
+        start = time.perf_counter()
+        ruled = [self._rules(text, tuple(ids)) for text, ids in items]
+        nli_start = time.perf_counter()
+        self.stage_seconds["match"] += nli_start - start
+        need = [i for i, (_, to_nli) in enumerate(ruled) if to_nli]
+        out = [found for found, _ in ruled]
+        if need:
+            decided = dict(zip(need, self._nli([(items[i][0], tuple(items[i][1]), ruled[i][0]) for i in need])))
+            out = [decided.get(i, r) for i, r in enumerate(out)]
+            self.stage_seconds["nli"] += time.perf_counter() - nli_start
+        self.stage_counts.update(r.stage for r in out)
+        return out
 
-    def _resolve(self, text: str | None, class_ids: tuple[int, ...]) -> Resolution:
+    def _rules(self, text: str | None, class_ids: tuple[int, ...]) -> tuple[Resolution | None, bool]:
+        """(the resolution, whether the NLI must decide instead); no model runs here."""
         if not text or not text.strip():  # an empty premise would make NLI pick at random
-            return Resolution(None, "unresolved", note="empty answer")
+            return Resolution(None, "unresolved", note="empty answer"), False
         if self.mode == "constrained":
-            return self._constrained(text, class_ids)
+            return self._constrained(text, class_ids), False
         if self.mode == "nli":
-            return self._nli(text, class_ids)
+            return None, True
         found = self._match(text, class_ids)
-        if found.class_id is not None or self.mode == "exact":
-            return found
-        return self._nli(text, class_ids, found)
+        return found, found.class_id is None and self.mode not in ("exact", "rank")  # rank never loads NLI
 
     def _constrained(self, text: str, class_ids: tuple[int, ...]) -> Resolution:
         words = _strip_article(phrase(text))
@@ -380,19 +552,21 @@ class Resolver:
             return Resolution(ids[0], stage, ambiguous=True, note=self._shared_note(ids) + "; took the first")
         return Resolution(None, "unresolved", ambiguous=True, note=self._shared_note(ids))
 
-    def _nli(self, text: str, class_ids: tuple[int, ...], before: Resolution | None = None) -> Resolution:
-        names = [self.labels.names[c] for c in class_ids]
-        # One hypothesis per distinct label, sorted: the model then sees the same input (and the
-        # same padding) whatever the candidate order, so the winner cannot depend on it.
-        hypotheses = sorted(set(names))
-        pipe = nli_pipeline(self.nli_model, self.device)
-        if self.nli_impl == "pipeline":
-            out = pipe(text, candidate_labels=hypotheses, hypothesis_template=HYPOTHESIS,
-                       multi_label=False, batch_size=self.nli_batch_size)
-            best = out["labels"][0]
+    def _nli(self, work: Sequence[tuple[str, tuple[int, ...], Resolution | None]]) -> list[Resolution]:
+        # One hypothesis per distinct label, sorted: the model then sees the same pairs (in the same
+        # batches) whatever the candidate order, so the winner cannot depend on it.
+        hyps = [sorted({self.labels.names[c] for c in ids}) for _, ids, _ in work]
+        pipe = self.pipeline()
+        if self.nli_impl == "pipeline":  # the reference: transformers' zero-shot pipeline, answer by answer
+            best = [pipe(text, candidate_labels=h, hypothesis_template=HYPOTHESIS, multi_label=False,
+                         batch_size=64)["labels"][0] for (text, _, _), h in zip(work, hyps)]
         else:
-            best = hypotheses[int(entailment_logits(pipe, text, hypotheses, self.nli_batch_size).argmax())]
-        ids = [c for c, n in zip(class_ids, names) if n == best]
+            scores = entailment_scores(pipe, [(text, h) for (text, _, _), h in zip(work, hyps)], self.nli_batch_tokens)
+            best = [h[int(s.argmax())] for h, s in zip(hyps, scores)]
+        return [self._nli_verdict(ids, before, b) for (_, ids, before), b in zip(work, best)]
+
+    def _nli_verdict(self, class_ids: tuple[int, ...], before: Resolution | None, best: str) -> Resolution:
+        ids = [c for c in class_ids if self.labels.names[c] == best]
         notes = [before.note] if before is not None and before.ambiguous else []
         if len(ids) > 1:
             notes.append(self._shared_note(ids) + "; took the first")
@@ -406,3 +580,4 @@ class Resolver:
 
     def _several_note(self, ids: Sequence[int]) -> str:
         return "several candidates: " + ", ".join(self.labels.names[c] for c in ids)
+

@@ -16,15 +16,17 @@ from . import metrics as metrics_mod
 from . import prompts
 from .catalog import ModelEntry
 from .images import ImageError, decode
-from .settings import BackendSettings
-from .store import Store, case_key
+from .settings import BackendSettings, server_urls
+from .store import Store, case_key, row_key
 from .types import Answer, Backend, LabelSet, Prediction, Query, Sample
 
 
 @dataclass(frozen=True)
 class CaseSpec:
     """Everything that defines a case. `key_fields()` is the part that can change an answer (the
-    store key); speed settings, `samples`, `refresh` and `max_cost` stay out of it."""
+    store key); speed settings, `samples`, `refresh` and `max_cost` stay out of it, and so does
+    `orders` (K candidate orders per image): each row carries its order index instead, so a run with
+    K=3 reuses the order-0 rows of a K=1 run."""
 
     model: ModelEntry
     ways: int
@@ -38,6 +40,7 @@ class CaseSpec:
     nli_model: str = "facebook/bart-large-mnli"
     max_cost: float | None = None
     refresh: bool = False
+    orders: int = 1
 
     @property
     def case_id(self) -> str:
@@ -45,12 +48,18 @@ class CaseSpec:
 
     def key_fields(self) -> dict[str, Any]:
         s = asdict(self.settings)
-        for k in ("batch_size", "concurrency", "timeout_s", "max_retries", "device"):
+        for k in ("batch_size", "batch_auto", "concurrency", "timeout_s", "max_retries", "device"):
             s.pop(k)  # these change speed, not answers ...
+        if not s.get("rank"):
+            s.pop("rank", None)  # absent unless ranking: the keys of runs made before it existed stay valid
         if self.model.is_local_hf:  # ... except that the device decides the dtype when it is "auto"
             s["device_kind"] = device_kind(self.settings.device)
+        # the hub's code runs only when the entry and the user both allow it (as the report says)
+        s["trust_remote_code"] = bool(self.model.trust_remote_code and self.settings.trust_remote_code)
         if self.model.backend != "openai-compatible":
             s.pop("base_url")  # the served model behind a URL is part of what answers
+        elif s["base_url"]:  # several servers: one deployment, whatever the order they were listed in
+            s["base_url"] = ",".join(sorted(server_urls(s["base_url"])))
         if self.model.backend in ("clip", "classifier"):  # no generation: these cannot change a score
             for k in ("quant", "layout", "constrained", "max_new_tokens", "max_image_side"):
                 s.pop(k)
@@ -84,6 +93,13 @@ class CaseResult:
     not_run: int = 0
     stopped: str = ""  # why the case stopped early (e.g. --max-cost)
     notes: list[str] = field(default_factory=list)
+    # seconds in each resolver stage ("match", "nli") for the fresh samples, and their wall time
+    # (model loading excluded, as for images_per_s)
+    stage_seconds: dict[str, float] = field(default_factory=dict)
+    wall_s: float | None = None
+    # --orders K > 1: the rows of every order (0..K-1); `predictions` and `metrics` are order 0 only,
+    # the list as K=1 would ask it, so the headline figures stay comparable with K=1 runs
+    order_rows: list[Prediction] = field(default_factory=list)
 
     def stage_shares(self) -> dict[str, float]:
         n = len(self.predictions) or 1
@@ -121,6 +137,39 @@ def _decode_one(s: Sample):
         return exc
 
 
+def _read_one(s: Sample):
+    """For a backend that decodes images itself (`decodes_images`, e.g. on the GPU): the encoded
+    bytes, read ahead like a decode, or the ImageError that becomes this sample's error row."""
+    if not isinstance(s.image, str):
+        return s.image
+    try:
+        with open(s.image, "rb") as f:
+            return f.read()
+    except FileNotFoundError:
+        return ImageError(f"image file not found: {s.image}")
+    except OSError as exc:
+        return ImageError(f"cannot read image file: {exc}")
+
+
+@dataclass(frozen=True)
+class OrderedSample(Sample):
+    """One of the K askings of a sample (--orders): the same image, its candidates in permutation `order`."""
+
+    order: int = 0
+
+
+def with_orders(samples: Sequence[Sample], orders: int) -> Sequence[Sample]:
+    """The work items: each sample K times, its orders side by side (a --max-cost stop then leaves
+    whole images, not order 0 of many and order 2 of few). K=1: the samples themselves, unchanged."""
+    if orders <= 1:
+        return samples
+    return [OrderedSample(s.sample_id, s.label, s.image, k) for s in samples for k in range(orders)]
+
+
+def _key(s: Sample) -> str:
+    return row_key(s.sample_id, getattr(s, "order", 0))
+
+
 class CaseRunner:
     """Holds a case's fixed context; `run()` drives the batches."""
 
@@ -133,12 +182,18 @@ class CaseRunner:
         self.key = case_key(spec.key_fields())
         self.ambiguous = labels.ambiguous_ids() if labels.mode == "thesis" else frozenset()
         self._fingerprints: dict[str, str] = {}
+        self._prepare = _read_one if getattr(backend, "decodes_images", False) else _decode_one
+        self.stage_seconds: dict[str, float] = {}
 
     def candidates(self, s: Sample):
         cs = cand.candidate_set(s.sample_id, s.label, self.spec.ways, len(self.labels), self.spec.seed)
         if self.spec.settings.layout == "labels-first" and self.spec.ways == len(self.labels):
             # The label list must be identical for every image to reuse its KV cache: class order.
             cs = type(cs)(cs.sample_id, cs.ways, cs.true_id, tuple(sorted(cs.class_ids)))
+        order = getattr(s, "order", 0)
+        if order:  # that list again, in permutation `order`: one per order, shared by every image there
+            shared = self.spec.settings.layout == "labels-first" and self.spec.ways == len(self.labels)
+            cs = cand.reorder(cs, cand.order_permutation("" if shared else s.sample_id, self.spec.ways, order, self.spec.seed))
         return cs
 
     def query(self, s: Sample, image, cs) -> Query:
@@ -160,16 +215,17 @@ class CaseRunner:
             pred_id, stage = None, "unresolved"  # a backend bug must never score outside the candidates
         ambiguous = ambiguous or bool(self.ambiguous and {s.label, pred_id} & self.ambiguous)
         return Prediction(
-            fingerprint=self._fingerprints.get(s.sample_id) or fingerprint(s), sample_id=s.sample_id, true_id=s.label, true_label=self.labels.names[s.label],
+            fingerprint=self._fingerprints.get(s.sample_id) or fingerprint(s), sample_id=s.sample_id, order=getattr(s, "order", 0), true_id=s.label, true_label=self.labels.names[s.label],
             candidates=cs.labels(self.labels), answer=answer.text, pred_id=pred_id,
             pred_label=None if pred_id is None else self.labels.names[pred_id], stage=stage,
             latency_s=answer.latency_s, prompt_tokens=answer.prompt_tokens,
             completion_tokens=answer.completion_tokens, cost_usd=answer.cost_usd, error=answer.error, ambiguous=ambiguous,
+            top5=answer.top5, top1_prob=answer.top1_prob,
         )
 
     def run_batch(self, batch: Sequence[Sample], images: Sequence[Any] | None = None) -> list[Prediction]:
         if images is None:
-            images = [_decode_one(s) for s in batch]
+            images = [self._prepare(s) for s in batch]
         sets = [self.candidates(s) for s in batch]
         ok = [i for i, im in enumerate(images) if not isinstance(im, Exception)]
         answers: dict[int, Answer] = {i: Answer(error=str(images[i])) for i in range(len(batch)) if i not in ok}
@@ -179,33 +235,47 @@ class CaseRunner:
                 raise RuntimeError(f"backend returned {len(got)} answers for {len(ok)} queries")
             answers.update(zip(ok, got))
         need = [i for i in ok if answers[i].error is None and answers[i].class_id is None]
-        resolved = dict(zip(need, self.resolver.resolve_many([(answers[i].text, sets[i].class_ids) for i in need]))) if need else {}
+        resolved = dict(zip(need, self._resolve([(answers[i].text, sets[i].class_ids) for i in need]))) if need else {}
         return [self.record(batch[i], sets[i], answers[i], resolved.get(i)) for i in range(len(batch))]
+
+    def _resolve(self, items):
+        """resolve_many, adding the resolver's per-stage seconds to this case's (a resolver is shared by cases)."""
+        before = dict(getattr(self.resolver, "stage_seconds", {}))
+        out = self.resolver.resolve_many(items)
+        for stage, t in getattr(self.resolver, "stage_seconds", {}).items():
+            self.stage_seconds[stage] = self.stage_seconds.get(stage, 0.0) + t - before.get(stage, 0.0)
+        return out
 
     def batch_size(self) -> int:
         s = self.spec.settings
         # API: one batch = the requests in flight, stored as soon as they return (a kill loses no more)
-        return s.concurrency if self.spec.model.backend in ("openai", "anthropic", "openai-compatible") else s.batch_size
+        if self.spec.model.backend in ("openai", "anthropic", "openai-compatible"):
+            return s.concurrency
+        # a backend that prefetches (hf-vlm) asks for several of its batches at once
+        return getattr(self.backend, "window", None) or s.batch_size
 
     def run(self, samples: Sequence[Sample]) -> CaseResult:
         cand.check_ways(self.spec.ways, len(self.labels))
         stored = {} if (self.store is None or self.spec.refresh) else self.store.get(self.key)
         current = self._fingerprints = {s.sample_id: fingerprint(s) for s in samples}  # hashed once per sample
         # error rows are retried; rows for an image or label that changed since are recomputed
-        done = {sid: p for sid, p in stored.items() if p.error is None and p.fingerprint == current.get(sid)}
-        todo = [s for s in samples if s.sample_id not in done]
+        done = {k: p for k, p in stored.items() if p.error is None and p.fingerprint == current.get(p.sample_id)}
+        items = with_orders(samples, self.spec.orders)  # K=1: the samples themselves
+        todo = [s for s in items if _key(s) not in done]
         if self.store is not None:
             self.store.register(self.key, self.spec.key_fields())
-        ids = {s.sample_id for s in samples}
-        self._spent = [sum(p.cost_usd or 0.0 for sid, p in done.items() if sid in ids), len(ids) - len(todo)]
-        fresh, elapsed, stopped = self._loop(todo, len(samples) - len(todo), len(samples))
-        by_id = {**done, **{p.sample_id: p for p in fresh}}
-        preds = [by_id[s.sample_id] for s in samples if s.sample_id in by_id]
+        ids = {_key(s) for s in items}
+        self._spent = [sum(p.cost_usd or 0.0 for k, p in done.items() if k in ids), len(ids) - len(todo)]
+        fresh, elapsed, stopped = self._loop(todo, len(items) - len(todo), len(items))
+        by_key = {**done, **{row_key(p.sample_id, p.order): p for p in fresh}}
+        rows = [by_key[_key(s)] for s in items if _key(s) in by_key]
+        preds = [p for p in rows if p.order == 0]
         return CaseResult(
             spec=self.spec, predictions=preds, metrics=metrics_mod.compute(preds, self.spec.seed) if preds else None,
             images_per_s=_rate(len(fresh), elapsed - getattr(self.backend, "load_s", 0.0)),
-            resumed=len(samples) - len(todo), not_run=len(samples) - len(preds), stopped=stopped,
-            notes=list(getattr(self.backend, "notes", [])),
+            resumed=len(items) - len(todo), not_run=len(samples) - len(preds), stopped=stopped,
+            notes=list(getattr(self.backend, "notes", [])), stage_seconds=dict(self.stage_seconds),
+            wall_s=elapsed - getattr(self.backend, "load_s", 0.0), order_rows=rows if self.spec.orders > 1 else [],
         )
 
     def _loop(self, todo: Sequence[Sample], already: int, total: int) -> tuple[list[Prediction], float, str]:
@@ -216,14 +286,14 @@ class CaseRunner:
         # (PIL releases the GIL while it decodes and resizes).
         with ThreadPoolExecutor(max(1, self.decode_workers)) as pool:
             batch = self._next(todo, start)
-            pending = [pool.submit(_decode_one, s) for s in batch]
+            pending = [pool.submit(self._prepare, s) for s in batch]
             while batch:
                 t0 = time.perf_counter()
                 images = [f.result() for f in pending]
                 start += len(batch)
                 ahead = self.spec.max_cost is None  # under a budget the next size depends on this batch's cost
                 following = self._next(todo, start) if ahead else []
-                pending = [pool.submit(_decode_one, s) for s in following]
+                pending = [pool.submit(self._prepare, s) for s in following]
                 preds = self.run_batch(batch, images)
                 elapsed += time.perf_counter() - t0
                 self._spent[0] += sum(p.cost_usd or 0.0 for p in preds)
@@ -237,7 +307,7 @@ class CaseRunner:
                                             f"(e.g. {fresh[0].error[:200]})")
                 if not ahead:
                     following = self._next(todo, start)
-                    pending = [pool.submit(_decode_one, s) for s in following]
+                    pending = [pool.submit(self._prepare, s) for s in following]
                 batch = following
         if start < len(todo):
             spent = self._spent[0]

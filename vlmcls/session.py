@@ -19,10 +19,10 @@ from typing import Any
 import pytest
 
 from . import backends, report
-from .catalog import ModelEntry, load_catalog
+from .catalog import ModelEntry, StudyRow, load_catalog, study_cases
 from .data import DatasetError, open_dataset
 from .labels import labelset
-from .options import DEFAULT_WAYS, cli_settings
+from .options import DEFAULT_WAYS, cli_settings, labels_mode
 from .runner import CaseResult, CaseSpec, CaseRunner
 from .settings import resolve_settings
 from .smoke import is_smoke
@@ -71,6 +71,7 @@ class BenchSession:
         self.crashed: list[str] = []
         self._backends: dict[str, Any] = {}
         self._resolvers: dict[tuple, Any] = {}
+        self._spent_now: dict[str, float] = {}  # case_id -> USD paid in this run (not the stored answers)
 
     # ------------------------------------------------------------------ configuration
     @property
@@ -98,7 +99,7 @@ class BenchSession:
 
     @cached_property
     def labels(self):
-        return labelset(self.source.annotations, self.opt.labels_mode)
+        return labelset(self.source.annotations, labels_mode(self.opt))
 
     def samples_for(self, k: int | None):
         """The seeded subset (cached per size: a catalog entry may ask for a smaller default)."""
@@ -139,7 +140,7 @@ class BenchSession:
     def validate(self) -> None:
         """Dataset, N and sample count against each other: one UsageError line, before any case runs."""
         n = len(self.source.annotations)
-        too_many = [w for w in self.ways() if w > n]
+        too_many = [] if self.opt.study else [w for w in self.ways() if w > n]  # --study: such rows skip
         if too_many:
             raise pytest.UsageError(f"--ways {too_many[0]} exceeds the {n} classes of dataset {self.opt.dataset!r}; "
                                     f"use --ways {n} or less, or a dataset with more classes")
@@ -148,21 +149,27 @@ class BenchSession:
             raise pytest.UsageError(f"--samples {self.opt.samples} exceeds the {size} images of dataset "
                                     f"{self.opt.dataset!r}; use --samples {size} or less")
 
-    def spec(self, entry: ModelEntry, ways: int) -> CaseSpec:
+    def spec(self, entry: ModelEntry, ways: int, row: StudyRow | None = None) -> CaseSpec:
+        """`row` (--study): the study's quant and images stand in for the catalog's; an option given
+        on the command line still wins, and the comparison with the study says so."""
         cli = cli_settings(self.opt)
         if self.opt.api_constrained and entry.backend == "openai-compatible":
             cli["constrained"] = True  # --api-constrained concerns served models only
-        settings = resolve_settings(cli, entry.defaults())
+        study = {"quant": row.quant} if row is not None and row.quant else {}
+        settings = resolve_settings(cli, {**entry.defaults(), **study})
         if settings.device == "auto" and entry.is_local_hf:
             settings = settings.with_(device=worker_device())
         nli = self.opt.nli_model or ("smoke:bart-mnli" if entry.smoke else "facebook/bart-large-mnli")
         return CaseSpec(
-            model=entry, ways=ways, settings=settings, dataset=self.opt.dataset, samples=self.opt.samples or entry.samples,
-            seed=self.opt.seed, prompt=self.opt.prompt, labels_mode=self.opt.labels_mode, resolver=self.opt.resolver,
-            nli_model=nli, max_cost=self.opt.max_cost, refresh=self.opt.refresh,
+            model=entry, ways=ways, settings=settings, dataset=self.opt.dataset,
+            samples=self.opt.samples or (row.images if row is not None else entry.samples),
+            seed=self.opt.seed, prompt=self.opt.prompt, labels_mode=labels_mode(self.opt), resolver=self.opt.resolver,
+            nli_model=nli, max_cost=self.opt.max_cost, refresh=self.opt.refresh, orders=self.opt.orders,
         )
 
     def cases(self) -> list[Case]:
+        if self.opt.study:  # the study's rows (at --ways, if given), each with its own settings
+            return [Case(self.spec(entry, row.ways, row)) for entry, row in study_cases(self.catalog, self.opt.ways)]
         return [Case(self.spec(entry, w)) for entry in self.catalog.values() for w in self.ways()]
 
     # ------------------------------------------------------------------ running
@@ -175,6 +182,8 @@ class BenchSession:
 
     def requirements(self, spec: CaseSpec) -> str | None:
         reason = None
+        if spec.ways > len(self.labels):  # only --study gets here: validate() refuses such --ways
+            return f"{spec.ways}-way needs {spec.ways} classes; dataset {spec.dataset!r} has {len(self.labels)}"
         if spec.model.is_local_hf and not is_smoke(spec.model.weights):
             from .hub import unreachable_reason
 
@@ -189,6 +198,9 @@ class BenchSession:
             reason = nli_requirement(spec.nli_model)
         if reason is None and spec.resolver == "constrained" and spec.model.backend not in ("hf-vlm", "openai-compatible", "clip", "classifier"):
             reason = f"--resolver constrained needs a local model or an OpenAI-compatible server, not {spec.model.backend}"
+        if reason is None and spec.resolver == "rank" and spec.model.backend not in ("hf-vlm", "clip", "classifier"):
+            reason = (f"--resolver rank: ranking is not available for the {spec.model.backend} backend "
+                      "(it needs the model's score of every candidate; local models, CLIP and classifiers have them)")
         return reason
 
     def backend(self, spec: CaseSpec):
@@ -231,15 +243,19 @@ class BenchSession:
             reason = f"{what}: {type(exc).__name__}: {one_line(exc)}"
             case.item.user_properties.append((ROW_KEY, report.skipped_row(spec, "error", reason)))
             pytest.fail(f"{case.case_id}: {reason}", pytrace=False)
+        self._spent_now[case.case_id] = backend.spent_usd
+        if result.metrics is not None and result.metrics.average != self.opt.average:
+            result = replace(result, metrics=result.metrics.with_average(self.opt.average))
         self._write_samples(case, result)
         return result
 
     def _progress(self, case: Case):
-        """Progress lines for long cases: after 10 s, then every 30 s (not from xdist workers,
-        whose output the controller cannot show live)."""
+        """Progress lines for long cases: after 10 s, then every 30 s. An xdist worker writes them to
+        its stderr, which it shares with the controller's terminal (its stdout goes nowhere)."""
         tr = self.config.pluginmanager.get_plugin("terminalreporter")
         capman = self.config.pluginmanager.get_plugin("capturemanager")
-        if tr is None or capman is None or hasattr(self.config, "workerinput"):
+        worker = getattr(self.config, "workerinput", {}).get("workerid")
+        if capman is None or (tr is None and not worker):
             return lambda done, total: None
         start = time.monotonic()
         due = [start + 10.0]
@@ -248,13 +264,20 @@ class BenchSession:
             now = time.monotonic()
             if now >= due[0] and done < total:
                 due[0] = now + 30.0
+                line = f"  {case.case_id}: {done}/{total} samples after {now - start:.0f} s"
                 with capman.global_and_fixture_disabled():
-                    tr.write_line(f"  {case.case_id}: {done}/{total} samples after {now - start:.0f} s")
+                    if worker:
+                        sys.stderr.write(f"\n[{worker}]{line}\n")
+                        sys.stderr.flush()
+                    else:
+                        tr.write_line(line)
         return show
 
     def _write_samples(self, case: Case, result: CaseResult) -> None:
         """Per-sample JSONL and per-class metrics, written by the process that ran the case."""
         report.write_samples(self.report_dir / "samples" / f"{case.case_id}.jsonl", result.predictions)
+        if result.order_rows:  # --orders K: every order's rows; the file above is order 0, as K=1 writes it
+            report.write_samples(self.report_dir / "samples" / f"{case.case_id}.orders.jsonl", result.order_rows)
         if result.predictions:
             from .metrics import per_class
 
@@ -276,8 +299,11 @@ class BenchSession:
         if m.errors == m.n:
             first = next((p.error for p in result.predictions if p.error), "")
             why.append(f"{case.case_id}: every one of the {m.n} samples failed, e.g. {first[:200]}")
-        elif spec.model.smoke and (m.errors or (result.not_run and not result.stopped.startswith("stopped by --max-cost"))):
-            why.append(f"{case.case_id}: smoke plumbing check: {m.errors} error rows, {result.not_run} samples not run")
+        elif spec.model.smoke:
+            # an unreadable image is the data's fault, not the plumbing's: listed in the report, not failed
+            errors = m.errors - sum(report.is_input_error(p.error) for p in result.predictions)
+            if errors or (result.not_run and not result.stopped.startswith("stopped by --max-cost")):
+                why.append(f"{case.case_id}: smoke plumbing check: {errors} error rows, {result.not_run} samples not run")
         base = self.baseline.predictions(case.case_id) if self.baseline is not None else None
         if base:
             from .compare import worse_than_baseline
@@ -300,7 +326,8 @@ class BenchSession:
         threshold = case.spec.model.threshold(case.spec.ways)
         why = self.gate_failures(case, result)
         status = "failed" if why else ("passed" if threshold is not None else "no gate")
-        case.item.user_properties.append((ROW_KEY, report.case_row(result, status=status, threshold=threshold, reason="; ".join(why))))
+        case.item.user_properties.append((ROW_KEY, report.case_row(result, status=status, threshold=threshold, reason="; ".join(why),
+                                                                   spent_now=self._spent_now.get(case.case_id))))
         if why:
             pytest.fail("; ".join(why), pytrace=False)
 
@@ -310,13 +337,19 @@ class BenchSession:
         # when the user asked for a dataset setting; workers trust their controller.
         if hasattr(self.config, "workerinput"):
             return
-        _ = self.catalog  # a malformed catalog: one usage line, before collection
+        if not self.catalog and self.opt.catalog:  # else pytest crashes on an empty parametrization
+            raise pytest.UsageError(f"catalog {self.opt.catalog} defines no model: add a [models.NAME] table "
+                                    "with backend and weights (see vlmcls/catalog.toml for examples)")
         given = any(getattr(self.opt, k) not in (None, d) for k, d in (("dataset", "sample"), ("ways", None), ("samples", None)))
         if given:
             self.validate()
             # Draw (and for the hub, download and cache) the subset once, here: an unreachable or
             # gated dataset is one line now, and xdist workers then read the cached subset.
-            self.samples_for(self.opt.samples)
+            sizes = {self.subset_size(c.spec) for c in self.cases()} if self.opt.study else {self.opt.samples}
+            for k in sizes:  # --study: 10,000 images for 20-way, 1,600 for 100- and 1000-way
+                self.samples_for(k)
+        if self.opt.study and not self.cases():
+            raise pytest.UsageError(f"--study: the catalog has no study row{' at --ways ' + ','.join(map(str, self.opt.ways)) if self.opt.ways else ''}")
         if self.opt.baseline:
             _ = self.baseline  # an unreadable --baseline is a usage error now, not a failed case later
 
@@ -345,11 +378,15 @@ class BenchSession:
     def pytest_sessionfinish(self, session) -> None:
         if hasattr(self.config, "workerinput") or not self.rows:
             return
-        meta = {"run_id": self.run_id, "argv": [a for a in sys.argv[1:]], "crashed_workers": self.crashed}
+        from . import provenance
+
+        meta = {"run_id": self.run_id, "argv": [a for a in sys.argv[1:]], "crashed_workers": self.crashed,
+                "provenance": provenance.collect()}
         self.written = report.write_report(self.rows, self.report_dir, meta)
         from .compare import finish_report
 
-        finish_report(self.report_dir, self.rows, catalog=self.catalog, baseline=self.baseline)
+        finish_report(self.report_dir, self.rows, catalog=self.catalog, baseline=self.baseline,
+                      provenance=provenance.markdown(meta))
 
     def pytest_terminal_summary(self, terminalreporter) -> None:
         if hasattr(self.config, "workerinput") or not self.rows:
@@ -359,17 +396,17 @@ class BenchSession:
         done = sorted((r for r in self.rows if r.get("metrics")), key=lambda r: r["model"])
         for ways in sorted({r["ways"] for r in done}):
             tr.write_line(f"{ways}-way")
-            tr.write_line(report.study_table([r for r in done if r["ways"] == ways]))
+            tr.write_line(terminal_text(report.study_table([r for r in done if r["ways"] == ways])))
         for line in report._notes(done)[2:]:  # skip the markdown heading
             if line:
-                tr.write_line(line)
-        for r in self.rows:
-            if not r.get("metrics"):
-                tr.write_line(f"{r['status']}: {r['case_id']}: {r.get('reason', '')}")
+                tr.write_line(terminal_text(line))
+        # pytest's -rs summary already lists each skip reason: say it once, not twice
+        shown_by_pytest = ("skipped",) if tr.hasopt("s") else ()
+        for line in not_run_lines([r for r in self.rows if not r.get("metrics") and r["status"] not in shown_by_pytest]):
+            tr.write_line(terminal_text(line))
         for line in self.crashed:
             tr.write_line(line)
-        if getattr(self, "written", None):
-            tr.write_line(f"report: {self.written}")
+        # the report path is printed last of all, in pytest_unconfigure (plugin.py)
 
     def close(self) -> None:
         for backend in self._backends.values():
@@ -377,6 +414,23 @@ class BenchSession:
         self._backends.clear()
         if "store" in self.__dict__:
             self.store.close()
+
+
+def not_run_lines(rows: list[dict]) -> list[str]:
+    """One line per (status, reason): a model's 20- and 100-way cases skipped for the same missing key
+    are one line naming both."""
+    groups: dict[tuple[str, str], list[str]] = {}
+    for r in rows:
+        groups.setdefault((r["status"], r.get("reason") or ""), []).append(r["case_id"])
+    return [f"{status}: {', '.join(ids)}: {reason}" for (status, reason), ids in groups.items()]
+
+
+def terminal_text(text: str) -> str:
+    """Markdown cell text back to plain text for a terminal: no HTML entities, no control characters
+    (an answer's escape sequence must not drive the user's terminal)."""
+    import html
+
+    return "".join(c for c in html.unescape(text) if c.isprintable() or c in "\n\t")
 
 
 def _crash_reason(text: str) -> str:
@@ -391,6 +445,7 @@ class LazyBackend:
     def __init__(self, load):
         self._load, self._backend = load, None
         self.load_s = 0.0  # excluded from images/s
+        self.spent_usd = 0.0  # what this run paid: stored answers were paid for by an earlier run
 
     @property
     def loaded(self) -> bool:
@@ -401,7 +456,9 @@ class LazyBackend:
             t0 = time.perf_counter()
             self._backend = self._load()
             self.load_s = time.perf_counter() - t0
-        return self._backend.answer(queries)
+        answers = self._backend.answer(queries)
+        self.spent_usd += sum(a.cost_usd or 0.0 for a in answers)
+        return answers
 
     @property
     def kind(self) -> str:

@@ -1,12 +1,14 @@
 """Run settings and their single point of precedence: CLI option > catalog entry > default."""
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field, replace
 from typing import Any, Mapping
 
 QUANTS = ("none", "int8", "nf4")
-RESOLVERS = ("thesis", "exact", "nli", "constrained")
+RESOLVERS = ("thesis", "exact", "nli", "constrained", "rank")
 LABEL_MODES = ("unique", "thesis")
+AVERAGES = ("present", "union", "weighted")  # precision / recall / F1 conventions (see metrics.py)
 
 
 @dataclass(frozen=True)
@@ -17,19 +19,27 @@ class BackendSettings:
     dtype: str = "auto"
     device: str = "auto"  # "auto", "cpu", "cuda", "cuda:1", ...
     batch_size: int = 8
+    batch_auto: bool | None = None  # local VLMs: the largest batch that fits; None: on CUDA only
     max_new_tokens: int = 32
     layout: str = "thesis"  # prompt layout: "thesis" or "labels-first"
     constrained: bool = False  # restrict generation to the candidate labels
+    rank: bool = False  # score every candidate label instead of generating (--resolver rank)
     concurrency: int = 8  # API requests in flight
     max_image_side: int = 768  # API images: long side bound before JPEG re-encoding
     timeout_s: float = 60.0
     max_retries: int = 4
-    base_url: str | None = None
+    base_url: str | None = None  # one server URL, or several separated by commas (see server_urls)
     trust_remote_code: bool = False
     extra: Mapping[str, Any] = field(default_factory=dict)  # backend-specific catalog options
 
     def with_(self, **changes: Any) -> "BackendSettings":
         return replace(self, **changes)
+
+
+def server_urls(base_url: str | None) -> tuple[str, ...]:
+    """The servers named by `base_url`: URLs separated by commas or whitespace, repeats dropped,
+    order kept ("http://a/v1, http://b/v1" -> two servers; None -> none)."""
+    return tuple(dict.fromkeys(u for u in re.split(r"[,\s]+", base_url or "") if u))
 
 
 def resolve_settings(cli: Mapping[str, Any], entry_defaults: Mapping[str, Any]) -> BackendSettings:

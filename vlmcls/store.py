@@ -33,6 +33,12 @@ def case_key(spec: Mapping[str, Any]) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:24]
 
 
+def row_key(sample_id: str, order: int = 0) -> str:
+    """A row's key within its case: the sample id for order 0 (so stores written before --orders
+    resume), the id and the order for the other candidate orders (0x1f: a control character no dataset id holds)."""
+    return sample_id if not order else f"{sample_id}\x1forder{order}"
+
+
 def to_record(p: Prediction) -> dict:
     return asdict(p)
 
@@ -79,11 +85,12 @@ class Store:
         self._conn().execute("INSERT OR IGNORE INTO cases VALUES (?, ?)", (key, json.dumps(spec, sort_keys=True, default=str)))
 
     def get(self, key: str) -> dict[str, Prediction]:
+        """Row key (see row_key: the sample id for order 0) -> prediction."""
         rows = self._conn().execute("SELECT sample_id, record FROM results WHERE case_key = ?", (key,))
         return {sid: from_record(json.loads(rec)) for sid, rec in rows}
 
     def put(self, key: str, preds: Iterable[Prediction], now: float) -> None:
-        rows = [(key, p.sample_id, json.dumps(to_record(p)), now) for p in preds]
+        rows = [(key, row_key(p.sample_id, p.order), json.dumps(to_record(p)), now) for p in preds]
         db = self._conn()
         db.execute("BEGIN IMMEDIATE")
         try:

@@ -11,7 +11,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from PIL.Image import Image
 
 # Resolver stages, recorded with every prediction.
-STAGES = ("match", "synonym", "nli", "constrained", "direct", "unresolved", "error")
+STAGES = ("match", "synonym", "nli", "constrained", "direct", "rank", "unresolved", "error")
 
 
 @dataclass(frozen=True)
@@ -85,6 +85,10 @@ class Answer:
     completion_tokens: int | None = None
     cost_usd: float | None = None
     error: str | None = None
+    # Backends that score every candidate (ranking mode, CLIP, classifiers): the best five class ids,
+    # best first, and the softmax probability of the best one over the query's candidates.
+    top5: tuple[int, ...] | None = None
+    top1_prob: float | None = None
 
 
 @dataclass(frozen=True)
@@ -116,6 +120,13 @@ class Prediction:
     error: str | None = None
     ambiguous: bool = False
     fingerprint: str = ""  # of the image and label this prediction was made for (stale-store guard)
+    top5: tuple[int, ...] | None = None  # as Answer.top5 (None: the backend gave no scores)
+    top1_prob: float | None = None
+    order: int = 0  # which of the K candidate orders (--orders) this answer was given in; 0 = the usual one
+
+    def __post_init__(self) -> None:
+        if isinstance(self.top5, list):  # read back from JSON (store, samples/*.jsonl)
+            object.__setattr__(self, "top5", tuple(self.top5))
 
 
 @runtime_checkable

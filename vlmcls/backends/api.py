@@ -19,6 +19,14 @@ retries. A bad key, a forbidden or unknown model (401/403/404) breaks every requ
 raised once from `answer()`, after the requests already in flight, instead of filling a run with
 identical error rows.
 
+Several servers (`--base-url http://a:8000/v1,http://b:8000/v1` or a file of URLs, one deployment of
+one served model): each request goes to the server with the fewest requests in flight (ties: the one
+sent the fewest), so a slow or busy machine gets less. A server that fails a request after the SDK's
+retries (connection refused or cut, timeout, 5xx) is taken out for `server_cooldown_s` (catalog
+option, default 30 s) and the request is sent to another one: a dying machine loses no sample. Each
+request tries each server at most once. When its cool-down ends, a server is re-admitted on
+probation: one request at a time until one succeeds. `notes` lists per-server requests and errors.
+
 The openai and anthropic packages are imported only by `load()`, so importing this module is cheap.
 """
 from __future__ import annotations
@@ -30,10 +38,14 @@ import io
 import json
 import os
 import re
+import threading
 import time
+import urllib.parse
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable, NamedTuple, Sequence
 
+from ..settings import server_urls
 from ..smoke import is_smoke
 from ..types import Answer, Query
 
@@ -58,6 +70,7 @@ SMOKE_KEY = "smoke-key-not-a-secret"
 CHOICE_FIELDS = ("structured_outputs", "guided_choice")
 FATAL_STATUS = (401, 403, 404)
 ERROR_CHARS = 500
+COOLDOWN_S = 30.0  # a failed server's time out; override with options.server_cooldown_s
 
 
 # ---------------------------------------------------------------------- module API
@@ -84,9 +97,13 @@ def load(entry: "ModelEntry", settings: "BackendSettings", labels: "LabelSet") -
     reason = requirements(entry, settings, labels)
     if reason:
         raise RuntimeError(f"model {entry.name!r} cannot run: {reason}")
-    client = _client(entry, settings)
+    sdk = importlib.import_module(SDK[entry.backend])
+    base_urls, api_key = _endpoint(entry, settings)
+    servers = [_Server(url or "default", _client(sdk, entry, settings, url, api_key)) for url in base_urls]
     protocol = _Anthropic if entry.backend == "anthropic" else _OpenAI
-    return ApiBackend(entry, settings, client, protocol(client, entry, settings))
+    cooldown = float(settings.extra.get("server_cooldown_s", COOLDOWN_S))
+    pool = _Pool(servers, cooldown, (sdk.APIConnectionError,))
+    return ApiBackend(entry, settings, pool, protocol(entry, settings))
 
 
 def estimate_cost(entry: "ModelEntry", prompt_tokens: int | None, completion_tokens: int | None) -> float | None:
@@ -145,25 +162,34 @@ def encode_jpeg(image: "Image", max_side: int, quality: int = JPEG_QUALITY) -> b
 
 
 # ---------------------------------------------------------------------- clients
-def _endpoint(entry: "ModelEntry", settings: "BackendSettings") -> tuple[str | None, str | None]:
-    """(base_url, api_key) for the SDK; None lets it read its own environment variables."""
+def _endpoint(entry: "ModelEntry", settings: "BackendSettings") -> tuple[tuple[str | None, ...], str | None]:
+    """(base URLs, api_key) for the SDK; None lets it read its own environment variables."""
     if is_smoke(entry.weights):
-        return _smoke_url(entry.backend), SMOKE_KEY
+        return (_smoke_url(entry.backend),), SMOKE_KEY
     if entry.backend != "openai-compatible":
-        return None, None
-    if settings.base_url:  # a server named on the command line gets its own key, never OpenAI's
-        return settings.base_url, os.environ.get(COMPAT_KEY_ENV) or NO_KEY
-    return None, os.environ.get("OPENAI_API_KEY") or NO_KEY  # the SDK's OPENAI_BASE_URL + key pair
+        return (None,), None
+    if settings.base_url:  # servers named on the command line get their own key, never OpenAI's
+        return server_urls(settings.base_url), os.environ.get(COMPAT_KEY_ENV) or NO_KEY
+    return (None,), os.environ.get("OPENAI_API_KEY") or NO_KEY  # the SDK's OPENAI_BASE_URL + key pair
 
 
-def _client(entry: "ModelEntry", settings: "BackendSettings") -> Any:
-    base_url, api_key = _endpoint(entry, settings)
+def _client(sdk: Any, entry: "ModelEntry", settings: "BackendSettings", base_url: str | None,
+            api_key: str | None) -> Any:
     cap = float(settings.extra.get("max_retry_after_s", MAX_RETRY_AFTER_S))
-    sdk = importlib.import_module(SDK[entry.backend])
     http = sdk.DefaultHttpxClient(event_hooks={"response": [_cap_retry_after(cap)]})
     cls = sdk.Anthropic if entry.backend == "anthropic" else sdk.OpenAI
     return cls(base_url=base_url, api_key=api_key, max_retries=settings.max_retries,
                timeout=settings.timeout_s, http_client=http)
+
+
+def display_url(url: str) -> str:
+    """A server URL fit for a report: scheme, host, port and path only (no user:password@, no query)."""
+    parts = urllib.parse.urlsplit(url)
+    host = parts.hostname or ""
+    if ":" in host:  # IPv6
+        host = f"[{host}]"
+    port = f":{parts.port}" if parts.port else ""
+    return urllib.parse.urlunsplit((parts.scheme, host + port, parts.path, "", "")) or url
 
 
 def _smoke_url(backend: str) -> str:
@@ -222,8 +248,8 @@ class _OpenAI:
     `guided_choice` was removed in vLLM 0.12. For an older server set the catalog option
     `choice_field = "guided_choice"`."""
 
-    def __init__(self, client: Any, entry: "ModelEntry", settings: "BackendSettings") -> None:
-        self.client, self.model, self.settings = client, entry.weights, settings
+    def __init__(self, entry: "ModelEntry", settings: "BackendSettings") -> None:
+        self.model, self.settings = entry.weights, settings
         self.constrained = settings.constrained and entry.backend == "openai-compatible"
         self.choice_field = str(settings.extra.get("choice_field", CHOICE_FIELDS[0]))
         if self.choice_field not in CHOICE_FIELDS:
@@ -250,8 +276,8 @@ class _OpenAI:
             return {"guided_choice": choices}
         return {"structured_outputs": {"choice": choices}}
 
-    def send(self, kwargs: dict[str, Any]) -> _Reply:
-        response = self.client.chat.completions.create(**kwargs)
+    def send(self, client: Any, kwargs: dict[str, Any]) -> _Reply:
+        response = client.chat.completions.create(**kwargs)
         try:
             message = response.choices[0].message
             usage = response.usage
@@ -265,8 +291,8 @@ class _OpenAI:
 class _Anthropic:
     """Messages API: a base64 image block, then the prompt text."""
 
-    def __init__(self, client: Any, entry: "ModelEntry", settings: "BackendSettings") -> None:
-        self.client, self.model, self.settings = client, entry.weights, settings
+    def __init__(self, entry: "ModelEntry", settings: "BackendSettings") -> None:
+        self.model, self.settings = entry.weights, settings
         self.constrained = False
 
     def request(self, query: Query) -> dict[str, Any]:
@@ -280,8 +306,8 @@ class _Anthropic:
             kwargs["extra_body"] = {"temperature": 0}
         return kwargs
 
-    def send(self, kwargs: dict[str, Any]) -> _Reply:
-        response = self.client.messages.create(**kwargs)
+    def send(self, client: Any, kwargs: dict[str, Any]) -> _Reply:
+        response = client.messages.create(**kwargs)
         try:
             text = "".join(b.text for b in response.content if getattr(b, "type", None) == "text")
             usage = response.usage
@@ -290,17 +316,98 @@ class _Anthropic:
             raise _Malformed(f"unexpected response shape ({type(exc).__name__})") from None
 
 
+# ---------------------------------------------------------------------- servers
+@dataclass
+class _Server:
+    """One server and what happened to it (changed only under the pool's lock)."""
+
+    url: str
+    client: Any
+    in_flight: int = 0
+    requests: int = 0
+    errors: int = 0
+    outages: int = 0  # times taken out
+    down_until: float = 0.0
+    suspect: bool = False  # failed, and has not answered since: one request at a time
+
+
+class _Pool:
+    """The servers of one deployment: least requests in flight first, failed ones cooled down."""
+
+    def __init__(self, servers: Sequence[_Server], cooldown_s: float, faults: tuple[type, ...]) -> None:
+        self.servers, self.cooldown_s, self.faults = list(servers), cooldown_s, faults
+        self.clock: Callable[[], float] = time.monotonic  # tests end a cool-down without sleeping
+        self._lock = threading.Lock()
+
+    def acquire(self, tried: Sequence[_Server]) -> _Server | None:
+        """The server for a request's next try (None: it has tried them all)."""
+        with self._lock:
+            left = [s for s in self.servers if s not in tried]
+            if not left:
+                return None
+            now = self.clock()
+            ready = [s for s in left if self._admits(s, now)]
+            # all taken out: try the one back soonest rather than fail a sample unasked
+            best = min(ready, key=lambda s: (s.in_flight, s.requests)) if ready else min(left, key=lambda s: s.down_until)
+            best.in_flight += 1
+            best.requests += 1
+            return best
+
+    @staticmethod
+    def _admits(s: _Server, now: float) -> bool:
+        # after its cool-down a failed server gets one probe at a time, not a burst of requests
+        return not s.suspect or (now >= s.down_until and s.in_flight == 0)
+
+    def release(self, server: _Server, exc: BaseException | None) -> bool:
+        """Record a try's outcome; True when the server, not the request, failed (try another)."""
+        fault = exc is not None and self.is_fault(exc)
+        with self._lock:
+            server.in_flight -= 1
+            if exc is None:
+                server.suspect = False
+            else:
+                server.errors += 1
+            if fault:
+                now = self.clock()
+                if not server.suspect or now >= server.down_until:
+                    server.outages += 1
+                server.suspect, server.down_until = True, now + self.cooldown_s
+        return fault
+
+    def is_fault(self, exc: BaseException) -> bool:
+        """Unreachable, cut off, timed out, or 5xx after the SDK's own retries."""
+        status = getattr(exc, "status_code", None)
+        return isinstance(exc, self.faults) or (isinstance(status, int) and status >= 500)
+
+    def close(self) -> None:
+        for s in self.servers:
+            s.client.close()
+
+    def notes(self) -> list[str]:
+        if len(self.servers) < 2:
+            return []
+        with self._lock:
+            parts = [f"{display_url(s.url)} {s.requests} requests, {s.errors} failed"
+                     + (f", taken out {s.outages}x" if s.outages else "") for s in self.servers]
+        return ["servers (since the model was loaded; a request that failed on one was sent to another): "
+                + "; ".join(parts)]
+
+
 # ---------------------------------------------------------------------- the backend
 class ApiBackend:
     """Sends one request per query, `settings.concurrency` at a time; answers keep the input order."""
 
     kind = "text"
 
-    def __init__(self, entry: "ModelEntry", settings: "BackendSettings", client: Any, protocol: Any) -> None:
+    def __init__(self, entry: "ModelEntry", settings: "BackendSettings", pool: _Pool, protocol: Any) -> None:
         self.entry, self.settings = entry, settings
-        self._client, self._protocol = client, protocol
-        self._secrets = _secrets(client)
+        self._pool, self._protocol = pool, protocol
+        self._secrets = tuple(sorted({x for s in pool.servers for x in _secrets(s.client)}, key=len, reverse=True))
         self._fatal: str | None = None
+
+    @property
+    def notes(self) -> list[str]:
+        return self._pool.notes()
 
     def answer(self, queries: Sequence[Query]) -> list[Answer]:
         if self._fatal:
@@ -315,7 +422,7 @@ class ApiBackend:
         return answers
 
     def close(self) -> None:
-        self._client.close()
+        self._pool.close()
 
     def _answer_one(self, query: Query) -> Answer:
         start = time.monotonic()
@@ -331,11 +438,26 @@ class ApiBackend:
         return self._to_answer(query, reply, time.monotonic() - start)
 
     def _send(self, kwargs: dict[str, Any]) -> _Reply:
+        """One try per server until one answers; a server's fault moves the request to another."""
+        tried: list[_Server] = []
+        while (server := self._pool.acquire(tried)) is not None:
+            tried.append(server)
+            try:
+                reply = self._send_to(server.client, kwargs)
+            except Exception as exc:
+                if self._pool.release(server, exc) and len(tried) < len(self._pool.servers):
+                    continue  # the server failed, not the request: another one may answer it
+                raise
+            self._pool.release(server, None)
+            return reply
+        raise AssertionError("unreachable: the last server's error is raised")  # pragma: no cover
+
+    def _send_to(self, client: Any, kwargs: dict[str, Any]) -> _Reply:
         """The SDK's call, plus the one retry it lacks: a malformed 200 body (bounded, short backoff)."""
         retries = max(0, self.settings.max_retries)
         for attempt in range(retries + 1):
             try:
-                return self._protocol.send(kwargs)
+                return self._protocol.send(client, kwargs)
             except (json.JSONDecodeError, _Malformed):
                 if attempt == retries:
                     raise

@@ -9,7 +9,11 @@ What the backend guarantees (each is tested with tiny random models in tests/tes
   every image; the answer equals the one computed without the cache;
 - constrained answers: generation walks a token trie of the query's candidate labels, so the answer is
   exactly one candidate;
-- CUDA out of memory: the batch is retried in halves and the smaller size kept (recorded in `notes`).
+- CUDA out of memory: the batch is retried in halves and the smaller size kept (recorded in `notes`);
+- ranking mode (`settings.rank`, --resolver rank): no generation; each image's prompt is prefilled once and
+  every candidate label scored as its continuation (backends/rank.py); the answer is the best candidate,
+  with the top 5 and the best one's probability over the candidates. Equal to scoring each candidate with
+  its own full forward pass (tests/test_rank.py).
 """
 from __future__ import annotations
 
@@ -21,6 +25,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
 
 from ..types import Answer, Query
+from . import rank
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..catalog import ModelEntry
@@ -235,6 +240,28 @@ def _eos_ids(model, tokenizer) -> list[int]:
     return ids
 
 
+# How the backend feeds the GPU: the caller's queries are ordered by prompt length (less padding),
+# cut into model batches, and each batch is prepared (chat template, tokenizer, image processor) in
+# one background thread up to PREFETCH batches ahead of the one generating.
+PREFETCH = 2
+WINDOW_BATCHES = 4  # the runner hands over this many batches at once, so that there is something to prefetch
+AUTO_FIRST = 8  # --batch-size auto: the first batch of a case, whose memory peak sizes the rest
+AUTO_MAX = 256  # beyond this the GPU is saturated and a batch only delays the store
+AUTO_HEADROOM = 0.8  # share of the memory left after the weights that batches may plan to use
+
+
+@dataclass
+class _Prepared:
+    """One model batch, ready for generate: tensors on the model's device, the constraint tries, and the
+    label-list prefix (token ids) when labels-first can reuse its cache."""
+
+    inputs: Any = None
+    tries: list = None  # type: ignore[assignment]
+    prefix: tuple[int, ...] | None = None
+    seconds: float = 0.0  # host time spent preparing (counted in each image's latency)
+    error: BaseException | None = None
+
+
 class HFVLMBackend:
     """A loaded VLM. `notes` collects one-line remarks (fallbacks, batch-size cuts) for the report."""
 
@@ -245,13 +272,25 @@ class HFVLMBackend:
         self.tokenizer = getattr(processor, "tokenizer", processor)
         self.tokenizer.padding_side = "left"  # decoder-only generation continues from the right end
         self.family = family_of(model.config.model_type)
-        self.batch_size = max(1, min(settings.batch_size, self.family.max_batch or settings.batch_size))
+        self.auto = _wants_auto(settings, model.device)
+        size = AUTO_FIRST if self.auto else settings.batch_size
+        self.batch_size = max(1, min(size, self.family.max_batch or size))
+        self._auto_sizes: dict[tuple, int] = {}  # (ways, labels-first) -> the size that the memory peak allows
+        self.sizes_run: list[int] = []  # batch sizes that generated, in order (what the report and perf show)
         self.eos_ids = _eos_ids(model, self.tokenizer)
         self.pad_id = self._pad_id()
         self.image_token_id = _image_token_id(model.config, processor)
+        self.image_device = _image_device(processor, model.device)
         self.notes: list[str] = []
         self._prefix: tuple[tuple[int, ...], list] | None = None  # (prefix token ids, per-layer (keys, values))
+        self._split: dict[str, tuple[int, ...] | None] = {}  # prefix text -> its token ids (None: not separable)
         self._cache_kw = _cache_kwarg(model)
+        self.rank = bool(getattr(settings, "rank", False))
+
+    @property
+    def window(self) -> int:
+        """How many queries the runner should hand over at once: enough batches to prefetch."""
+        return self.batch_size * WINDOW_BATCHES
 
     def _pad_id(self) -> int:
         pad = self.model.generation_config.pad_token_id
@@ -273,34 +312,54 @@ class HFVLMBackend:
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
 
-    # ------------------------------------------------------------ batching
+    # ------------------------------------------------------------ batching and the prefetch pipeline
     def answer(self, queries: Sequence[Query]) -> list[Answer]:
-        answers: list[Answer] = []
-        start = 0
-        while start < len(queries):
-            batch = list(queries[start:start + self.batch_size])
-            answers += self._answer_batch(batch)
-            start += len(batch)
-        return answers
+        from concurrent.futures import ThreadPoolExecutor
+
+        # longest first: the first batch, whose memory peak sizes --batch-size auto, is the largest
+        order = sorted(range(len(queries)), key=lambda i: _length_key(queries[i]), reverse=True)
+        answers: list[Answer | None] = [None] * len(queries)
+        # One worker: the tokenizer is not thread-safe (padding is state on the Rust object), so every
+        # tokenizer call happens in it, and batches come out in submission order.
+        with ThreadPoolExecutor(1, thread_name_prefix="vlmcls-prepare") as pool:
+            pending: list = []
+            start = 0
+            while start < len(order) or pending:
+                while start < len(order) and len(pending) <= PREFETCH:  # the generating batch + PREFETCH
+                    self._fit_auto(queries[order[start]])
+                    index = order[start:start + self.batch_size]
+                    batch = [queries[i] for i in index]
+                    pending.append((index, batch, pool.submit(self._prepare, batch)))
+                    start += len(index)
+                index, batch, future = pending.pop(0)
+                for i, a in zip(index, self._answer_prepared(batch, future.result())):
+                    answers[i] = a
+        return answers  # type: ignore[return-value]
 
     def _answer_batch(self, batch: list[Query]) -> list[Answer]:
-        t0 = time.perf_counter()  # latency covers preprocessing too: it is part of each image's cost
-        try:
-            inputs = self._encode(batch)
-        except Exception as exc:  # a bad image or prompt: isolate it so that only that sample is an error row
-            if len(batch) == 1:
-                return [Answer(error=_one_line(exc))]
-            return [a for q in batch for a in self._answer_batch([q])]
-        return self._generate_or_split(batch, inputs, t0)
+        """One batch prepared here (no prefetch): used for retries after an error or out of memory."""
+        return self._answer_prepared(batch, self._prepare(batch))
 
-    def _generate_or_split(self, batch: list[Query], inputs, t0: float) -> list[Answer]:
+    def _answer_prepared(self, batch: list[Query], prep: _Prepared) -> list[Answer]:
+        if prep.error is not None:  # a bad image or prompt: isolate it so that only that sample is an error row
+            if len(batch) == 1:
+                return [Answer(error=_one_line(prep.error))]
+            return [a for q in batch for a in self._answer_batch([q])]
+        return self._generate_or_split(batch, prep)
+
+    def _generate_or_split(self, batch: list[Query], prep: _Prepared) -> list[Answer]:
         import torch
 
         try:
-            return self._generate(batch, inputs, t0)
+            base = self._probe_start(batch)
+            answers = self._rank(batch, prep) if self.rank else self._generate(batch, prep)
+            self.sizes_run.append(len(batch))
+            if base is not None:
+                self._learn_auto(batch, base)
+            return answers
         except torch.cuda.OutOfMemoryError:
             pass  # handled below: outside the except block the failed attempt's tensors can be freed
-        del inputs
+        prep.inputs = None
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
         if len(batch) == 1:
@@ -308,9 +367,35 @@ class HFVLMBackend:
         half = len(batch) // 2
         self.note(f"CUDA out of memory at batch size {len(batch)}: continued at batch size {half}")
         self.batch_size = min(self.batch_size, half)  # keep the size that fits for the rest of the run
+        self._auto_sizes = {key: min(size, half) for key, size in self._auto_sizes.items()}
         return self._answer_batch(batch[:half]) + self._answer_batch(batch[half:])
 
-    # ------------------------------------------------------------ encoding
+    # ------------------------------------------------------------ --batch-size auto
+    def _fit_auto(self, query: Query) -> None:
+        """Before cutting a batch: the size learnt for this kind of query (ways, layout), if any."""
+        if self.auto:
+            self.batch_size = self._auto_sizes.get(_auto_key(query), min(self.batch_size, AUTO_FIRST))
+
+    def _probe_start(self, batch: list[Query]) -> int | None:
+        """Bytes in use before the first batch of a kind (the weights, mostly), with the peak counter reset;
+        None when nothing is to be learnt."""
+        if not self.auto or _auto_key(batch[0]) in self._auto_sizes or not _is_cuda(self.model.device):
+            return None
+        return _gpu_memory(self.model.device, reset_peak=True)["allocated"]
+
+    def _learn_auto(self, batch: list[Query], base: int) -> None:
+        """After the first batch of a kind (the longest prompts come first): the largest batch that its
+        memory peak per image allows. Out-of-memory halving stays as the safety net."""
+        mem = _gpu_memory(self.model.device)
+        budget = mem["free"] + mem["reserved"] - base  # what other processes hold stays theirs
+        per_image = max(1, mem["peak"] - base) / len(batch)
+        size = max(1, min(AUTO_MAX, int(AUTO_HEADROOM * budget / per_image), self.family.max_batch or AUTO_MAX))
+        key = _auto_key(batch[0])
+        self._auto_sizes[key] = size
+        self.note(f"batch size auto: {size} at {key[0]}-way{' labels-first' if key[1] else ''} "
+                  f"({per_image / 2**20:.0f} MiB per image at batch {len(batch)})")
+
+    # ------------------------------------------------------------ encoding (runs in the prefetch thread)
     def render(self, query: Query) -> str:
         """The chat-templated prompt text for one query (image placeholder included)."""
         if self.family.string_content:
@@ -325,15 +410,18 @@ class HFVLMBackend:
             [{"role": "user", "content": content}], tokenize=False, add_generation_prompt=True)
 
     def _image_kwargs(self) -> dict:
+        kwargs: dict[str, Any] = {}
+        if self.image_device is not None:  # torchvision-backed: resize and normalise on the model's device
+            kwargs["device"] = self.image_device
         extra = self.settings.extra
-        if not (self.family.pixel_budget and ("min_pixels" in extra or "max_pixels" in extra)):
-            return {}
-        size = dict(self.processor.image_processor.size)
-        if "min_pixels" in extra:
-            size["shortest_edge"] = int(extra["min_pixels"])
-        if "max_pixels" in extra:
-            size["longest_edge"] = int(extra["max_pixels"])
-        return {"images_kwargs": {"size": size}}
+        if self.family.pixel_budget and ("min_pixels" in extra or "max_pixels" in extra):
+            size = dict(self.processor.image_processor.size)
+            if "min_pixels" in extra:
+                size["shortest_edge"] = int(extra["min_pixels"])
+            if "max_pixels" in extra:
+                size["longest_edge"] = int(extra["max_pixels"])
+            kwargs["size"] = size
+        return {"images_kwargs": kwargs} if kwargs else {}
 
     def _bound(self, image):
         """Shrink huge images for families without a pixel budget of their own (keeps aspect ratio)."""
@@ -346,13 +434,45 @@ class HFVLMBackend:
         scale = (limit / (w * h)) ** 0.5
         return image.resize((max(1, int(w * scale)), max(1, int(h * scale))))
 
-    def _encode(self, batch: list[Query]):
-        texts = [self.render(q) for q in batch]
-        images = [self._bound(q.image) for q in batch]
+    def _prepare(self, batch: list[Query]) -> _Prepared:
+        t0 = time.perf_counter()
+        prep = _Prepared()
+        if self.rank:
+            return self._prepare_rank(batch, prep, t0)
+        try:
+            texts = [self.render(q) for q in batch]
+            prep.prefix, texts = self._split_prefix(batch, texts)
+            prep.inputs = self._encode(texts, [self._bound(q.image) for q in batch], prep.prefix)
+            prep.tries = [_trie(self._label_ids(q)) for q in batch] if self.settings.constrained \
+                else [None] * len(batch)
+        except Exception as exc:
+            prep.error = exc
+        prep.seconds = time.perf_counter() - t0
+        return prep
+
+    def _prepare_rank(self, batch: list[Query], prep: _Prepared, t0: float) -> _Prepared:
+        """Ranking prefills each image alone (batch 1, no padding: its positions are the plain ones), so
+        each query gets its own inputs; `tries` holds the candidates' token sequences."""
+        try:
+            if self.settings.layout == "labels-first" and batch[0].prefix:
+                self.note("rank: labels-first prompts are prefilled whole per image (the label-list cache "
+                          "is used by generation only)")
+            prep.inputs = [self._encode([self.render(q)], [self._bound(q.image)], None) for q in batch]
+            prep.tries = [rank.sequences(self.tokenizer, q.labels, self.eos_ids[0]) for q in batch]
+        except Exception as exc:
+            prep.error = exc
+        prep.seconds = time.perf_counter() - t0
+        return prep
+
+    def _encode(self, texts: list[str], images: list, prefix: tuple[int, ...] | None):
         if self.family.max_batch == 1:  # one-prompt processors (Phi-3-vision) take a string, not a list
-            texts, images = texts[0], images[:1]
+            texts, images = texts[0], images[:1]  # type: ignore[assignment]
+        # with a cached prefix only the rest is tokenized: its special tokens are in the prefix already
+        text_kwargs = {} if prefix is None else {"add_special_tokens": False}
         inputs = self.processor(text=texts, images=images, return_tensors="pt", padding=True,
-                                **self._image_kwargs())
+                                **text_kwargs, **self._image_kwargs())
+        if prefix is not None:
+            _prepend(inputs, prefix)
         inputs = inputs.to(self.model.device)
         for key, value in inputs.items():  # pixel values in the compute dtype (bf16 on GPU)
             if value.is_floating_point():
@@ -360,17 +480,19 @@ class HFVLMBackend:
         return inputs
 
     # ------------------------------------------------------------ generation
-    def _generate(self, batch: list[Query], inputs, t0: float) -> list[Answer]:
+    def _generate(self, batch: list[Query], prep: _Prepared) -> list[Answer]:
         import torch
 
+        t0 = time.perf_counter()
+        inputs = prep.inputs
         kwargs = dict(inputs)
-        if self.settings.layout == "labels-first" and batch[0].prefix:
-            kwargs.update(self._prefix_cache(batch, inputs))
+        if prep.prefix is not None:
+            kwargs[self._cache_kw] = self._cached_prefix(prep.prefix, len(batch))
+            _forget_rope_deltas(self.model)
         max_new = self.settings.max_new_tokens
-        processors, tries = [], [None] * len(batch)
+        processors = []
         if self.settings.constrained:
-            tries = [_trie(self._label_ids(q)) for q in batch]
-            constraint = LabelConstraint(tries, inputs["input_ids"].shape[1], self.eos_ids)
+            constraint = LabelConstraint(prep.tries, inputs["input_ids"].shape[1], self.eos_ids)
             processors.append(constraint)
             # room for the longest candidate + EOS, so the answer is always one whole label
             max_new = max(max_new, constraint.longest + 1)
@@ -382,10 +504,42 @@ class HFVLMBackend:
                                       repetition_penalty=1.0, no_repeat_ngram_size=0,
                                       eos_token_id=self.eos_ids, logits_processor=processors)
         new = out[:, inputs["input_ids"].shape[1]:].tolist()
-        latency = (time.perf_counter() - t0) / len(batch)
+        latency = (prep.seconds + time.perf_counter() - t0) / len(batch)
         prompt_tokens = inputs["attention_mask"].sum(-1).tolist()
         return [self._answer_row(q, row, trie, latency, int(n))
-                for q, row, trie, n in zip(batch, new, tries, prompt_tokens)]
+                for q, row, trie, n in zip(batch, new, prep.tries, prompt_tokens)]
+
+    # ------------------------------------------------------------ ranking
+    def _rank(self, batch: list[Query], prep: _Prepared) -> list[Answer]:
+        import torch
+
+        answers = []
+        for query, inputs, seqs in zip(batch, prep.inputs, prep.tries):
+            t0 = time.perf_counter()
+            try:
+                scores = self.rank_scores(inputs, seqs)
+            except torch.cuda.OutOfMemoryError:
+                raise  # the caller halves the batch (and at batch 1 records the error)
+            except Exception as exc:  # this image only: an error row, the run goes on
+                answers.append(Answer(error=_one_line(exc)))
+                continue
+            latency = prep.seconds / len(batch) + time.perf_counter() - t0
+            answers.append(self._rank_answer(query, scores, latency, int(inputs["input_ids"].shape[1])))
+        return answers
+
+    def rank_scores(self, inputs, seqs: list[list[int]], chunk: int | None = None) -> "rank.Scores":
+        """Per-token log-probabilities of each candidate sequence after one prefilled prompt."""
+        pre = rank.prefill(self.model, inputs, self._cache_kw)
+        if chunk is None:
+            chunk = int(self.settings.extra.get("rank_chunk", 0)) or \
+                rank.chunk_size(pre, seqs, int(pre.first.shape[0]))
+        return rank.score(self.model, pre, seqs, self._cache_kw, chunk, self.pad_id)
+
+    def _rank_answer(self, query: Query, scores: "rank.Scores", latency: float, prompt_tokens: int) -> Answer:
+        top, prob = rank.ranked(scores.total, query.class_ids)
+        best = query.class_ids.index(top[0])
+        return Answer(text=query.labels[best], class_id=top[0], stage="rank", latency_s=latency,
+                      prompt_tokens=prompt_tokens, top5=top, top1_prob=prob)
 
     def _completion(self, row: list[int]) -> list[int]:
         """The new tokens up to and including the first EOS (generate pads finished rows after it)."""
@@ -413,34 +567,50 @@ class HFVLMBackend:
         return self.tokenizer(list(query.labels), add_special_tokens=False)["input_ids"]
 
     # ------------------------------------------------------------ labels-first prefix cache
-    def _prefix_cache(self, batch: list[Query], inputs) -> dict:
-        """Generate kwargs that reuse the cached label-list prefix, or {} (plain path) with a note."""
-        k = self._prefix_length(batch, inputs)
-        if k is None:
-            return {}
-        ids = inputs["input_ids"]
-        pads = (inputs["attention_mask"] == 0).sum(-1).tolist()
-        prefix = tuple(ids[0, pads[0]:pads[0] + k].tolist())
-        if any(tuple(ids[r, p:p + k].tolist()) != prefix for r, p in enumerate(pads)):
+    def _split_prefix(self, batch: list[Query], texts: list[str]) -> tuple[tuple[int, ...] | None, list[str]]:
+        """(prefix token ids, the texts after the prefix) when the cached label list can be reused, else
+        (None, the full texts). The prefix is tokenized once per case, not once per image: at 1000-way it
+        is ~5,000 tokens of every image's prompt."""
+        if self.settings.layout != "labels-first" or not batch[0].prefix:
+            return None, texts
+        cut = self._prefix_end(batch[0], texts[0])
+        if cut is None:
+            return None, texts
+        head = texts[0][:cut]
+        if any(t[:cut] != head for t in texts):
             self.note("labels-first: the text before the image differs between images; ran without the cache")
-            return {}
-        if self._prefix is None or self._prefix[0] != prefix:
-            self._prefix = (prefix, self._prefill(prefix))
-        _move_pads_after_prefix(inputs, pads, k)
-        return {self._cache_kw: self._expanded_cache(len(batch))}
+            return None, texts
+        if head not in self._split:
+            self._split[head] = self._prefix_ids(head, texts[0], cut)
+        prefix = self._split[head]
+        return (None, texts) if prefix is None else (prefix, [t[cut:] for t in texts])
 
-    def _prefix_length(self, batch: list[Query], inputs) -> int | None:
-        """Tokens before the first image token, when the chat template keeps the label list there."""
-        text = self.render(batch[0])
+    def _prefix_end(self, query: Query, text: str) -> int | None:
+        """Where the image placeholder starts, when the chat template keeps the label list before it."""
         placeholder = getattr(self.processor, "image_token", None)
         if self.image_token_id is None or not placeholder or placeholder not in text:
             self.note(f"labels-first: no image token known for {self.family.name}; ran without the cache")
             return None
-        if text.find(batch[0].prefix) < 0 or text.find(batch[0].prefix) > text.find(placeholder):
+        at = text.find(query.prefix)
+        if at < 0 or at > text.find(placeholder):
             self.note("labels-first: the chat template puts the image before the labels; ran without the cache")
             return None
-        row = inputs["input_ids"][0][inputs["attention_mask"][0].bool()].tolist()
-        return row.index(self.image_token_id)
+        return text.find(placeholder)
+
+    def _prefix_ids(self, head: str, text: str, cut: int) -> tuple[int, ...] | None:
+        """The prefix's token ids, checked once against the whole prompt: tokenizing the two parts apart
+        must give the same tokens (the cut is just before a special token, where no merge crosses)."""
+        prefix = self.tokenizer(head)["input_ids"]
+        rest = self.tokenizer(text[cut:], add_special_tokens=False)["input_ids"]
+        if self.tokenizer(text)["input_ids"] != prefix + rest:
+            self.note("labels-first: the prompt does not tokenize apart at the image; ran without the cache")
+            return None
+        return tuple(prefix)
+
+    def _cached_prefix(self, prefix: tuple[int, ...], batch_size: int):
+        if self._prefix is None or self._prefix[0] != prefix:
+            self._prefix = (prefix, self._prefill(prefix))
+        return self._expanded_cache(batch_size)
 
     def _prefill(self, prefix: tuple[int, ...]) -> list:
         """Keys and values of the prefix, computed once (batch 1, no padding: positions 0..k-1)."""
@@ -466,6 +636,59 @@ class HFVLMBackend:
         return cache
 
 
+def _length_key(query: Query) -> tuple[int, int]:
+    """Prompt length before tokenizing: text characters, then image area (image tokens grow with it)."""
+    size = getattr(query.image, "size", (0, 0))
+    return len(query.prefix) + len(query.prompt), int(size[0]) * int(size[1])
+
+
+def _auto_key(query: Query) -> tuple[int, bool]:
+    return len(query.labels), bool(query.prefix)
+
+
+def _is_cuda(device) -> bool:
+    return getattr(device, "type", str(device).split(":")[0]) == "cuda"
+
+
+def _gpu_memory(device, reset_peak: bool = False) -> dict[str, int]:
+    """The CUDA allocator's counters in bytes (allocated, peak, reserved) and the device's free memory."""
+    import torch
+
+    if reset_peak:
+        torch.cuda.reset_peak_memory_stats(device)
+    free, _ = torch.cuda.mem_get_info(device)
+    return dict(allocated=torch.cuda.memory_allocated(device), peak=torch.cuda.max_memory_allocated(device),
+                reserved=torch.cuda.memory_reserved(device), free=free)
+
+
+def _wants_auto(settings: "BackendSettings", device) -> bool:
+    """--batch-size auto, or no size given on a GPU: the largest batch that fits."""
+    auto = getattr(settings, "batch_auto", None)
+    return bool(auto) if auto is not None else _is_cuda(device)
+
+
+def _image_device(processor, device) -> str | None:
+    """The model's device when the image processor is torchvision-backed (it takes `device=`), else None."""
+    image_processor = getattr(processor, "image_processor", None)
+    if getattr(image_processor, "backend", None) != "torchvision":
+        return None
+    return str(device)
+
+
+def _prepend(inputs, prefix: tuple[int, ...]) -> None:
+    """Put the cached prefix's ids before each row: [pad pad S S] -> [P P P pad pad S S]. The pads sit
+    after the prefix, where the cache (computed without padding) expects them; masks skip them."""
+    import torch
+
+    ids = inputs["input_ids"]
+    head = torch.tensor(prefix, dtype=ids.dtype).expand(ids.shape[0], -1)
+    for key, value in list(inputs.items()):
+        if getattr(value, "shape", None) == ids.shape:  # per-token: ids, attention mask, token types
+            fill = head if key == "input_ids" else (torch.ones_like(head) if key == "attention_mask"
+                                                     else torch.zeros_like(head))
+            inputs[key] = torch.cat([fill.to(value.dtype), value], dim=1)
+
+
 def _cache_kwarg(model) -> str:
     """transformers renamed `past_key_values` to `cache` (5.2x); GPU machines may run an older release."""
     import inspect
@@ -479,18 +702,6 @@ def _image_token_id(config, processor) -> int | None:
         if isinstance(value, int):
             return value
     return None
-
-
-def _move_pads_after_prefix(inputs, pads: list[int], k: int) -> None:
-    """Left padding sits before the prefix; the cached prefix has none, so move each row's pads to just
-    after it: [pad pad P P P S S] -> [P P P pad pad S S]. Masks and position ids skip pads either way."""
-    for key in ("input_ids", "attention_mask", "mm_token_type_ids", "token_type_ids"):
-        tensor = inputs.get(key)
-        if tensor is None:
-            continue
-        for row, p in enumerate(pads):
-            if p:
-                tensor[row, :p + k] = tensor[row, :p + k].roll(-p)
 
 
 # ---------------------------------------------------------------- token trie
@@ -543,3 +754,13 @@ class LabelConstraint:
 def _depth(node: dict) -> int:
     children = [child for token, child in node.items() if token is not None]
     return 1 + max(map(_depth, children)) if children else 0
+
+
+def _forget_rope_deltas(model) -> None:
+    """Qwen-family models keep the previous call's M-RoPE deltas on the model; before transformers ~5.20,
+    a generate that starts from a non-empty cache (the labels-first prefix) reused them for the image
+    tokens after the prefix: wrong positions, and a batch-size mismatch when the previous batch was
+    another size (seen on transformers 5.17). Without them the positions are computed from the input."""
+    for module in (model, getattr(model, "model", None)):
+        if module is not None and getattr(module, "rope_deltas", None) is not None:
+            module.rope_deltas = None

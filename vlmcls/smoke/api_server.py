@@ -8,13 +8,16 @@ usage included. Two uses:
   hash of the request — chance-level and deterministic, so it proves the plumbing and nothing else;
 * tests: `script(...)` queues faults or canned replies (429 with `retry-after-ms`, 500, a delay
   longer than the client's timeout, a malformed body), and every request is recorded (headers,
-  JSON body, arrival and finish times) for assertions.
+  JSON body, arrival and finish times) for assertions. For several servers: `kill()` stands in
+  for a crashed machine (no reply to the requests it holds, open connections cut, new ones refused),
+  `revive()` brings it back on the same port, and a `gate` holds every reply until it is set.
 """
 from __future__ import annotations
 
 import hashlib
 import json
 import re
+import socket
 import threading
 import time
 from collections import deque
@@ -77,19 +80,26 @@ class _State:
     records: list = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
     delay_s: float = 0.0  # added to every request (makes overlapping requests observable)
+    gate: threading.Event | None = None  # when set to an Event, replies wait until it is set
+    kill_at: int = 0  # kill() when the request with this number (1-based) arrives; 0: never
+    dead: bool = False
+    connections: set = field(default_factory=set)  # open client sockets (kill() cuts them)
+    answer: Any = None  # request body -> answer text, instead of the hashed choice (e.g. first_listed)
 
 
 class ApiServer:
     """`with ApiServer() as srv:` — `srv.url` is the root (Anthropic); OpenAI wants `srv.url + "/v1"`."""
 
-    def __init__(self, delay_s: float = 0.0) -> None:
-        self.state = _State(delay_s=delay_s)
+    def __init__(self, delay_s: float = 0.0, answer: Any = None) -> None:
+        self.state = _State(delay_s=delay_s, answer=answer)
         self._httpd: ThreadingHTTPServer | None = None
+        self._port = 0  # kept across kill() so that revive() comes back at the same URL
 
     # ------------------------------------------------------------------ lifecycle
     def start(self) -> "ApiServer":
-        handler = type("Handler", (_Handler,), {"state": self.state})
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        handler = type("Handler", (_Handler,), {"state": self.state, "server_obj": self})
+        self._httpd = ThreadingHTTPServer(("127.0.0.1", self._port), handler)
+        self._port = self._httpd.server_address[1]
         self._httpd.daemon_threads = True
         threading.Thread(target=self._httpd.serve_forever, args=(0.05,), name="vlmcls-api-server", daemon=True).start()
         return self
@@ -100,6 +110,30 @@ class ApiServer:
             self._httpd.server_close()
             self._httpd = None
 
+    def kill(self) -> None:
+        """Die like a crashed machine: requests in hand get no reply, open connections are cut and
+        new ones refused (closing the listener alone would leave keep-alive connections served)."""
+        with self.state.lock:
+            self.state.dead = True
+            conns = list(self.state.connections)
+        httpd, self._httpd = self._httpd, None
+        if httpd is not None:
+            threading.Thread(target=_close, args=(httpd,), daemon=True).start()  # kill() may run in a handler
+        for conn in conns:
+            try:
+                conn.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+    def kill_at(self, n: int) -> None:
+        """Kill the server when its n-th request arrives (that request gets no reply)."""
+        self.state.kill_at = n
+
+    def revive(self) -> "ApiServer":
+        """Come back at the same URL after kill()."""
+        self.state.dead = False
+        return self.start()
+
     def __enter__(self) -> "ApiServer":
         return self.start()
 
@@ -108,9 +142,8 @@ class ApiServer:
 
     @property
     def url(self) -> str:
-        assert self._httpd is not None, "server not started"
-        host, port = self._httpd.server_address[:2]
-        return f"http://{host}:{port}"
+        assert self._port, "server not started"
+        return f"http://127.0.0.1:{self._port}"
 
     # ------------------------------------------------------------------ scripting and records
     def script(self, *replies: Reply) -> None:
@@ -133,12 +166,31 @@ class ApiServer:
         return best
 
 
+def _close(httpd: ThreadingHTTPServer) -> None:
+    httpd.shutdown()
+    httpd.server_close()
+
+
 class _Handler(BaseHTTPRequestHandler):
     state: _State
+    server_obj: ApiServer
     protocol_version = "HTTP/1.1"  # keep-alive, as the SDKs' connection pools expect
 
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - silence stderr
         pass
+
+    def setup(self) -> None:
+        super().setup()
+        with self.state.lock:
+            self.state.connections.add(self.connection)
+
+    def finish(self) -> None:
+        with self.state.lock:
+            self.state.connections.discard(self.connection)
+        try:
+            super().finish()
+        except OSError:  # the socket was cut by kill()
+            pass
 
     def do_POST(self) -> None:  # noqa: N802 - http.server's naming
         record = Record(self.path, {k.lower(): v for k, v in self.headers.items()}, None, time.monotonic())
@@ -148,9 +200,22 @@ class _Handler(BaseHTTPRequestHandler):
         except ValueError:
             record.body = raw.decode("utf-8", "replace")
         with self.state.lock:
+            if self.state.dead:
+                self.close_connection = True
+                return
             self.state.records.append(record)
-            reply = self.state.script.popleft() if self.state.script else Reply()
+            reply = self.state.script.popleft() if self.state.script else Reply(
+                text=self.state.answer(record.body) if self.state.answer else None)
+            doomed = len(self.state.records) == self.state.kill_at
+        if doomed:
+            self.server_obj.kill()
         time.sleep(self.state.delay_s + reply.delay_s)
+        if self.state.gate is not None:
+            self.state.gate.wait(30.0)
+        if self.state.dead:  # killed while this request waited: a dead machine answers nothing
+            self.close_connection = True
+            record.end = time.monotonic()
+            return
         status, headers, body = _render(self.path, record.body, reply)
         record.status = status
         try:
@@ -272,6 +337,12 @@ def smoke_answer(request: dict) -> str:
     if not labels:
         return "I cannot tell which class this is."
     return f'The most probable class is "{labels[digest % len(labels)]}".'
+
+
+def first_listed(request: dict) -> str:
+    """A scripted model with the strongest position bias: always the first candidate of the list."""
+    labels = parse_candidates("\n\n".join(prompt_texts(request)))
+    return f'The answer is "{labels[0]}".' if labels else "I cannot tell which class this is."
 
 
 # ---------------------------------------------------------------------- one server per process

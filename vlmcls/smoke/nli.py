@@ -6,9 +6,13 @@ from pathlib import Path
 # transformers 5 crashes in the zero-shot pipeline without label2id (it looks up "entailment" there).
 ID2LABEL = {0: "contradiction", 1: "neutral", 2: "entailment"}
 MAX_TOKENS = 512  # one token per byte: enough for a verbose answer plus "This example is {label}."
+# BART's default init (0.02) gives this tiny model entailment scores ~1e-7 apart among 100 labels,
+# below float noise (padding, batch composition), so equality tests would compare coin tosses;
+# 0.2 spreads them ~100x wider.
+INIT_STD = 0.2
 
 
-def build_bart_mnli(target: Path) -> None:
+def build_bart_mnli(target: Path, init_std: float = INIT_STD) -> None:
     """Write a tiny BartForSequenceClassification and a byte-level BartTokenizer to `target`."""
     import torch
     from transformers import BartConfig, BartForSequenceClassification
@@ -20,7 +24,7 @@ def build_bart_mnli(target: Path) -> None:
         max_position_embeddings=MAX_TOKENS, num_labels=3,
         id2label=ID2LABEL, label2id={v: k for k, v in ID2LABEL.items()},
         pad_token_id=tokenizer.pad_token_id, bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id, decoder_start_token_id=tokenizer.eos_token_id,
+        eos_token_id=tokenizer.eos_token_id, decoder_start_token_id=tokenizer.eos_token_id, init_std=init_std,
     )
     with torch.random.fork_rng():  # seeded weights without disturbing the caller's global RNG
         torch.manual_seed(0)

@@ -94,18 +94,21 @@ def _qwen_text(tok) -> dict:
                 bos_token_id=None, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
 
 
-def _pil_or_default(name: str, **kwargs):
-    """The PIL image processor where this transformers has one (no torchvision needed), else the default."""
+def image_processor(name: str, **kwargs):
+    """The torchvision-backed image processor (it resizes on the model's device), as `AutoProcessor` picks
+    for a hub checkpoint; the PIL one (`<name>Pil`) only where torchvision is missing."""
     import transformers
+    from transformers.utils import is_torchvision_available
 
-    cls = getattr(transformers, f"{name}Pil", None) or getattr(transformers, name)
+    cls = getattr(transformers, name) if is_torchvision_available() else \
+        getattr(transformers, f"{name}Pil", None) or getattr(transformers, name)
     return cls(**kwargs)
 
 
 def qwen_processor(processor_cls, tok, template: str = QWEN_TEMPLATE, **image_kwargs):
     from transformers import Qwen2VLVideoProcessor
 
-    return processor_cls(image_processor=_pil_or_default("Qwen2VLImageProcessor", **image_kwargs), tokenizer=tok,
+    return processor_cls(image_processor=image_processor("Qwen2VLImageProcessor", **image_kwargs), tokenizer=tok,
                          video_processor=Qwen2VLVideoProcessor(), chat_template=template)
 
 
@@ -152,7 +155,7 @@ def build_llava_next(target: Path) -> None:
                   projection_dim=64)
     config = LlavaNextConfig(text_config=text, vision_config=vision, image_grid_pinpoints=pinpoints,
                              image_token_index=tok.convert_tokens_to_ids("<image>"), image_seq_length=16)
-    image = _pil_or_default("LlavaNextImageProcessor", size={"shortest_edge": 32},
+    image = image_processor("LlavaNextImageProcessor", size={"shortest_edge": 32},
                             crop_size={"height": 32, "width": 32}, image_grid_pinpoints=pinpoints)
     processor = LlavaNextProcessor(image_processor=image, tokenizer=tok, patch_size=8,
                                    vision_feature_select_strategy="default", num_additional_image_tokens=1,

@@ -1,0 +1,214 @@
+"""Properties of the case gates (vlmcls/session.py `gate_failures`), on real bootstrap intervals.
+
+The accuracy gate fails a case only when the *upper* end of its 95 % interval lies below the
+threshold, so a small sample does not fail a good model by chance. The tests sit next to the
+threshold, where comparing the wrong end, or `<=` for `<`, changes the verdict. A smoke case is
+gated on plumbing: any error row, or any sample not run (unless --max-cost stopped it), fails.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+from types import SimpleNamespace
+
+import pytest
+
+from vlmcls import metrics, report
+from vlmcls.compare import Run
+from vlmcls.catalog import ModelEntry
+from vlmcls.resolve import Resolver
+from vlmcls.runner import CaseResult, CaseRunner, CaseSpec
+from vlmcls.session import BenchSession, Case
+from vlmcls.settings import BackendSettings
+from vlmcls.types import Prediction, Sample
+
+from test_properties_store import LABELS, Scripted, jpeg
+
+THRESHOLD = 0.8
+SIZES = (40, 100, 400, 1000)
+
+
+def session() -> BenchSession:
+    opt = SimpleNamespace(strict=False, strict_cases=False, baseline=None)
+    return BenchSession(SimpleNamespace(option=opt), run_id="test")
+
+
+def case(threshold: float | None = THRESHOLD, smoke: bool = False) -> Case:
+    """A smoke model's gate is 0 unless given (its threshold() default), so pass None for smoke."""
+    threshold = None if smoke else threshold
+    model = ModelEntry(name="m", backend="echo", weights="smoke:echo", smoke=smoke,
+                       thresholds={} if threshold is None else {20: threshold})
+    return Case(CaseSpec(model=model, ways=20, settings=BackendSettings()))
+
+
+def predictions(n: int, correct: int, errors: int = 0, error: str = "HTTP 500") -> list[Prediction]:
+    """`correct` right answers, then wrong ones, then `errors` error rows; classes cycle over 10."""
+    out = []
+    for i in range(n):
+        true = i % 10
+        if i < correct:
+            pred, err = true, None
+        elif i >= n - errors:
+            pred, err = None, error
+        else:
+            pred, err = (true + 1) % 10, None
+        out.append(Prediction(f"s{i}", true, f"c{true}", ("a", "b"), "x", pred, None, "error" if err else "match", error=err))
+    return out
+
+
+def result(c: Case, preds: list[Prediction], m: metrics.Metrics | None = None, **kw) -> CaseResult:
+    m = m or (metrics.compute(preds) if preds else None)
+    return CaseResult(spec=c.spec, predictions=preds, metrics=m, images_per_s=None, **kw)
+
+
+def accuracy_failures(c: Case, r: CaseResult) -> list[str]:
+    return [w for w in session().gate_failures(c, r) if "below the gate" in w]
+
+
+# ---------------------------------------------------------------- the accuracy gate
+@pytest.mark.parametrize("n", SIZES)
+def test_a_case_whose_interval_straddles_the_threshold_passes(n):
+    """Accuracy just under the threshold: the point estimate is below, the interval reaches it."""
+    preds = predictions(n, math.ceil(n * THRESHOLD) - 1)
+    r = result(case(), preds)
+    lo, hi = r.metrics.accuracy_ci
+    assert r.metrics.accuracy < THRESHOLD and lo < THRESHOLD < hi  # the construction lands where meant
+    assert session().gate_failures(case(), r) == []
+
+
+@pytest.mark.parametrize("n", SIZES)
+def test_a_case_whose_interval_lies_wholly_below_the_threshold_fails(n):
+    half_width = 1.96 * math.sqrt(THRESHOLD * (1 - THRESHOLD) / n)
+    preds = predictions(n, math.floor(n * (THRESHOLD - 2 * half_width)))
+    r = result(case(), preds)
+    lo, hi = r.metrics.accuracy_ci
+    assert hi < THRESHOLD
+    (why,) = session().gate_failures(case(), r)
+    assert f"accuracy {r.metrics.accuracy:.3f}" in why and f"95% CI {lo:.3f}-{hi:.3f}" in why
+    assert f"n={n}" in why and f"gate {THRESHOLD:.3f}" in why and "20-way" in why
+
+
+@pytest.mark.parametrize("n", SIZES)
+@pytest.mark.parametrize("share", [0.3, 0.55, 0.77, 0.9])
+def test_the_verdict_is_the_upper_bound_against_the_threshold(n, share):
+    """For thresholds all around the interval, including exactly at its upper end."""
+    preds = predictions(n, round(n * share))
+    m = metrics.compute(preds)
+    lo, hi = m.accuracy_ci
+    grid = [lo - 0.01, lo, (lo + hi) / 2, m.accuracy, hi, hi + 1e-9, hi + 0.01, min(1.0, hi + 0.2)]
+    for t in grid:
+        c = case(t)
+        fails = bool(accuracy_failures(c, result(c, preds, m)))
+        assert fails == (hi < t), f"threshold {t} with interval {lo}-{hi}"
+
+
+def test_no_threshold_means_no_accuracy_gate():
+    c = case(threshold=None)
+    r = result(c, predictions(100, 0))
+    assert session().gate_failures(c, r) == []
+
+
+def test_check_gate_records_the_verdict_and_fails_the_test():
+    for correct, status in ((79, "passed"), (40, "failed")):
+        c = case().bind(None, SimpleNamespace(user_properties=[]))
+        r = result(c, predictions(100, correct))
+        if status == "failed":
+            with pytest.raises(pytest.fail.Exception, match="below the gate"):
+                session().check_gate(c, r)
+        else:
+            session().check_gate(c, r)
+        ((_, row),) = c.item.user_properties
+        assert row["status"] == status and row["threshold"] == THRESHOLD
+        assert ("below the gate" in row["reason"]) == (status == "failed")
+
+
+# ---------------------------------------------------------------- error rows and the plumbing gate
+@pytest.mark.parametrize("n", (2, 5, 40))
+def test_a_smoke_case_with_some_error_rows_fails_the_plumbing_gate(n):
+    for errors in sorted({1, n // 2, n - 1}):
+        c = case(smoke=True)
+        why = session().gate_failures(c, result(c, predictions(n, n - errors, errors=errors)))
+        assert any(f"smoke plumbing check: {errors} error rows" in w for w in why), (n, errors, why)
+    c = case(smoke=True)
+    assert session().gate_failures(c, result(c, predictions(n, 0))) == []  # wrong answers are not plumbing
+
+
+@pytest.mark.parametrize("n", (3, 40))
+def test_every_sample_failing_fails_any_case(n):
+    for smoke in (False, True):
+        c = case(threshold=None, smoke=smoke)
+        (why,) = session().gate_failures(c, result(c, predictions(n, 0, errors=n)))
+        assert f"every one of the {n} samples failed, e.g. HTTP 500" in why
+
+
+def test_the_first_error_is_quoted_up_to_200_characters():
+    c = case(threshold=None)
+    long = "E" * 200 + "Z" * 100
+    (why,) = session().gate_failures(c, result(c, predictions(5, 0, errors=5, error=long)))
+    assert why.endswith("e.g. " + "E" * 200)
+
+
+def test_a_case_with_no_prediction_fails_and_says_why():
+    c = case()
+    assert session().gate_failures(c, result(c, [])) == [f"{c.case_id}: no prediction was made (no samples)"]
+    stopped = "stopped after the first 8 samples all failed"
+    assert session().gate_failures(c, result(c, [], stopped=stopped)) == [f"{c.case_id}: no prediction was made ({stopped})"]
+
+
+def test_unreadable_images_are_the_data_not_the_plumbing():
+    """A smoke case fails on backend error rows, not on input errors (listed in the report instead)."""
+    c = case(smoke=True)
+    bad_input = "cannot decode image: truncated JPEG"
+    assert session().gate_failures(c, result(c, predictions(10, 7, errors=3, error=bad_input))) == []
+    preds = predictions(10, 5, errors=3, error=bad_input) + predictions(2, 0, errors=2)
+    preds = [dataclasses.replace(p, sample_id=f"x{i}") for i, p in enumerate(preds)]
+    (why,) = session().gate_failures(c, result(c, preds))
+    assert "smoke plumbing check: 2 error rows, 0 samples not run" in why
+
+
+def baseline_session(tmp_path, c: Case, preds: list[Prediction], **row) -> BenchSession:
+    """A session whose --baseline is a saved run holding `preds` for this case (written by the report writer)."""
+    report.write_samples(tmp_path / "samples" / f"{c.case_id}.jsonl", preds)
+    s = session()
+    s.__dict__["baseline"] = Run(tmp_path, {}, [{**report.spec_fields(c.spec), **row}])
+    return s
+
+
+def test_a_case_significantly_worse_than_its_baseline_fails(tmp_path):
+    c = case(threshold=None)
+    s = baseline_session(tmp_path, c, predictions(100, 90), prompt="label-only")
+    worse = result(c, predictions(100, 60))
+    (why,) = s.gate_failures(c, worse)
+    assert why.startswith(f"{c.case_id}: ") and "McNemar" in why
+    assert worse.notes == ["the --baseline run differs in prompt (label-only vs thesis)"]
+    assert s.gate_failures(c, result(c, predictions(100, 89))) == []  # one sample lost: not significant
+    assert session().gate_failures(c, worse) == []  # without --baseline, no paired test
+
+
+def test_a_real_model_with_a_few_error_rows_is_judged_on_accuracy_alone():
+    """Error rows count as wrong answers in the accuracy; only smoke models fail on them outright."""
+    c = case(threshold=0.5)
+    assert session().gate_failures(c, result(c, predictions(100, 95, errors=3))) == []
+
+
+def test_a_smoke_case_with_samples_not_run_fails_unless_the_budget_stopped_it():
+    c = case(smoke=True)
+    preds = predictions(10, 10)
+    (why,) = session().gate_failures(c, result(c, preds, not_run=3, stopped="stopped after the first 8 samples all failed"))
+    assert "0 error rows, 3 samples not run" in why
+    budget = "stopped by --max-cost 0.5 USD after 10 samples (spent 0.49 USD)"
+    assert session().gate_failures(c, result(c, preds, not_run=3, stopped=budget)) == []
+    assert "no prediction was made (stopped by --max-cost" in session().gate_failures(c, result(c, [], stopped=budget))[0]
+
+
+@pytest.mark.parametrize("failing", [{"s1"}, {"s0", "s3", "s5"}])
+def test_a_smoke_run_with_backend_error_rows_fails_end_to_end(failing):
+    """Through the runner: a backend that answers some samples with an error."""
+    c = case(smoke=True)
+    samples = [Sample(f"s{i}", i * 7, jpeg(i * 30)) for i in range(6)]
+    r = CaseRunner(c.spec, LABELS, Scripted(failing=failing), Resolver("exact", LABELS), None).run(samples)
+    assert r.metrics.errors == len(failing) < r.metrics.n
+    why = session().gate_failures(c, r)
+    assert why == [f"{c.case_id}: smoke plumbing check: {len(failing)} error rows, 0 samples not run"]
+    healthy = CaseRunner(c.spec, LABELS, Scripted(), Resolver("exact", LABELS), None).run(samples)
+    assert session().gate_failures(c, healthy) == []

@@ -1,0 +1,243 @@
+"""Ranking mode (--resolver rank) and the calibration figures built on its scores.
+
+The scores are checked against an independent computation: each candidate appended to the prompt and
+run through the model in one full forward pass, no cache, positions computed by the model itself
+(Qwen2-VL's multimodal rope included). Calibration figures are checked against values worked out by
+hand in the comments."""
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from vlmcls import calibration
+from vlmcls.backends import rank
+from vlmcls.catalog import load_catalog
+from vlmcls.prompts import get_template, render
+from vlmcls.settings import BackendSettings
+from vlmcls.store import Store
+from vlmcls.types import LabelSet, Prediction, Query
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("transformers")
+
+from vlmcls.backends import hf_vlm  # noqa: E402
+
+# "crane" / "crane fly": a label that is the start of another (the end-of-turn token tells them apart)
+NAMES = ("crane", "crane fly", "tench", "goldfish", "great white shark", "tiger shark", "hen")
+LABELS = LabelSet(NAMES, tuple((n,) for n in NAMES))
+BENCH = Path(__file__).resolve().parents[1] / "bench" / "test_classify.py"
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)  # tiny matrices: thread sync would cost more than the work
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def backends(smoke_model):
+    catalog = load_catalog()
+    out = {}
+    for name in ("smoke-qwen2-vl", "smoke-llava-next"):
+        smoke_model(name.removeprefix("smoke-"))
+        out[name] = hf_vlm.load(catalog[name], BackendSettings(rank=True, device="cpu", dtype="float32",
+                                                               batch_size=2), LABELS)
+    return out
+
+
+def _query(i: int = 0, ids=tuple(range(len(NAMES)))) -> Query:
+    from PIL import Image
+
+    rng = np.random.default_rng(i)
+    image = Image.fromarray(rng.integers(0, 256, (60 + 10 * i, 90, 3), dtype=np.uint8))
+    labels = tuple(NAMES[j] for j in ids)
+    return Query(f"s{i}", image, tuple(ids), labels, render(get_template("thesis"), labels))
+
+
+def _prepared(backend, query):
+    prep = backend._prepare([query])
+    assert prep.error is None
+    return prep.inputs[0], prep.tries[0]
+
+
+def _full_pass(backend, inputs, seq) -> list[float]:
+    """The candidate appended to the prompt, one forward pass without a cache."""
+    add = torch.tensor([seq])
+    full = dict(inputs)
+    for key in ("input_ids", "attention_mask", "mm_token_type_ids"):
+        if key in full:
+            tail = add if key == "input_ids" else (torch.ones_like(add) if key == "attention_mask" else torch.zeros_like(add))
+            full[key] = torch.cat([inputs[key], tail.to(inputs[key].dtype)], dim=1)
+    base = backend.model.base_model
+    if getattr(base, "rope_deltas", None) is not None:
+        base.rope_deltas = None
+    with torch.inference_mode():
+        logprobs = backend.model(**full).logits[0].float().log_softmax(-1)
+    start = inputs["input_ids"].shape[1] - 1
+    return [logprobs[start + j, t].item() for j, t in enumerate(seq)]
+
+
+@pytest.mark.parametrize("name", ["smoke-qwen2-vl", "smoke-llava-next"])
+def test_scores_equal_one_full_forward_pass_per_candidate(name, backends):
+    backend = backends[name]
+    inputs, seqs = _prepared(backend, _query())
+    assert all(s[-1] == backend.eos_ids[0] for s in seqs)  # the end of the reply is scored too
+    scores = backend.rank_scores(inputs, seqs)
+    for seq, got in zip(seqs, scores.tokens):
+        assert len(got) == len(seq)
+        assert got == pytest.approx(_full_pass(backend, inputs, seq), abs=1e-4)
+    pre = rank.prefill(backend.model, inputs, backend._cache_kw)
+    if name == "smoke-qwen2-vl":  # the text after the image is numbered from its grid: the rope delta is used
+        assert pre.position != inputs["input_ids"].shape[1]
+
+
+@pytest.mark.parametrize("name", ["smoke-qwen2-vl", "smoke-llava-next"])
+def test_chunk_of_one_equals_all_at_once(name, backends):
+    backend = backends[name]
+    inputs, seqs = _prepared(backend, _query(1))
+    pre = rank.prefill(backend.model, inputs, backend._cache_kw)
+    one = rank.score(backend.model, pre, seqs, backend._cache_kw, 1, backend.pad_id, bucket=False)
+    whole = rank.score(backend.model, pre, seqs, backend._cache_kw, len(seqs), backend.pad_id, bucket=False)
+    bucketed = rank.score(backend.model, pre, seqs, backend._cache_kw, 3, backend.pad_id)
+    assert len(rank._chunks(seqs, len(seqs), bucket=False)) == 1  # truly one forward pass
+    for a, b, c in zip(one.tokens, whole.tokens, bucketed.tokens):
+        assert a == pytest.approx(b, abs=1e-5) and c == pytest.approx(b, abs=1e-5)
+    # the prompt's own cache was not touched by the chunks: a second round gives the same scores
+    again = rank.score(backend.model, pre, seqs, backend._cache_kw, len(seqs), backend.pad_id, bucket=False)
+    assert [x for row in again.tokens for x in row] == pytest.approx([x for row in whole.tokens for x in row])
+
+
+def test_chunks_bucket_by_length_and_respect_the_size():
+    seqs = [[1] * n for n in (3, 20, 19, 4, 11, 2)]
+    groups = rank._chunks(seqs, 2, bucket=True)
+    assert sorted(i for g in groups for i in g) == list(range(6))
+    assert all(len(g) <= 2 for g in groups)
+    assert groups[0] == [1, 2]  # longest first
+    widths = [[len(seqs[i]) - 1 for i in g] for g in groups]
+    assert all(2 * min(w) >= max(w) for w in widths)  # no row under half its chunk's width
+    assert rank._chunks(seqs, 10, bucket=False) == [list(range(6))]
+
+
+def test_answer_in_rank_mode_scores_instead_of_generating(backends):
+    backend = backends["smoke-qwen2-vl"]
+    generate = backend.model.generate
+    backend.model.generate = lambda **kw: pytest.fail("rank mode must not generate")
+    try:
+        queries = [_query(i, ids) for i, ids in enumerate([(0, 1, 2, 3, 4, 5, 6), (6, 2, 4), (3, 0, 5, 1, 2)])]
+        answers = backend.answer(queries)
+    finally:
+        backend.model.generate = generate
+    for q, a in zip(queries, answers):
+        assert a.error is None and a.stage == "rank"
+        assert a.top5[0] == a.class_id and a.text == NAMES[a.class_id]
+        assert len(a.top5) == min(5, len(q.class_ids)) and set(a.top5) <= set(q.class_ids)
+        inputs, seqs = _prepared(backend, q)
+        total = backend.rank_scores(inputs, seqs).total
+        assert a.top1_prob == pytest.approx(math.exp(max(total)) / sum(math.exp(t) for t in total), abs=1e-6)
+        assert list(a.top5) == [q.class_ids[i] for i in sorted(range(len(total)), key=lambda i: -total[i])][:5]
+
+
+def test_the_ranking_uses_the_sum_of_log_probabilities(backends):
+    """Where sum and mean disagree: "tench" is one likely token (sum -1.0, mean -1.0), "great white shark"
+    three (sum -1.8, mean -0.6). The answer is the one whose whole text is likelier: tench."""
+    scores = rank.Scores(((-3.0, -2.0), (-1.0,), (-0.6, -0.6, -0.6)))
+    assert scores.total == pytest.approx([-5.0, -1.0, -1.8]) and scores.mean == pytest.approx([-2.5, -1.0, -0.6])
+    query = _query(0, (0, 2, 4))
+    answer = backends["smoke-qwen2-vl"]._rank_answer(query, scores, 0.0, 10)
+    assert answer.class_id == 2 and answer.top5 == (2, 4, 0)
+    assert answer.top1_prob == pytest.approx(math.exp(-1.0) / (math.exp(-5.0) + math.exp(-1.0) + math.exp(-1.8)))
+
+
+def test_ranked_keeps_the_first_of_tied_candidates():
+    top, prob = rank.ranked([0.0, 2.0, 2.0, -1.0, 1.0, 0.5], [10, 11, 12, 13, 14, 15])
+    assert top == (11, 12, 14, 15, 10) and prob == pytest.approx(math.exp(2) / sum(map(math.exp, [0, 2, 2, -1, 1, .5])))
+    assert rank.ranked([1.0, 3.0], [7, 8]) == ((8, 7), pytest.approx(1 / (1 + math.exp(-2))))
+    with pytest.raises(ValueError):
+        rank.ranked([1.0], [1, 2])
+
+
+# ---------------------------------------------------------------- calibration on hand-made predictions
+
+def _pred(i: int, true: int, top5, prob, error=None) -> Prediction:
+    pred = None if top5 is None else top5[0]
+    return Prediction(f"s{i}", true, f"c{true}", ("a",), None, pred, None, "rank", error=error, top5=top5, top1_prob=prob)
+
+
+HAND = [  # true class, top 5 (best first), top-1 probability
+    _pred(0, 1, (1, 2, 3, 4, 5), 0.95),  # right
+    _pred(1, 3, (2, 9, 3, 4, 5), 0.94),  # wrong, true at rank 3
+    _pred(2, 4, (6, 7, 8, 9, 0), 0.90),  # wrong, not in the top 5
+    _pred(3, 5, (5, 1, 2, 3, 4), 0.50),  # right
+    _pred(4, 7, (1, 2, 3, 4, 7), 0.21),  # wrong, true at rank 5
+    _pred(5, 2, None, None, error="boom"),  # no scores: left out
+]
+
+
+def test_top5_accuracy_by_hand():
+    assert calibration.top_k_accuracy(HAND) == pytest.approx(4 / 5)  # s0, s1, s3, s4
+    assert calibration.top_k_accuracy(HAND, k=1) == pytest.approx(2 / 5)
+    assert calibration.top_k_accuracy(HAND[-1:]) is None
+
+
+def test_ece_by_hand():
+    """Bins of width 1/15: 0.95 and 0.94 share bin 14 (accuracy 1/2, confidence 0.945), 0.90 is in bin 13,
+    0.50 in bin 7, 0.21 in bin 3. ECE = 2/5*|0.5-0.945| + 1/5*0.9 + 1/5*0.5 + 1/5*0.21 = 0.5."""
+    summary = calibration.summary(HAND)
+    assert summary["n"] == 5 and summary["top1_accuracy"] == pytest.approx(0.4)
+    assert summary["ece"] == pytest.approx(0.178 + 0.18 + 0.1 + 0.042)
+    filled = {i: b for i, b in enumerate(summary["reliability"]) if b["n"]}
+    assert sorted(filled) == [3, 7, 13, 14] and len(summary["reliability"]) == 15
+    assert filled[14]["n"] == 2 and filled[14]["accuracy"] == 0.5 and filled[14]["confidence"] == pytest.approx(0.945)
+    assert filled[14]["low"] == pytest.approx(14 / 15) and filled[14]["high"] == 1.0
+    json.dumps(summary)  # goes into results.json as is
+    assert calibration.summary(HAND[-1:]) is None
+
+
+def test_bin_edges_are_closed_on_the_right():
+    assert [calibration.bin_index(c) for c in (0.0, 1 / 15, 1 / 15 + 1e-9, 0.5, 1.0)] == [0, 0, 1, 7, 14]
+    assert calibration.ece([1.0, 1.0], [True, True]) == 0.0
+    assert calibration.ece([0.6], [False]) == pytest.approx(0.6)
+
+
+def test_scores_survive_the_store_and_old_rows_still_load(tmp_path):
+    store = Store(tmp_path / "s.sqlite")
+    store.put("k", HAND[:2], 0.0)
+    back = store.get("k")
+    assert back["s0"].top5 == (1, 2, 3, 4, 5) and back["s0"] == HAND[0]
+    old = {k: v for k, v in json.loads(json.dumps(HAND[0].__dict__)).items() if k not in ("top5", "top1_prob")}
+    from vlmcls.store import from_record
+
+    assert from_record(old).top5 is None
+
+
+# ---------------------------------------------------------------- the benchmark, as users run it
+
+def test_bench_runs_in_rank_mode(pytester):
+    (pytester.path / "bench").mkdir()
+    (pytester.path / "bench" / "test_classify.py").write_text(BENCH.read_text())
+    out = pytester.runpytest_subprocess("bench", "-k", "smoke-qwen2-vl-none-20way", "--resolver", "rank",
+                                        "--samples", "6", "-p", "no:cacheprovider")
+    out.assert_outcomes(passed=1)
+    (run_dir,) = [d for d in (pytester.path / "reports").iterdir() if d.is_dir()]
+    (row,) = json.loads((run_dir / "results.json").read_text())["cases"]
+    assert row["resolver"] == "rank" and row["stages"] == {"rank": 1.0}
+    assert row["calibration"]["n"] == 6 and 0 <= row["calibration"]["ece"] <= 1
+    samples = [json.loads(l) for f in run_dir.rglob("*.jsonl") for l in f.read_text().splitlines()]
+    assert len(samples) == 6 and all(len(s["top5"]) == 5 and 0 < s["top1_prob"] <= 1 for s in samples)
+    assert "## Calibration" in (run_dir / "report.md").read_text()
+
+
+def test_reliability_diagram_is_drawn_only_with_scores(tmp_path):
+    pytest.importorskip("matplotlib")
+    from vlmcls import plots
+
+    rows = [{"case_id": "m-20way", "calibration": calibration.summary(HAND)}, {"case_id": "api-20way", "calibration": None}]
+    path = plots.reliability_diagram(rows, tmp_path / "r.png")
+    assert path.read_bytes().startswith(b"\x89PNG")
+    assert plots.reliability_diagram(rows[1:], tmp_path / "none.png") is None
