@@ -329,3 +329,28 @@ def test_a_closed_store_reopens_on_next_use(tmp_path):
     store.put("k", [pred("s2", 2)], now=1.0)
     store.close()
     assert Store(tmp_path / "s.sqlite").count("k") == 2
+
+
+def test_close_releases_the_database_file(tmp_path):
+    """The last connection closed checkpoints the WAL into the database and removes it: the
+    .sqlite file alone then holds every row (to copy or archive). A thread that never used the
+    store may close it too."""
+    import threading
+
+    store = Store(tmp_path / "s.sqlite")
+    store.put("k", [pred("s1", 1)], now=0.0)
+    assert (tmp_path / "s.sqlite-wal").exists()
+    errors = []
+
+    def close_elsewhere():
+        try:
+            store.close()
+        except Exception as exc:  # a thread's exception would not reach the test
+            errors.append(exc)
+
+    closer = threading.Thread(target=close_elsewhere)
+    closer.start()
+    closer.join()
+    assert errors == []
+    store.close()
+    assert not (tmp_path / "s.sqlite-wal").exists()
