@@ -24,6 +24,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
 
+from .. import devices
+from ..errors import one_line
 from ..types import Answer, Query
 from . import rank
 
@@ -137,20 +139,10 @@ def requirements(entry: "ModelEntry", settings: "BackendSettings", labels: "Labe
 
 # ---------------------------------------------------------------- loading
 
-def _device(settings: "BackendSettings") -> str:
-    import torch
-
-    if settings.device != "auto":
-        return settings.device
-    return "cuda" if torch.cuda.is_available() else "cpu"
-
-
-def _dtype(settings: "BackendSettings", device: str):
-    import torch
-
-    if settings.dtype == "auto":  # bf16 is the checkpoints' own dtype; CPUs are exact and fast in float32
-        return torch.bfloat16 if device.startswith("cuda") else torch.float32
-    return getattr(torch, settings.dtype)
+def torch_dtype(settings: "BackendSettings", device: str):
+    """The weights' dtype on `device`. Auto: bf16, the checkpoints' own, on CUDA; float32 on CPUs,
+    where it is exact and fast."""
+    return devices.torch_dtype(devices.pick_dtype(settings.dtype, device, gpu="bfloat16"))
 
 
 def _quant_config(quant: str, dtype):
@@ -205,8 +197,8 @@ def load(entry: "ModelEntry", settings: "BackendSettings", labels: "LabelSet") -
     # Remote code only for a model the catalog marks as needing it, and only with the user's opt-in: a
     # global --trust-remote-code must not let a native model's repo swap in its own code.
     remote = _needs_remote_code(entry) and settings.trust_remote_code
-    path, device = _resolve_path(entry.weights), _device(settings)
-    dtype = _dtype(settings, device)
+    path, device = _resolve_path(entry.weights), devices.pick_device(settings.device)
+    dtype = torch_dtype(settings, device)
     # device_map loads the weights straight onto the device (no full copy in CPU memory first)
     kwargs: dict[str, Any] = dict(dtype=dtype, trust_remote_code=remote, device_map={"": device})
     quant = _quant_config(settings.quant, dtype)
@@ -224,11 +216,6 @@ def load(entry: "ModelEntry", settings: "BackendSettings", labels: "LabelSet") -
 
 
 # ---------------------------------------------------------------- the backend
-
-def _one_line(exc: BaseException) -> str:
-    text = " ".join(str(exc).split()) or type(exc).__name__
-    return f"{type(exc).__name__}: {text[:300]}"
-
 
 def _eos_ids(model, tokenizer) -> list[int]:
     eos = model.generation_config.eos_token_id
@@ -284,6 +271,7 @@ class HFVLMBackend:
         self.notes: list[str] = []
         self._prefix: tuple[tuple[int, ...], list] | None = None  # (prefix token ids, per-layer (keys, values))
         self._split: dict[str, tuple[int, ...] | None] = {}  # prefix text -> its token ids (None: not separable)
+        self._adds_bos: bool | None = None  # whether the tokenizer adds <bos> itself (asked once)
         self._cache_kw = _cache_kwarg(model)
         self.rank = bool(getattr(settings, "rank", False))
 
@@ -301,6 +289,20 @@ class HFVLMBackend:
     def note(self, text: str) -> None:
         if text not in self.notes:
             self.notes.append(text)
+
+    @property
+    def cached_prefix_tokens(self) -> int:
+        """Tokens of the labels-first prefix whose keys and values are cached now (0: none)."""
+        return len(self._prefix[0]) if self._prefix else 0
+
+    def share_prefix_cache(self, other: "HFVLMBackend") -> None:
+        """Use `other`'s cached prefix (same model): a second backend then starts in the steady state."""
+        self._prefix, self._split = other._prefix, other._split
+
+    def model_inputs(self, query: Query) -> Any:
+        """The processor's tensors for one query, as generation gets them; None when it fails to prepare."""
+        prep = self._prepare([query])
+        return None if prep.error is not None else prep.inputs
 
     def close(self) -> None:
         import gc
@@ -343,7 +345,7 @@ class HFVLMBackend:
     def _answer_prepared(self, batch: list[Query], prep: _Prepared) -> list[Answer]:
         if prep.error is not None:  # a bad image or prompt: isolate it so that only that sample is an error row
             if len(batch) == 1:
-                return [Answer(error=_one_line(prep.error))]
+                return [Answer(error=one_line(prep.error, with_type=True))]
             return [a for q in batch for a in self._answer_batch([q])]
         return self._generate_or_split(batch, prep)
 
@@ -406,8 +408,18 @@ class HFVLMBackend:
         content: list[dict] = [{"type": "image"}, {"type": "text", "text": query.prompt}]
         if query.prefix:  # labels-first: the constant label list comes before the image
             content.insert(0, {"type": "text", "text": query.prefix})
-        return self.processor.apply_chat_template(
+        text = self.processor.apply_chat_template(
             [{"role": "user", "content": content}], tokenize=False, add_generation_prompt=True)
+        return self._without_template_bos(text)
+
+    def _without_template_bos(self, text: str) -> str:
+        """Gemma's template writes <bos> and its tokenizer adds one too: keep the tokenizer's only."""
+        bos = self.tokenizer.bos_token
+        if not bos or not text.startswith(bos):
+            return text
+        if self._adds_bos is None:
+            self._adds_bos = self.tokenizer("")["input_ids"][:1] == [self.tokenizer.bos_token_id]
+        return text[len(bos):] if self._adds_bos else text
 
     def _image_kwargs(self) -> dict:
         kwargs: dict[str, Any] = {}
@@ -443,7 +455,7 @@ class HFVLMBackend:
             texts = [self.render(q) for q in batch]
             prep.prefix, texts = self._split_prefix(batch, texts)
             prep.inputs = self._encode(texts, [self._bound(q.image) for q in batch], prep.prefix)
-            prep.tries = [_trie(self._label_ids(q)) for q in batch] if self.settings.constrained \
+            prep.tries = [label_trie(self._label_ids(q)) for q in batch] if self.settings.constrained \
                 else [None] * len(batch)
         except Exception as exc:
             prep.error = exc
@@ -467,6 +479,8 @@ class HFVLMBackend:
     def _encode(self, texts: list[str], images: list, prefix: tuple[int, ...] | None):
         if self.family.max_batch == 1:  # one-prompt processors (Phi-3-vision) take a string, not a list
             texts, images = texts[0], images[:1]  # type: ignore[assignment]
+        else:  # one image per prompt, said explicitly: Gemma 3 reads a flat list as all images of one prompt
+            images = [[image] for image in images]
         # with a cached prefix only the rest is tokenized: its special tokens are in the prefix already
         text_kwargs = {} if prefix is None else {"add_special_tokens": False}
         inputs = self.processor(text=texts, images=images, return_tensors="pt", padding=True,
@@ -521,7 +535,7 @@ class HFVLMBackend:
             except torch.cuda.OutOfMemoryError:
                 raise  # the caller halves the batch (and at batch 1 records the error)
             except Exception as exc:  # this image only: an error row, the run goes on
-                answers.append(Answer(error=_one_line(exc)))
+                answers.append(Answer(error=one_line(exc, with_type=True)))
                 continue
             latency = prep.seconds / len(batch) + time.perf_counter() - t0
             answers.append(self._rank_answer(query, scores, latency, int(inputs["input_ids"].shape[1])))
@@ -556,7 +570,7 @@ class HFVLMBackend:
             text = self.tokenizer.decode(tokens, skip_special_tokens=True)
             return Answer(text=text.strip(), **common)
         # the label is read off the trie, not decoded: decoding may not round-trip (sentencepiece spaces)
-        index = _walk(trie, tokens).get(None)
+        index = walk_trie(trie, tokens).get(None)
         if index is None:  # cannot happen with room for the longest label; kept as an error row, not a guess
             return Answer(error="constrained decoding stopped before a complete label", **common)
         return Answer(text=query.labels[index], class_id=query.class_ids[index], stage="constrained", **common)
@@ -706,7 +720,7 @@ def _image_token_id(config, processor) -> int | None:
 
 # ---------------------------------------------------------------- token trie
 
-def _trie(sequences: list[list[int]]) -> dict:
+def label_trie(sequences: list[list[int]]) -> dict:
     """Nested dicts token -> node; key None marks a complete label and holds its first index."""
     root: dict = {}
     for index, seq in enumerate(sequences):
@@ -717,7 +731,7 @@ def _trie(sequences: list[list[int]]) -> dict:
     return root
 
 
-def _walk(node: dict, tokens: Sequence[int]) -> dict:
+def walk_trie(node: dict, tokens: Sequence[int]) -> dict:
     """The node reached by `tokens` (EOS and what follows ignored); {} when they leave the trie."""
     for token in tokens:
         if token not in node:
@@ -743,7 +757,7 @@ class LabelConstraint:
             if any(t in self.eos_ids for t in generated):
                 mask[row] = 0  # finished: generate replaces its tokens with padding anyway
                 continue
-            node = _walk(trie, generated)
+            node = walk_trie(trie, generated)
             allowed = [t for t in node if t is not None]
             if None in node or not allowed:  # a complete label (or, defensively, a dead end): EOS may end it
                 allowed.append(self.eos_ids[0])

@@ -1,0 +1,188 @@
+"""Tiny random-weight models of the catalog's newer native families: Gemma 3, InternVL3, SmolVLM
+(Idefics3), Qwen3-VL. Same recipe as vlm.py: the family's own config, model and processor classes, a
+byte-level tokenizer with the family's special tokens, and a short chat template in the family's own
+format, saved so that `load()` reads them as it reads a hub checkpoint.
+
+Phi-4-multimodal is native too, but `AutoModelForImageTextToText` has no mapping for it (it registers
+only a causal-LM class), so `load()` cannot open it: no builder until the loader learns that fallback.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from .vlm import (QWEN_SPECIALS, QWEN_TEMPLATE, SMALL, _build, add_specials, image_processor,
+                  qwen_ids)
+
+
+def _byte_vocab() -> dict[str, int]:
+    """Byte-level BPE alphabet: one token per byte, no merges (the specials are added after it)."""
+    from tokenizers.pre_tokenizers import ByteLevel
+
+    return {s: i for i, s in enumerate(sorted(ByteLevel.alphabet()))}
+
+
+def _text(tok, model_type: str, **extra) -> dict:
+    """A 2-layer text config on the tokenizer's ids; `extra` adds or overrides keys."""
+    return {**SMALL, "model_type": model_type, "vocab_size": len(tok), "num_hidden_layers": 2,
+            "num_key_value_heads": 1, "max_position_embeddings": 32768, "bos_token_id": tok.bos_token_id,
+            "eos_token_id": tok.eos_token_id, "pad_token_id": tok.pad_token_id, **extra}
+
+
+# ---------------------------------------------------------------- Gemma 3
+
+GEMMA_SPECIALS = ("<start_of_turn>", "<end_of_turn>", "<start_of_image>", "<end_of_image>", "<image_soft_token>")
+# As gemma-3-*-it: <bos> in the template (and the tokenizer adds one too, add_bos_token, as the real
+# one does), turns "user" / "model", the image as <start_of_image> where it appears in the content (the
+# processor expands it to the soft tokens), text trimmed.
+GEMMA_TEMPLATE = (
+    "{{ bos_token }}{% for m in messages %}<start_of_turn>{{ 'model' if m.role == 'assistant' else m.role }}\n"
+    "{% if m.content is string %}{{ m.content | trim }}{% else %}{% for c in m.content %}"
+    "{% if c.type == 'image' %}<start_of_image>{% elif c.type == 'text' %}{{ c.text | trim }}{% endif %}"
+    "{% endfor %}{% endif %}<end_of_turn>\n{% endfor %}"
+    "{% if add_generation_prompt %}<start_of_turn>model\n{% endif %}"
+)
+
+
+# Gemma scales embeddings by sqrt(hidden): at vlm.INIT_STD (0.5) every prompt gives the same tokens; the
+# usual 0.02 already makes answers input-dependent (4 distinct answers for 5 test queries).
+GEMMA_STD = 0.02
+
+
+def _gemma_tokenizer():
+    """Sentencepiece-style with byte fallback, as Gemma's: every character is a byte token."""
+    from transformers import GemmaTokenizer
+
+    vocab = {"<pad>": 0, "<eos>": 1, "<bos>": 2, "<unk>": 3, "<mask>": 4}
+    vocab.update({f"<0x{b:02X}>": 5 + b for b in range(256)})
+    vocab["▁"] = len(vocab)
+    tok = GemmaTokenizer(vocab=vocab, merges=[], padding_side="left", add_bos_token=True, extra_special_tokens={
+        "boi_token": "<start_of_image>", "eoi_token": "<end_of_image>", "image_token": "<image_soft_token>"})
+    add_specials(tok, GEMMA_SPECIALS)
+    # the -it checkpoints end a reply with <end_of_turn>, not <eos>
+    tok.eos_token = "<end_of_turn>"
+    return tok
+
+
+def build_gemma3(target: Path) -> None:
+    from transformers import Gemma3Config, Gemma3ForConditionalGeneration, Gemma3Processor
+
+    tok = _gemma_tokenizer()
+    ids = tok.convert_tokens_to_ids
+    # 32x32 image, 8x8 patches -> 4x4 patches, pooled to 2x2 = 4 soft tokens per image
+    text = _text(tok, "gemma3_text", head_dim=32, query_pre_attn_scalar=32, sliding_window=64,
+                 layer_types=["sliding_attention", "full_attention"], initializer_range=GEMMA_STD)
+    vision = {**SMALL, "model_type": "siglip_vision_model", "image_size": 32, "patch_size": 8,
+              "num_hidden_layers": 1, "initializer_range": GEMMA_STD}
+    config = Gemma3Config(text_config=text, vision_config=vision, mm_tokens_per_image=4,
+                          boi_token_index=ids("<start_of_image>"), eoi_token_index=ids("<end_of_image>"),
+                          image_token_index=ids("<image_soft_token>"), initializer_range=GEMMA_STD)
+    image = image_processor("Gemma3ImageProcessor", size={"height": 32, "width": 32})
+    processor = Gemma3Processor(image_processor=image, tokenizer=tok, image_seq_length=4,
+                                chat_template=GEMMA_TEMPLATE)
+    _build(Gemma3ForConditionalGeneration, config, processor, tok, target)
+
+
+# ---------------------------------------------------------------- InternVL3 (native "-hf" checkpoints)
+
+INTERNVL_IMAGE = {"start_image_token": "<img>", "end_image_token": "</img>",
+                  "context_image_token": "<IMG_CONTEXT>", "video_token": "<video>"}
+# ChatML as InternVL3-*-hf, whose template writes each image as "<IMG_CONTEXT>\n" in place (the
+# processor expands it to <img> + context tokens per tile + </img>); the long system prompt is left out.
+INTERNVL_TEMPLATE = (
+    "{% for m in messages %}<|im_start|>{{ m.role }}\n"
+    "{% if m.content is string %}{{ m.content }}{% else %}{% for c in m.content %}"
+    "{% if c.type == 'image' %}<IMG_CONTEXT>\n{% elif c.type == 'text' %}{{ c.text }}{% endif %}"
+    "{% endfor %}{% endif %}<|im_end|>\n{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+
+
+def _chatml_tokenizer(cls_name: str, specials: tuple[str, ...], **kwargs):
+    """Byte-level BPE (one token per byte) with ChatML's tokens and the family's own."""
+    import transformers
+
+    names = ("<|endoftext|>", "<|im_start|>", "<|im_end|>") + specials
+    tok = getattr(transformers, cls_name)(vocab=_byte_vocab(), merges=[], unk_token=None, bos_token=None,
+                                          eos_token="<|im_end|>", pad_token="<|endoftext|>",
+                                          padding_side="left", **kwargs)
+    add_specials(tok, names)
+    return tok
+
+
+def build_internvl(target: Path) -> None:
+    from transformers import InternVLConfig, InternVLForConditionalGeneration, InternVLProcessor
+
+    tok = _chatml_tokenizer("Qwen2Tokenizer", tuple(INTERNVL_IMAGE.values()), extra_special_tokens=INTERNVL_IMAGE)
+    # 32x32 tiles, 8x8 patches -> 16 patches, pixel-shuffled by 0.5 -> 4 context tokens per tile
+    vision = dict(SMALL, image_size=[32, 32], patch_size=[8, 8], num_hidden_layers=1)
+    config = InternVLConfig(text_config=_text(tok, "qwen2"), vision_config=vision, image_seq_length=4,
+                            image_token_id=tok.convert_tokens_to_ids("<IMG_CONTEXT>"), downsample_ratio=0.5)
+    # tiles as the real one (crop_to_patches + thumbnail), at most 4: images of different shapes get
+    # different token counts, so batches are padded
+    image = image_processor("GotOcr2ImageProcessor", size={"height": 32, "width": 32}, crop_to_patches=True,
+                            max_patches=4)
+    processor = InternVLProcessor(image_processor=image, tokenizer=tok, video_processor=_internvl_video(),
+                                  image_seq_length=4, chat_template=INTERNVL_TEMPLATE)
+    _build(InternVLForConditionalGeneration, config, processor, tok, target)
+
+
+def _internvl_video():
+    from transformers import InternVLVideoProcessor
+
+    return InternVLVideoProcessor(size={"height": 32, "width": 32})
+
+
+# ---------------------------------------------------------------- SmolVLM (Idefics3)
+
+# The tile grid markers the processor looks up (up to 6x6 tiles)
+IDEFICS3_SPECIALS = ("<fake_token_around_image>", "<image>", "<end_of_utterance>", "<global-img>") + tuple(
+    f"<row_{i}_col_{j}>" for i in range(1, 7) for j in range(1, 7))
+# As SmolVLM-Instruct: "<|im_start|>User:<image>...<end_of_utterance>\nAssistant:"
+IDEFICS3_TEMPLATE = (
+    "<|im_start|>{% for m in messages %}{{ m.role | capitalize }}"
+    "{% if m.content is string %}: {{ m.content }}{% else %}"
+    "{% if m.content[0].type == 'image' %}:{% else %}: {% endif %}{% for c in m.content %}"
+    "{% if c.type == 'image' %}<image>{% elif c.type == 'text' %}{{ c.text }}{% endif %}{% endfor %}"
+    "{% endif %}<end_of_utterance>\n{% endfor %}{% if add_generation_prompt %}Assistant:{% endif %}"
+)
+
+
+def build_idefics3(target: Path) -> None:
+    from transformers import Idefics3Config, Idefics3ForConditionalGeneration, Idefics3Processor
+
+    tok = _chatml_tokenizer("GPT2Tokenizer", IDEFICS3_SPECIALS)
+    tok.eos_token = "<end_of_utterance>"
+    # 32x32 tiles, 8x8 patches -> 16 patches, pixel-shuffled by 2 -> 4 image tokens per tile
+    vision = dict(SMALL, image_size=32, patch_size=8, num_hidden_layers=1)
+    config = Idefics3Config(text_config=_text(tok, "llama"), vision_config=vision, scale_factor=2,
+                            image_token_id=tok.convert_tokens_to_ids("<image>"))
+    # split into up to 2x2 tiles of 32 px plus the global image, as the real one splits into 364 px tiles
+    image = image_processor("Idefics3ImageProcessor", size={"longest_edge": 64}, max_image_size={"longest_edge": 32})
+    processor = Idefics3Processor(image_processor=image, tokenizer=tok, image_seq_len=4,
+                                  chat_template=IDEFICS3_TEMPLATE)
+    _build(Idefics3ForConditionalGeneration, config, processor, tok, target)
+
+
+# ---------------------------------------------------------------- Qwen3-VL
+
+# 16 px patches merged 2x2: one image token per 32x32 pixels -> 4 to 8 tokens
+QWEN3_PIXELS = {"min_pixels": 64 * 64, "max_pixels": 64 * 128}
+
+
+def build_qwen3_vl(target: Path) -> None:
+    from transformers import (Qwen3VLConfig, Qwen3VLForConditionalGeneration, Qwen3VLProcessor,
+                              Qwen3VLVideoProcessor)
+
+    tok = _chatml_tokenizer("Qwen2Tokenizer", QWEN_SPECIALS[3:])
+    # head_dim 32 -> interleaved mrope sections summing to 16
+    text = _text(tok, "qwen3_vl_text", head_dim=32, rope_parameters={
+        "rope_type": "default", "rope_theta": 1e4, "mrope_section": [6, 5, 5], "mrope_interleaved": True})
+    # deepstack: the first block's features are also injected into the language model's first layers
+    vision = dict(SMALL, depth=2, num_heads=2, out_hidden_size=64, patch_size=16, spatial_merge_size=2,
+                  num_position_embeddings=16, deepstack_visual_indexes=[0])
+    config = Qwen3VLConfig(text_config=text, vision_config=vision, tie_word_embeddings=True, **qwen_ids(tok))
+    image = image_processor("Qwen2VLImageProcessor", patch_size=16, merge_size=2, **QWEN3_PIXELS)
+    video = Qwen3VLVideoProcessor(patch_size=16, merge_size=2)
+    processor = Qwen3VLProcessor(image_processor=image, tokenizer=tok, video_processor=video,
+                                 chat_template=QWEN_TEMPLATE)
+    _build(Qwen3VLForConditionalGeneration, config, processor, tok, target)
