@@ -27,8 +27,9 @@ FAMILIES = {"smoke-gemma-3": "gemma3", "smoke-internvl3": "internvl", "smoke-smo
 # Catalog families with no tiny model: catalog entry -> (model_type, why). The reason is checked against
 # the installed transformers (test_unbuilt_families_are_still_unbuildable), so it cannot go stale.
 UNBUILT = {
-    "phi-4-multimodal": ("phi4_multimodal", "native, but transformers maps phi4_multimodal to no "
-                         "AutoModelForImageTextToText class (only AutoModelForCausalLM), which hf_vlm.load uses"),
+    "phi-4-multimodal": ("phi4_multimodal", "native, mapped only to AutoModelForCausalLM (hf_vlm.load "
+                         "falls back to it); no tiny builder yet: its processor wants an audio feature extractor "
+                         "and 448-px images (272 image tokens)"),
     "phi-3-vision": ("phi3_v", "remote code only (not native in transformers): cannot be built offline"),
 }
 # "crane" / "crane fly" share a start and "crane" is listed twice: the trie traps

@@ -175,10 +175,14 @@ def _model_class(path: str, remote: bool):
     """AutoModelForImageTextToText; remote-code models that only register a causal-LM class use that."""
     from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForImageTextToText
 
+    config = AutoConfig.from_pretrained(path, trust_remote_code=remote)
     if remote:
-        auto_map = getattr(AutoConfig.from_pretrained(path, trust_remote_code=True), "auto_map", {}) or {}
+        auto_map = getattr(config, "auto_map", {}) or {}
         if "AutoModelForImageTextToText" not in auto_map and "AutoModelForCausalLM" in auto_map:
             return AutoModelForCausalLM
+    # native models mapped only to a causal LM (Phi-4-multimodal in transformers 5.17-5.24)
+    elif type(config) not in AutoModelForImageTextToText._model_mapping and type(config) in AutoModelForCausalLM._model_mapping:
+        return AutoModelForCausalLM
     return AutoModelForImageTextToText
 
 

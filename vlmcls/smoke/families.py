@@ -3,8 +3,8 @@
 byte-level tokenizer with the family's special tokens, and a short chat template in the family's own
 format, saved so that `load()` reads them as it reads a hub checkpoint.
 
-Phi-4-multimodal is native too, but `AutoModelForImageTextToText` has no mapping for it (it registers
-only a causal-LM class), so `load()` cannot open it: no builder until the loader learns that fallback.
+Phi-4-multimodal is native too but registers only a causal-LM class (`load()` falls back to it); it has
+no tiny builder yet: its processor wants an audio feature extractor and 448-px images.
 """
 from __future__ import annotations
 
