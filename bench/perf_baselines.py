@@ -33,10 +33,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
+from vlmcls import devices  # noqa: E402
 from vlmcls.backends import baselines  # noqa: E402
 from vlmcls.catalog import load_catalog  # noqa: E402
 from vlmcls.settings import BackendSettings  # noqa: E402
-from vlmcls.smoke.baselines import byte_clip_tokenizer, imagenet_annotations  # noqa: E402
+from vlmcls.labels import imagenet_annotations  # noqa: E402
+from vlmcls.smoke.baselines import byte_clip_tokenizer  # noqa: E402
 from vlmcls.types import LabelSet, Query  # noqa: E402
 
 ARCHS = ("clip-vit-l-14", "resnet-50", "vit-l-16", "smoke-clip", "smoke-resnet", "smoke-vit")
@@ -144,25 +146,10 @@ def make_backend(arch: str, device: str, settings: BackendSettings, labels: Labe
     if arch in _BUILT:
         model, processor, text = _BUILT[arch]
         if text is not None:
-            backend = baselines.DirectBackend(baselines._image_preprocessor(processor.image_processor),
-                                              _clip_score(model, text), len(labels), settings,
-                                              baselines._spec(processor.image_processor), str(model.device))
-            backend.text_embeddings = text
-            return backend
+            return baselines.clip_backend(model, processor, labels, settings, text=text)
         return baselines.classifier_backend(model, processor, labels, settings)
     _, dtype = baselines.resolve_device(settings)
     return FULL[arch](device, dtype, settings, labels)
-
-
-def _clip_score(model, text):
-    def score(pixels):
-        import torch
-
-        with torch.inference_mode():
-            feats = baselines._pooled(model.get_image_features(pixel_values=pixels.to(model.device, model.dtype)))
-            return baselines._normalise(feats.float()) @ text.T
-
-    return score
 
 
 # ---------------------------------------------------------------- measurements
@@ -309,7 +296,7 @@ def main(argv=None) -> None:
     import transformers
 
     args = parse_args(argv)
-    device = args.device if args.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
+    device = devices.pick_device(args.device)
     gpu = device.startswith("cuda")
     args.images = args.images or (2048 if gpu else 64)
     args.batch = args.batch or (256 if gpu else 16)

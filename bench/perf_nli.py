@@ -31,6 +31,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
+from vlmcls import devices  # noqa: E402
 from vlmcls import labels as labels_mod  # noqa: E402
 from vlmcls import resolve  # noqa: E402
 
@@ -244,10 +245,7 @@ def parse_args(argv=None):
         args.ways = tuple(int(w) for w in args.ways.split(","))
     except ValueError:
         p.error(f"--ways takes integers separated by commas, not {args.ways!r}")
-    if args.device == "auto":
-        import torch
-
-        args.device = "cuda" if torch.cuda.is_available() else "cpu"
+    args.device = devices.pick_device(args.device)
     return args
 
 

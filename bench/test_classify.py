@@ -5,8 +5,10 @@
 
 Not timed by pytest-benchmark: a case runs once, and its speed (images/s, stage shares) is in the
 vlmcls table and report; one-round µs rows in the micro-benchmark table would only add noise.
+The case's row (passed, failed, skipped or error) is recorded by the plugin's report hook.
 """
 
 
-def test_classify(vlmcls_case):
-    vlmcls_case.check_gate(vlmcls_case.run())
+def test_classify(vlmcls_case, vlmcls_bench):
+    result = vlmcls_bench.run(vlmcls_case)  # skips, with the reason, when the case cannot run here
+    vlmcls_bench.check(result)  # fails unless the gate passes (vlmcls.gate)

@@ -9,15 +9,14 @@ one batch, not BART-large's speed (see shared/perf's bart_resolve_one_answer for
 """
 from __future__ import annotations
 
-import importlib.util
 import itertools
 import os
 import random
 from functools import lru_cache
-from pathlib import Path
 
 import pytest
 
+from vlmcls import labels as labels_mod
 from vlmcls.resolve import Resolver, nli_pipeline
 from vlmcls.types import LabelSet
 
@@ -43,11 +42,8 @@ STYLES = (
 
 @lru_cache(maxsize=1)
 def imagenet() -> LabelSet:
-    """ImageNet-1k's annotations from timm's data files (thesis label mode); no timm import."""
-    info = Path(importlib.util.find_spec("timm").submodule_search_locations[0]) / "data" / "_info"
-    lemmas = dict(line.split("\t", 1) for line in (info / "imagenet_synset_to_lemma.txt").read_text().splitlines())
-    synonyms = tuple(tuple(s.strip() for s in lemmas[w].split(",")) for w in (info / "imagenet_synsets.txt").read_text().split())
-    return LabelSet(names=tuple(s[0] for s in synonyms), synonyms=synonyms, mode="thesis")
+    """ImageNet-1k's labels as the study used them (raw first synonyms); no timm import."""
+    return labels_mod.imagenet_labelset("thesis")
 
 
 def answers(ways: int, n: int = 70) -> list[tuple[str, list[int]]]:

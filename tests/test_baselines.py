@@ -13,8 +13,8 @@ import pytest
 
 from vlmcls.backends import baselines
 from vlmcls.catalog import ModelEntry
+from vlmcls.labels import imagenet_annotations
 from vlmcls.settings import BackendSettings
-from vlmcls.smoke.baselines import imagenet_annotations
 from vlmcls.types import LabelSet, Query
 
 torch = pytest.importorskip("torch")

@@ -179,7 +179,7 @@ def test_image_first_template_falls_back_with_a_note(catalog, built):
     rows = _record(backend)
     answers = backend.answer(queries)
     assert backend.notes == ["labels-first: the chat template puts the image before the labels; ran without the cache"]
-    assert all(a.error is None for a in answers) and backend._prefix is None
+    assert all(a.error is None for a in answers) and backend.cached_prefix_tokens == 0
     assert len(rows) == 3 and rows != rows_plain  # a different prompt order, so different (garbage) answers
 
 
@@ -195,7 +195,7 @@ def test_constrained_with_cached_prefix(catalog, built):
 def test_label_constraint_forces_eos_after_a_complete_label():
     import torch
 
-    trie = hf_vlm._trie([[5, 6], [5, 6, 7], [8]])
+    trie = hf_vlm.label_trie([[5, 6], [5, 6, 7], [8]])
 
     def allowed(generated: list[list[int]]) -> list[list[int]]:
         constraint = hf_vlm.LabelConstraint([trie] * len(generated), prompt_length=1, eos_ids=[2])
@@ -205,7 +205,7 @@ def test_label_constraint_forces_eos_after_a_complete_label():
     assert allowed([[5], [8]]) == [[6], [2]]  # "8" is complete with no continuation: EOS only
     assert allowed([[5, 6]]) == [[2, 7]]  # complete, or on to the longer label that shares its start
     assert allowed([[8, 2]]) == [list(range(10))]  # finished rows are left alone
-    assert hf_vlm._walk(trie, [5, 6, 2]).get(None) == 0 and hf_vlm._walk(trie, [8, 2, 2]).get(None) == 2
+    assert hf_vlm.walk_trie(trie, [5, 6, 2]).get(None) == 0 and hf_vlm.walk_trie(trie, [8, 2, 2]).get(None) == 2
 
 
 @pytest.mark.slow

@@ -182,16 +182,15 @@ def stored(db: Path) -> int:
 
 
 def test_api_constrained_only_touches_served_models(pytester: pytest.Pytester):
+    from vlmcls import plan
     from vlmcls.catalog import ModelEntry
-    from vlmcls.session import BenchSession
 
-    config = pytester.parseconfigure("--api-constrained")
-    session = BenchSession(config)
+    opts = plan.RunOptions.from_namespace(pytester.parseconfigure("--api-constrained").option)
     served = ModelEntry(name="s", backend="openai-compatible", weights="m")
     local = ModelEntry(name="v", backend="hf-vlm", weights="smoke:qwen2-vl")
     paid = ModelEntry(name="p", backend="openai", weights="gpt-4o")
-    assert session.spec(served, 20).settings.constrained
-    assert not session.spec(local, 20).settings.constrained and not session.spec(paid, 20).settings.constrained
+    assert plan.spec(served, 20, opts).settings.constrained
+    assert not plan.spec(local, 20, opts).settings.constrained and not plan.spec(paid, 20, opts).settings.constrained
 
 
 def test_a_case_where_every_sample_fails_fails_its_gate(bench):

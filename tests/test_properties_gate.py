@@ -1,4 +1,4 @@
-"""Properties of the case gates (vlmcls/session.py `gate_failures`), on real bootstrap intervals.
+"""Properties of the case gates (vlmcls/gate.py `judge`), on real bootstrap intervals.
 
 The accuracy gate fails a case only when the *upper* end of its 95 % interval lies below the
 threshold, so a small sample does not fail a good model by chance. The tests sit next to the
@@ -13,12 +13,12 @@ from types import SimpleNamespace
 
 import pytest
 
-from vlmcls import metrics, report
+from vlmcls import gate, metrics, report
 from vlmcls.compare import Run
 from vlmcls.catalog import ModelEntry
+from vlmcls.outcomes import Case, CaseRun, case_row
 from vlmcls.resolve import Resolver
 from vlmcls.runner import CaseResult, CaseRunner, CaseSpec
-from vlmcls.session import BenchSession, Case
 from vlmcls.settings import BackendSettings
 from vlmcls.types import Prediction, Sample
 
@@ -28,9 +28,12 @@ THRESHOLD = 0.8
 SIZES = (40, 100, 400, 1000)
 
 
-def session() -> BenchSession:
-    opt = SimpleNamespace(strict=False, strict_cases=False, baseline=None)
-    return BenchSession(SimpleNamespace(option=opt), run_id="test")
+def reasons(r: CaseResult, baseline: gate.Baseline | None = None) -> list[str]:
+    """The reasons the gate gives; also checks that judging leaves the result as it was."""
+    notes = list(r.notes)
+    verdict = gate.judge(r, baseline)
+    assert r.notes == notes and verdict.failed == bool(verdict.reasons) == (verdict.status == "failed")
+    return list(verdict.reasons)
 
 
 def case(threshold: float | None = THRESHOLD, smoke: bool = False) -> Case:
@@ -62,7 +65,7 @@ def result(c: Case, preds: list[Prediction], m: metrics.Metrics | None = None, *
 
 
 def accuracy_failures(c: Case, r: CaseResult) -> list[str]:
-    return [w for w in session().gate_failures(c, r) if "below the gate" in w]
+    return [w for w in reasons(r) if "below the gate" in w]
 
 
 # ---------------------------------------------------------------- the accuracy gate
@@ -73,7 +76,7 @@ def test_a_case_whose_interval_straddles_the_threshold_passes(n):
     r = result(case(), preds)
     lo, hi = r.metrics.accuracy_ci
     assert r.metrics.accuracy < THRESHOLD and lo < THRESHOLD < hi  # the construction lands where meant
-    assert session().gate_failures(case(), r) == []
+    assert reasons(r) == []
 
 
 @pytest.mark.parametrize("n", SIZES)
@@ -83,7 +86,7 @@ def test_a_case_whose_interval_lies_wholly_below_the_threshold_fails(n):
     r = result(case(), preds)
     lo, hi = r.metrics.accuracy_ci
     assert hi < THRESHOLD
-    (why,) = session().gate_failures(case(), r)
+    (why,) = reasons(r)
     assert f"accuracy {r.metrics.accuracy:.3f}" in why and f"95% CI {lo:.3f}-{hi:.3f}" in why
     assert f"n={n}" in why and f"gate {THRESHOLD:.3f}" in why and "20-way" in why
 
@@ -105,21 +108,45 @@ def test_the_verdict_is_the_upper_bound_against_the_threshold(n, share):
 def test_no_threshold_means_no_accuracy_gate():
     c = case(threshold=None)
     r = result(c, predictions(100, 0))
-    assert session().gate_failures(c, r) == []
+    assert reasons(r) == []
 
 
-def test_check_gate_records_the_verdict_and_fails_the_test():
+def test_check_records_the_verdict_for_the_row_and_fails_the_test():
     for correct, status in ((79, "passed"), (40, "failed")):
-        c = case().bind(None, SimpleNamespace(user_properties=[]))
+        c = case()
+        run = CaseRun(SimpleNamespace(baseline=None))
         r = result(c, predictions(100, correct))
         if status == "failed":
             with pytest.raises(pytest.fail.Exception, match="below the gate"):
-                session().check_gate(c, r)
+                run.check(r)
         else:
-            session().check_gate(c, r)
-        ((_, row),) = c.item.user_properties
-        assert row["status"] == status and row["threshold"] == THRESHOLD
+            run.check(r)
+        row = run.row()
+        assert row["status"] == status and row["threshold"] == THRESHOLD and row["case_id"] == c.case_id
         assert ("below the gate" in row["reason"]) == (status == "failed")
+
+
+def test_every_outcome_makes_a_row_of_the_same_shape():
+    """Passed, skipped, error and crashed rows all carry the case's spec fields (a crash row once had
+    `ways: 0` and no model); a test that ended before its case said anything makes none."""
+    c = case()
+    ran = CaseRun(SimpleNamespace(baseline=None))
+    ran.check(result(c, predictions(20, 20)))
+    skipped = CaseRun(None)
+    with pytest.raises(pytest.skip.Exception):
+        skipped.spec = c.spec
+        skipped.not_run("skipped", "no key")
+    rows = [ran.row(), skipped.row(), case_row(c.spec, status="error", reason="x"), case_row(c.spec, status="crashed", reason="y")]
+    fields = report.spec_fields(c.spec)
+    assert all(fields.items() <= r.items() and {"status", "reason", "metrics", "stages", "notes"} <= set(r) for r in rows)
+    assert [r["status"] for r in rows] == ["passed", "skipped", "error", "crashed"] and rows[0]["metrics"]
+    assert CaseRun(None).row() is None and case_row(None, status="crashed") is None
+
+
+def test_a_case_without_a_threshold_has_no_gate():
+    c = case(threshold=None)
+    verdict = gate.judge(result(c, predictions(10, 3)))
+    assert verdict.status == "no gate" and verdict.threshold is None and not verdict.failed
 
 
 # ---------------------------------------------------------------- error rows and the plumbing gate
@@ -127,78 +154,78 @@ def test_check_gate_records_the_verdict_and_fails_the_test():
 def test_a_smoke_case_with_some_error_rows_fails_the_plumbing_gate(n):
     for errors in sorted({1, n // 2, n - 1}):
         c = case(smoke=True)
-        why = session().gate_failures(c, result(c, predictions(n, n - errors, errors=errors)))
+        why = reasons(result(c, predictions(n, n - errors, errors=errors)))
         assert any(f"smoke plumbing check: {errors} error rows" in w for w in why), (n, errors, why)
     c = case(smoke=True)
-    assert session().gate_failures(c, result(c, predictions(n, 0))) == []  # wrong answers are not plumbing
+    assert reasons(result(c, predictions(n, 0))) == []  # wrong answers are not plumbing
 
 
 @pytest.mark.parametrize("n", (3, 40))
 def test_every_sample_failing_fails_any_case(n):
     for smoke in (False, True):
         c = case(threshold=None, smoke=smoke)
-        (why,) = session().gate_failures(c, result(c, predictions(n, 0, errors=n)))
+        (why,) = reasons(result(c, predictions(n, 0, errors=n)))
         assert f"every one of the {n} samples failed, e.g. HTTP 500" in why
 
 
 def test_the_first_error_is_quoted_up_to_200_characters():
     c = case(threshold=None)
     long = "E" * 200 + "Z" * 100
-    (why,) = session().gate_failures(c, result(c, predictions(5, 0, errors=5, error=long)))
+    (why,) = reasons(result(c, predictions(5, 0, errors=5, error=long)))
     assert why.endswith("e.g. " + "E" * 200)
 
 
 def test_a_case_with_no_prediction_fails_and_says_why():
     c = case()
-    assert session().gate_failures(c, result(c, [])) == [f"{c.case_id}: no prediction was made (no samples)"]
+    assert reasons(result(c, [])) == [f"{c.case_id}: no prediction was made (no samples)"]
     stopped = "stopped after the first 8 samples all failed"
-    assert session().gate_failures(c, result(c, [], stopped=stopped)) == [f"{c.case_id}: no prediction was made ({stopped})"]
+    assert reasons(result(c, [], stopped=stopped)) == [f"{c.case_id}: no prediction was made ({stopped})"]
 
 
 def test_unreadable_images_are_the_data_not_the_plumbing():
     """A smoke case fails on backend error rows, not on input errors (listed in the report instead)."""
     c = case(smoke=True)
     bad_input = "cannot decode image: truncated JPEG"
-    assert session().gate_failures(c, result(c, predictions(10, 7, errors=3, error=bad_input))) == []
+    assert reasons(result(c, predictions(10, 7, errors=3, error=bad_input))) == []
     preds = predictions(10, 5, errors=3, error=bad_input) + predictions(2, 0, errors=2)
     preds = [dataclasses.replace(p, sample_id=f"x{i}") for i, p in enumerate(preds)]
-    (why,) = session().gate_failures(c, result(c, preds))
+    (why,) = reasons(result(c, preds))
     assert "smoke plumbing check: 2 error rows, 0 samples not run" in why
 
 
-def baseline_session(tmp_path, c: Case, preds: list[Prediction], **row) -> BenchSession:
-    """A session whose --baseline is a saved run holding `preds` for this case (written by the report writer)."""
+def baseline_of(tmp_path, c: Case, preds: list[Prediction], **row) -> gate.Baseline:
+    """This case in a saved --baseline run holding `preds` (written by the report writer)."""
     report.write_samples(tmp_path / "samples" / f"{c.case_id}.jsonl", preds)
-    s = session()
-    s.__dict__["baseline"] = Run(tmp_path, {}, [{**report.spec_fields(c.spec), **row}])
-    return s
+    return gate.baseline_of(Run(tmp_path, {}, [{**report.spec_fields(c.spec), **row}]), c.case_id)
 
 
 def test_a_case_significantly_worse_than_its_baseline_fails(tmp_path):
     c = case(threshold=None)
-    s = baseline_session(tmp_path, c, predictions(100, 90), prompt="label-only")
+    base = baseline_of(tmp_path, c, predictions(100, 90), prompt="label-only")
     worse = result(c, predictions(100, 60))
-    (why,) = s.gate_failures(c, worse)
-    assert why.startswith(f"{c.case_id}: ") and "McNemar" in why
-    assert worse.notes == ["the --baseline run differs in prompt (label-only vs thesis)"]
-    assert s.gate_failures(c, result(c, predictions(100, 89))) == []  # one sample lost: not significant
-    assert session().gate_failures(c, worse) == []  # without --baseline, no paired test
+    (reason,) = reasons(worse, base)
+    assert reason.startswith(f"{c.case_id}: ") and "McNemar" in reason
+    assert gate.judge(worse, base).notes == ("the --baseline run differs in prompt (label-only vs thesis)",)
+    assert worse.notes == []  # said in the verdict (and so in the row), not written into the result
+    assert reasons(result(c, predictions(100, 89)), base) == []  # one sample lost: not significant
+    assert reasons(worse) == []  # without --baseline, no paired test
+    assert reasons(worse, gate.Baseline(None, {})) == []  # a baseline run without this case
 
 
 def test_a_real_model_with_a_few_error_rows_is_judged_on_accuracy_alone():
     """Error rows count as wrong answers in the accuracy; only smoke models fail on them outright."""
     c = case(threshold=0.5)
-    assert session().gate_failures(c, result(c, predictions(100, 95, errors=3))) == []
+    assert reasons(result(c, predictions(100, 95, errors=3))) == []
 
 
 def test_a_smoke_case_with_samples_not_run_fails_unless_the_budget_stopped_it():
     c = case(smoke=True)
     preds = predictions(10, 10)
-    (why,) = session().gate_failures(c, result(c, preds, not_run=3, stopped="stopped after the first 8 samples all failed"))
+    (why,) = reasons(result(c, preds, not_run=3, stopped="stopped after the first 8 samples all failed"))
     assert "0 error rows, 3 samples not run" in why
     budget = "stopped by --max-cost 0.5 USD after 10 samples (spent 0.49 USD)"
-    assert session().gate_failures(c, result(c, preds, not_run=3, stopped=budget)) == []
-    assert "no prediction was made (stopped by --max-cost" in session().gate_failures(c, result(c, [], stopped=budget))[0]
+    assert reasons(result(c, preds, not_run=3, stopped=budget)) == []
+    assert "no prediction was made (stopped by --max-cost" in reasons(result(c, [], stopped=budget))[0]
 
 
 @pytest.mark.parametrize("failing", [{"s1"}, {"s0", "s3", "s5"}])
@@ -208,7 +235,7 @@ def test_a_smoke_run_with_backend_error_rows_fails_end_to_end(failing):
     samples = [Sample(f"s{i}", i * 7, jpeg(i * 30)) for i in range(6)]
     r = CaseRunner(c.spec, LABELS, Scripted(failing=failing), Resolver("exact", LABELS), None).run(samples)
     assert r.metrics.errors == len(failing) < r.metrics.n
-    why = session().gate_failures(c, r)
+    why = reasons(r)
     assert why == [f"{c.case_id}: smoke plumbing check: {len(failing)} error rows, 0 samples not run"]
     healthy = CaseRunner(c.spec, LABELS, Scripted(), Resolver("exact", LABELS), None).run(samples)
-    assert session().gate_failures(c, healthy) == []
+    assert reasons(healthy) == []

@@ -61,9 +61,9 @@ def _query(i: int = 0, ids=tuple(range(len(NAMES)))) -> Query:
 
 
 def _prepared(backend, query):
-    prep = backend._prepare([query])
-    assert prep.error is None
-    return prep.inputs[0], prep.tries[0]
+    prepared = backend.model_inputs(query)
+    assert prepared is not None
+    return prepared
 
 
 def _full_pass(backend, inputs, seq) -> list[float]:
@@ -92,7 +92,7 @@ def test_scores_equal_one_full_forward_pass_per_candidate(name, backends):
     for seq, got in zip(seqs, scores.tokens):
         assert len(got) == len(seq)
         assert got == pytest.approx(_full_pass(backend, inputs, seq), abs=1e-4)
-    pre = rank.prefill(backend.model, inputs, backend._cache_kw)
+    pre = rank.prefill(backend.model, inputs, backend.cache_kwarg)
     if name == "smoke-qwen2-vl":  # the text after the image is numbered from its grid: the rope delta is used
         assert pre.position != inputs["input_ids"].shape[1]
 
@@ -101,15 +101,15 @@ def test_scores_equal_one_full_forward_pass_per_candidate(name, backends):
 def test_chunk_of_one_equals_all_at_once(name, backends):
     backend = backends[name]
     inputs, seqs = _prepared(backend, _query(1))
-    pre = rank.prefill(backend.model, inputs, backend._cache_kw)
-    one = rank.score(backend.model, pre, seqs, backend._cache_kw, 1, backend.pad_id, bucket=False)
-    whole = rank.score(backend.model, pre, seqs, backend._cache_kw, len(seqs), backend.pad_id, bucket=False)
-    bucketed = rank.score(backend.model, pre, seqs, backend._cache_kw, 3, backend.pad_id)
+    pre = rank.prefill(backend.model, inputs, backend.cache_kwarg)
+    one = rank.score(backend.model, pre, seqs, backend.cache_kwarg, 1, backend.pad_id, bucket=False)
+    whole = rank.score(backend.model, pre, seqs, backend.cache_kwarg, len(seqs), backend.pad_id, bucket=False)
+    bucketed = rank.score(backend.model, pre, seqs, backend.cache_kwarg, 3, backend.pad_id)
     assert len(rank._chunks(seqs, len(seqs), bucket=False)) == 1  # truly one forward pass
     for a, b, c in zip(one.tokens, whole.tokens, bucketed.tokens):
         assert a == pytest.approx(b, abs=1e-5) and c == pytest.approx(b, abs=1e-5)
     # the prompt's own cache was not touched by the chunks: a second round gives the same scores
-    again = rank.score(backend.model, pre, seqs, backend._cache_kw, len(seqs), backend.pad_id, bucket=False)
+    again = rank.score(backend.model, pre, seqs, backend.cache_kwarg, len(seqs), backend.pad_id, bucket=False)
     assert [x for row in again.tokens for x in row] == pytest.approx([x for row in whole.tokens for x in row])
 
 

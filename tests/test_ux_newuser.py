@@ -11,16 +11,15 @@ import os
 import stat
 from importlib import metadata
 from pathlib import Path
-from types import SimpleNamespace
 
 import pytest
 
 from vlmcls import report
 from vlmcls.catalog import ModelEntry
+from vlmcls.gate import judge
 from vlmcls.provenance import FIELDS
 from vlmcls.resolve import Resolver
 from vlmcls.runner import CaseRunner, CaseSpec
-from vlmcls.session import BenchSession, Case
 from vlmcls.settings import BackendSettings
 from vlmcls.types import Answer, LabelSet, Sample
 
@@ -185,10 +184,9 @@ def gate(failing=(), corrupt=()) -> list[str]:
                     settings=BackendSettings(batch_size=4))
     samples = [Sample(f"s{i}", i, b"\xff\xd8 broken" if f"s{i}" in corrupt else jpeg(i * 8)) for i in range(12)]
     result = CaseRunner(spec, LABELS, Failing(failing), Resolver("exact", LABELS), None).run(samples)
-    session = BenchSession(SimpleNamespace(option=SimpleNamespace(strict=False, strict_cases=False, baseline=None)), "t")
     row = report.case_row(result, status="passed", threshold=None)
     assert row["input_errors"] == len(corrupt) and row["errors"] == len(corrupt) + len(failing)
-    return session.gate_failures(Case(spec), result)
+    return list(judge(result).reasons)
 
 
 def test_input_errors_pass_the_smoke_gate_but_backend_errors_fail_it():

@@ -15,8 +15,8 @@ from pathlib import Path
 from typing import Sequence
 
 from . import provenance, report
-from .compare import Run, RunError, finish_report, load_run
-from .plots import SETTING_KEYS
+from .report import Run, RunError, load_run
+from .report.plots import SETTING_KEYS
 
 DEFAULT_REPORTS = Path("reports")
 
@@ -63,9 +63,8 @@ def cmd_report(args: argparse.Namespace) -> int:
     mixed = mixed_settings(rows) if len(runs) > 1 else ""
     meta = _meta(runs, out, notes, mixed)
     copy_samples(chosen, out)
-    report.write_report(rows, out, meta)
-    path = finish_report(out, rows, catalog=catalog, baseline=baseline, plots=not args.no_plots,
-                         sources=sources_section(runs, notes, mixed), provenance=provenance.markdown(meta))
+    path = report.write_run(out, rows, meta, catalog=catalog, baseline=baseline, plots=not args.no_plots,
+                            sources=sources_section(runs, notes, mixed), provenance=provenance.markdown(meta))
     if len(runs) > 1:
         print(f"vlmcls: {merge_summary(runs, rows, notes)}", file=sys.stderr)
     if mixed:

@@ -6,26 +6,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
-from .settings import QUANTS  # one list for the catalog and the CLI
+from .backends.registry import BACKENDS, BackendInfo, all_options, find, info
+from .vocab import DTYPES, QUANTS, STUDY_LABELS, STUDY_PROMPT, STUDY_RESOLVER  # noqa: F401 (STUDY_* re-exported)
 
 DEFAULT_CATALOG = Path(__file__).with_name("catalog.toml")
-# The study ran one prompt, one label set and one resolver for every row (its settings per row --
-# N, images, quantization -- are in each model's `study` rows).
-STUDY_PROMPT, STUDY_LABELS, STUDY_RESOLVER = "thesis", "thesis", "thesis"
+# The study ran one prompt, one label set and one resolver for every row (vocab.STUDY_*; its settings
+# per row -- N, images, quantization -- are in each model's `study` rows).
 STUDY_DATASET = "imagenet"  # ImageNet-1k validation
 MARGIN = 0.05  # a gate sits this far below the study's accuracy
 IMAGENET_CLASSES = 1000  # at N = all classes, N-way accuracy is plain top-1 accuracy
 STUDY_METRICS = ("precision", "recall", "f1", "accuracy")
-DTYPES = ("auto", "bfloat16", "float16", "float32")
-# `options` keys a backend reads from settings.extra (besides the BackendSettings fields, which
-# `defaults` lifts into the settings). Keep in step with the backends: a key not listed here is a
-# typo that would otherwise be ignored without a word.
-BACKEND_OPTIONS = (
-    "min_pixels", "max_pixels",  # hf-vlm: image processor pixel bounds
-    "templates", "workers", "image_backend",  # clip / classifier baselines
-    "choice_field", "greedy", "max_retry_after_s",  # API backends
-    "styles", "delay_s", "crash", "load_log",  # echo (tests)
-)
+# `options` keys a backend reads from settings.extra come from the backend registry: a key no backend
+# reads is a typo that would otherwise be ignored without a word.
 
 
 @dataclass(frozen=True)
@@ -64,12 +56,22 @@ class ModelEntry:
     top1: float | None = None  # published ImageNet-1k top-1 accuracy of these weights (baselines)
 
     @property
+    def info(self) -> BackendInfo:
+        """What its backend is and accepts (vlmcls.backends.registry)."""
+        return info(self.backend)
+
+    @property
     def is_local_hf(self) -> bool:
-        return self.backend in ("hf-vlm", "clip", "classifier")
+        return self.info.local
+
+    @property
+    def xdist_group(self) -> str:
+        """Cases with the same group share an xdist worker; the registry says what they share."""
+        return self.name if self.info.group == "model" else self.backend
 
     def case_tag(self, settings_quant: str | None = None) -> str:
         """The model part of a case id: `qwen2-vl-2b-int8`; quantization only for local VLMs."""
-        if self.backend != "hf-vlm":
+        if not self.info.quantized:
             return self.name
         return f"{self.name}-{settings_quant or self.quant}"
 
@@ -78,7 +80,7 @@ class ModelEntry:
         except where that figure cannot be top-1 accuracy (`doubt`): no gate on an impossible number.
         Smoke models get 0: random weights can sit below chance for good (a random CLIP prefers the
         same few classes for every image), so their gate checks the plumbing instead -- every sample
-        predicted, no error row (see session.check_gate)."""
+        predicted, no error row (see vlmcls.gate)."""
         if ways in self.thresholds:
             return self.thresholds[ways]
         if self.smoke:
@@ -154,6 +156,8 @@ def _study_rows(name: str, raw: Any, where: str, backend: str | None) -> tuple[S
     """`study = [{ ways = 20, images = 10000, quant = "int8", precision = ..., ... }, ...]`."""
     if not isinstance(raw, list) or not all(isinstance(r, Mapping) for r in raw):
         raise ValueError(f"{where}: study must be a list of tables, one per N")
+    quantized = bool(find(backend) and find(backend).quantized)
+    local_vlms = ", ".join(b.name for b in BACKENDS.values() if b.quantized)
     rows = []
     for r in raw:
         missing, unknown = sorted(_ROW_KEYS - {"quant"} - set(r)), sorted(set(r) - _ROW_KEYS)
@@ -161,9 +165,9 @@ def _study_rows(name: str, raw: Any, where: str, backend: str | None) -> tuple[S
             raise ValueError(f"{where}: a study row lacks {', '.join(missing)}")
         if unknown:
             raise ValueError(f"{where}: a study row has unknown keys {', '.join(unknown)}; known: {', '.join(sorted(_ROW_KEYS))}")
-        if "quant" in r and (backend != "hf-vlm" or r["quant"] not in QUANTS):
-            raise ValueError(f"{where}: a study row's quant must be one of {', '.join(QUANTS)}, for hf-vlm models only")
-        if backend == "hf-vlm" and "quant" not in r:
+        if "quant" in r and (not quantized or r["quant"] not in QUANTS):
+            raise ValueError(f"{where}: a study row's quant must be one of {', '.join(QUANTS)}, for {local_vlms} models only")
+        if quantized and "quant" not in r:
             raise ValueError(f"{where}: a study row of a local VLM needs the quant the study ran it with")
         rows.append(StudyRow(name, int(r["ways"]), images=int(r["images"]), quant=r.get("quant"),
                              **{m: float(r[m]) for m in STUDY_METRICS}))
@@ -181,14 +185,12 @@ def _option_keys() -> tuple[str, ...]:
     from .settings import BackendSettings
 
     named = set(BackendSettings.__dataclass_fields__) - {"extra"}
-    return tuple(sorted(named | set(BACKEND_OPTIONS)))
+    return tuple(sorted(named | set(all_options())))
 
 
 def _check_choices(where: str, raw: Mapping[str, Any]) -> None:
     """backend, quant, dtype and options keys against what the code knows: a typo fails at load."""
-    from .backends import REGISTRY  # a plain dict: importing it loads no backend module
-
-    for key, allowed in (("backend", tuple(REGISTRY)), ("quant", QUANTS), ("dtype", DTYPES)):
+    for key, allowed in (("backend", tuple(BACKENDS)), ("quant", QUANTS), ("dtype", DTYPES)):
         if key in raw and raw[key] not in allowed:
             raise ValueError(f"{where} has {key} {raw[key]!r}; allowed: {', '.join(allowed)}")
     options = raw.get("options", {})

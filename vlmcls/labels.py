@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Mapping, Sequence
 
 from .types import LabelSet
+from .vocab import LABEL_MODES, STUDY_LABELS, LabelMode
 
 # WordNet glosses: 134 "large long-necked wading bird", 517 "lifts and moves heavy objects".
 IMAGENET_QUALIFIERS: Mapping[int, str] = {134: "bird", 517: "machine"}
@@ -52,11 +53,11 @@ def _settle(group: list[int], names: list[str], synonyms, qualifiers: Mapping[in
             names[i] = f"{names[i]} ({qualifiers.get(i, f'class {i}')})"
 
 
-def simplify(annotations: Sequence[str], mode: str = "unique",
+def simplify(annotations: Sequence[str], mode: LabelMode = "unique",
              qualifiers: Mapping[int, str] | None = None) -> LabelSet:
     """Full annotations (index = class id) -> the LabelSet used in prompts."""
-    if mode not in ("unique", "thesis"):
-        raise ValueError(f"unknown labels mode {mode!r}; choose 'unique' or 'thesis'")
+    if mode not in LABEL_MODES:
+        raise ValueError(f"unknown labels mode {mode!r}; choose {' or '.join(map(repr, LABEL_MODES))}")
     synonyms = tuple(split_synonyms(a) or (a.strip() or f"class {i}",) for i, a in enumerate(annotations))
     names = [s[0] for s in synonyms]
     if mode == "unique":
@@ -77,27 +78,32 @@ def _timm_info() -> Path:
 @functools.lru_cache(maxsize=1)
 def imagenet_synsets() -> tuple[str, ...]:
     """The 1,000 ImageNet-1k synset ids in class-index order (n01440764 = 0 = tench)."""
-    return tuple((_timm_info() / "imagenet_synsets.txt").read_text().split())
+    return tuple((_timm_info() / "imagenet_synsets.txt").read_text(encoding="utf-8").split())
 
 
 @functools.lru_cache(maxsize=1)
 def imagenet_annotations() -> tuple[str, ...]:
-    """The 1,000 full annotations in class-index order, as the hub dataset's ClassLabel has them."""
-    lemmas = dict(
-        line.split("\t", 1) for line in (_timm_info() / "imagenet_synset_to_lemma.txt").read_text().splitlines() if "\t" in line
-    )
-    return tuple(lemmas[s] for s in imagenet_synsets())
+    """The 1,000 full annotations in class-index order, as the hub dataset's ClassLabel has them
+    ("tench, Tinca tinca"). Read from timm's files without importing timm, which imports torch."""
+    text = (_timm_info() / "imagenet_synset_to_lemma.txt").read_text(encoding="utf-8")
+    lemmas = dict(line.split("\t", 1) for line in text.splitlines() if "\t" in line)
+    return tuple(lemmas[s].strip() for s in imagenet_synsets())
 
 
 def is_imagenet(annotations: Sequence[str]) -> bool:
     return tuple(annotations) == imagenet_annotations()
 
 
-def labelset(annotations: Sequence[str], mode: str = "unique") -> LabelSet:
+def labelset(annotations: Sequence[str], mode: LabelMode = "unique") -> LabelSet:
     """LabelSet for any dataset; ImageNet-1k gets its curated qualifiers."""
     qualifiers = IMAGENET_QUALIFIERS if len(annotations) == 1000 and is_imagenet(annotations) else {}
     return simplify(annotations, mode, qualifiers)
 
 
-def imagenet_labelset(mode: str = "unique") -> LabelSet:
+def imagenet_labelset(mode: LabelMode = "unique") -> LabelSet:
     return labelset(imagenet_annotations(), mode)
+
+
+def imagenet_names() -> tuple[str, ...]:
+    """The 1,000 raw first synonyms in class-index order (the study's labels: "crane" twice)."""
+    return imagenet_labelset(STUDY_LABELS).names

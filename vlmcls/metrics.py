@@ -20,7 +20,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from .settings import AVERAGES
+from .vocab import AVERAGES
 from .types import Prediction
 
 UNRESOLVED = -1

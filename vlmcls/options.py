@@ -4,8 +4,8 @@ from __future__ import annotations
 import argparse
 from typing import Any, Callable
 
-from .prompts import LAYOUTS, TEMPLATES
-from .settings import AVERAGES, LABEL_MODES, QUANTS, RESOLVERS
+from .prompts import TEMPLATES
+from .vocab import AVERAGES, DTYPES, LABEL_MODES, LAYOUTS, QUANTS, RESOLVERS, STUDY_LABELS, STUDY_PROMPT, STUDY_RESOLVER
 
 DEFAULT_WAYS = (20, 100)
 
@@ -100,13 +100,13 @@ def add_options(parser) -> None:
         help="ask each image K times, its candidates in K seeded orders (the first is the usual one); "
              "the report measures order robustness and position bias (default 1)")
     add("--dataset", default="sample", help="sample | imagenet | PATH | HUB_ID[:SPLIT] (default: the bundled sample)")
-    add("--prompt", type=choice("--prompt", list(TEMPLATES)), default="thesis", help=f"prompt template: {', '.join(TEMPLATES)}")
+    add("--prompt", type=choice("--prompt", list(TEMPLATES)), default=STUDY_PROMPT, help=f"prompt template: {', '.join(TEMPLATES)}")
     add("--labels", dest="labels_mode", type=choice("--labels", LABEL_MODES), default=None,
         help="unique (collisions disambiguated, default) or thesis (the study's raw first synonyms; default with --study)")
-    add("--resolver", type=choice("--resolver", RESOLVERS), default="thesis", help=f"answer resolution: {', '.join(RESOLVERS)}")
+    add("--resolver", type=choice("--resolver", RESOLVERS), default=STUDY_RESOLVER, help=f"answer resolution: {', '.join(RESOLVERS)}")
     add("--nli-model", default=None, help="NLI model for the thesis/nli resolver (default facebook/bart-large-mnli; smoke models use a tiny one)")
     add("--quant", type=choice("--quant", QUANTS), default=None, help="local VLM quantization (default: the catalog's; with --study the study's per row)")
-    add("--dtype", type=choice("--dtype", ("auto", "bfloat16", "float16", "float32")), default=None, help="local model dtype")
+    add("--dtype", type=choice("--dtype", DTYPES), default=None, help="local model dtype")
     add("--device", type=device, default=None, help="auto | cpu | cuda | cuda:N (default auto; xdist workers spread over GPUs)")
     add("--batch-size", type=batch_size, default=None, help="images per batch for local models, or auto: the largest that fits (default: auto on CUDA, 8 on CPU)")
     add("--max-new-tokens", type=positive("--max-new-tokens"), default=None, help="generation bound (default 32)")
@@ -136,7 +136,7 @@ def add_options(parser) -> None:
 
 def labels_mode(opt) -> str:
     """--labels as given; else the study's raw names under --study, disambiguated names otherwise."""
-    return opt.labels_mode or ("thesis" if opt.study else "unique")
+    return opt.labels_mode or (STUDY_LABELS if opt.study else "unique")
 
 
 def cli_settings(opt) -> dict[str, Any]:

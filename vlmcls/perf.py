@@ -33,7 +33,6 @@ order) so that their KV cache is shared; in thesis each image gets its own seede
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import random
 import sys
@@ -42,10 +41,13 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
+from . import devices
+from . import labels as labels_mod
 from . import prompts
 from .catalog import ModelEntry, load_catalog
 from .settings import BackendSettings
 from .types import Query
+from .vocab import LABELS_FIRST, STUDY_LAYOUT
 
 FULL_SIZE = ("qwen2-vl-2b",)
 B1_IMAGES = 16  # batch size 1 is measured on this many images: one at a time, the rate is steady at once
@@ -65,13 +67,10 @@ def emit(row: dict, out) -> None:
 
 def imagenet_names() -> list[str]:
     """The 1000 ImageNet class names (first synonym), from the lists timm ships; numbered names without timm."""
-    spec = importlib.util.find_spec("timm")
-    if spec is None or not spec.submodule_search_locations:
+    try:
+        return list(labels_mod.imagenet_names())
+    except RuntimeError:  # timm is not installed: the names' lengths barely matter to throughput
         return [f"class {i}" for i in range(1000)]
-    info = Path(spec.submodule_search_locations[0]) / "data" / "_info"
-    synsets = (info / "imagenet_synsets.txt").read_text().split()
-    lemmas = dict(line.split("\t", 1) for line in (info / "imagenet_synset_to_lemma.txt").read_text().splitlines())
-    return [lemmas[s].split(",")[0].strip() for s in synsets]
 
 
 def synthetic_images(n: int, size: tuple[int, int], seed: int = 0) -> list:
@@ -89,12 +88,12 @@ def make_queries(names: Sequence[str], ways: int, layout: str, images: list, see
     queries = []
     for i, image in enumerate(images):
         own = random.Random(seed + i).sample(range(len(names)), ways)
-        ids = tuple(shared if layout == "labels-first" else own)
+        ids = tuple(shared if layout == LABELS_FIRST else own)
         labels = tuple(names[j] for j in ids)
-        if layout == "labels-first":
+        if layout == LABELS_FIRST:
             prefix, prompt = prompts.render_labels_first(labels)
         else:
-            prefix, prompt = "", prompts.render(prompts.get_template("thesis"), labels)
+            prefix, prompt = "", prompts.render(prompts.get_template(prompts.STUDY_PROMPT), labels)
         queries.append(Query(f"img{i}", image, ids, labels, prompt, prefix))
     return queries
 
@@ -186,7 +185,7 @@ class Models:
         from .backends import hf_vlm
 
         if self._built is None:
-            self._built = FULL_BUILDERS[self.arch](self.names, self.device, hf_vlm._dtype(settings, self.device))
+            self._built = FULL_BUILDERS[self.arch](self.names, self.device, hf_vlm.torch_dtype(settings, self.device))
         return self._built
 
     def _saved_entry(self, settings: BackendSettings) -> ModelEntry:
@@ -243,7 +242,7 @@ def measure(model, processor, settings: BackendSettings, queries: list[Query], n
         model.generation_config.min_new_tokens = None
     size = max(backend.sizes_run)
     one = HFVLMBackend(model, processor, settings.with_(max_new_tokens=1, batch_size=size, batch_auto=False))
-    one._prefix, one._split = backend._prefix, backend._split  # cached already: prefill_s is the steady state
+    one.share_prefix_cache(backend)  # cached already: prefill_s is the steady state
     batch = queries[:size]
     _timed(one, batch)
     prefill, _ = _timed(one, batch)
@@ -256,7 +255,7 @@ def measure(model, processor, settings: BackendSettings, queries: list[Query], n
     shape = image_shape(backend, queries[0])
     row["tflop_per_image"] = _sig(flops_per_image(
         model, row["prompt_tokens"] or 0, row["new_tokens"] or 0, shape["vision_tokens"],
-        len(backend._prefix[0]) if backend._prefix else 0) / 1e12)
+        backend.cached_prefix_tokens) / 1e12)
     return row
 
 
@@ -265,13 +264,13 @@ def measure(model, processor, settings: BackendSettings, queries: list[Query], n
 def image_shape(backend, query: Query) -> dict:
     """Tokens the vision tower computes for one image (Qwen: patches before the 2x2 merge; others: the
     image tokens the language model sees)."""
-    prep = backend._prepare([query])
-    if prep.error is not None:
+    inputs = backend.model_inputs(query)
+    if inputs is None:
         return dict(vision_tokens=0)
-    pixels = prep.inputs.get("pixel_values")
+    pixels = inputs.get("pixel_values")
     if pixels is not None and pixels.dim() == 2:  # Qwen: one row per patch
         return dict(vision_tokens=int(pixels.shape[0]))
-    return dict(vision_tokens=int((prep.inputs["input_ids"] == backend.image_token_id).sum()))
+    return dict(vision_tokens=int((inputs["input_ids"] == backend.image_token_id).sum()))
 
 
 def parameter_counts(model) -> dict[str, int]:
@@ -443,12 +442,12 @@ def run_grid(arch, quant, model, processor, settings, args, names, out, load_not
                 row["mfu"] = _sig(row["tflop_per_image"] * row["images_per_s"] / peak) if peak else None
                 results[(layout, ways, batch_size)] = row["images_per_s"]
                 b1 = results.get((layout, ways, 1))
-                thesis = results.get(("thesis", ways, batch_size))
+                thesis = results.get((STUDY_LAYOUT, ways, batch_size))
                 emit(dict(part="hf_vlm_generate", arch=arch, ways=ways, batch_size=batch_size, quant=quant,
                           layout=layout, device=settings.device, **row,
                           speedup_vs_b1=round(row["images_per_s"] / b1, 2) if b1 else None,
                           speedup_vs_thesis=round(row["images_per_s"] / thesis, 2)
-                          if thesis and layout != "thesis" else None,
+                          if thesis and layout != STUDY_LAYOUT else None,
                           load_notes=load_notes), out)
                 if "rank" in getattr(args, "resolver", ()):
                     _rank_row(arch, quant, model, processor, s, queries, batch_size, ways, row["images_per_s"], out)
@@ -483,7 +482,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    device = args.device if args.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
+    device = devices.pick_device(args.device)
     names = imagenet_names()
     out = args.out.open("a", encoding="utf-8") if args.out else None
     try:

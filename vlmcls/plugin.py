@@ -1,8 +1,10 @@
-"""The pytest plugin: options, case parametrization, fixtures and the hooks around one session.
+"""The pytest plugin: every vlmcls hook and fixture, each a few lines handing work to plain objects.
 
-Thin hooks around one `BenchSession` kept in `config.stash` (it is also registered as a plugin for
-the reporting hooks); all real work is in the runner. Registered as a `pytest11` entry point and
-from the repository's root conftest.py.
+The command line is read once into a frozen `RunOptions` (vlmcls.plan); one `BenchSession` per
+process (vlmcls.session) is kept in `config.stash`, with `SessionHooks` registered around it for the
+hooks that run once per session. A case's row is made in `pytest_runtest_makereport`, whatever the
+outcome (vlmcls.outcomes); the verdict comes from vlmcls.gate. Registered as a `pytest11` entry
+point and from the repository's root conftest.py.
 """
 from __future__ import annotations
 
@@ -12,9 +14,12 @@ import sys
 import pytest
 
 from .options import add_options
-from .session import BenchSession, Case
+from .outcomes import ROW_KEY, Case, CaseRun
+from .plan import RunOptions
+from .session import BenchSession
 
 SESSION = pytest.StashKey[BenchSession]()
+CASE_RUN = pytest.StashKey[CaseRun]()
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -71,10 +76,10 @@ def pytest_configure(config: pytest.Config) -> None:
         # pytest-benchmark cannot time under xdist and would warn: switch it off explicitly.
         if hasattr(config.option, "benchmark_disable"):
             config.option.benchmark_disable = True
-    workerinput = getattr(config, "workerinput", None)
-    session = BenchSession(config, run_id=(workerinput or {}).get("vlmcls_run_id"))
+    run_id = (getattr(config, "workerinput", None) or {}).get("vlmcls_run_id")
+    session = BenchSession(config, RunOptions.from_namespace(config.option), run_id=run_id)
     config.stash[SESSION] = session
-    config.pluginmanager.register(session, "vlmcls-session")
+    config.pluginmanager.register(SessionHooks(session), "vlmcls-session")
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
@@ -82,16 +87,58 @@ def pytest_unconfigure(config: pytest.Config) -> None:
     if session is None:
         return
     session.close()
-    written = getattr(session, "written", None)
     tr = config.pluginmanager.get_plugin("terminalreporter")
-    if written and tr is not None:  # after pytest's own summary: the path is the last line a user sees
-        tr.write_line(f"report: {written}")
+    if session.written and tr is not None:  # after pytest's own summary: the path is the last line a user sees
+        tr.write_line(f"report: {session.written}")
+
+
+class SessionHooks:
+    """The hooks around one session; workers run cases, the controller (or a serial run) reports."""
+
+    def __init__(self, session: BenchSession):
+        self.bench = session
+
+    def pytest_sessionstart(self) -> None:
+        if not self.bench.is_worker:  # workers trust their controller
+            self.bench.check_up_front()
+
+    def pytest_collection_modifyitems(self, items: list[pytest.Item]) -> None:
+        # Keep each model's cases together: a model loads once and is released before the next one.
+        order = {id(item): i for i, item in enumerate(items)}
+        items.sort(key=lambda item: (_group(item), order[id(item)]))
+        if any("vlmcls_case" in getattr(getattr(i, "callspec", None), "params", {}) for i in items):
+            self.bench.validate()
+
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        if not self.bench.is_worker:
+            self.bench.collect(report)
+
+    @pytest.hookimpl(optionalhook=True)
+    def pytest_testnodedown(self, node, error) -> None:
+        self.bench.worker_down(node, error)
+
+    def pytest_sessionfinish(self) -> None:
+        if not self.bench.is_worker:
+            self.bench.finish()
+
+    def pytest_terminal_summary(self, terminalreporter) -> None:
+        lines = [] if self.bench.is_worker or not self.bench.rows else self.bench.summary_lines(terminalreporter.hasopt("s"))
+        if lines:
+            terminalreporter.section("vlmcls results")
+        for line in lines:
+            terminalreporter.write_line(line)
+        # the report path is printed last of all, in pytest_unconfigure
 
 
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_makereport(item: pytest.Item, call):
-    """A case that skips itself points at its own test, not at the line in session.py that called skip."""
+    """The case's row, made here whatever the outcome and sent with the report (to the controller,
+    under xdist); a case that skips itself points at its own test, not at the vlmcls line that skipped."""
     rep = yield
+    run = item.stash.get(CASE_RUN, None)
+    row = run.row() if run is not None and rep.when == "call" else None
+    if row is not None:  # a new list: the item's own would carry the row into the teardown report too
+        rep.user_properties = [*rep.user_properties, (ROW_KEY, row)]
     if rep.skipped and isinstance(rep.longrepr, tuple) and "vlmcls_case" in getattr(item, "fixturenames", ()):
         path, line = item.reportinfo()[:2]
         rep.longrepr = (str(path), (line or 0) + 1, rep.longrepr[2])
@@ -129,28 +176,29 @@ def pytest_xdist_make_scheduler(config: pytest.Config, log):
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     if "vlmcls_case" not in metafunc.fixturenames:
         return
-    bench = metafunc.config.stash[SESSION]
     metafunc.parametrize("vlmcls_case", [
         pytest.param(case, id=case.case_id, marks=[pytest.mark.xdist_group(case.group), pytest.mark.vlmcls_case])
-        for case in bench.cases()
+        for case in metafunc.config.stash[SESSION].cases()
     ], indirect=True)
 
 
 def _group(item: pytest.Item) -> str:
-    params = getattr(getattr(item, "callspec", None), "params", {})
-    return getattr(params.get("vlmcls_case"), "group", "")  # no case at all: pytest's NOTSET stand-in
-
-
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    # Keep each model's cases together: a model loads once and is released before the next one.
-    order = {id(item): i for i, item in enumerate(items)}
-    items.sort(key=lambda item: (_group(item), order[id(item)]))
+    case = getattr(getattr(item, "callspec", None), "params", {}).get("vlmcls_case")
+    return case.group if isinstance(case, Case) else ""  # no case at all: pytest's NOTSET stand-in
 
 
 @pytest.fixture
 def vlmcls_case(request: pytest.FixtureRequest) -> Case:
-    """The case of this test, bound to the session (its model is loaded once per process)."""
-    return request.param.bind(request.config.stash[SESSION], request.node)
+    """The case of this test: its spec (model x N, every setting resolved)."""
+    return request.param
+
+
+@pytest.fixture
+def vlmcls_bench(request: pytest.FixtureRequest) -> CaseRun:
+    """Runs this test's case and judges it: `vlmcls_bench.check(vlmcls_bench.run(vlmcls_case))`."""
+    run = CaseRun(request.config.stash[SESSION])
+    request.node.stash[CASE_RUN] = run
+    return run
 
 
 @pytest.fixture(scope="session")

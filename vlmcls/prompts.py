@@ -4,6 +4,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Sequence
 
+from .vocab import LAYOUTS, STUDY_PROMPT  # noqa: F401 (LAYOUTS re-exported: the layouts render_* produce)
+
 THESIS = (
     "This image represents an object that belongs to one of the following classes: {labels}. "
     "What is the most probable class that the object in the image belongs to, given the provided classes?"
@@ -20,7 +22,7 @@ class Template:
 TEMPLATES: dict[str, Template] = {
     t.name: t
     for t in (
-        Template("thesis", THESIS, "the study's prompt, verbatim (default)"),
+        Template(STUDY_PROMPT, THESIS, "the study's prompt, verbatim (default)"),
         Template(
             "label-only",
             "Classify the object in this image. The possible classes are: {labels}. "
@@ -36,9 +38,6 @@ TEMPLATES: dict[str, Template] = {
     )
 }
 
-# The two prompt layouts: the study's (image, then the whole text) and "labels-first", where the
-# label list precedes the image so that a local backend can reuse its KV cache across images.
-LAYOUTS = ("thesis", "labels-first")
 QUESTION = "What is the most probable class that the object in the image belongs to, given the provided classes?"
 
 
@@ -72,4 +71,4 @@ def render_split(template: Template, labels: Sequence[str]) -> tuple[str, str]:
 
 def render_labels_first(labels: Sequence[str]) -> tuple[str, str]:
     """The study's sentences, split around the image."""
-    return render_split(TEMPLATES["thesis"], labels)
+    return render_split(TEMPLATES[STUDY_PROMPT], labels)

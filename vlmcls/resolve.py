@@ -22,9 +22,11 @@ from dataclasses import dataclass
 from functools import cached_property, lru_cache
 from typing import Any, Callable, Sequence
 
+from vlmcls import devices
 from vlmcls.types import LabelSet, Resolution
+from vlmcls.vocab import DTYPES, NLI_RESOLVERS, RESOLVERS, STUDY_RESOLVER
 
-MODES = ("thesis", "exact", "nli", "constrained", "rank")  # rank: backends answer with class ids
+MODES = RESOLVERS  # rank: backends answer with class ids
 HYPOTHESIS = "This example is {}."  # transformers' default template, as the study used it
 
 # Ranks of a phrase for a class, best first: the prompt label is what the model was shown.
@@ -275,7 +277,6 @@ def _choose(mentions: list[_Mention], p: _Parsed) -> list[_Mention]:
 # Padded tokens per forward pass (rows x longest row). 32k tokens keep an H100 busy on BART-large
 # (1,000 pairs of ~26 tokens fit in one pass) and take ~1 GB of activations in half precision.
 NLI_BATCH_TOKENS = 32768
-DTYPES = ("auto", "float32", "bfloat16", "float16")
 
 _PIPELINES: dict[tuple[str, str, str], Any] = {}
 _PIPELINES_LOCK = threading.Lock()
@@ -294,13 +295,7 @@ def nli_dtype(device: str, dtype: str = "auto") -> str:
     without bf16 (before Ampere). The hub's checkpoint is float32, which a pipeline keeps as loaded."""
     if dtype not in DTYPES:
         raise ValueError(f"unknown NLI dtype {dtype!r}; choose one of: {', '.join(DTYPES)}")
-    if dtype != "auto":
-        return dtype
-    if not device.startswith("cuda"):
-        return "float32"
-    import torch
-
-    return "bfloat16" if torch.cuda.is_bf16_supported() else "float16"
+    return devices.pick_dtype(dtype, device, gpu=devices.half_dtype)
 
 
 def _load_pipeline(model: str, device: str, dtype: str = "auto") -> Any:
@@ -310,8 +305,7 @@ def _load_pipeline(model: str, device: str, dtype: str = "auto") -> Any:
     from vlmcls import smoke
 
     path = str(smoke.ensure(model)) if smoke.is_smoke(model) else model
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
+    device = devices.pick_device(device)
     return pipeline("zero-shot-classification", model=path, device=device,
                     dtype=getattr(torch, nli_dtype(device, dtype)))
 
@@ -495,7 +489,7 @@ class Resolver:
 
     def warm(self) -> None:
         """Load the NLI model ahead of time (it is otherwise loaded by the first answer needing it)."""
-        if self.mode in ("thesis", "nli"):
+        if self.mode in NLI_RESOLVERS:
             self.pipeline()
 
     def resolve(self, text: str | None, class_ids: Sequence[int]) -> Resolution:
@@ -548,7 +542,7 @@ class Resolver:
             return Resolution(None, "unresolved", note="only negated mentions" if mentions else "no candidate found")
         if not self._same_name(ids):
             return Resolution(None, "unresolved", ambiguous=True, note=self._several_note(ids))
-        if self.mode == "thesis":  # identical strings: the NLI could not tell them apart either
+        if self.mode == STUDY_RESOLVER:  # identical strings: the NLI could not tell them apart either
             return Resolution(ids[0], stage, ambiguous=True, note=self._shared_note(ids) + "; took the first")
         return Resolution(None, "unresolved", ambiguous=True, note=self._shared_note(ids))
 

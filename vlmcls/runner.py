@@ -15,10 +15,12 @@ from . import candidates as cand
 from . import metrics as metrics_mod
 from . import prompts
 from .catalog import ModelEntry
+from .devices import device_kind  # noqa: F401 (re-exported: callers import it from here)
 from .images import ImageError, decode
 from .settings import BackendSettings, server_urls
 from .store import Store, case_key, row_key
 from .types import Answer, Backend, LabelSet, Prediction, Query, Sample
+from .vocab import LABELS_FIRST, NLI_RESOLVERS, STUDY_LABELS, STUDY_PROMPT, STUDY_RESOLVER, LabelMode, ResolverMode
 
 
 @dataclass(frozen=True)
@@ -34,9 +36,9 @@ class CaseSpec:
     dataset: str = "sample"
     samples: int | None = None
     seed: int = 0
-    prompt: str = "thesis"
-    labels_mode: str = "unique"
-    resolver: str = "thesis"
+    prompt: str = STUDY_PROMPT
+    labels_mode: LabelMode = "unique"
+    resolver: ResolverMode = STUDY_RESOLVER
     nli_model: str = "facebook/bart-large-mnli"
     max_cost: float | None = None
     refresh: bool = False
@@ -52,35 +54,21 @@ class CaseSpec:
             s.pop(k)  # these change speed, not answers ...
         if not s.get("rank"):
             s.pop("rank", None)  # absent unless ranking: the keys of runs made before it existed stay valid
-        if self.model.is_local_hf:  # ... except that the device decides the dtype when it is "auto"
+        info = self.model.info
+        if info.local:  # ... except that the device decides the dtype when it is "auto"
             s["device_kind"] = device_kind(self.settings.device)
         # the hub's code runs only when the entry and the user both allow it (as the report says)
         s["trust_remote_code"] = bool(self.model.trust_remote_code and self.settings.trust_remote_code)
-        if self.model.backend != "openai-compatible":
-            s.pop("base_url")  # the served model behind a URL is part of what answers
-        elif s["base_url"]:  # several servers: one deployment, whatever the order they were listed in
+        for k in info.key_drops():  # what cannot change this backend's answers (the registry says)
+            s.pop(k)
+        if s.get("base_url"):  # several servers: one deployment, whatever the order they were listed in
             s["base_url"] = ",".join(sorted(server_urls(s["base_url"])))
-        if self.model.backend in ("clip", "classifier"):  # no generation: these cannot change a score
-            for k in ("quant", "layout", "constrained", "max_new_tokens", "max_image_side"):
-                s.pop(k)
         return {
             "model": self.model.name, "backend": self.model.backend, "weights": self.model.weights,
             "settings": s, "dataset": self.dataset, "ways": self.ways, "seed": self.seed,
             "prompt": prompts.get_template(self.prompt).text, "labels": self.labels_mode,
-            "resolver": self.resolver, "nli_model": self.nli_model if self.resolver in ("thesis", "nli") else None,
+            "resolver": self.resolver, "nli_model": self.nli_model if self.resolver in NLI_RESOLVERS else None,
         }
-
-
-def device_kind(device: str) -> str:
-    """'cuda' or 'cpu': what an "auto" device resolves to (bf16 on CUDA, float32 on CPU)."""
-    if device != "auto":
-        return "cuda" if device.startswith("cuda") else device
-    try:
-        import torch
-
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    except ImportError:
-        return "cpu"
 
 
 @dataclass
@@ -180,25 +168,25 @@ class CaseRunner:
         self.decode_workers = decode_workers or min(8, os.cpu_count() or 1)
         self.template = prompts.get_template(spec.prompt)
         self.key = case_key(spec.key_fields())
-        self.ambiguous = labels.ambiguous_ids() if labels.mode == "thesis" else frozenset()
+        self.ambiguous = labels.ambiguous_ids() if labels.mode == STUDY_LABELS else frozenset()
         self._fingerprints: dict[str, str] = {}
         self._prepare = _read_one if getattr(backend, "decodes_images", False) else _decode_one
         self.stage_seconds: dict[str, float] = {}
 
     def candidates(self, s: Sample):
         cs = cand.candidate_set(s.sample_id, s.label, self.spec.ways, len(self.labels), self.spec.seed)
-        if self.spec.settings.layout == "labels-first" and self.spec.ways == len(self.labels):
+        if self.spec.settings.layout == LABELS_FIRST and self.spec.ways == len(self.labels):
             # The label list must be identical for every image to reuse its KV cache: class order.
             cs = type(cs)(cs.sample_id, cs.ways, cs.true_id, tuple(sorted(cs.class_ids)))
         order = getattr(s, "order", 0)
         if order:  # that list again, in permutation `order`: one per order, shared by every image there
-            shared = self.spec.settings.layout == "labels-first" and self.spec.ways == len(self.labels)
+            shared = self.spec.settings.layout == LABELS_FIRST and self.spec.ways == len(self.labels)
             cs = cand.reorder(cs, cand.order_permutation("" if shared else s.sample_id, self.spec.ways, order, self.spec.seed))
         return cs
 
     def query(self, s: Sample, image, cs) -> Query:
         labels = cs.labels(self.labels)
-        if self.spec.settings.layout == "labels-first":
+        if self.spec.settings.layout == LABELS_FIRST:
             prefix, prompt = prompts.render_split(self.template, labels)
         else:
             prefix, prompt = "", prompts.render(self.template, labels)
@@ -249,7 +237,7 @@ class CaseRunner:
     def batch_size(self) -> int:
         s = self.spec.settings
         # API: one batch = the requests in flight, stored as soon as they return (a kill loses no more)
-        if self.spec.model.backend in ("openai", "anthropic", "openai-compatible"):
+        if self.spec.model.info.served:
             return s.concurrency
         # a backend that prefetches (hf-vlm) asks for several of its batches at once
         return getattr(self.backend, "window", None) or s.batch_size

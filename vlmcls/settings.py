@@ -5,23 +5,21 @@ import re
 from dataclasses import dataclass, field, replace
 from typing import Any, Mapping
 
-QUANTS = ("none", "int8", "nf4")
-RESOLVERS = ("thesis", "exact", "nli", "constrained", "rank")
-LABEL_MODES = ("unique", "thesis")
-AVERAGES = ("present", "union", "weighted")  # precision / recall / F1 conventions (see metrics.py)
+from .vocab import AVERAGES, LABEL_MODES, QUANTS, RESOLVERS  # noqa: F401 (re-exported for older imports)
+from .vocab import STUDY_LAYOUT, Dtype, Layout, Quant
 
 
 @dataclass(frozen=True)
 class BackendSettings:
     """Everything a backend needs besides its catalog entry. Resolved once per case."""
 
-    quant: str = "none"
-    dtype: str = "auto"
+    quant: Quant = "none"
+    dtype: Dtype | str = "auto"  # a name of vocab.DTYPES, or one of its aliases (bf16, fp16...)
     device: str = "auto"  # "auto", "cpu", "cuda", "cuda:1", ...
     batch_size: int = 8
     batch_auto: bool | None = None  # local VLMs: the largest batch that fits; None: on CUDA only
     max_new_tokens: int = 32
-    layout: str = "thesis"  # prompt layout: "thesis" or "labels-first"
+    layout: Layout = STUDY_LAYOUT  # vocab.LAYOUTS: the study's, or "labels-first"
     constrained: bool = False  # restrict generation to the candidate labels
     rank: bool = False  # score every candidate label instead of generating (--resolver rank)
     concurrency: int = 8  # API requests in flight

@@ -7,11 +7,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol, Sequence, runtime_checkable
 
+from .vocab import STAGES, LabelMode, Stage  # noqa: F401 (STAGES re-exported for older imports)
+
 if TYPE_CHECKING:  # pragma: no cover
     from PIL.Image import Image
 
-# Resolver stages, recorded with every prediction.
-STAGES = ("match", "synonym", "nli", "constrained", "direct", "rank", "unresolved", "error")
 
 
 @dataclass(frozen=True)
@@ -31,7 +31,7 @@ class LabelSet:
 
     names: tuple[str, ...]
     synonyms: tuple[tuple[str, ...], ...]
-    mode: str = "unique"  # "unique" (collisions disambiguated) or "thesis" (raw first synonyms)
+    mode: LabelMode = "unique"  # "unique" (collisions disambiguated) or the study's raw first synonyms
 
     def __len__(self) -> int:
         return len(self.names)
@@ -79,7 +79,7 @@ class Answer:
 
     text: str | None = None
     class_id: int | None = None
-    stage: str | None = None
+    stage: Stage | None = None
     latency_s: float = 0.0
     prompt_tokens: int | None = None
     completion_tokens: int | None = None
@@ -96,7 +96,7 @@ class Resolution:
     """The resolver's verdict on one answer: a candidate class id, or None when unresolved."""
 
     class_id: int | None
-    stage: str
+    stage: Stage
     ambiguous: bool = False
     note: str = ""
 
@@ -112,7 +112,7 @@ class Prediction:
     answer: str | None
     pred_id: int | None
     pred_label: str | None
-    stage: str
+    stage: Stage
     latency_s: float = 0.0
     prompt_tokens: int | None = None
     completion_tokens: int | None = None

@@ -1,5 +1,5 @@
-"""Backend registry: the catalog's `backend` field -> a loader, imported lazily (torch stays unloaded
-until a case needs it).
+"""Backends: the catalog's `backend` field -> a loader, imported lazily (torch stays unloaded until a
+case needs it). What each backend is and accepts lives in `registry` (torch-free).
 
 Each backend module exposes:
     requirements(entry, settings, labels) -> str | None   # a one-line skip reason, or None when runnable
@@ -8,34 +8,26 @@ Each backend module exposes:
 from __future__ import annotations
 
 import importlib
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
+
+from .registry import BACKENDS as REGISTRY  # noqa: F401  (name -> BackendInfo; importing it loads no backend)
+from .registry import info
 
 if TYPE_CHECKING:  # pragma: no cover
-    from ..catalog import ModelEntry
     from ..settings import BackendSettings
     from ..types import Backend, LabelSet
 
-REGISTRY: dict[str, str] = {
-    "hf-vlm": "vlmcls.backends.hf_vlm",
-    "openai": "vlmcls.backends.api",
-    "openai-compatible": "vlmcls.backends.api",
-    "anthropic": "vlmcls.backends.api",
-    "clip": "vlmcls.backends.baselines",
-    "classifier": "vlmcls.backends.baselines",
-    "echo": "vlmcls.backends.echo",
-}
+# `entry` is a catalog.ModelEntry; not imported even for typing, so that the catalog (which reads the
+# registry) and this package never import each other.
 
 
 def _module(backend: str):
-    try:
-        return importlib.import_module(REGISTRY[backend])
-    except KeyError:
-        raise ValueError(f"unknown backend {backend!r}; known: {', '.join(sorted(REGISTRY))}") from None
+    return importlib.import_module(info(backend).module)
 
 
-def requirements(entry: "ModelEntry", settings: "BackendSettings", labels: "LabelSet") -> str | None:
+def requirements(entry: Any, settings: "BackendSettings", labels: "LabelSet") -> str | None:
     return _module(entry.backend).requirements(entry, settings, labels)
 
 
-def load(entry: "ModelEntry", settings: "BackendSettings", labels: "LabelSet") -> "Backend":
+def load(entry: Any, settings: "BackendSettings", labels: "LabelSet") -> "Backend":
     return _module(entry.backend).load(entry, settings, labels)

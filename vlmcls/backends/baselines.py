@@ -15,6 +15,8 @@ from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any, Callable, Sequence
 
+from .. import devices
+from ..errors import one_line
 from ..images import ImageError, decode
 from ..types import Answer, LabelSet, Query
 
@@ -57,8 +59,6 @@ IMAGENET_TEMPLATES: tuple[str, ...] = (
     "a photo of a small {}.", "a tattoo of the {}.",
 )
 
-_DTYPES = {"float32": "float32", "fp32": "float32", "float16": "float16", "fp16": "float16",
-           "half": "float16", "bfloat16": "bfloat16", "bf16": "bfloat16"}
 
 
 # ---------------------------------------------------------------- module API
@@ -71,7 +71,7 @@ def requirements(entry: "ModelEntry", settings: "BackendSettings", labels: Label
     try:
         config = _auto_config(entry, settings)
     except Exception as exc:  # offline without the checkpoint, a typo in weights, ...
-        return f"{entry.weights}: cannot read the model config ({_first_line(exc)})"
+        return f"{entry.weights}: cannot read the model config ({one_line(exc, with_type=True)})"
     if config.num_labels != len(labels):
         return (f"{entry.name} predicts {config.num_labels} classes, the dataset has {len(labels)}: "
                 "a supervised classifier runs only on the label set it was trained on (ImageNet-1k)")
@@ -178,7 +178,7 @@ class DirectBackend:
                 pixels.append(f.result())
                 errors.append(None)
             except Exception as exc:  # one bad image becomes an error row, not a failed run
-                errors.append(str(exc) if isinstance(exc, ImageError) else f"preprocessing failed: {_first_line(exc)}")
+                errors.append(str(exc) if isinstance(exc, ImageError) else f"preprocessing failed: {one_line(exc, with_type=True)}")
         return (_stack(pixels) if pixels else None), errors
 
     def _finish(self, chunk: Sequence[Query], errors: list[str | None], scores, done) -> list[Answer]:
@@ -256,10 +256,12 @@ def _load_clip(entry: "ModelEntry", settings: "BackendSettings", labels: LabelSe
     return clip_backend(model, processor, labels, settings)
 
 
-def clip_backend(model, processor, labels: LabelSet, settings: "BackendSettings") -> DirectBackend:
-    """Caches one L2-normalised text embedding per class, then scores images by cosine similarity."""
-    templates = clip_templates(settings)
-    text = text_embeddings(model, processor.tokenizer, labels.names, templates)
+def clip_backend(model, processor, labels: LabelSet, settings: "BackendSettings",
+                 text: "torch.Tensor | None" = None) -> DirectBackend:
+    """Caches one L2-normalised text embedding per class, then scores images by cosine similarity.
+    `text`: those embeddings computed already (the throughput benchmark rewraps one model many times)."""
+    if text is None:
+        text = text_embeddings(model, processor.tokenizer, labels.names, clip_templates(settings))
     device, dtype = model.device, model.dtype
 
     def score(pixels):
@@ -273,7 +275,7 @@ def clip_backend(model, processor, labels: LabelSet, settings: "BackendSettings"
                             _spec(processor.image_processor), str(device))
     backend.text_embeddings = text
     if hasattr(model, "logit_scale"):  # a softmax over the candidates needs CLIP's temperature
-        backend.logit_scale = float(model.logit_scale.exp())
+        backend.logit_scale = float(model.logit_scale.detach().exp())
     return backend
 
 
@@ -378,17 +380,8 @@ def weights_path(entry: "ModelEntry") -> str:
 def resolve_device(settings: "BackendSettings") -> tuple[str, "torch.dtype"]:
     """("cuda"|"cpu"|..., dtype). Auto dtype: float16 on CUDA (the precision CLIP was trained and
     released in, three more mantissa bits than bfloat16 for close rankings), float32 on CPU."""
-    import torch
-
-    device = settings.device
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    if settings.dtype in (None, "auto"):
-        return device, torch.float16 if device.startswith("cuda") else torch.float32
-    try:
-        return device, getattr(torch, _DTYPES[settings.dtype])
-    except KeyError:
-        raise ValueError(f"dtype must be auto or one of {sorted(_DTYPES)}, got {settings.dtype!r}") from None
+    device = devices.pick_device(settings.device)
+    return device, devices.torch_dtype(devices.pick_dtype(settings.dtype, device, gpu="float16"))
 
 
 def _processor_kwargs(settings: "BackendSettings") -> dict[str, Any]:
@@ -424,8 +417,3 @@ def _auto_config(entry: "ModelEntry", settings: "BackendSettings"):
     from transformers import AutoConfig
 
     return AutoConfig.from_pretrained(weights_path(entry), trust_remote_code=_remote(entry, settings))
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__

@@ -304,9 +304,17 @@ class HFVLMBackend:
         self._prefix, self._split = other._prefix, other._split
 
     def model_inputs(self, query: Query) -> Any:
-        """The processor's tensors for one query, as generation gets them; None when it fails to prepare."""
+        """The processor's tensors for one query, as generation gets them; None when it fails to prepare.
+        In rank mode: (the image's prompt tensors, each candidate's token ids ending in EOS)."""
         prep = self._prepare([query])
-        return None if prep.error is not None else prep.inputs
+        if prep.error is not None:
+            return None
+        return (prep.inputs[0], prep.tries[0]) if self.rank else prep.inputs
+
+    @property
+    def cache_kwarg(self) -> str:
+        """The name under which this model's forward takes a KV cache (rank.prefill and rank.score need it)."""
+        return self._cache_kw
 
     def close(self) -> None:
         import gc

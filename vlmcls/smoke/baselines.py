@@ -8,25 +8,12 @@ for real. Images are 32 px to keep the test suite fast.
 """
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
+
+from ..labels import imagenet_annotations  # the hub configs' id2label strings ("tench, Tinca tinca")
 
 IMAGE_SIDE = 32
 SEED = 0
-
-
-def imagenet_annotations() -> tuple[str, ...]:
-    """The 1000 ImageNet-1k annotations in class-id order, read from timm's data files.
-
-    Located with find_spec so that reading them does not import timm (which imports torch)."""
-    info = Path(importlib.util.find_spec("timm").submodule_search_locations[0]) / "data" / "_info"
-    lemmas = dict(
-        line.split("\t", 1)
-        for line in (info / "imagenet_synset_to_lemma.txt").read_text(encoding="utf-8").splitlines()
-        if line
-    )
-    synsets = (info / "imagenet_synsets.txt").read_text(encoding="utf-8").split()
-    return tuple(lemmas[s].strip() for s in synsets)
 
 
 def _label_maps(names: tuple[str, ...]) -> dict:

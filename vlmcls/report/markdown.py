@@ -1,24 +1,19 @@
-"""Case rows -> markdown tables in the study's shape, JSON and per-sample JSONL.
+"""Case rows -> markdown: the tables in the study's shape, notes, calibration, candidate order.
 
-A row is a JSON-safe dict (see `case_row`); workers send rows, the controller renders. Model answers
-are untrusted text: every cell goes through `cell()`, so `|`, newlines or HTML cannot break a table.
+Every cell goes through `text.cell`: model answers are untrusted text.
 """
 from __future__ import annotations
 
-import html
-import json
-import os
-import tempfile
-from dataclasses import asdict, fields
-from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
+import re
+from typing import Mapping, Sequence
 
-from . import calibration
+from ..backends.registry import find
+from .rows import INPUT_ERRORS_LISTED
+from .text import cell, prose
 
 STUDY_COLUMNS = ["Model", "Precision", "Recall", "F1-score", "Accuracy"]
 CONTEXT_KEYS = (("dataset", "dataset", True), ("seed", "seed", False), ("prompt", "prompt", True),
                 ("labels", "labels", True), ("resolver", "resolver", True), ("layout", "layout", True))
-ERROR_CHARS = 200  # the first error message kept in a row (the full ones are in the samples file)
 MACRO_NOTE = ("Precision, recall and F1 are macro averages over the classes present among the subset's true labels "
               "(a class never shown does not count), so on a few classes they can sit far from the accuracy.")
 # The other `--average` conventions (metrics.py); the table's "P/R/F1 average" column names each row's.
@@ -29,10 +24,6 @@ AVERAGE_NOTES = {
     "weighted": ("*weighted*: precision, recall and F1 are scikit-learn's weighted average (each class weighted by its "
                  "support among the true labels), so recall equals accuracy."),
 }
-# The messages of images.ImageError, which the runner stores as an unreadable image's error row
-# (runner._decode_one): the data's fault, kept apart from backend errors.
-INPUT_ERROR_PREFIXES = ("image file not found", "cannot decode image", "cannot convert image", "image too large to decode")
-INPUT_ERRORS_LISTED = 20
 CALIBRATION_NOTE = ("Cases whose backend scores every candidate (`--resolver rank`, CLIP, classifiers): confidence is "
                     "the top candidate's softmax probability over the candidates; ECE is the expected calibration "
                     "error over 15 equal-width confidence bins. API backends cannot rank (no scores for every "
@@ -41,96 +32,13 @@ SMOKE_NOTE = ("*smoke* marks a random-weight model (or a scripted stand-in): its
               "level by construction and measures only that the pipeline runs.")
 
 
-def atomic_write(path: str | Path, text: str) -> None:
-    """Write via a temp file in the same folder + os.replace: a crash never leaves half a file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        os.fchmod(fd, 0o644)  # mkstemp makes 0600; reports are for reading, like the plots beside them
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def cell(value: Any) -> str:
-    """Render untrusted text into one markdown table cell."""
-    return _prose(value).replace("`", "\\`")
-
-
-def _prose(value: Any) -> str:
-    """`cell` without the backtick escape: for our own text, whose `code` spans must render."""
-    text = "" if value is None else str(value)
-    text = html.escape(" ".join(text.split()), quote=False)  # newlines and runs of spaces -> one space
-    return text.replace("|", "\\|")
-
-
-def is_input_error(error: str | None) -> bool:
-    return error is not None and error.startswith(INPUT_ERROR_PREFIXES)
-
-
-def case_row(result, *, status: str, threshold: float | None, reason: str = "", spent_now: float | None = None) -> dict:
-    """A JSON-safe summary of one case (from runner.CaseResult). `spent_now`: USD paid by this run
-    (the rest of `cost_usd` was paid by earlier runs whose answers came from the store)."""
-    spec, m = result.spec, result.metrics
-    preds = result.predictions
-    errors = [p.error for p in preds if p.error is not None and not is_input_error(p.error)]
-    unreadable = [p for p in preds if is_input_error(p.error)]
-    return {
-        **spec_fields(spec),
-        "status": status, "reason": reason, "threshold": threshold,
-        "metrics": m.as_dict() if m else None,
-        "images_per_s": result.images_per_s,
-        # rounded: a sum of 1/n shares leaves 0.9999999999999999 in results.json
-        "stages": {k: round(v, 6) for k, v in result.stage_shares().items()},
-        "errors": len(errors) + len(unreadable), "first_error": errors[0][:ERROR_CHARS] if errors else None,
-        "input_errors": len(unreadable),
-        "input_error_files": [{"sample_id": p.sample_id, "error": p.error[:ERROR_CHARS]} for p in unreadable[:INPUT_ERRORS_LISTED]],
-        "ambiguous": sum(p.ambiguous for p in preds),
-        "resumed": result.resumed, "not_run": result.not_run, "stopped": result.stopped,
-        "cost_usd": sum(p.cost_usd or 0.0 for p in preds) if any(p.cost_usd is not None for p in preds) else None,
-        "cost_now_usd": spent_now,
-        "tokens": {"prompt": sum(p.prompt_tokens or 0 for p in preds), "completion": sum(p.completion_tokens or 0 for p in preds)},
-        "mean_latency_s": (sum(p.latency_s for p in preds) / len(preds)) if preds else None,
-        "resolver_s": {k: round(v, 4) for k, v in sorted(result.stage_seconds.items())},
-        "wall_s": result.wall_s,
-        "notes": list(result.notes),
-        "calibration": calibration.summary(preds),  # top-5, ECE, reliability: None without scores
-        **order_fields(result),
-    }
-
-
-def spec_fields(spec) -> dict:
-    e = spec.model
-    device = spec.settings.device
-    return {
-        "case_id": spec.case_id, "model": e.name, "backend": e.backend, "weights": e.weights, "smoke": e.smoke,
-        "ways": spec.ways, "quant": spec.settings.quant if e.backend == "hf-vlm" else None,
-        "layout": spec.settings.layout, "dataset": spec.dataset, "samples": spec.samples, "seed": spec.seed,
-        "prompt": spec.prompt, "labels": spec.labels_mode, "resolver": spec.resolver,
-        "reference": e.reference.get(spec.ways), "trust_remote_code": bool(e.trust_remote_code and spec.settings.trust_remote_code),
-        "device_kind": "cuda" if device.startswith("cuda") else device,
-        "nli_model": spec.nli_model, "settings": _settings(spec.settings),
-    }
-
-
-def _settings(settings) -> dict:
-    """Every effective setting, for reproducing the case; `extra` (catalog options) made JSON-safe."""
-    plain = {f.name: getattr(settings, f.name) for f in fields(settings) if f.name != "extra"}
-    return {**plain, "extra": json.loads(json.dumps(dict(settings.extra), default=str))}
-
-
-def skipped_row(spec, status: str, reason: str) -> dict:
-    return {**spec_fields(spec), "status": status, "reason": reason, "metrics": None, "stages": {}, "notes": []}
+def model_tag(row: Mapping) -> str:
+    """The model part of the case id (`qwen2-vl-2b-int8`): stored in the row; split off the id for older runs."""
+    return row.get("tag") or str(row["case_id"]).rsplit("-", 1)[0]
 
 
 def _name(row: Mapping) -> str:
-    tag = row["case_id"].rsplit("-", 1)[0]
+    tag = model_tag(row)
     return f"{tag} *smoke*" if row.get("smoke") else tag
 
 
@@ -232,11 +140,11 @@ def render_markdown(rows: Sequence[Mapping], title: str = "vlmcls report") -> st
         parts += [AVERAGE_NOTES.get(average, MACRO_NOTE), ""]
     if any(r.get("smoke") for r in done):
         parts += [SMOKE_NOTE, ""]
-    parts += calibration_section(done) + _notes(done) + order_section(done) + unreadable_section(done) + _others(other)
+    parts += calibration_section(done) + notes(done) + order_section(done) + unreadable_section(done) + _others(other)
     return "\n".join(parts).rstrip() + "\n"
 
 
-def _notes(rows: Sequence[Mapping]) -> list[str]:
+def notes(rows: Sequence[Mapping]) -> list[str]:
     lines = []
     for r in rows:
         for text in ([r["stopped"]] if r.get("stopped") else []) + list(r.get("notes") or []):
@@ -297,26 +205,12 @@ def unreadable_section(rows: Sequence[Mapping]) -> list[str]:
 def _others(rows: Sequence[Mapping]) -> list[str]:
     if not rows:
         return []
-    lines = ["## Not run", ""] + [f"- `{r['case_id']}` ({r['status']}): {_prose(r.get('reason'))}" for r in rows]
+    lines = ["## Not run", ""] + [f"- `{r['case_id']}` ({r['status']}): {prose(r.get('reason'))}" for r in rows]
     return lines + [""]
-
-
-def write_report(rows: Sequence[Mapping], out: str | Path, meta: Mapping[str, Any] | None = None) -> Path:
-    out = Path(out)
-    rows = sorted(rows, key=lambda r: (r["ways"], r["model"]))
-    atomic_write(out / "report.md", render_markdown(rows))
-    atomic_write(out / "results.json", json.dumps({"meta": dict(meta or {}), "cases": list(rows)}, indent=2, default=str))
-    return out / "report.md"
-
-
-def write_samples(path: str | Path, predictions: Iterable) -> None:
-    """Per-sample JSONL: sample id, true label, candidates, raw answer, resolved label, stage, latency, tokens."""
-    atomic_write(path, "".join(json.dumps(asdict(p), ensure_ascii=False) + "\n" for p in predictions))
 
 
 def parse_table(markdown: str) -> list[dict[str, str]]:
     """Rows of the first markdown table in `markdown` (honours escaped pipes): for tests and tools."""
-    import re
 
     lines = [l for l in markdown.splitlines() if l.startswith("|")]
     split = lambda l: [c.strip().replace("\\|", "|") for c in re.split(r"(?<!\\)\|", l.strip())[1:-1]]
@@ -329,16 +223,6 @@ ORDER_NOTE = ("The tables above score order 0 only (each image's usual candidate
               "`--orders` asks it), so their figures stay comparable with such runs. Here each image was asked "
               "in K seeded orders of the same candidates; up to N orders, no candidate sits at the same "
               "position twice. Figures are over the images answered in every order.")
-DIRECT_BACKENDS = ("clip", "classifier")
-
-
-def order_fields(result) -> dict:
-    """--orders K > 1: the order statistics (vlmcls.orders) for the row; nothing for K=1 (rows as before)."""
-    if not getattr(result, "order_rows", None):
-        return {}
-    from .orders import summary
-
-    return {"orders": summary(result.order_rows, result.spec.orders, result.spec.ways)}
 
 
 def order_section(rows: Sequence[Mapping]) -> list[str]:
@@ -356,7 +240,8 @@ def _order_case(r: Mapping, o: Mapping) -> list[str]:
     from tabulate import tabulate
 
     lines = []
-    if r.get("backend") in DIRECT_BACKENDS:
+    info = find(r.get("backend"))  # None: a backend this version does not know (an old run)
+    if info is not None and info.direct:
         lines += [f"A direct scorer ({cell(r['backend'])}) scores each candidate on its own: the order cannot "
                   "change its answer, and the figures below only confirm it.", ""]
     late = f"; {o['incomplete']} more lack some order (stopped early)" if o.get("incomplete") else ""
@@ -375,7 +260,7 @@ def _position_table(o: Mapping) -> list[str]:
     """Accuracy by the true label's position, and picked positions against the uniform expectation."""
     from tabulate import tabulate
 
-    from .orders import position_edges
+    from ..orders import position_edges
 
     edges = position_edges(o["bin_sizes"])
     body = [["True label here (answers)", *map(str, o["position_n"])],

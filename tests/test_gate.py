@@ -1,0 +1,100 @@
+"""vlmcls.gate: (result, threshold / baseline) -> verdict, a pure function usable from a script.
+
+The verdict says passed / failed / no gate with its reasons; judging leaves the result untouched.
+(tests/test_properties_gate.py walks the accuracy gate's boundary over many sizes.)
+"""
+from __future__ import annotations
+
+import copy
+
+from vlmcls import gate, metrics
+from vlmcls.catalog import ModelEntry
+from vlmcls.report import spec_fields
+from vlmcls.runner import CaseResult, CaseSpec
+from vlmcls.settings import BackendSettings
+from vlmcls.types import Prediction
+
+
+def spec(threshold: float | None = None, smoke: bool = False) -> CaseSpec:
+    model = ModelEntry(name="m", backend="echo", weights="smoke:echo", smoke=smoke,
+                       thresholds={} if threshold is None else {20: threshold})
+    return CaseSpec(model=model, ways=20, settings=BackendSettings())
+
+
+def preds(n: int, correct: int, errors: int = 0, error: str = "HTTP 500: boom") -> list[Prediction]:
+    """`correct` right answers, then wrong ones, the last `errors` of them error rows."""
+    out = []
+    for i in range(n):
+        err = error if i >= n - errors else None
+        pred = None if err else (i % 10 if i < correct else (i + 1) % 10)
+        out.append(Prediction(f"s{i}", i % 10, f"c{i % 10}", ("a", "b"), "x", pred, None, "error" if err else "match", error=err))
+    return out
+
+
+def result(s: CaseSpec, p: list[Prediction], **kw) -> CaseResult:
+    return CaseResult(spec=s, predictions=p, metrics=metrics.compute(p) if p else None, images_per_s=None, **kw)
+
+
+def test_an_interval_straddling_the_threshold_passes_and_one_wholly_below_fails():
+    r = result(spec(0.8), preds(100, 78))
+    lo, hi = r.metrics.accuracy_ci
+    assert r.metrics.accuracy < 0.8 < hi  # below on the point estimate, reaching it on the interval
+    assert gate.judge(r) == gate.Verdict("passed", 0.8)
+    low = result(spec(0.8), preds(100, 60))
+    verdict = gate.judge(low)
+    assert verdict.status == "failed" and verdict.failed and verdict.threshold == 0.8
+    (reason,) = verdict.reasons
+    assert "m at 20-way: accuracy 0.600" in reason and "below the gate 0.800" in reason and verdict.reason == reason
+
+
+def test_the_threshold_can_be_given_instead_of_the_catalogs():
+    r = result(spec(0.8), preds(100, 60))
+    assert gate.judge(r, threshold=0.5).status == "passed"
+    assert gate.judge(r, threshold=None) == gate.Verdict("no gate", None)
+    assert gate.judge(result(spec(), preds(100, 60))).status == "no gate"  # the entry has none at 20-way
+
+
+def test_every_sample_an_error_fails_any_case():
+    for smoke in (False, True):
+        verdict = gate.judge(result(spec(smoke=smoke), preds(6, 0, errors=6)))
+        assert verdict.status == "failed"
+        assert verdict.reasons == (f"{spec().case_id}: every one of the 6 samples failed, e.g. HTTP 500: boom",)
+
+
+def test_no_prediction_fails_with_the_reason_the_run_stopped():
+    assert gate.judge(result(spec(), [])).reasons == (f"{spec().case_id}: no prediction was made (no samples)",)
+    stopped = "stopped after the first 8 samples all failed"
+    assert gate.judge(result(spec(), [], stopped=stopped)).reasons[0].endswith(f"({stopped})")
+
+
+def test_smoke_plumbing_counts_backend_errors_not_unreadable_images():
+    s = spec(smoke=True)
+    unreadable = preds(10, 7, errors=3, error="cannot decode image: truncated JPEG")
+    assert gate.judge(result(s, unreadable)).status == "passed"  # a smoke model's gate is 0
+    backend = [*unreadable, *[Prediction(f"b{i}", 1, "c1", ("a", "b"), "", None, None, "error", error="HTTP 500")
+                              for i in range(2)]]
+    assert gate.judge(result(s, backend)).reasons == (f"{s.case_id}: smoke plumbing check: 2 error rows, 0 samples not run",)
+    assert gate.judge(result(spec(), backend)).status == "no gate"  # a real model is judged on accuracy alone
+
+
+def test_smoke_samples_not_run_fail_unless_the_budget_stopped_them():
+    s = spec(smoke=True)
+    (reason,) = gate.judge(result(s, preds(10, 10), not_run=2, stopped="stopped: server gone")).reasons
+    assert "0 error rows, 2 samples not run" in reason
+    budget = "stopped by --max-cost 0.5 USD after 10 samples (spent 0.49 USD)"
+    assert not gate.judge(result(s, preds(10, 10), not_run=2, stopped=budget)).failed
+
+
+def test_a_baseline_significantly_better_fails_the_case_by_mcnemar():
+    s = spec()
+    base = gate.Baseline(preds(100, 90), {**spec_fields(s), "seed": 7})
+    worse = result(s, preds(100, 60))
+    before = copy.deepcopy(worse)
+    verdict = gate.judge(worse, base)
+    assert verdict.status == "failed" and "McNemar" in verdict.reason and verdict.reason.startswith(f"{s.case_id}: ")
+    assert verdict.notes == ("the --baseline run differs in seed (7 vs 0)",)
+    assert worse == before  # pure: the note is in the verdict, not written into the result
+    assert not gate.judge(result(s, preds(100, 89)), base).failed  # one sample lost: not significant
+    assert not gate.judge(result(s, preds(100, 89)), gate.Baseline(preds(100, 90), spec_fields(s))).notes
+    assert gate.judge(worse, gate.Baseline(None, {})).status == "no gate"  # the baseline run lacks this case
+

@@ -1,0 +1,83 @@
+"""The report package: one writer per run, each file written once; the model tag kept in the row;
+the old names (`vlmcls.compare`, `vlmcls.plots`, `report._notes`) still reach the same code."""
+from __future__ import annotations
+
+import json
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from vlmcls import metrics, report
+from vlmcls.__main__ import main
+from vlmcls.catalog import ModelEntry
+from vlmcls.report import writer
+from vlmcls.runner import CaseResult, CaseSpec
+from vlmcls.settings import BackendSettings
+from vlmcls.types import Prediction
+
+
+def preds(n: int, wrong: int) -> list[Prediction]:
+    return [Prediction(f"s{i}", 1, "cat", ("cat", "dog"), "x", 2 if i < wrong else 1, "dog" if i < wrong else "cat",
+                       "match") for i in range(n)]
+
+
+def row(name: str, backend: str, quant: str, ways: int, predictions) -> dict:
+    entry = ModelEntry(name=name, backend=backend, weights="smoke:x", quant=quant)
+    spec = CaseSpec(model=entry, ways=ways, settings=BackendSettings(quant=quant))
+    result = CaseResult(spec, predictions, metrics.compute(predictions), images_per_s=10.0)
+    return report.case_row(result, status="passed", threshold=None)
+
+
+@pytest.fixture
+def rows(tmp_path) -> list[dict]:
+    out = [row("m-a", "hf-vlm", "int8", 20, preds(12, 4)), row("clip-b", "clip", "none", 20, preds(12, 2))]
+    for r, p in zip(out, (preds(12, 4), preds(12, 2))):
+        report.write_samples(tmp_path / "samples" / f"{r['case_id']}.jsonl", p)
+    return out
+
+
+def counting(monkeypatch) -> Counter:
+    """Every file the writer writes, by name, counted."""
+    written: Counter = Counter()
+    real = writer.atomic_write
+
+    def spy(path, text):
+        written[Path(path).name] += 1
+        real(path, text)
+
+    monkeypatch.setattr(writer, "atomic_write", spy)
+    return written
+
+
+def test_write_run_writes_each_file_once(tmp_path, rows, monkeypatch):
+    written = counting(monkeypatch)
+    path = report.write_run(tmp_path, rows, {"run_id": "r1"}, plots=False)
+    assert written == Counter({"results.json": 1, "report.md": 1})
+    text = path.read_text()
+    assert "## 20-way" in text and "## Most frequent confusions" in text  # tables and the plots' section in one go
+    assert json.loads((tmp_path / "results.json").read_text())["meta"] == {"run_id": "r1"}
+
+
+def test_report_command_writes_each_file_once(tmp_path, rows, monkeypatch):
+    report.write_report(rows, tmp_path, {"run_id": "r1"})
+    written = counting(monkeypatch)
+    assert main(["report", str(tmp_path), "--no-plots"]) == 0
+    assert written == Counter({"results.json": 1, "report.md": 1})
+
+
+def test_the_model_tag_is_stored_in_the_row(rows):
+    assert [r["tag"] for r in rows] == ["m-a-int8", "clip-b"]  # quantization named for local VLMs only
+    assert report.model_tag({"case_id": "old-run-int8-20way"}) == "old-run-int8"  # rows written before the tag
+    assert report.model_tag({**rows[0], "case_id": "anything"}) == "m-a-int8"
+
+
+def test_old_names_reach_the_same_code():
+    import vlmcls.compare as compare
+    import vlmcls.plots as plots
+    from vlmcls.report import plots as package_plots
+    from vlmcls.report import stats
+
+    assert plots is package_plots
+    assert compare.mcnemar is stats.mcnemar and compare.Run is report.Run
+    assert report._notes is report.notes

@@ -1,0 +1,69 @@
+""""auto" -> a device and a dtype, once for every backend and the NLI resolver.
+
+torch is imported only to settle "auto", so that naming an explicit device stays torch-free.
+"""
+from __future__ import annotations
+
+import os
+from typing import Any, Callable
+
+from .vocab import DTYPE_ALIASES, DTYPES
+
+
+def pick_device(device: str = "auto") -> str:
+    """"auto" -> "cuda" when torch sees a GPU, else "cpu" (also without torch); others unchanged."""
+    if device != "auto":
+        return device
+    try:
+        import torch
+    except ImportError:
+        return "cpu"
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def device_kind(device: str) -> str:
+    """"cuda" for any CUDA device ("cuda:1" too), else the device's own name; "auto" is settled first."""
+    device = pick_device(device)
+    return "cuda" if device.startswith("cuda") else device
+
+
+def worker_device() -> str:
+    """"auto", or on a multi-GPU machine under xdist this worker's own GPU (gw3 -> cuda:3 % count),
+    so that `-n 8` on eight GPUs puts one worker on each instead of all on cuda:0."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "")
+    if not worker.startswith("gw"):
+        return "auto"
+    try:
+        import torch
+
+        count = torch.cuda.device_count()
+    except Exception:  # no torch, or a broken CUDA install: let "auto" decide later, and say why there
+        return "auto"
+    return f"cuda:{int(worker[2:]) % count}" if count > 1 else "auto"
+
+
+def half_dtype() -> str:
+    """bfloat16 where the GPU has it, float16 on cards before Ampere."""
+    import torch
+
+    return "bfloat16" if torch.cuda.is_bf16_supported() else "float16"
+
+
+def pick_dtype(dtype: str | None, device: str, gpu: str | Callable[[], str] = "bfloat16") -> str:
+    """The dtype's canonical name ("bf16" -> "bfloat16"). "auto" (or None): `gpu` on a CUDA device (a
+    name, or a function asked only there), float32 elsewhere, where half precision is slow."""
+    if dtype in (None, "auto"):
+        if not pick_device(device).startswith("cuda"):
+            return "float32"
+        return gpu() if callable(gpu) else gpu
+    name = DTYPE_ALIASES.get(dtype, dtype)
+    if name not in DTYPES:
+        raise ValueError(f"unknown dtype {dtype!r}; choose one of: {', '.join(DTYPES)}")
+    return name
+
+
+def torch_dtype(name: str) -> Any:
+    """"bfloat16" -> torch.bfloat16 (aliases accepted)."""
+    import torch
+
+    return getattr(torch, pick_dtype(name, "cpu"))

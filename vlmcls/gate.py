@@ -1,0 +1,105 @@
+"""A case's verdict, a pure function of its result (and a baseline run's answers, when given).
+
+The accuracy gate fails a case only when the *upper* end of its 95 % interval lies below the
+threshold, so a small sample does not fail a good model by chance. A smoke model is gated on its
+plumbing too: any backend error row, or any sample not run (unless --max-cost stopped it). With a
+baseline, McNemar's paired test fails a case significantly worse than the baseline's same case.
+Nothing here touches pytest or writes anything, so a script can judge a stored run the same way.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Mapping, Sequence
+
+from .report.rows import is_input_error, spec_fields
+from .runner import CaseResult
+
+# What a paired test needs to be comparing like with like (the case id fixes model, N and quant).
+CONTEXT = ("dataset", "prompt", "labels", "resolver", "seed", "layout")
+UNSET = object()
+
+
+@dataclass(frozen=True)
+class Baseline:
+    """One case of a saved run: its per-sample answers and its row (None: the run lacks the case)."""
+
+    predictions: Sequence[Any] | None
+    row: Mapping[str, Any]
+
+
+@dataclass(frozen=True)
+class Verdict:
+    status: str  # "passed", "failed" or "no gate" (no threshold, nothing failed)
+    threshold: float | None
+    reasons: tuple[str, ...] = ()
+    notes: tuple[str, ...] = ()  # said next to the verdict in the case's row (e.g. an unlike baseline)
+
+    @property
+    def failed(self) -> bool:
+        return bool(self.reasons)
+
+    @property
+    def reason(self) -> str:
+        return "; ".join(self.reasons)
+
+
+def baseline_of(run: Any, case_id: str) -> Baseline | None:
+    """The case in a saved run (vlmcls.report.runs.Run), or None without a run."""
+    if run is None:
+        return None
+    row = next((r for r in run.rows if r.get("case_id") == case_id), {})
+    return Baseline(run.predictions(case_id), row)
+
+
+def judge(result: CaseResult, baseline: Baseline | None = None, threshold: Any = UNSET) -> Verdict:
+    """The verdict on one case; `threshold` defaults to the catalog entry's for the case's N."""
+    spec = result.spec
+    if threshold is UNSET:
+        threshold = spec.model.threshold(spec.ways)
+    reasons = failures(result, threshold)
+    notes: tuple[str, ...] = ()
+    if result.metrics is not None and baseline is not None and baseline.predictions:
+        from .report.stats import worse_than_baseline
+
+        notes = tuple(unlike_baseline(result, baseline.row))
+        worse, text = worse_than_baseline(result.predictions, baseline.predictions)
+        reasons += [f"{spec.case_id}: {text}"] if worse else []
+    status = "failed" if reasons else ("passed" if threshold is not None else "no gate")
+    return Verdict(status, threshold, tuple(reasons), notes)
+
+
+def failures(result: CaseResult, threshold: float | None) -> list[str]:
+    """Why the case fails without a baseline: no prediction, the accuracy gate, every sample an
+    error, or for smoke models the plumbing."""
+    spec, m = result.spec, result.metrics
+    if m is None:
+        return [f"{spec.case_id}: no prediction was made ({result.stopped or 'no samples'})"]
+    why = []
+    if threshold is not None and m.accuracy_ci[1] < threshold:
+        lo, hi = m.accuracy_ci
+        why.append(f"{spec.model.name} at {spec.ways}-way: accuracy {m.accuracy:.3f} "
+                   f"(95% CI {lo:.3f}-{hi:.3f}, n={m.n}) is below the gate {threshold:.3f}")
+    if m.errors == m.n:
+        first = next((p.error for p in result.predictions if p.error), "")
+        why.append(f"{spec.case_id}: every one of the {m.n} samples failed, e.g. {first[:200]}")
+    elif spec.model.smoke:
+        why += plumbing(result)
+    return why
+
+
+def plumbing(result: CaseResult) -> list[str]:
+    """A smoke model exists to check the plumbing: a backend error row or a sample not run fails it.
+    An unreadable image is the data's fault, not the plumbing's: listed in the report, not failed."""
+    m = result.metrics
+    errors = m.errors - sum(is_input_error(p.error) for p in result.predictions)
+    if errors or (result.not_run and not result.stopped.startswith("stopped by --max-cost")):
+        return [f"{result.spec.case_id}: smoke plumbing check: {errors} error rows, {result.not_run} samples not run"]
+    return []
+
+
+def unlike_baseline(result: CaseResult, row: Mapping[str, Any]) -> list[str]:
+    """A paired test on the same sample ids still compares apples and oranges if the baseline ran
+    another prompt, dataset, label mode, resolver or seed: say so next to the verdict."""
+    now = spec_fields(result.spec)
+    differ = [k for k in CONTEXT if k in row and row[k] != now[k]]
+    return [f"the --baseline run differs in {', '.join(f'{k} ({row[k]} vs {now[k]})' for k in differ)}"] if differ else []

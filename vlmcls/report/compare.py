@@ -1,0 +1,184 @@
+"""Two comparisons of a run: with the study's published figures, and with a saved baseline run
+(McNemar's test on the same samples, `stats`). Every cell goes through `text.cell`.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+from .runs import Run
+from .stats import ALPHA, pair
+from .text import cell
+
+# ---------------------------------------------------------------------------------- the study
+STUDY_HEADERS = ["Model", "N", "Precision", "Recall", "F1-score", "Accuracy", "P/R/F1 average", "Accuracy 95% CI",
+                 "Study inside CI", "Images (run / study)", "Unlike the study", "Case"]
+METRIC_COLUMNS = (("Precision", "precision"), ("Recall", "recall"), ("F1-score", "f1"), ("Accuracy", "accuracy"))
+NOT_RUN_SHOWN = 20  # study rows named in the "not run" line before "and N more"
+AVERAGES_TEXT = (
+    "P/R/F1 average: *present* = macro over the classes among the true labels (vlmcls's default: a class never "
+    "shown does not count); *union* = scikit-learn's default `average=\"macro\"`, over the true and the predicted "
+    "classes (a class predicted but never true counts as 0: it pulls scores down when the subset holds fewer "
+    "classes than the model may name, as 1,600 images at 1000-way do); *weighted* = scikit-learn's "
+    "`average=\"weighted\"`, whose recall equals the accuracy, as in most of the study's rows. The study does not "
+    "say which it used; `--average` picks the one reported, and the table below the comparison shows all three.")
+
+
+def study_rows(catalog: Mapping[str, Any]) -> list:
+    """Every published study row of the catalog (`study` rows and accuracy-only `reference`s)."""
+    return [row for entry in catalog.values() for row in entry.study_rows()]
+
+
+def study_lines(rows: Sequence[Mapping], catalog: Mapping[str, Any]) -> tuple[list[list[str]], list[str]]:
+    """(one line per run case that matches a study row, the study rows this run did not score)."""
+    body, missing = [], []
+    for study in study_rows(catalog):
+        mine = [r for r in rows if r.get("model") == study.model and r.get("ways") == study.ways]
+        done = [r for r in mine if r.get("metrics")]
+        body += [_study_line(study, catalog[study.model], r) for r in done]
+        if not done:
+            status = f" ({cell(mine[0].get('status'))})" if mine else ""
+            missing.append(f"{cell(study.model)} {study.ways}-way{status}")
+    return body, missing
+
+
+def _vs(run: float, study: float | None, doubted: bool = False) -> str:
+    """`this run vs study (difference)`; no difference against a figure that cannot be what it claims."""
+    if study is None:
+        return f"{run:.3f} vs –"
+    return f"{run:.3f} vs {study:.2f} ({'see note' if doubted else f'{run - study:+.3f}'})"
+
+
+def _study_line(study, entry, row: Mapping) -> list[str]:
+    m = row["metrics"]
+    lo, hi = m["accuracy_ci"]
+    doubted = bool(entry.doubt(study.ways))
+    inside = "not compared: see note" if doubted else ("yes" if lo <= study.accuracy <= hi else "no")
+    images = f"{m['n']:,} / {study.images:,}" if study.images else f"{m['n']:,} / –"
+    return [cell(study.model), str(study.ways), *[_vs(m[key], study.metric(key), doubted) for _, key in METRIC_COLUMNS],
+            cell(m.get("average", "present")), f"{lo:.3f}–{hi:.3f}", inside, images,
+            cell("; ".join(unlike_study(row, study))), cell(row["case_id"])]
+
+
+def unlike_study(row: Mapping, study) -> list[str]:
+    """The settings in which this run's case differs from the study's row (images have their column)."""
+    from ..catalog import STUDY_LABELS, STUDY_PROMPT, STUDY_RESOLVER
+
+    out = []
+    if study.quant and row.get("quant") and row["quant"] != study.quant:
+        out.append(f"quant {row['quant']} (study {study.quant})")
+    for key, theirs in (("prompt", STUDY_PROMPT), ("labels", STUDY_LABELS), ("resolver", STUDY_RESOLVER)):
+        if row.get(key) and row[key] != theirs:
+            out.append(f"{key} {row[key]} (study {theirs})")
+    return out
+
+
+def _not_run_line(missing: Sequence[str]) -> str:
+    shown = ", ".join(missing[:NOT_RUN_SHOWN]) + (f" and {len(missing) - NOT_RUN_SHOWN} more" if len(missing) > NOT_RUN_SHOWN else "")
+    return f"{len(missing)} study row{'s' if len(missing) != 1 else ''} not run: {shown} (`pytest bench --study` runs them all)."
+
+
+def doubt_notes(catalog: Mapping[str, Any]) -> list[str]:
+    return [f"- {cell(r.model)} {r.ways}-way: {cell(doubt)}" for r in study_rows(catalog)
+            if (doubt := catalog[r.model].doubt(r.ways))]
+
+
+CONVENTION_HEADERS = ["Case", "Precision present / union / weighted", "Recall present / union / weighted",
+                      "F1 present / union / weighted", "Largest gap"]
+
+
+def conventions_table(rows: Sequence[Mapping]) -> str:
+    """How far apart the three averaging conventions are on this run, case by case ('' if no row has them)."""
+    from tabulate import tabulate
+
+    from ..settings import AVERAGES
+
+    body = []
+    for r in rows:
+        conv = (r.get("metrics") or {}).get("conventions")
+        if not conv or any(a not in conv for a in AVERAGES):
+            continue  # a row written before the conventions were recorded
+        cells = [" / ".join(f"{conv[a][key]:.3f}" for a in AVERAGES) for key in ("precision", "recall", "f1")]
+        gap = max(max(conv[a][k] for a in AVERAGES) - min(conv[a][k] for a in AVERAGES) for k in ("precision", "recall", "f1"))
+        body.append([cell(r["case_id"]), *cells, f"{gap:.3f}"])
+    return tabulate(body, headers=CONVENTION_HEADERS, tablefmt="github", disable_numparse=True) if body else ""
+
+
+def study_section(rows: Sequence[Mapping], catalog: Mapping[str, Any] | None = None) -> str:
+    from tabulate import tabulate
+
+    if catalog is None:
+        from ..catalog import load_catalog
+
+        catalog = load_catalog()
+    parts = ["## Compared with the study", "",
+             "Each row of the study's tables that this run scored, all four metrics as *this run vs the study "
+             "(this run − study)*; the study's figures have two decimals. The study ran ImageNet-1k validation "
+             "(20-way: 10,000 images, 10 per class; 100- and 1000-way: 1,600 images; baselines: 10,000), with its "
+             "prompt, raw labels and resolver (`thesis`) and int8 only for LLaVA 7B/13B and Qwen2-VL-7B. "
+             "*Study inside CI*: whether the study's accuracy lies inside this run's 95 % interval.", "",
+             AVERAGES_TEXT]
+    from ..catalog import STUDY_DATASET
+
+    datasets = sorted({str(r["dataset"]) for r in rows if r.get("metrics") and r.get("dataset")} - {STUDY_DATASET})
+    if datasets:
+        parts += ["", f"The study measured ImageNet-1k validation; this run used {', '.join(cell(d) for d in datasets)}, "
+                      "so differences also reflect the data."]
+    body, missing = study_lines(rows, catalog)
+    if body:
+        parts += ["", tabulate(body, headers=STUDY_HEADERS, tablefmt="github", disable_numparse=True)]
+    if missing:
+        parts += ["", _not_run_line(missing)]
+    notes = doubt_notes(catalog)
+    if notes:
+        parts += ["", "Study figures that cannot be top-1 accuracy over the stated classes:", "", *notes]
+    table = conventions_table([r for r in rows if r.get("metrics")])
+    if table:
+        parts += ["", "### Averaging conventions on this run", "",
+                  "Precision, recall and F1 of each case under the three conventions (`--average`); the gap is the "
+                  "largest difference between two conventions on one metric.", "", table]
+    return "\n".join(parts)
+
+
+# ---------------------------------------------------------------------------------- a baseline run
+BASELINE_ONLY_SHOWN = 10
+BASELINE_HEADERS = ["Case", "Accuracy", "Baseline accuracy", "Paired n", "Lost (b)", "Gained (c)", "p-value",
+                    "Test", "Verdict", "Only here", "Only in baseline"]
+
+
+def baseline_section(rows: Sequence[Mapping], run_dir: str | Path, baseline: Run, alpha: float = ALPHA) -> str:
+    """Per case present in both runs, McNemar's test on the shared samples; the rest listed by name.
+    `run_dir` holds this run's samples/ (rows may come from several merged runs, copied there)."""
+    from tabulate import tabulate
+
+    current = Run(Path(run_dir), {}, list(rows))
+    base_ids = {r["case_id"] for r in baseline.rows}
+    body, missing = [], []
+    for r in rows:
+        cid = r["case_id"]
+        line = _baseline_line(cid, current, baseline, alpha) if cid in base_ids else "not in the baseline"
+        if isinstance(line, list):
+            body.append(line)
+        else:
+            missing.append(f"- {cell(cid)}: {cell(line)}")
+    gone = sorted(base_ids - {r["case_id"] for r in rows})
+    if gone:  # one line: a baseline of 40 cases compared with a 2-case run must not list 38 lines
+        shown = ", ".join(gone[:BASELINE_ONLY_SHOWN]) + (f" and {len(gone) - BASELINE_ONLY_SHOWN} more" if len(gone) > BASELINE_ONLY_SHOWN else "")
+        missing.append(f"- only in the baseline ({len(gone)} cases, not run now): {cell(shown)}")
+    parts = [f"## Compared with the baseline {cell(baseline.meta.get('run_id') or baseline.path.name)}", "",
+             f"McNemar's test on the samples both runs scored (paired by sample id), alpha {alpha}. "
+             "Lost: right in the baseline, wrong now; gained: the reverse. Accuracies are on the paired samples."]
+    if body:
+        parts += ["", tabulate(body, headers=BASELINE_HEADERS, tablefmt="github", disable_numparse=True)]
+    return "\n".join(parts + ([""] + missing if missing else []))
+
+
+def _baseline_line(case_id: str, current: Run, baseline: Run, alpha: float) -> list[str] | str:
+    now, before = current.predictions(case_id), baseline.predictions(case_id)
+    if now is None or before is None:
+        return f"no per-sample records in {'this run' if now is None else 'the baseline'}"
+    p = pair(now, before, alpha)
+    if p.n == 0:
+        return p.summary()
+    return [cell(case_id), f"{p.accuracy:.3f}", f"{p.baseline_accuracy:.3f}", str(p.n), str(p.b), str(p.c),
+            f"{p.p:.3g}", p.test, p.verdict, str(p.only_current), str(p.only_baseline)]

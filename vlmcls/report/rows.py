@@ -1,0 +1,84 @@
+"""Case rows: one JSON-safe dict per case (`case_row`, `skipped_row`), whatever its outcome.
+
+Workers send rows, the controller renders them; a row is read back from results.json by `runs`.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import fields
+
+from .. import calibration
+
+ERROR_CHARS = 200  # the first error message kept in a row (the full ones are in the samples file)
+# The messages of images.ImageError, which the runner stores as an unreadable image's error row
+# (runner._decode_one): the data's fault, kept apart from backend errors.
+INPUT_ERROR_PREFIXES = ("image file not found", "cannot decode image", "cannot convert image", "image too large to decode")
+INPUT_ERRORS_LISTED = 20
+
+
+def is_input_error(error: str | None) -> bool:
+    return error is not None and error.startswith(INPUT_ERROR_PREFIXES)
+
+
+def case_row(result, *, status: str, threshold: float | None, reason: str = "", spent_now: float | None = None) -> dict:
+    """A JSON-safe summary of one case (from runner.CaseResult). `spent_now`: USD paid by this run
+    (the rest of `cost_usd` was paid by earlier runs whose answers came from the store)."""
+    spec, m = result.spec, result.metrics
+    preds = result.predictions
+    errors = [p.error for p in preds if p.error is not None and not is_input_error(p.error)]
+    unreadable = [p for p in preds if is_input_error(p.error)]
+    return {
+        **spec_fields(spec),
+        "status": status, "reason": reason, "threshold": threshold,
+        "metrics": m.as_dict() if m else None,
+        "images_per_s": result.images_per_s,
+        # rounded: a sum of 1/n shares leaves 0.9999999999999999 in results.json
+        "stages": {k: round(v, 6) for k, v in result.stage_shares().items()},
+        "errors": len(errors) + len(unreadable), "first_error": errors[0][:ERROR_CHARS] if errors else None,
+        "input_errors": len(unreadable),
+        "input_error_files": [{"sample_id": p.sample_id, "error": p.error[:ERROR_CHARS]} for p in unreadable[:INPUT_ERRORS_LISTED]],
+        "ambiguous": sum(p.ambiguous for p in preds),
+        "resumed": result.resumed, "not_run": result.not_run, "stopped": result.stopped,
+        "cost_usd": sum(p.cost_usd or 0.0 for p in preds) if any(p.cost_usd is not None for p in preds) else None,
+        "cost_now_usd": spent_now,
+        "tokens": {"prompt": sum(p.prompt_tokens or 0 for p in preds), "completion": sum(p.completion_tokens or 0 for p in preds)},
+        "mean_latency_s": (sum(p.latency_s for p in preds) / len(preds)) if preds else None,
+        "resolver_s": {k: round(v, 4) for k, v in sorted(result.stage_seconds.items())},
+        "wall_s": result.wall_s,
+        "notes": list(result.notes),
+        "calibration": calibration.summary(preds),  # top-5, ECE, reliability: None without scores
+        **order_fields(result),
+    }
+
+
+def spec_fields(spec) -> dict:
+    e = spec.model
+    device = spec.settings.device
+    return {
+        "case_id": spec.case_id, "tag": e.case_tag(spec.settings.quant), "model": e.name, "backend": e.backend, "weights": e.weights, "smoke": e.smoke,
+        "ways": spec.ways, "quant": spec.settings.quant if e.info.quantized else None,
+        "layout": spec.settings.layout, "dataset": spec.dataset, "samples": spec.samples, "seed": spec.seed,
+        "prompt": spec.prompt, "labels": spec.labels_mode, "resolver": spec.resolver,
+        "reference": e.reference.get(spec.ways), "trust_remote_code": bool(e.trust_remote_code and spec.settings.trust_remote_code),
+        "device_kind": "cuda" if device.startswith("cuda") else device,
+        "nli_model": spec.nli_model, "settings": _settings(spec.settings),
+    }
+
+
+def _settings(settings) -> dict:
+    """Every effective setting, for reproducing the case; `extra` (catalog options) made JSON-safe."""
+    plain = {f.name: getattr(settings, f.name) for f in fields(settings) if f.name != "extra"}
+    return {**plain, "extra": json.loads(json.dumps(dict(settings.extra), default=str))}
+
+
+def skipped_row(spec, status: str, reason: str) -> dict:
+    return {**spec_fields(spec), "status": status, "reason": reason, "metrics": None, "stages": {}, "notes": []}
+
+
+def order_fields(result) -> dict:
+    """--orders K > 1: the order statistics (vlmcls.orders) for the row; nothing for K=1 (rows as before)."""
+    if not getattr(result, "order_rows", None):
+        return {}
+    from ..orders import summary
+
+    return {"orders": summary(result.order_rows, result.spec.orders, result.spec.ways)}
