@@ -241,3 +241,12 @@ def test_reliability_diagram_is_drawn_only_with_scores(tmp_path):
     path = plots.reliability_diagram(rows, tmp_path / "r.png")
     assert path.read_bytes().startswith(b"\x89PNG")
     assert plots.reliability_diagram(rows[1:], tmp_path / "none.png") is None
+
+
+def test_the_run_plots_include_the_reliability_diagram_only_with_scores(tmp_path):
+    pytest.importorskip("matplotlib")
+    from vlmcls import plots
+
+    rows = [{"case_id": "m-20way", "calibration": calibration.summary(HAND)}, {"case_id": "api-20way", "calibration": None}]
+    assert plots.write_plots(rows, tmp_path / "a", confusions=[])["reliability"].name == "reliability.png"
+    assert "reliability" not in plots.write_plots(rows[1:], tmp_path / "b", confusions=[])

@@ -183,6 +183,7 @@ def write_plots(rows: Sequence[Mapping], out: str | Path, k: int = RUN_TOP_K,
         confusions = run_confusions(rows, out, k)
     pairs = [(t, p, n) for t, p, n, _ in confusions]
     written["confusions"] = confusion_chart("Most frequent confusions across the run", pairs, plots / "confusions.png")
+    written["reliability"] = reliability_diagram(rows, plots / "reliability.png")  # cases with scores only
     return {key: path for key, path in written.items() if path is not None}
 
 
@@ -206,7 +207,8 @@ def report_section(rows: Sequence[Mapping], out: str | Path, draw: bool = True, 
     if missing:
         parts += ["## Plots", "", "Not drawn: matplotlib is not installed (pip install 'vlmcls[plots]').", ""]
     if "accuracy" in paths:
-        parts += ["## Plots", "", link("accuracy", "accuracy vs N"), "", link("stages", "resolver stages"), ""]
+        parts += ["## Plots", "", link("accuracy", "accuracy vs N"), "", link("stages", "resolver stages"), "",
+                  link("reliability", "reliability diagram (calibration)"), ""]
         stages = used_stages(rows)
         if len(stages) == 1:
             parts += [f"Every answer was decided by the `{cell(next(iter(stages)))}` stage (no stage plot).", ""]
