@@ -69,7 +69,7 @@ def test_smoke_clip_tokenizer_files_are_identical_across_builds(tmp_path):
     from vlmcls.smoke import VERSION
     from vlmcls.smoke.baselines import build_clip
 
-    assert VERSION == "3"  # caches built with the unordered vocabulary are rebuilt
+    assert int(VERSION) >= 3  # caches built with the unordered vocabulary (v2 and before) are rebuilt
     a, b = tmp_path / "a", tmp_path / "b"
     for target in (a, b):
         target.mkdir()

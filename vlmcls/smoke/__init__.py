@@ -26,7 +26,7 @@ BUILDERS: dict[str, str] = {
     "resnet": "vlmcls.smoke.baselines:build_resnet",
     "vit": "vlmcls.smoke.baselines:build_vit",
 }
-VERSION = "3"  # bump when a builder changes, so stale caches are rebuilt
+VERSION = "4"  # bump when a builder changes, so stale caches are rebuilt
 PREFIX = "smoke:"
 
 
