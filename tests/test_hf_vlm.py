@@ -298,8 +298,10 @@ def test_requirements_missing_local_folder(tmp_path):
 
 
 def test_requirements_int8_without_bitsandbytes(monkeypatch):
-    real = hf_vlm._importable
-    monkeypatch.setattr(hf_vlm, "_importable", lambda name: name != "bitsandbytes" and real(name))
+    from vlmcls.backends import hf_load
+
+    real = hf_load._importable
+    monkeypatch.setattr(hf_load, "_importable", lambda name: name != "bitsandbytes" and real(name))
     reason = hf_vlm.requirements(_entry("smoke:qwen2-vl"), BackendSettings(quant="int8"), LABELS)
     assert reason == "int8 quantization needs bitsandbytes (pip install bitsandbytes)"
     assert hf_vlm.requirements(_entry("smoke:qwen2-vl"), BackendSettings(), LABELS) is None

@@ -14,7 +14,7 @@ from vlmcls.types import Query
 pytest.importorskip("torch")
 pytest.importorskip("transformers")
 
-from vlmcls.backends import hf_vlm  # noqa: E402
+from vlmcls.backends import autobatch, hf_vlm  # noqa: E402
 
 from test_hf_vlm import LABELS, NAMES, _queries, _record  # noqa: E402
 
@@ -174,16 +174,16 @@ def test_batch_size_auto_learns_from_the_first_batch(qwen, monkeypatch):
     def memory(device, reset_peak=False):  # a GPU where 8 images peak at 100 MiB each over 1000 MiB of weights
         return dict(allocated=1000 * mib, peak=(1000 + 8 * 100) * mib, reserved=0, free=3000 * mib)
 
-    monkeypatch.setattr(hf_vlm, "_is_cuda", lambda device: True)
-    monkeypatch.setattr(hf_vlm, "_gpu_memory", memory)
+    monkeypatch.setattr(autobatch, "_is_cuda", lambda device: True)
+    monkeypatch.setattr(autobatch, "_gpu_memory", memory)
     backend = _load(qwen, batch_auto=True)
-    assert backend.auto and backend.batch_size == hf_vlm.AUTO_FIRST
+    assert backend.auto and backend.batch_size == autobatch.AUTO_FIRST
     sizes = []
     generate = backend._generate
     backend._generate = lambda batch, prep: sizes.append(len(batch)) or generate(batch, prep)
     answers = backend.answer(_queries(8 + 2 * 24 + 3))
     assert all(a.error is None for a in answers)
-    expected = int(hf_vlm.AUTO_HEADROOM * (3000 - 1000) / 100)  # of the memory not held by the weights
+    expected = int(autobatch.AUTO_HEADROOM * (3000 - 1000) / 100)  # of the memory not held by the weights
     assert sizes[:3] == [8, 8, 8]  # cut before the first one had run (prefetch)
     assert set(sizes[3:-1]) == {expected} and sum(sizes) == len(answers)
     assert backend.notes == [f"batch size auto: {expected} at 5-way (100 MiB per image at batch 8)"]

@@ -17,6 +17,7 @@ from PIL import Image
 
 from vlmcls import backends, prompts
 from vlmcls.backends import api
+from vlmcls.backends.servers import Pool, Server
 from vlmcls.catalog import ModelEntry
 from vlmcls.labels import imagenet_labelset
 from vlmcls.options import base_urls
@@ -97,11 +98,11 @@ def test_display_url_drops_credentials_and_query():
 
 
 # ---------------------------------------------------------------------- routing
-def pool(*in_flight: int, requests=None, suspect=(), down_until=0.0) -> api._Pool:
-    servers = [api._Server(f"http://s{i}/v1", None, n, (requests or [0] * len(in_flight))[i]) for i, n in enumerate(in_flight)]
+def pool(*in_flight: int, requests=None, suspect=(), down_until=0.0) -> Pool:
+    servers = [Server(f"http://s{i}/v1", None, n, (requests or [0] * len(in_flight))[i]) for i, n in enumerate(in_flight)]
     for i in suspect:
         servers[i].suspect, servers[i].down_until = True, down_until
-    return api._Pool(servers, 30.0, (ConnectionError,))
+    return Pool(servers, 30.0, (ConnectionError,))
 
 
 def test_pool_picks_the_server_with_fewest_in_flight():

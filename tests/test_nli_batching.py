@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 
 from answers import ANSWERS, imagenet_labels
-from vlmcls import report, resolve
+from vlmcls import nli, report, resolve
 from vlmcls.catalog import ModelEntry
 from vlmcls.resolve import Resolver, entailment_scores, token_batches
 from vlmcls.runner import CaseRunner, CaseSpec
@@ -75,7 +75,7 @@ def _whole_pairs(tok, items):
 def test_pair_ids_equal_the_tokenizers_own(nli_model, monkeypatch, wrong_template):
     tok = resolve.nli_pipeline(nli_model, "cpu").tokenizer
     if wrong_template:  # a tokenizer whose pairs are not specials + a + specials + b + specials
-        monkeypatch.setattr(resolve, "_pair_template", lambda t: ([0], [2], [2]))
+        monkeypatch.setattr(nli, "_pair_template", lambda t: ([0], [2], [2]))
     rng = random.Random(3)
     items = [(t, [LABELS.names[c] for c in rng.sample(range(1000), 7)]) for t in TEXTS[:10]]
     items += [("un gato </s> <pad>", ["tabby", "tiger cat"]), ("no candidates", []), ("un gato", ["Persian cat"])]

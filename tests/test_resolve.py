@@ -9,7 +9,7 @@ import sys
 import pytest
 
 from answers import ANSWERS, CATS, Case, imagenet_labels
-from vlmcls import resolve
+from vlmcls import nli, resolve
 from vlmcls.resolve import MODES, Resolver, phrase
 from vlmcls.types import Resolution
 
@@ -213,9 +213,9 @@ def test_nli_runs_one_forward_pass_per_answer(nli_model, forward_calls):
 
 def test_nli_pipeline_loads_once_per_process(nli_model, monkeypatch):
     loads = []
-    real = resolve._load_pipeline
-    monkeypatch.setattr(resolve, "_PIPELINES", {})
-    monkeypatch.setattr(resolve, "_load_pipeline", lambda *a: loads.append(a) or real(*a))
+    real = nli._load_pipeline
+    monkeypatch.setattr(nli, "_PIPELINES", {})
+    monkeypatch.setattr(nli, "_load_pipeline", lambda *a: loads.append(a) or real(*a))
     for _ in range(2):
         r = Resolver("thesis", LABELS, nli_model=nli_model, device="cpu")
         r.resolve_many([("un gato", ids_of(CATS)), ("ein Hund", ids_of(("pug", "beagle")))])

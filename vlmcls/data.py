@@ -10,61 +10,21 @@
 """
 from __future__ import annotations
 
-import hashlib
 import os
 import re
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Sequence
 
 from . import labels as labels_mod
+from .sources import DatasetError, Source, hub_error, quotas, seed_key
 from .types import Sample
 
 BUNDLED = Path(__file__).parent / "data" / "sample.parquet"
-IMAGENET_HUB = "ILSVRC/imagenet-1k"
 SYNSET = re.compile(r"^n\d{8}$")
 IMAGE_SUFFIXES = {".jpeg", ".jpg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff"}
 
 
-class DatasetError(ValueError):
-    """A dataset cannot be used as given; the message names the fix."""
-
-
-@dataclass(frozen=True)
-class Source:
-    """A dataset's class annotations and a way to draw a seeded subset of its samples."""
-
-    name: str
-    annotations: tuple[str, ...]
-    select: Callable[[int | None, int], list[Sample]]  # (samples or None = all, seed) -> samples
-    size: int | None = None  # number of images, when known without reading the data
-
-
 # ----------------------------------------------------------------------------- subsets
-def _key(seed: int, sample_id: str) -> bytes:
-    return hashlib.sha256(f"{seed}\x1f{sample_id}".encode()).digest()
-
-
-def quotas(class_sizes: dict[int, int], k: int, seed: int) -> dict[int, int]:
-    """Spread k as evenly as the classes allow: every class gets k // C (capped by its size), then
-    the rest goes one at a time to classes with room, in a seeded order."""
-    order = sorted(class_sizes, key=lambda c: _key(seed, f"class:{c}"))
-    take = {c: 0 for c in order}
-    left = k
-    while left > 0:
-        room = [c for c in order if take[c] < class_sizes[c]]
-        if not room:
-            break
-        share = max(1, left // len(room))
-        for c in room:
-            add = min(share, class_sizes[c] - take[c], left)
-            take[c] += add
-            left -= add
-            if left == 0:
-                break
-    return take
-
-
 def stratified(index: Sequence[tuple[str, int]], k: int | None, seed: int, what: str = "the dataset") -> list[int]:
     """Positions of a seeded stratified subset of (sample_id, label) pairs; k=None takes all.
 
@@ -76,9 +36,9 @@ def stratified(index: Sequence[tuple[str, int]], k: int | None, seed: int, what:
     for pos, (_, label) in enumerate(index):
         by_class.setdefault(label, []).append(pos)
     for members in by_class.values():
-        members.sort(key=lambda p: _key(seed, index[p][0]))
+        members.sort(key=lambda p: seed_key(seed, index[p][0]))
     want = quotas({c: len(m) for c, m in by_class.items()}, len(index) if k is None else k, seed)
-    picked = [(rank, _key(seed, f"class:{c}"), by_class[c][rank]) for c, n in want.items() for rank in range(n)]
+    picked = [(rank, seed_key(seed, f"class:{c}"), by_class[c][rank]) for c, n in want.items() for rank in range(n)]
     return [pos for _, _, pos in sorted(picked)]
 
 
@@ -198,19 +158,10 @@ def _hub(spec: str) -> Source:
     try:
         ds = load_dataset(name, config[0] if config else None, split=split or None, token=os.environ.get("HF_TOKEN"))
     except Exception as exc:
-        raise DatasetError(_hub_error(name, exc)) from None
+        raise DatasetError(hub_error(name, exc)) from None
     if isinstance(ds, DatasetDict):  # no split named: validation, else test, else train
         ds = ds[_pick_split(list(ds), None, name)]
     return _from_hf(ds, spec)
-
-
-def _hub_error(name: str, exc: Exception) -> str:
-    text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-    if os.environ.get("HF_HUB_OFFLINE") == "1" or "offline" in text.lower() or "connect" in text.lower():
-        return f"dataset {name!r} is not reachable (offline or not in the local cache): {text[:160]}"
-    if "gated" in text.lower() or "401" in text or "403" in text:
-        return f"dataset {name!r} is gated: accept its terms on the hub and set HF_TOKEN"
-    return f"dataset {name!r} could not be loaded: {text[:200]}"
 
 
 def _local_path(spec: str) -> tuple[Path | None, str | None]:

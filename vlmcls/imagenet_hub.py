@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Iterable
 
 from . import labels as labels_mod
-from .data import DatasetError, IMAGENET_HUB, Source, _hub_error, quotas
+from .sources import IMAGENET_HUB, DatasetError, Source, hub_error, quotas
 from .types import Sample
 
 PER_CLASS = 50  # ImageNet-1k validation: 50 images for each of the 1,000 classes
@@ -92,6 +92,6 @@ def imagenet_stream_source(split: str = "validation") -> Source:
         except DatasetError:
             raise
         except Exception as exc:
-            raise DatasetError(_hub_error(IMAGENET_HUB, exc)) from None
+            raise DatasetError(hub_error(IMAGENET_HUB, exc)) from None
 
     return Source("imagenet", labels_mod.imagenet_annotations(), select, 1000 * PER_CLASS)

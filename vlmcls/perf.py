@@ -27,7 +27,8 @@ prompt layouts, and one JSON line is printed per (arch, quant, layout, ways, bat
   python -m vlmcls.perf --ways 20,100 --batch-sizes 32 --layout thesis --resolver generate,rank
 
 Compare ratios with ../shared/perf/gpu_reference.py run in the same command, never absolute times
-across machines. In labels-first every image gets the same N labels (a fixed N-class subset, in class
+across machines. The models are built in perf_models.py, the FLOPs and the matmul peak counted in
+perf_flops.py. In labels-first every image gets the same N labels (a fixed N-class subset, in class
 order) so that their KV cache is shared; in thesis each image gets its own seeded candidate set.
 """
 from __future__ import annotations
@@ -36,23 +37,22 @@ import argparse
 import json
 import random
 import sys
-import tempfile
 import time
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Callable, Sequence
 
 from . import devices
 from . import labels as labels_mod
 from . import prompts
 from .catalog import ModelEntry, load_catalog
+# bpe_tokenizer, parameter_counts, qwen2_vl_2b, SYSTEM, TOKENS_PER_LABEL: perf.X for tests and ../shared/perf
+from .perf_flops import flops_per_image, image_shape, matmul_peak, parameter_counts  # noqa: F401
+from .perf_models import FULL_SIZE, SYSTEM, TOKENS_PER_LABEL, Models, bpe_tokenizer, qwen2_vl_2b  # noqa: F401
 from .settings import BackendSettings
 from .types import Query
 from .vocab import LABELS_FIRST, STUDY_LAYOUT
 
-FULL_SIZE = ("qwen2-vl-2b",)
 B1_IMAGES = 16  # batch size 1 is measured on this many images: one at a time, the rate is steady at once
-TOKENS_PER_LABEL = 4.5  # "label, " in Qwen2's BPE, the estimate gpu_reference.py uses
-SYSTEM = "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n"  # Qwen2-VL's default system turn
 
 
 def emit(row: dict, out) -> None:
@@ -96,110 +96,6 @@ def make_queries(names: Sequence[str], ways: int, layout: str, images: list, see
             prefix, prompt = "", prompts.render(prompts.get_template(prompts.STUDY_PROMPT), labels)
         queries.append(Query(f"img{i}", image, ids, labels, prompt, prefix))
     return queries
-
-
-# ---------------------------------------------------------------- full-size random models
-
-def bpe_tokenizer(names: Sequence[str], tokens_per_label: float = TOKENS_PER_LABEL):
-    """A byte-level BPE trained on the class names until "label, " costs about as many tokens as in
-    Qwen2's real vocabulary: sequence length decides the cost, and one token per byte would triple it."""
-    text = ", ".join(names)
-    low, high = 257, 20000
-    while high - low > 16:  # bisect the vocabulary size: more merges, fewer tokens
-        mid = (low + high) // 2
-        tok = _train_bpe(text, mid)
-        if len(tok(text)["input_ids"]) / len(names) > tokens_per_label:
-            low = mid
-        else:
-            high = mid
-    return _train_bpe(text, high)
-
-
-def _train_bpe(text: str, vocab_size: int):
-    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
-
-    from .smoke.vlm import qwen_tokenizer
-
-    bpe = Tokenizer(models.BPE())
-    bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    trainer = trainers.BpeTrainer(vocab_size=vocab_size, show_progress=False,
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
-    bpe.train_from_iterator([text], trainer)
-    model = json.loads(bpe.to_str())["model"]
-    merges = [tuple(m) if isinstance(m, list) else tuple(m.split(" ")) for m in model["merges"]]
-    return qwen_tokenizer(model["vocab"], merges)
-
-
-def qwen2_vl_2b(names: Sequence[str], device: str, dtype) -> tuple[Any, Any]:
-    """Qwen2-VL-2B-Instruct's published config with random weights, its stock processor, a local BPE."""
-    import torch
-    from transformers import Qwen2VLConfig, Qwen2VLForConditionalGeneration, Qwen2VLProcessor
-
-    from .smoke.vlm import QWEN_TEMPLATE, qwen_ids, qwen_processor
-
-    tok = bpe_tokenizer(names)
-    text = dict(hidden_size=1536, intermediate_size=8960, num_hidden_layers=28, num_attention_heads=12,
-                num_key_value_heads=2, vocab_size=151936, max_position_embeddings=32768,
-                rope_parameters={"rope_type": "default", "rope_theta": 1e6, "mrope_section": [16, 24, 24]},
-                eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id, bos_token_id=None)
-    vision = dict(depth=32, embed_dim=1280, hidden_size=1536, num_heads=16, mlp_ratio=4)
-    config = Qwen2VLConfig(text_config=text, vision_config=vision, tie_word_embeddings=True, **qwen_ids(tok))
-    with torch.device(device):
-        torch.set_default_dtype(dtype)
-        try:
-            model = Qwen2VLForConditionalGeneration(config).eval()
-        finally:
-            torch.set_default_dtype(torch.float32)
-    model.generation_config.eos_token_id = tok.eos_token_id
-    model.generation_config.pad_token_id = tok.pad_token_id
-    return model, qwen_processor(Qwen2VLProcessor, tok, template=SYSTEM + QWEN_TEMPLATE)
-
-
-FULL_BUILDERS: dict[str, Callable] = {"qwen2-vl-2b": qwen2_vl_2b}
-
-
-# ---------------------------------------------------------------- models per quantization
-
-class Models:
-    """(model, processor) per quantization for one arch. Full size: built once in memory; int8/nf4 go
-    through a saved copy and `hf_vlm.load`, because bitsandbytes quantizes while loading."""
-
-    def __init__(self, arch: str, entry: ModelEntry, names: Sequence[str], device: str) -> None:
-        self.arch, self.entry, self.names, self.device = arch, entry, names, device
-        self._built: tuple | None = None
-        self._saved: tempfile.TemporaryDirectory | None = None
-
-    def get(self, settings: BackendSettings):
-        from .backends import hf_vlm
-
-        if self.arch not in FULL_BUILDERS:  # smoke models load like checkpoints, at any quantization
-            backend = hf_vlm.load(self.entry, settings, None)
-            return backend.model, backend.processor, backend.notes
-        if settings.quant == "none":
-            model, processor = self._build(settings)
-            return model, processor, []
-        backend = hf_vlm.load(self._saved_entry(settings), settings, None)
-        return backend.model, backend.processor, backend.notes
-
-    def _build(self, settings: BackendSettings):
-        from .backends import hf_vlm
-
-        if self._built is None:
-            self._built = FULL_BUILDERS[self.arch](self.names, self.device, hf_vlm.torch_dtype(settings, self.device))
-        return self._built
-
-    def _saved_entry(self, settings: BackendSettings) -> ModelEntry:
-        if self._saved is None:
-            model, processor = self._build(settings.with_(quant="none"))
-            self._saved = tempfile.TemporaryDirectory(prefix=f"vlmcls-perf-{self.arch}-")
-            model.save_pretrained(self._saved.name)
-            processor.save_pretrained(self._saved.name)
-        return ModelEntry(name=self.arch, backend="hf-vlm", weights=self._saved.name)
-
-    def release(self) -> None:
-        self._built = None
-        if self._saved is not None:
-            self._saved.cleanup()
 
 
 # ---------------------------------------------------------------- measuring
@@ -257,84 +153,6 @@ def measure(model, processor, settings: BackendSettings, queries: list[Query], n
         model, row["prompt_tokens"] or 0, row["new_tokens"] or 0, shape["vision_tokens"],
         backend.cached_prefix_tokens) / 1e12)
     return row
-
-
-# ---------------------------------------------------------------- model FLOPs
-
-def image_shape(backend, query: Query) -> dict:
-    """Tokens the vision tower computes for one image (Qwen: patches before the 2x2 merge; others: the
-    image tokens the language model sees)."""
-    inputs = backend.model_inputs(query)
-    if inputs is None:
-        return dict(vision_tokens=0)
-    pixels = inputs.get("pixel_values")
-    if pixels is not None and pixels.dim() == 2:  # Qwen: one row per patch
-        return dict(vision_tokens=int(pixels.shape[0]))
-    return dict(vision_tokens=int((inputs["input_ids"] == backend.image_token_id).sum()))
-
-
-def parameter_counts(model) -> dict[str, int]:
-    """Parameters of the vision tower (with its projector), the language model's blocks (no embeddings)
-    and the output head. bitsandbytes' 4-bit weights count at their unpacked size."""
-    def numel(p) -> int:
-        state = getattr(p, "quant_state", None)
-        return int(state.shape.numel()) if state is not None else p.numel()
-
-    vision = sum(numel(p) for n, p in model.named_parameters()
-                 if any(k in n for k in ("visual", "vision_tower", "multi_modal_projector")))
-    embed = model.get_input_embeddings().weight
-    head = model.get_output_embeddings().weight if model.get_output_embeddings() is not None else embed
-    total = sum(numel(p) for p in model.parameters())
-    untied = 0 if head is embed else numel(head)
-    return dict(vision=vision, language=total - vision - numel(embed) - untied, head=numel(head))
-
-
-def flops_per_image(model, prompt_tokens: float, new_tokens: float, vision_tokens: int, cached: int) -> float:
-    """Model FLOPs for one image: 2 x parameters x tokens + attention (QK^T and AV, 4 x width x query x key).
-    The prefill computes the prompt's tokens but a cached prefix; each of the new tokens after the first
-    is one decode step over the whole context; the head runs once per new token."""
-    counts = parameter_counts(model)
-    text = model.config.get_text_config(decoder=True)
-    width = getattr(text, "head_dim", None) or text.hidden_size // text.num_attention_heads
-    width *= text.num_attention_heads
-    computed = max(0.0, prompt_tokens - cached)
-    steps = max(0.0, new_tokens - 1)
-    lm = 2 * counts["language"] * (computed + steps) + 2 * counts["head"] * new_tokens
-    keys_prefill = cached + computed / 2  # causal: on average half the new tokens, all the cached ones
-    lm += 4 * text.num_hidden_layers * width * (computed * keys_prefill + steps * (prompt_tokens + steps / 2))
-    vision_cfg = getattr(model.config, "vision_config", None)
-    depth = getattr(vision_cfg, "depth", None) or getattr(vision_cfg, "num_hidden_layers", 0)
-    vwidth = getattr(vision_cfg, "embed_dim", None) or getattr(vision_cfg, "hidden_size", 0)
-    vision = 2 * counts["vision"] * vision_tokens + 4 * depth * vwidth * vision_tokens ** 2
-    return float(lm + vision)
-
-
-def matmul_peak(device: str) -> dict:
-    """The matmul throughput this process gets: bf16 8192^3 products on CUDA (CUDA events), float32
-    2048^3 on the CPU. MFU is measured against it, not against a datasheet."""
-    import torch
-
-    cuda = device.startswith("cuda")
-    n, dtype, reps = (8192, torch.bfloat16, 20) if cuda else (2048, torch.float32, 3)
-    a = torch.randn(n, n, device=device, dtype=dtype)
-    b = torch.randn(n, n, device=device, dtype=dtype)
-    for _ in range(2):
-        a @ b
-    if cuda:
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        torch.cuda.synchronize(device)
-        start.record()
-        for _ in range(reps):
-            a @ b
-        end.record()
-        torch.cuda.synchronize(device)
-        seconds = start.elapsed_time(end) / 1000
-    else:
-        t0 = time.perf_counter()
-        for _ in range(reps):
-            a @ b
-        seconds = time.perf_counter() - t0
-    return dict(peak_tflops=round(2 * n ** 3 * reps / seconds / 1e12, 2), peak_dtype=str(dtype).removeprefix("torch."))
 
 
 # ---------------------------------------------------------------- command line

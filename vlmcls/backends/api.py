@@ -27,31 +27,33 @@ option, default 30 s) and the request is sent to another one: a dying machine lo
 request tries each server at most once. When its cool-down ends, a server is re-admitted on
 probation: one request at a time until one succeeds. `notes` lists per-server requests and errors.
 
+The pool of servers lives in vlmcls.backends.servers, each API's request and reply shapes in
+vlmcls.backends.api_protocols.
+
 The openai and anthropic packages are imported only by `load()`, so importing this module is cheap.
 """
 from __future__ import annotations
 
-import base64
 import email.utils
 import importlib.util
-import io
 import json
 import os
 import re
-import threading
 import time
-import urllib.parse
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Callable, NamedTuple, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 from ..settings import server_urls
 from ..smoke import is_smoke
 from ..types import Answer, Query
+from .api_protocols import AnthropicProtocol, Malformed, OpenAIProtocol, Reply, encode_jpeg
+from .servers import COOLDOWN_S, Pool, Server, display_url
+
+# Re-exported: callers and tests name them as api.X.
+__all__ = ["COOLDOWN_S", "ApiBackend", "display_url", "encode_jpeg", "estimate_cost", "load", "mask", "requirements",
+           "retry_after_s", "scrub"]
 
 if TYPE_CHECKING:  # pragma: no cover
-    from PIL.Image import Image
-
     from ..catalog import ModelEntry
     from ..settings import BackendSettings
     from ..types import LabelSet
@@ -64,13 +66,10 @@ KEY_ENVS = {
     "anthropic": ("ANTHROPIC_API_KEY", "ANTHROPIC_AUTH_TOKEN"),
 }
 MAX_RETRY_AFTER_S = 120.0  # the OpenAI SDK's own limit; override with options.max_retry_after_s
-JPEG_QUALITY = 90
 NO_KEY = "EMPTY"  # what vLLM and friends accept when started without --api-key
 SMOKE_KEY = "smoke-key-not-a-secret"
-CHOICE_FIELDS = ("structured_outputs", "guided_choice")
 FATAL_STATUS = (401, 403, 404)
 ERROR_CHARS = 500
-COOLDOWN_S = 30.0  # a failed server's time out; override with options.server_cooldown_s
 
 
 # ---------------------------------------------------------------------- module API
@@ -99,10 +98,10 @@ def load(entry: "ModelEntry", settings: "BackendSettings", labels: "LabelSet") -
         raise RuntimeError(f"model {entry.name!r} cannot run: {reason}")
     sdk = importlib.import_module(SDK[entry.backend])
     base_urls, api_key = _endpoint(entry, settings)
-    servers = [_Server(url or "default", _client(sdk, entry, settings, url, api_key)) for url in base_urls]
-    protocol = _Anthropic if entry.backend == "anthropic" else _OpenAI
+    servers = [Server(url or "default", _client(sdk, entry, settings, url, api_key)) for url in base_urls]
+    protocol = AnthropicProtocol if entry.backend == "anthropic" else OpenAIProtocol
     cooldown = float(settings.extra.get("server_cooldown_s", COOLDOWN_S))
-    pool = _Pool(servers, cooldown, (sdk.APIConnectionError,))
+    pool = Pool(servers, cooldown, (sdk.APIConnectionError,))
     return ApiBackend(entry, settings, pool, protocol(entry, settings))
 
 
@@ -144,23 +143,6 @@ def _secrets(client: Any) -> tuple[str, ...]:
     return tuple(sorted({v for v in values if isinstance(v, str) and v}, key=len, reverse=True))
 
 
-# ---------------------------------------------------------------------- images
-def encode_jpeg(image: "Image", max_side: int, quality: int = JPEG_QUALITY) -> bytes:
-    """RGB JPEG with the long side at most `max_side`; never upscales, never mutates `image`."""
-    from PIL import Image as PILImage
-
-    if image.mode != "RGB":
-        image = image.convert("RGB")
-    w, h = image.size
-    scale = max_side / max(w, h)
-    if scale < 1:
-        size = (max(1, round(w * scale)), max(1, round(h * scale)))
-        image = image.resize(size, PILImage.Resampling.LANCZOS)
-    buf = io.BytesIO()
-    image.save(buf, "JPEG", quality=quality)
-    return buf.getvalue()
-
-
 # ---------------------------------------------------------------------- clients
 def _endpoint(entry: "ModelEntry", settings: "BackendSettings") -> tuple[tuple[str | None, ...], str | None]:
     """(base URLs, api_key) for the SDK; None lets it read its own environment variables."""
@@ -180,16 +162,6 @@ def _client(sdk: Any, entry: "ModelEntry", settings: "BackendSettings", base_url
     cls = sdk.Anthropic if entry.backend == "anthropic" else sdk.OpenAI
     return cls(base_url=base_url, api_key=api_key, max_retries=settings.max_retries,
                timeout=settings.timeout_s, http_client=http)
-
-
-def display_url(url: str) -> str:
-    """A server URL fit for a report: scheme, host, port and path only (no user:password@, no query)."""
-    parts = urllib.parse.urlsplit(url)
-    host = parts.hostname or ""
-    if ":" in host:  # IPv6
-        host = f"[{host}]"
-    port = f":{parts.port}" if parts.port else ""
-    return urllib.parse.urlunsplit((parts.scheme, host + port, parts.path, "", "")) or url
 
 
 def _smoke_url(backend: str) -> str:
@@ -221,185 +193,13 @@ def _cap_retry_after(cap_s: float) -> Callable[[Any], None]:
     return hook
 
 
-# ---------------------------------------------------------------------- protocols
-class _Reply(NamedTuple):
-    text: str
-    prompt_tokens: int | None
-    completion_tokens: int | None
-
-
-class _Malformed(ValueError):
-    """A 200 response whose body is not the expected shape (retried by our own layer)."""
-
-
-def _greedy(settings: "BackendSettings") -> bool:
-    """Send temperature 0, unless the catalog says `greedy = false` (models that reject sampling
-    parameters: OpenAI reasoning models, Claude models newer than Opus 4.6)."""
-    return bool(settings.extra.get("greedy", True))
-
-
-def _image_b64(query: Query, settings: "BackendSettings") -> str:
-    return base64.b64encode(encode_jpeg(query.image, settings.max_image_side)).decode("ascii")
-
-
-class _OpenAI:
-    """Chat completions. Constrained requests (openai-compatible only) carry vLLM's choice list as
-    `extra_body={"structured_outputs": {"choice": [...]}}` — the field current vLLM reads; the old
-    `guided_choice` was removed in vLLM 0.12. For an older server set the catalog option
-    `choice_field = "guided_choice"`."""
-
-    def __init__(self, entry: "ModelEntry", settings: "BackendSettings") -> None:
-        self.model, self.settings = entry.weights, settings
-        self.constrained = settings.constrained and entry.backend == "openai-compatible"
-        self.choice_field = str(settings.extra.get("choice_field", CHOICE_FIELDS[0]))
-        if self.choice_field not in CHOICE_FIELDS:
-            raise ValueError(f"choice_field must be one of {CHOICE_FIELDS}, not {self.choice_field!r}")
-        # OpenAI's current name for the limit; compatible servers have long known only max_tokens.
-        self.limit_field = "max_tokens" if entry.backend == "openai-compatible" else "max_completion_tokens"
-
-    def request(self, query: Query) -> dict[str, Any]:
-        url = f"data:image/jpeg;base64,{_image_b64(query, self.settings)}"
-        image = {"type": "image_url", "image_url": {"url": url}}
-        content = [{"type": "text", "text": query.prefix}] if query.prefix else []
-        content += [image, {"type": "text", "text": query.prompt}]
-        kwargs: dict[str, Any] = {"model": self.model, "messages": [{"role": "user", "content": content}],
-                                  self.limit_field: self.settings.max_new_tokens}
-        if _greedy(self.settings):
-            kwargs["temperature"] = 0
-        if self.constrained:
-            kwargs["extra_body"] = self._choice_body(query.labels)
-        return kwargs
-
-    def _choice_body(self, labels: Sequence[str]) -> dict[str, Any]:
-        choices = list(dict.fromkeys(labels))  # a label shown twice is still one choice
-        if self.choice_field == "guided_choice":
-            return {"guided_choice": choices}
-        return {"structured_outputs": {"choice": choices}}
-
-    def send(self, client: Any, kwargs: dict[str, Any]) -> _Reply:
-        response = client.chat.completions.create(**kwargs)
-        try:
-            message = response.choices[0].message
-            usage = response.usage
-            text = message.content if message.content is not None else (getattr(message, "refusal", None) or "")
-            tokens = getattr(usage, "prompt_tokens", None), getattr(usage, "completion_tokens", None)
-            return _Reply(text, *tokens)
-        except (AttributeError, TypeError, IndexError, KeyError) as exc:
-            raise _Malformed(f"unexpected response shape ({type(exc).__name__})") from None
-
-
-class _Anthropic:
-    """Messages API: a base64 image block, then the prompt text."""
-
-    def __init__(self, entry: "ModelEntry", settings: "BackendSettings") -> None:
-        self.model, self.settings = entry.weights, settings
-        self.constrained = False
-
-    def request(self, query: Query) -> dict[str, Any]:
-        source = {"type": "base64", "media_type": "image/jpeg", "data": _image_b64(query, self.settings)}
-        content = [{"type": "text", "text": query.prefix}] if query.prefix else []
-        content += [{"type": "image", "source": source}, {"type": "text", "text": query.prompt}]
-        kwargs: dict[str, Any] = {"model": self.model, "max_tokens": self.settings.max_new_tokens,
-                                  "messages": [{"role": "user", "content": content}]}
-        if _greedy(self.settings):
-            # anthropic>=1.0 dropped the `temperature` keyword; the API still takes the field.
-            kwargs["extra_body"] = {"temperature": 0}
-        return kwargs
-
-    def send(self, client: Any, kwargs: dict[str, Any]) -> _Reply:
-        response = client.messages.create(**kwargs)
-        try:
-            text = "".join(b.text for b in response.content if getattr(b, "type", None) == "text")
-            usage = response.usage
-            return _Reply(text, getattr(usage, "input_tokens", None), getattr(usage, "output_tokens", None))
-        except (AttributeError, TypeError, IndexError, KeyError) as exc:
-            raise _Malformed(f"unexpected response shape ({type(exc).__name__})") from None
-
-
-# ---------------------------------------------------------------------- servers
-@dataclass
-class _Server:
-    """One server and what happened to it (changed only under the pool's lock)."""
-
-    url: str
-    client: Any
-    in_flight: int = 0
-    requests: int = 0
-    errors: int = 0
-    outages: int = 0  # times taken out
-    down_until: float = 0.0
-    suspect: bool = False  # failed, and has not answered since: one request at a time
-
-
-class _Pool:
-    """The servers of one deployment: least requests in flight first, failed ones cooled down."""
-
-    def __init__(self, servers: Sequence[_Server], cooldown_s: float, faults: tuple[type, ...]) -> None:
-        self.servers, self.cooldown_s, self.faults = list(servers), cooldown_s, faults
-        self.clock: Callable[[], float] = time.monotonic  # tests end a cool-down without sleeping
-        self._lock = threading.Lock()
-
-    def acquire(self, tried: Sequence[_Server]) -> _Server | None:
-        """The server for a request's next try (None: it has tried them all)."""
-        with self._lock:
-            left = [s for s in self.servers if s not in tried]
-            if not left:
-                return None
-            now = self.clock()
-            ready = [s for s in left if self._admits(s, now)]
-            # all taken out: try the one back soonest rather than fail a sample unasked
-            best = min(ready, key=lambda s: (s.in_flight, s.requests)) if ready else min(left, key=lambda s: s.down_until)
-            best.in_flight += 1
-            best.requests += 1
-            return best
-
-    @staticmethod
-    def _admits(s: _Server, now: float) -> bool:
-        # after its cool-down a failed server gets one probe at a time, not a burst of requests
-        return not s.suspect or (now >= s.down_until and s.in_flight == 0)
-
-    def release(self, server: _Server, exc: BaseException | None) -> bool:
-        """Record a try's outcome; True when the server, not the request, failed (try another)."""
-        fault = exc is not None and self.is_fault(exc)
-        with self._lock:
-            server.in_flight -= 1
-            if exc is None:
-                server.suspect = False
-            else:
-                server.errors += 1
-            if fault:
-                now = self.clock()
-                if not server.suspect or now >= server.down_until:
-                    server.outages += 1
-                server.suspect, server.down_until = True, now + self.cooldown_s
-        return fault
-
-    def is_fault(self, exc: BaseException) -> bool:
-        """Unreachable, cut off, timed out, or 5xx after the SDK's own retries."""
-        status = getattr(exc, "status_code", None)
-        return isinstance(exc, self.faults) or (isinstance(status, int) and status >= 500)
-
-    def close(self) -> None:
-        for s in self.servers:
-            s.client.close()
-
-    def notes(self) -> list[str]:
-        if len(self.servers) < 2:
-            return []
-        with self._lock:
-            parts = [f"{display_url(s.url)} {s.requests} requests, {s.errors} failed"
-                     + (f", taken out {s.outages}x" if s.outages else "") for s in self.servers]
-        return ["servers (since the model was loaded; a request that failed on one was sent to another): "
-                + "; ".join(parts)]
-
-
 # ---------------------------------------------------------------------- the backend
 class ApiBackend:
     """Sends one request per query, `settings.concurrency` at a time; answers keep the input order."""
 
     kind = "text"
 
-    def __init__(self, entry: "ModelEntry", settings: "BackendSettings", pool: _Pool, protocol: Any) -> None:
+    def __init__(self, entry: "ModelEntry", settings: "BackendSettings", pool: Pool, protocol: Any) -> None:
         self.entry, self.settings = entry, settings
         self._pool, self._protocol = pool, protocol
         self._secrets = tuple(sorted({x for s in pool.servers for x in _secrets(s.client)}, key=len, reverse=True))
@@ -437,9 +237,9 @@ class ApiBackend:
             return Answer(error=error, latency_s=time.monotonic() - start)
         return self._to_answer(query, reply, time.monotonic() - start)
 
-    def _send(self, kwargs: dict[str, Any]) -> _Reply:
+    def _send(self, kwargs: dict[str, Any]) -> Reply:
         """One try per server until one answers; a server's fault moves the request to another."""
-        tried: list[_Server] = []
+        tried: list[Server] = []
         while (server := self._pool.acquire(tried)) is not None:
             tried.append(server)
             try:
@@ -452,19 +252,19 @@ class ApiBackend:
             return reply
         raise AssertionError("unreachable: the last server's error is raised")  # pragma: no cover
 
-    def _send_to(self, client: Any, kwargs: dict[str, Any]) -> _Reply:
+    def _send_to(self, client: Any, kwargs: dict[str, Any]) -> Reply:
         """The SDK's call, plus the one retry it lacks: a malformed 200 body (bounded, short backoff)."""
         retries = max(0, self.settings.max_retries)
         for attempt in range(retries + 1):
             try:
                 return self._protocol.send(client, kwargs)
-            except (json.JSONDecodeError, _Malformed):
+            except (json.JSONDecodeError, Malformed):
                 if attempt == retries:
                     raise
                 time.sleep(min(0.25 * 2**attempt, 4.0))
         raise AssertionError("unreachable")  # pragma: no cover
 
-    def _to_answer(self, query: Query, reply: _Reply, latency_s: float) -> Answer:
+    def _to_answer(self, query: Query, reply: Reply, latency_s: float) -> Answer:
         text = mask(reply.text, self._secrets)
         common = {"latency_s": latency_s, "prompt_tokens": reply.prompt_tokens,
                   "completion_tokens": reply.completion_tokens,

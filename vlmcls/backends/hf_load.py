@@ -1,0 +1,199 @@
+"""Loading a local Hugging Face VLM: the family records, the requirements check (cheap, no torch), the
+hub and offline checks, the model class, the quantization config and the load itself.
+
+Importing this module never imports torch or transformers.
+"""
+from __future__ import annotations
+
+import importlib.util
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from .. import devices
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ..catalog import ModelEntry
+    from ..settings import BackendSettings
+    from ..types import LabelSet
+
+_TRUE = ("1", "true", "yes", "on")
+WEIGHT_FILES = ("*.safetensors", "*.bin", "*.safetensors.index.json", "*.bin.index.json")
+
+
+@dataclass(frozen=True)
+class Family:
+    """What differs between VLM families, keyed by `config.model_type`."""
+
+    name: str
+    pixel_budget: bool = False  # processor takes min/max pixels (Qwen): bound there, not by pre-shrinking
+    string_content: bool = False  # chat template takes a string with an image placeholder, not typed parts
+    image_placeholder: str = ""  # that placeholder
+    max_batch: int | None = None  # processors that cannot batch
+
+
+FAMILIES = {f.name: f for f in (
+    Family("qwen2_vl", pixel_budget=True),
+    Family("qwen2_5_vl", pixel_budget=True),
+    Family("qwen3_vl", pixel_budget=True),
+    # Remote code, untestable offline: its processor takes one "<|image_1|>" prompt at a time.
+    Family("phi3_v", string_content=True, image_placeholder="<|image_1|>\n", max_batch=1),
+)}
+
+
+def family_of(model_type: str) -> Family:
+    return FAMILIES.get(model_type, Family(model_type))
+
+
+# ---------------------------------------------------------------- requirements (no torch import)
+
+def _importable(name: str) -> bool:
+    return importlib.util.find_spec(name) is not None
+
+
+def _offline() -> bool:
+    return any(os.environ.get(k, "").lower() in _TRUE for k in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"))
+
+
+def _cached_snapshot(repo_id: str) -> Path | None:
+    """The local snapshot folder of a hub model when it holds weights, else None. Never downloads."""
+    from huggingface_hub import snapshot_download
+
+    try:
+        folder = Path(snapshot_download(repo_id, local_files_only=True))
+    except Exception:  # not cached (LocalEntryNotFoundError) or not a valid repo id (HFValidationError)
+        return None
+    return folder if any(next(folder.glob(p), None) for p in WEIGHT_FILES) else None
+
+
+def _hub_reason(repo_id: str) -> str | None:
+    """Online and not cached: ask the hub whether we may download (gated / missing / unreachable)."""
+    from huggingface_hub import auth_check
+    from huggingface_hub.errors import GatedRepoError, RepositoryNotFoundError
+
+    try:
+        auth_check(repo_id, token=os.environ.get("HF_TOKEN") or None)
+    except GatedRepoError:
+        if os.environ.get("HF_TOKEN"):
+            return f"{repo_id} is gated and HF_TOKEN has no access: accept its licence on huggingface.co"
+        return f"{repo_id} is gated: accept its licence on huggingface.co and set HF_TOKEN"
+    except RepositoryNotFoundError:
+        return f"{repo_id} is not on the Hugging Face hub (or is private: set HF_TOKEN)"
+    except Exception as exc:  # network down, proxy, ...
+        return f"{repo_id} is not cached and the hub is unreachable ({type(exc).__name__})"
+    return None
+
+
+def _weights_reason(weights: str) -> str | None:
+    from .. import smoke
+
+    if smoke.is_smoke(weights) or Path(weights).expanduser().is_dir():
+        return None
+    if weights.startswith((".", "/", "~")):
+        return f"local weights folder {weights} does not exist"
+    if _cached_snapshot(weights) is not None:
+        return None
+    if _offline():
+        return (f"{weights} is not in the local Hugging Face cache and HF_HUB_OFFLINE is set "
+                f"(run `hf download {weights}`)")
+    return _hub_reason(weights)
+
+
+def _needs_remote_code(entry: "ModelEntry") -> bool:
+    return entry.trust_remote_code
+
+
+def requirements(entry: "ModelEntry", settings: "BackendSettings", labels: "LabelSet") -> str | None:
+    """One line saying why this model cannot run here, or None. Cheap: imports no torch."""
+    for module in ("torch", "transformers"):
+        if not _importable(module):
+            return f"hf-vlm needs {module} (pip install {module})"
+    if settings.quant not in ("none", "int8", "nf4"):
+        return f"unknown quantization {settings.quant!r} (none, int8 or nf4)"
+    if settings.quant != "none" and not _importable("bitsandbytes"):
+        return f"{settings.quant} quantization needs bitsandbytes (pip install bitsandbytes)"
+    if _needs_remote_code(entry) and not settings.trust_remote_code:
+        return f"{entry.name} runs the hub's remote code; allow it with --trust-remote-code"
+    return _weights_reason(entry.weights)
+
+
+# ---------------------------------------------------------------- loading
+
+def torch_dtype(settings: "BackendSettings", device: str):
+    """The weights' dtype on `device`. Auto: bf16, the checkpoints' own, on CUDA; float32 on CPUs,
+    where it is exact and fast."""
+    return devices.torch_dtype(devices.pick_dtype(settings.dtype, device, gpu="bfloat16"))
+
+
+def _quant_config(quant: str, dtype):
+    from transformers import BitsAndBytesConfig
+
+    if quant == "int8":
+        return BitsAndBytesConfig(load_in_8bit=True)
+    if quant == "nf4":
+        return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=dtype)
+    return None
+
+
+class _DropCastWarning:
+    """bitsandbytes logs "inputs will be cast ... to float16" on every int8 matmul: thousands of lines per
+    run. Said once in the backend's notes instead."""
+
+    def filter(self, record) -> bool:
+        return "will be cast from" not in record.getMessage()
+
+
+def _quiet_bitsandbytes() -> None:
+    import logging
+
+    logger = logging.getLogger("bitsandbytes.autograd._functions")
+    if not any(isinstance(f, _DropCastWarning) for f in logger.filters):
+        logger.addFilter(_DropCastWarning())
+
+
+def _model_class(path: str, remote: bool):
+    """AutoModelForImageTextToText; remote-code models that only register a causal-LM class use that."""
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForImageTextToText
+
+    config = AutoConfig.from_pretrained(path, trust_remote_code=remote)
+    if remote:
+        auto_map = getattr(config, "auto_map", {}) or {}
+        if "AutoModelForImageTextToText" not in auto_map and "AutoModelForCausalLM" in auto_map:
+            return AutoModelForCausalLM
+    # native models mapped only to a causal LM (Phi-4-multimodal in transformers 5.17-5.24)
+    elif type(config) not in AutoModelForImageTextToText._model_mapping and type(config) in AutoModelForCausalLM._model_mapping:
+        return AutoModelForCausalLM
+    return AutoModelForImageTextToText
+
+
+def _resolve_path(weights: str) -> str:
+    from .. import smoke
+
+    return str(smoke.ensure(weights)) if smoke.is_smoke(weights) else weights
+
+
+
+def load_model(entry: "ModelEntry", settings: "BackendSettings") -> tuple[Any, Any, list[str]]:
+    """(model, processor, notes for the report) of a catalog entry whose requirements are met."""
+    from transformers import AutoProcessor
+
+    # Remote code only for a model the catalog marks as needing it, and only with the user's opt-in: a
+    # global --trust-remote-code must not let a native model's repo swap in its own code.
+    remote = _needs_remote_code(entry) and settings.trust_remote_code
+    path, device = _resolve_path(entry.weights), devices.pick_device(settings.device)
+    dtype = torch_dtype(settings, device)
+    # device_map loads the weights straight onto the device (no full copy in CPU memory first)
+    kwargs: dict[str, Any] = dict(dtype=dtype, trust_remote_code=remote, device_map={"": device})
+    quant = _quant_config(settings.quant, dtype)
+    if quant is not None:
+        kwargs["quantization_config"] = quant
+    model = _model_class(path, remote).from_pretrained(path, **kwargs).eval()
+    processor = AutoProcessor.from_pretrained(path, trust_remote_code=remote)
+    notes = []
+    if remote:
+        notes.append(f"{entry.name}: ran the hub's remote code (trust_remote_code)")
+    if settings.quant == "int8":
+        _quiet_bitsandbytes()
+        notes.append("int8: bitsandbytes casts matmul inputs to float16 (its per-call warning is silenced)")
+    return model, processor, notes
