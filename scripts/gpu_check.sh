@@ -20,7 +20,7 @@ echo "nli rc=$?"
 python - "$OUT" <<'PY'
 import json, sys, pathlib
 keys = ("part", "ways", "layout", "batch_size", "effective_batch_size", "images_per_s", "mfu", "speedup_vs_b1",
-        "speedup_vs_thesis", "s_per_answer", "agreement", "peak_tflops", "path", "of_encode", "notes")
+        "speedup_vs_image_first", "s_per_answer", "agreement", "peak_tflops", "path", "of_encode", "notes")
 for f in sorted(pathlib.Path(sys.argv[1]).glob("*.jsonl")):
     for line in f.read_text().splitlines():
         try: r = json.loads(line)

@@ -1,6 +1,6 @@
 """Realistic VLM answers with their candidates and the expected resolution, for tests/test_resolve.py.
 
-Labels are ImageNet-1k's, read from timm's files (thesis label mode: the first synonym of each
+Labels are ImageNet-1k's, read from timm's files (raw label mode, the study's: the first synonym of each
 annotation is the prompt label, so "crane" and "maillot" each name two classes).
 """
 from __future__ import annotations

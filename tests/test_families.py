@@ -1,9 +1,10 @@
-"""The catalog's newer native VLM families (Gemma 3, InternVL3, SmolVLM, Qwen3-VL) as tiny random-weight
-models, each built from its own config, model and processor classes with a chat template in its own
-format, and loaded by `hf_vlm.load` exactly as a hub checkpoint. Random weights answer garbage: the tests
-compare generated token ids between code paths and check candidates, never content.
+"""The catalog's newer native VLM families (Gemma 3, InternVL3, SmolVLM, Qwen3-VL, Phi-4-multimodal) as
+tiny random-weight models, each built from its own config, model and processor classes with a chat
+template in its own format, and loaded by `hf_vlm.load` exactly as a hub checkpoint. Random weights
+answer garbage: the tests compare generated token ids between code paths and check candidates, never
+content.
 
-Phi-4-multimodal and Phi-3-vision are not here: see UNBUILT."""
+Phi-3-vision is not here: see UNBUILT."""
 from __future__ import annotations
 
 import random
@@ -23,13 +24,12 @@ from vlmcls.backends import hf_vlm  # noqa: E402
 
 # catalog entry -> the model_type its checkpoint declares (what picks the backend's Family record)
 FAMILIES = {"smoke-gemma-3": "gemma3", "smoke-internvl3": "internvl", "smoke-smolvlm": "idefics3",
-            "smoke-qwen3-vl": "qwen3_vl"}
+            "smoke-qwen3-vl": "qwen3_vl", "smoke-phi-4-mm": "phi4_multimodal"}
+# Phi-4-multimodal registers only a causal-LM class (no image-text-to-text one): hf_load falls back to it
+CAUSAL_LM = {"phi4_multimodal"}
 # Catalog families with no tiny model: catalog entry -> (model_type, why). The reason is checked against
 # the installed transformers (test_unbuilt_families_are_still_unbuildable), so it cannot go stale.
 UNBUILT = {
-    "phi-4-multimodal": ("phi4_multimodal", "native, mapped only to AutoModelForCausalLM (hf_vlm.load "
-                         "falls back to it); no tiny builder yet: its processor wants an audio feature extractor "
-                         "and 448-px images (272 image tokens)"),
     "phi-3-vision": ("phi3_v", "remote code only (not native in transformers): cannot be built offline"),
 }
 # "crane" / "crane fly" share a start and "crane" is listed twice: the trie traps
@@ -104,7 +104,7 @@ def test_every_native_catalog_family_has_a_tiny_model(catalog):
     smoke_kinds = {e.weights.removeprefix("smoke:") for e in catalog.values() if e.smoke}
     assert {catalog[name].weights.removeprefix("smoke:") for name in FAMILIES} <= smoke_kinds & set(BUILDERS)
     real = [e for e in catalog.values() if e.backend == "hf-vlm" and not e.smoke]
-    covered = ("qwen2-vl", "qwen2.5-vl", "llava", "gemma-3", "internvl3", "smolvlm", "qwen3-vl")
+    covered = ("qwen2-vl", "qwen2.5-vl", "llava", "gemma-3", "internvl3", "smolvlm", "qwen3-vl", "phi-4-multimodal")
     assert [e.name for e in real if not e.name.startswith(covered) and e.name not in UNBUILT] == []
 
 
@@ -128,7 +128,8 @@ def test_unbuilt_families_are_still_unbuildable(name, catalog):
 def test_loads_like_a_checkpoint_and_answers(name, catalog, built):
     answers, rows, backend = _run(catalog[name], _queries(3), batch_size=2)
     assert backend.model.config.model_type == FAMILIES[name]
-    assert type(backend.model).__name__.endswith("ForConditionalGeneration")
+    kind = "ForCausalLM" if FAMILIES[name] in CAUSAL_LM else "ForConditionalGeneration"
+    assert type(backend.model).__name__.endswith(kind)
     assert type(backend.processor).__name__.lower().startswith(FAMILIES[name].replace("_", ""))
     assert backend.tokenizer.padding_side == "left"
     assert len(answers) == 3 and len(rows) == 3

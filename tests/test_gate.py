@@ -98,3 +98,16 @@ def test_a_baseline_significantly_better_fails_the_case_by_mcnemar():
     assert not gate.judge(result(s, preds(100, 89)), gate.Baseline(preds(100, 90), spec_fields(s))).notes
     assert gate.judge(worse, gate.Baseline(None, {})).status == "no gate"  # the baseline run lacks this case
 
+
+
+
+def test_a_baseline_saved_under_the_old_thesis_names_is_the_same_context():
+    """Runs stored before the rename say "thesis" for the study's labels, resolver and layout: they
+    compare as the same setting, while a real difference in one of them is still named."""
+    study = CaseSpec(model=spec().model, ways=20, settings=BackendSettings(), labels_mode="raw")
+    old = {**spec_fields(study), "labels": "thesis", "resolver": "thesis", "layout": "thesis"}
+    assert (spec_fields(study)["labels"], spec_fields(study)["resolver"]) == ("raw", "study")
+    assert not gate.judge(result(study, preds(100, 60)), gate.Baseline(preds(100, 60), old)).notes
+    unique = spec()  # unique labels against the old baseline's study labels: that difference is kept
+    assert gate.judge(result(unique, preds(100, 60)), gate.Baseline(preds(100, 60), old)).notes == (
+        "the --baseline run differs in labels (thesis vs unique)",)

@@ -26,7 +26,7 @@ MODELS = ("smoke-qwen2-vl", "smoke-qwen2.5-vl", "smoke-llava-next")
 # "crane" / "crane fly" share a start and "crane" is listed twice: the trie traps
 NAMES = ("crane", "crane fly", "tench", "goldfish", "great white shark", "tiger shark", "hammerhead",
          "electric ray", "stingray", "cock", "hen", "ostrich", "brambling", "goldfinch", "crane", "junco")
-LABELS = LabelSet(NAMES, tuple((n,) for n in NAMES), mode="thesis")
+LABELS = LabelSet(NAMES, tuple((n,) for n in NAMES), mode="raw")
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -133,7 +133,7 @@ def test_batched_answers_equal_unbatched(name, catalog, built):
 @pytest.mark.parametrize("name", MODELS)
 def test_prefix_cache_matches_plain_computation(name, catalog, built, monkeypatch):
     queries = _queries(5, labels_first=True)
-    plain, rows_plain, _ = _run(catalog[name], queries, batch_size=1, layout="thesis")
+    plain, rows_plain, _ = _run(catalog[name], queries, batch_size=1, layout="image-first")
     prefills = []
     monkeypatch.setattr(hf_vlm.HFVLMBackend, "_prefill",
                         lambda self, ids, f=hf_vlm.HFVLMBackend._prefill: prefills.append(ids) or f(self, ids))
@@ -345,11 +345,11 @@ def test_perf_script_runs_the_backend_on_a_smoke_model(built, capsys, tmp_path):
     assert rows == [json.loads(line) for line in out.read_text().splitlines()]
     runs = [r for r in rows if r["part"] == "hf_vlm_generate"]
     assert [(r["layout"], r["batch_size"]) for r in runs] == [
-        ("thesis", 1), ("thesis", 2), ("thesis", "auto"), ("labels-first", 1), ("labels-first", 2),
+        ("image-first", 1), ("image-first", 2), ("image-first", "auto"), ("labels-first", 1), ("labels-first", 2),
         ("labels-first", "auto")]
     assert all(r["images_per_s"] > 0 and r["prefill_s"] > 0 and r["notes"] == [] for r in runs)
     assert all(r["errors"] == 0 and r["new_tokens"] == 2 and r["prompt_tokens"] > 50 for r in runs)
-    assert runs[0]["speedup_vs_b1"] == 1.0 and runs[4]["speedup_vs_thesis"] is not None
+    assert runs[0]["speedup_vs_b1"] == 1.0 and runs[4]["speedup_vs_image_first"] is not None
     assert rows[0]["part"] == "env" and rows[0]["peak_tflops"] > 0 and rows[0]["peak_dtype"] == "float32"
     assert all(r["tflop_per_image"] > 0 and r["mfu"] > 0 for r in runs)
     # the cached label list is not recomputed: fewer FLOPs per image than the same prompt without the cache

@@ -16,7 +16,8 @@ STUDY_PROMPT = (
 
 def test_first_synonym_over_all_imagenet_names():
     ann = labels.imagenet_annotations()
-    thesis = labels.imagenet_labelset("thesis")
+    thesis = labels.imagenet_labelset("raw")
+    assert labels.imagenet_labelset("thesis") == thesis  # the older name of "raw"
     assert len(ann) == 1000 and ann[147].startswith("grey whale, gray whale")
     assert thesis.names == tuple(a.split(",")[0].strip() for a in ann)
     assert thesis.names[147] == "grey whale"
@@ -32,12 +33,12 @@ def test_collisions_follow_the_documented_rule():
     assert (u.names[134], u.names[517]) == ("crane (bird)", "crane (machine)")
     assert (u.names[638], u.names[639]) == ("maillot", "tank suit")
     assert (u.names[264], u.names[474]) == ("Cardigan Welsh corgi", "cardigan")
-    changed = {i for i in range(1000) if u.names[i] != labels.imagenet_labelset("thesis").names[i]}
+    changed = {i for i in range(1000) if u.names[i] != labels.imagenet_labelset("raw").names[i]}
     assert changed == {134, 517, 639, 264}
 
 
-def test_thesis_mode_keeps_collisions_and_knows_them():
-    t = labels.imagenet_labelset("thesis")
+def test_raw_mode_keeps_collisions_and_knows_them():
+    t = labels.imagenet_labelset("raw")
     assert t.names[134] == t.names[517] == "crane"
     assert t.ambiguous_ids() == {134, 517, 638, 639, 264, 474}
     assert labels.imagenet_labelset().ambiguous_ids() == frozenset()

@@ -159,7 +159,7 @@ def test_deciles_and_ambiguous_positions():
     assert orders.bin_sizes(25) == [3, 2] * 5 and orders.bin_sizes(4) == [1] * 4 and sum(orders.bin_sizes(1000)) == 1000
     assert [orders.bin_of(p, 20) for p in (0, 1, 2, 19)] == [0, 0, 1, 9]
     assert orders.position_edges([3, 2]) == ["1–3", "4–5"] and orders.position_edges([1, 1]) == ["1", "2"]
-    # thesis labels: two classes named "crane" in one list: the position would be a guess
+    # raw (study) labels: two classes named "crane" in one list: the position would be a guess
     assert orders.position({"candidates": ["crane", "x", "crane"]}, "crane") is None
     assert orders.position({"candidates": ["crane", "x", "crane"]}, "x") == 1
 

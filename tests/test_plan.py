@@ -59,7 +59,7 @@ SETTINGS = [
     (["--dtype", "float16"], {"dtype": "bfloat16"}, "dtype", "float16", "bfloat16"),
     (["--batch-size", "3"], {"options": {"batch_size": 5}}, "batch_size", 3, 5),
     (["--max-new-tokens", "7"], {"options": {"max_new_tokens": 9}}, "max_new_tokens", 7, 9),
-    (["--layout", "thesis"], {"options": {"layout": "labels-first"}}, "layout", "thesis", "labels-first"),
+    (["--layout", "image-first"], {"options": {"layout": "labels-first"}}, "layout", "image-first", "labels-first"),
     (["--concurrency", "2"], {"options": {"concurrency": 4}}, "concurrency", 2, 4),
     (["--max-image-side", "256"], {"options": {"max_image_side": 512}}, "max_image_side", 256, 512),
     (["--device", "cpu"], {"options": {"device": "mps"}}, "device", "cpu", "mps"),
@@ -142,7 +142,7 @@ def test_study_rows_bring_their_own_n_images_and_quant():
     assert set(by_id) == {"v-int8-20way", "v-none-100way"}  # only the study's rows; the API model has none
     assert by_id["v-int8-20way"].samples == 100 and by_id["v-int8-20way"].settings.quant == "int8"
     assert by_id["v-none-100way"].samples == 40 and by_id["v-none-100way"].settings.quant == "none"  # the catalog's
-    assert all(s.labels_mode == "thesis" for s in by_id.values())  # the study's label names
+    assert all(s.labels_mode == "raw" and s.resolver == "study" for s in by_id.values())  # the study's label names
 
 
 def test_an_option_given_with_study_still_wins():
@@ -153,7 +153,31 @@ def test_an_option_given_with_study_still_wins():
 
 def test_the_labels_default_to_unique_without_study():
     assert {s.labels_mode for s in plan.cases(CATALOG, options())} == {"unique"}
-    assert {s.labels_mode for s in plan.cases(CATALOG, options("--labels", "thesis"))} == {"thesis"}
+    assert {s.labels_mode for s in plan.cases(CATALOG, options("--labels", "raw"))} == {"raw"}
+
+
+# "thesis" named the study's label mode, resolver and layout before each had its own name
+@pytest.mark.parametrize("flag, field, canonical", [("--labels", "labels_mode", "raw"), ("--resolver", "resolver", "study"),
+                                                    ("--layout", "layout", "image-first")])
+def test_thesis_is_an_alias_of_the_canonical_name(flag, field, canonical):
+    for spec in plan.cases(CATALOG, options(flag, "thesis")) + plan.cases(CATALOG, options("--study", flag, "thesis")):
+        assert getattr(spec.settings if field == "layout" else spec, field) == canonical
+    assert getattr(options(flag, "thesis"), field) == getattr(options(flag, canonical), field) == canonical
+    assert getattr(plan.RunOptions(**{field: "thesis"}), field) == canonical  # a script's RunOptions too
+    with pytest.raises(SystemExit):
+        options(flag, "thesis-nonsense")
+
+
+def test_a_catalog_layout_of_thesis_reads_as_image_first(tmp_path):
+    from vlmcls.catalog import load_catalog
+
+    toml = tmp_path / "c.toml"
+    toml.write_text('[models.m]\nbackend = "hf-vlm"\nweights = "org/m"\noptions = { layout = "thesis" }\n')
+    (spec,) = plan.cases(load_catalog(toml), options("--ways", "5"))
+    assert spec.settings.layout == "image-first"
+    toml.write_text('[models.m]\nbackend = "hf-vlm"\nweights = "org/m"\noptions = { layout = "sideways" }\n')
+    with pytest.raises(ValueError, match="layout 'sideways'"):
+        load_catalog(toml)
 
 
 def test_run_wide_options_reach_every_spec():

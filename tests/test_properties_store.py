@@ -33,7 +33,7 @@ NO_GENERATION = ("clip", "classifier")
 # ---------------------------------------------------------------- the decisions, one per field
 # CaseSpec: value -> another value that must (KEY) or must not (NOT_KEY) separate stored rows.
 SPEC_KEY = {"ways": 10, "dataset": "another-dataset", "seed": 1, "prompt": "label-only",
-            "labels_mode": "thesis", "resolver": "exact", "nli_model": "other/nli-model"}
+            "labels_mode": "raw", "resolver": "exact", "nli_model": "other/nli-model"}
 SPEC_NOT_KEY = {"samples": 7, "max_cost": 1.0, "refresh": True}
 # orders: K candidate orders per image; not in the case key, each row carries its order index
 # (store.row_key), so a K=3 run reuses the order-0 rows of a K=1 run (tests/test_orders.py)
@@ -134,9 +134,44 @@ def test_device_kind_separates_local_models_only(backend):
 
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_nli_model_separates_only_when_the_resolver_uses_it(backend):
-    for resolver, uses in (("thesis", True), ("nli", True), ("exact", False), ("constrained", False)):
+    for resolver, uses in (("study", True), ("thesis", True), ("nli", True), ("exact", False), ("constrained", False)):
         a, b = (spec(entry(backend), resolver=resolver, nli_model=m) for m in ("nli/a", "nli/b"))
         assert (key(a) != key(b)) == uses, resolver
+
+
+def cli_spec(backend: str, *argv: str, catalog_options: dict | None = None) -> CaseSpec:
+    """A case as `pytest bench ARGV` plans it: the real option parser, RunOptions, plan.spec."""
+    import argparse
+
+    from vlmcls import options, plan
+
+    parser = argparse.ArgumentParser()
+    parser.addoption = parser.add_argument  # pytest's parser.getgroup(...).addoption, as argparse
+    parser.getgroup = lambda *a, **k: parser
+    options.add_options(parser)
+    opts = plan.RunOptions.from_namespace(parser.parse_args(list(argv)))
+    return plan.spec(entry(backend, options=catalog_options or {}), 5, opts)
+
+
+@pytest.mark.parametrize("labels", ["thesis", "raw"])
+def test_the_renamed_study_settings_keep_the_keys_stored_before_the_rename(labels):
+    """raw / study / image-first were all called "thesis" when earlier stores were written: a key
+    computed now must equal the one computed then, written out here with the old strings."""
+    before_rename = {
+        "model": "m", "backend": "hf-vlm", "weights": "w",
+        "settings": {"quant": "none", "dtype": "auto", "max_new_tokens": 32, "layout": "thesis",
+                     "constrained": False, "max_image_side": 768, "trust_remote_code": False,
+                     "extra": {"layout": "thesis"}, "device_kind": "cpu"},
+        "dataset": "sample", "ways": 5, "seed": 0, "prompt": prompts.THESIS,
+        "labels": "thesis", "resolver": "thesis", "nli_model": "facebook/bart-large-mnli",
+    }
+    for layout in ("thesis", "image-first"):
+        for resolver in ("thesis", "study"):
+            s = cli_spec("hf-vlm", "--labels", labels, "--resolver", resolver, "--layout", layout, "--device", "cpu",
+                         catalog_options={"layout": "thesis"})
+            assert (s.labels_mode, s.resolver, s.settings.layout) == ("raw", "study", "image-first")
+            assert key(s) == case_key(before_rename), (labels, resolver, layout)
+    assert key(cli_spec("hf-vlm", "--labels", labels, "--device", "cpu")) != case_key(before_rename)  # can fail
 
 
 def test_the_prompt_enters_by_its_text_not_its_name(monkeypatch):

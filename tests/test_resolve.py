@@ -60,10 +60,10 @@ def test_exact_mode_table(case: Case):
 
 
 @pytest.mark.parametrize("case", ANSWERS, ids=case_id)
-def test_thesis_mode_table(case: Case, nli_model):
+def test_study_mode_table(case: Case, nli_model):
     """A match decides alone; whatever the match leaves open reaches the NLI, ambiguity recorded."""
     ids = ids_of(case.candidates)
-    got = Resolver("thesis", LABELS, nli_model=nli_model, device="cpu").resolve(case.answer, ids)
+    got = Resolver("study", LABELS, nli_model=nli_model, device="cpu").resolve(case.answer, ids)
     if case.answer is None or not case.answer.strip():
         assert got == Resolution(None, "unresolved", note="empty answer")
     elif case.stage != "unresolved":
@@ -113,9 +113,9 @@ def test_result_does_not_depend_on_candidate_order():
     assert {r.resolve("It's a tiger cat, not a tabby.", ids_of(o)).class_id for o in orders} == {FIRST_ID["tiger cat"]}
 
 
-def test_shared_label_in_thesis_mode_takes_the_first_candidate_without_nli(monkeypatch):
+def test_shared_label_in_study_mode_takes_the_first_candidate_without_nli(monkeypatch):
     monkeypatch.setattr(resolve, "nli_pipeline", _no_nli)
-    r = Resolver("thesis", LABELS)
+    r = Resolver("study", LABELS)
     for order in ([134, 517, 3], [3, 517, 134]):
         got = r.resolve("A crane.", order)
         assert (got.class_id, got.stage, got.ambiguous) == (_sharing_one_label(order)[0], "match", True)
@@ -135,9 +135,10 @@ def test_only_negated_mentions_are_unresolved_with_a_reason():
 # ------------------------------------------------------------------ modes
 
 def test_unknown_mode_names_the_valid_ones():
-    with pytest.raises(ValueError, match="thesis, exact, nli, constrained, rank"):
+    with pytest.raises(ValueError, match="study, exact, nli, constrained, rank"):
         Resolver("fuzzy", LABELS)
-    assert MODES == ("thesis", "exact", "nli", "constrained", "rank")
+    assert MODES == ("study", "exact", "nli", "constrained", "rank")
+    assert Resolver("thesis", LABELS).mode == "study"  # the older name, still accepted
 
 
 @pytest.mark.parametrize("answer, expected", [
@@ -164,11 +165,11 @@ def test_empty_answer_is_unresolved_without_nli(mode, answer, monkeypatch):
 
 def test_matched_answer_never_loads_nli(monkeypatch):
     monkeypatch.setattr(resolve, "nli_pipeline", _no_nli)
-    assert Resolver("thesis", LABELS).resolve("**tabby**", ids_of(CATS)).stage == "match"
+    assert Resolver("study", LABELS).resolve("**tabby**", ids_of(CATS)).stage == "match"
 
 
 def test_stage_counts_and_resolve_many(nli_model):
-    r = Resolver("thesis", LABELS, nli_model=nli_model, device="cpu")
+    r = Resolver("study", LABELS, nli_model=nli_model, device="cpu")
     got = r.resolve_many([("tabby", ids_of(CATS)), ("gray whale", ids_of(("grey whale", "dugong"))),
                           ("un gato", ids_of(CATS)), (None, ids_of(CATS))])
     assert [g.stage for g in got] == ["match", "synonym", "nli", "unresolved"]
@@ -217,7 +218,7 @@ def test_nli_pipeline_loads_once_per_process(nli_model, monkeypatch):
     monkeypatch.setattr(nli, "_PIPELINES", {})
     monkeypatch.setattr(nli, "_load_pipeline", lambda *a: loads.append(a) or real(*a))
     for _ in range(2):
-        r = Resolver("thesis", LABELS, nli_model=nli_model, device="cpu")
+        r = Resolver("study", LABELS, nli_model=nli_model, device="cpu")
         r.resolve_many([("un gato", ids_of(CATS)), ("ein Hund", ids_of(("pug", "beagle")))])
     assert loads == [(nli_model, "cpu", "auto")]
 
@@ -230,8 +231,8 @@ def test_nli_shared_label_takes_the_first_and_says_so(nli_model):
         assert "share the label 'crane'" in got.note
 
 
-def test_thesis_ambiguity_falls_through_to_nli_and_is_recorded(nli_model):
-    got = Resolver("thesis", LABELS, nli_model=nli_model, device="cpu").resolve(
+def test_study_ambiguity_falls_through_to_nli_and_is_recorded(nli_model):
+    got = Resolver("study", LABELS, nli_model=nli_model, device="cpu").resolve(
         "It could be a tabby or a tiger cat.", ids_of(CATS))
     assert got.stage == "nli" and got.ambiguous and got.note.startswith("several candidates: tabby, tiger cat")
 

@@ -157,7 +157,7 @@ def test_study_builds_exactly_the_18_cases_with_their_settings(bench):
         assert s["samples"] == study_images(entry, s["ways"]), case_id
         if entry.backend == "hf-vlm":
             assert s["quant"] == want["quant"] and f"-{want['quant']}-" in case_id
-        assert (s["prompt"], s["labels"], s["resolver"]) == ("thesis", "thesis", "thesis")
+        assert (s["prompt"], s["labels"], s["resolver"]) == ("thesis", "raw", "study")
         assert (s["seed"], s["dataset"]) == (7, "sample")  # seeded, on whatever dataset is given
 
 
@@ -209,7 +209,7 @@ def test_a_study_run_reports_the_chosen_average_and_compares_all_four_metrics(be
     for cid in ("echo-study-20way", "echo-study-100way"):
         m = rows[cid]["metrics"]
         y_true, y_pred = hidden_predictions(run / "samples" / f"{cid}.jsonl")
-        assert m["average"] == average and m["n"] == 120 and rows[cid]["labels"] == "thesis"
+        assert m["average"] == average and m["n"] == 120 and rows[cid]["labels"] == "raw"
         assert (m["precision"], m["recall"], m["f1"]) == pytest.approx(sklearn_average(y_true, y_pred, average))
     text = (run / "report.md").read_text()
     study = report.parse_table(text.split("## Compared with the study")[1].split("### Averaging")[0])
@@ -312,7 +312,12 @@ def test_the_comparison_renders_all_four_metrics_flags_resnet_and_collapses_rows
     q, m = table[qwen["case_id"]], qwen["metrics"]
     for (column, key), theirs in zip(compare.METRIC_COLUMNS, (0.75, 0.74, 0.73, 0.77)):
         assert q[column] == f"{m[key]:.3f} vs {theirs:.2f} ({m[key] - theirs:+.3f})"
-    assert q["Unlike the study"] == "quant none (study int8); labels unique (study thesis)"
+    assert q["Unlike the study"] == "quant none (study int8); labels unique (study raw)"
+    # a row saved before the rename says "thesis" for the study's labels and resolver: not a difference
+    saved = {**qwen, "labels": "thesis", "resolver": "thesis", "quant": "int8"}
+    assert compare.unlike_study(saved, load_catalog()["qwen2-vl-7b"].study_row(100)) == []
+    assert compare.unlike_study({**saved, "resolver": "exact"}, load_catalog()["qwen2-vl-7b"].study_row(100)) == \
+        ["resolver exact (study study)"]
     assert q["Images (run / study)"] == "300 / 1,600" and q["P/R/F1 average"] == "present"
     r = table[resnet["case_id"]]  # shown, but not compared against a figure that cannot be top-1
     assert r["Study inside CI"] == "not compared: see note" and r["Accuracy"].endswith("vs 0.94 (see note)")

@@ -34,6 +34,30 @@ def test_the_command_line_accepts_exactly_the_vocabulary(flag, names):
         parser.parse_args([flag, "nonsense"])
 
 
+def test_thesis_is_one_alias_table_from_the_old_name_to_the_canonical_and_back():
+    allowed = {"labels": vocab.LABEL_MODES, "resolver": vocab.RESOLVERS, "layout": vocab.LAYOUTS}
+    assert set(vocab.ALIASES) == set(allowed)
+    assert (vocab.STUDY_LABELS, vocab.STUDY_RESOLVER, vocab.STUDY_LAYOUT) == ("raw", "study", "image-first")
+    for setting, table in vocab.ALIASES.items():
+        assert table == {"thesis": vocab.canonical(setting, "thesis")} and "thesis" not in allowed[setting]
+        for name in allowed[setting]:
+            assert vocab.canonical(setting, name) == name  # canonical names map to themselves
+            assert vocab.stored(setting, name) == ("thesis" if name == table["thesis"] else name)
+    assert vocab.STUDY_PROMPT == "thesis"  # the prompt keeps its name
+
+
+@pytest.mark.parametrize("flag, canonical", [("--labels", "raw"), ("--resolver", "study"), ("--layout", "image-first")])
+def test_the_command_line_reads_thesis_as_the_canonical_name(flag, canonical):
+    import argparse
+
+    parser = argparse.ArgumentParser()
+    parser.addoption = parser.add_argument
+    parser.getgroup = lambda *a, **k: parser
+    options.add_options(parser)
+    dest = parser._option_string_actions[flag].dest
+    assert getattr(parser.parse_args([flag, "thesis"]), dest) == canonical
+
+
 def test_auto_dtype_depends_on_the_device_and_the_backend():
     assert devices.pick_dtype("auto", "cpu") == "float32"
     assert devices.pick_dtype(None, "cuda:1", gpu="float16") == "float16"

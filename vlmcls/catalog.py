@@ -8,6 +8,7 @@ from typing import Any, Mapping
 
 from .backends.registry import BACKENDS, BackendInfo, all_options, find, info
 from .vocab import DTYPES, QUANTS, STUDY_LABELS, STUDY_PROMPT, STUDY_RESOLVER  # noqa: F401 (STUDY_* re-exported)
+from .vocab import LAYOUTS, canonical
 
 DEFAULT_CATALOG = Path(__file__).with_name("catalog.toml")
 # The study ran one prompt, one label set and one resolver for every row (vocab.STUDY_*; its settings
@@ -137,6 +138,10 @@ def _entry(name: str, raw: Mapping[str, Any], source: Path) -> ModelEntry:
         raise ValueError(f"{where} has unknown keys {sorted(unknown)}; known: {sorted(known)}")
     _check_choices(where, raw)
     data = dict(raw)
+    if "layout" in data.get("options", {}):  # `layout = "thesis"` (the older name) reads as image-first
+        data["options"] = {**data["options"], "layout": canonical("layout", data["options"]["layout"])}
+        if data["options"]["layout"] not in LAYOUTS:
+            raise ValueError(f"{where} has layout {raw['options']['layout']!r}; allowed: {', '.join(LAYOUTS)} (or thesis)")
     data["reference"] = _int_keys(raw.get("reference", {}), where)
     data["thresholds"] = _int_keys(raw.get("thresholds", {}), where)
     data["study"] = _study_rows(name, raw.get("study", []), where, raw.get("backend"))

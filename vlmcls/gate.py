@@ -13,6 +13,7 @@ from typing import Any, Mapping, Sequence
 
 from .report.rows import is_input_error, spec_fields
 from .runner import CaseResult
+from .vocab import ALIASES, canonical
 
 # What a paired test needs to be comparing like with like (the case id fixes model, N and quant).
 CONTEXT = ("dataset", "prompt", "labels", "resolver", "seed", "layout")
@@ -101,5 +102,7 @@ def unlike_baseline(result: CaseResult, row: Mapping[str, Any]) -> list[str]:
     """A paired test on the same sample ids still compares apples and oranges if the baseline ran
     another prompt, dataset, label mode, resolver or seed: say so next to the verdict."""
     now = spec_fields(result.spec)
-    differ = [k for k in CONTEXT if k in row and row[k] != now[k]]
+    # a baseline saved before the rename says "thesis" where this run says raw / study / image-first
+    same = lambda k: (canonical(k, row[k]) if k in ALIASES else row[k]) == now[k]  # noqa: E731
+    differ = [k for k in CONTEXT if k in row and not same(k)]
     return [f"the --baseline run differs in {', '.join(f'{k} ({row[k]} vs {now[k]})' for k in differ)}"] if differ else []

@@ -10,7 +10,7 @@ Names that then collide, ignoring case, are settled within their group:
   3. classes still colliding get a qualifier in parentheses: a curated one when the dataset is
      ImageNet-1k (134 "crane (bird)", 517 "crane (machine)" -- both annotations are just "crane"),
      otherwise "(class <id>)".
-Mode "thesis" keeps the raw first synonyms, collisions included, for a faithful reproduction.
+Mode "raw" (formerly "thesis") keeps the raw first synonyms, collisions included, for a faithful reproduction.
 """
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Mapping, Sequence
 
 from .types import LabelSet
-from .vocab import LABEL_MODES, STUDY_LABELS, LabelMode
+from .vocab import LABEL_MODES, STUDY_LABELS, LabelMode, canonical
 
 # WordNet glosses: 134 "large long-necked wading bird", 517 "lifts and moves heavy objects".
 IMAGENET_QUALIFIERS: Mapping[int, str] = {134: "bird", 517: "machine"}
@@ -56,6 +56,7 @@ def _settle(group: list[int], names: list[str], synonyms, qualifiers: Mapping[in
 def simplify(annotations: Sequence[str], mode: LabelMode = "unique",
              qualifiers: Mapping[int, str] | None = None) -> LabelSet:
     """Full annotations (index = class id) -> the LabelSet used in prompts."""
+    mode = canonical("labels", mode)  # "thesis", the older name of "raw"
     if mode not in LABEL_MODES:
         raise ValueError(f"unknown labels mode {mode!r}; choose {' or '.join(map(repr, LABEL_MODES))}")
     synonyms = tuple(split_synonyms(a) or (a.strip() or f"class {i}",) for i, a in enumerate(annotations))

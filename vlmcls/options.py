@@ -5,7 +5,8 @@ import argparse
 from typing import Any, Callable
 
 from .prompts import TEMPLATES
-from .vocab import AVERAGES, DTYPES, LABEL_MODES, LAYOUTS, QUANTS, RESOLVERS, STUDY_LABELS, STUDY_PROMPT, STUDY_RESOLVER
+from .vocab import (ALIASES, AVERAGES, DTYPES, LABEL_MODES, LAYOUTS, QUANTS, RESOLVERS, STUDY_LABELS, STUDY_PROMPT,
+                    STUDY_RESOLVER)
 
 DEFAULT_WAYS = (20, 100)
 
@@ -37,8 +38,10 @@ def positive(name: str, kind: Callable = int) -> Callable[[str], Any]:
     return parse
 
 
-def choice(name: str, options) -> Callable[[str], str]:
+def choice(name: str, options, aliases: dict[str, str] | None = None) -> Callable[[str], str]:
+    """One of `options`; an alias (vocab.ALIASES: "thesis", the older name) becomes its canonical name."""
     def parse(text: str) -> str:
+        text = (aliases or {}).get(text, text)
         if text not in options:
             _fail(f"{name} must be one of {', '.join(options)} (got {text!r})")
         return text
@@ -101,16 +104,18 @@ def add_options(parser) -> None:
              "the report measures order robustness and position bias (default 1)")
     add("--dataset", default="sample", help="sample | imagenet | PATH | HUB_ID[:SPLIT] (default: the bundled sample)")
     add("--prompt", type=choice("--prompt", list(TEMPLATES)), default=STUDY_PROMPT, help=f"prompt template: {', '.join(TEMPLATES)}")
-    add("--labels", dest="labels_mode", type=choice("--labels", LABEL_MODES), default=None,
-        help="unique (collisions disambiguated, default) or thesis (the study's raw first synonyms; default with --study)")
-    add("--resolver", type=choice("--resolver", RESOLVERS), default=STUDY_RESOLVER, help=f"answer resolution: {', '.join(RESOLVERS)}")
-    add("--nli-model", default=None, help="NLI model for the thesis/nli resolver (default facebook/bart-large-mnli; smoke models use a tiny one)")
+    add("--labels", dest="labels_mode", type=choice("--labels", LABEL_MODES, ALIASES["labels"]), default=None,
+        help="unique (collisions disambiguated, default) or raw (alias thesis: the study's raw first synonyms; default with --study)")
+    add("--resolver", type=choice("--resolver", RESOLVERS, ALIASES["resolver"]), default=STUDY_RESOLVER,
+        help=f"answer resolution: {', '.join(RESOLVERS)} (study, alias thesis: match, synonym, then NLI; the default)")
+    add("--nli-model", default=None, help="NLI model for the study/nli resolver (default facebook/bart-large-mnli; smoke models use a tiny one)")
     add("--quant", type=choice("--quant", QUANTS), default=None, help="local VLM quantization (default: the catalog's; with --study the study's per row)")
     add("--dtype", type=choice("--dtype", DTYPES), default=None, help="local model dtype")
     add("--device", type=device, default=None, help="auto | cpu | cuda | cuda:N (default auto; xdist workers spread over GPUs)")
     add("--batch-size", type=batch_size, default=None, help="images per batch for local models, or auto: the largest that fits (default: auto on CUDA, 8 on CPU)")
     add("--max-new-tokens", type=positive("--max-new-tokens"), default=None, help="generation bound (default 32)")
-    add("--layout", type=choice("--layout", LAYOUTS), default=None, help="prompt layout: thesis (default) or labels-first (KV-cache reuse)")
+    add("--layout", type=choice("--layout", LAYOUTS, ALIASES["layout"]), default=None,
+        help="prompt layout: image-first (alias thesis; the study's, default) or labels-first (KV-cache reuse)")
     add("--concurrency", type=positive("--concurrency"), default=None, help="API requests in flight (default 8)")
     add("--max-image-side", type=positive("--max-image-side"), default=None, help="API images: long side in pixels (default 768)")
     add("--base-url", type=base_urls, default=None,

@@ -10,7 +10,8 @@ prompt layouts, and one JSON line is printed per (arch, quant, layout, ways, bat
                     batch size 1 over the first 16 of them (its rate is steady at once, and slow)
   prefill_s         seconds for one batch generating a single token (prompt processing + 1 step)
   speedup_vs_b1     images_per_s / the batch-size-1 figure of the same run
-  speedup_vs_thesis labels-first images_per_s / the thesis layout's, same ways and batch size
+  speedup_vs_image_first labels-first images_per_s / the image-first (study) layout's, same ways and batch size
+                         (rows measured before 2026-11-27 call it speedup_vs_thesis and layout "thesis")
   prompt_tokens     mean per image (text + image tokens); new_tokens: tokens generated per image
   tflop_per_image   model FLOPs per image: 2 x parameters x tokens for the language model (tokens it
                     computes: a cached label prefix is not recomputed) and the vision tower, + attention
@@ -24,12 +25,12 @@ prompt layouts, and one JSON line is printed per (arch, quant, layout, ways, bat
 
   python -m vlmcls.perf --arch qwen2-vl-2b --quant none,int8 --ways 20,100,1000 --batch-sizes 1,32,auto
   python -m vlmcls.perf --arch smoke-qwen2-vl --ways 20,100 --batch-sizes 1,8 --device cpu
-  python -m vlmcls.perf --ways 20,100 --batch-sizes 32 --layout thesis --resolver generate,rank
+  python -m vlmcls.perf --ways 20,100 --batch-sizes 32 --layout image-first --resolver generate,rank
 
 Compare ratios with ../shared/perf/gpu_reference.py run in the same command, never absolute times
 across machines. The models are built in perf_models.py, the FLOPs and the matmul peak counted in
 perf_flops.py. In labels-first every image gets the same N labels (a fixed N-class subset, in class
-order) so that their KV cache is shared; in thesis each image gets its own seeded candidate set.
+order) so that their KV cache is shared; in image-first each image gets its own seeded candidate set.
 """
 from __future__ import annotations
 
@@ -50,7 +51,7 @@ from .perf_flops import flops_per_image, image_shape, matmul_peak, parameter_cou
 from .perf_models import FULL_SIZE, SYSTEM, TOKENS_PER_LABEL, Models, bpe_tokenizer, qwen2_vl_2b  # noqa: F401
 from .settings import BackendSettings
 from .types import Query
-from .vocab import LABELS_FIRST, STUDY_LAYOUT
+from .vocab import LABELS_FIRST, STUDY_LAYOUT, canonical
 
 B1_IMAGES = 16  # batch size 1 is measured on this many images: one at a time, the rate is steady at once
 
@@ -82,7 +83,7 @@ def synthetic_images(n: int, size: tuple[int, int], seed: int = 0) -> list:
 
 
 def make_queries(names: Sequence[str], ways: int, layout: str, images: list, seed: int = 0) -> list[Query]:
-    """Thesis: a seeded candidate set per image. Labels-first: one fixed N-class list for every image."""
+    """Image-first (the study's): a seeded candidate set per image. Labels-first: one fixed N-class list for every image."""
     rng = random.Random(seed)
     shared = sorted(rng.sample(range(len(names)), ways))
     queries = []
@@ -196,8 +197,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                    help="sizes or auto (the backend's --batch-size auto), default 1,8,32")
     p.add_argument("--quant", type=_csv(str, ("none", "int8", "nf4")), default=("none",),
                    help="none, int8, nf4 (default none)")
-    p.add_argument("--layout", type=_csv(str, prompts.LAYOUTS), default=prompts.LAYOUTS,
-                   help="thesis, labels-first (default both)")
+    p.add_argument("--layout", type=_csv(lambda v: canonical("layout", v), prompts.LAYOUTS), default=prompts.LAYOUTS,
+                   help="image-first (alias thesis), labels-first (default both)")
     p.add_argument("--device", default="auto", help="auto (cuda when available), cpu, cuda, cuda:1, ...")
     p.add_argument("--images", type=int, default=None,
                    help="images per measurement (default 2x the largest batch size, at least 8)")
@@ -260,12 +261,12 @@ def run_grid(arch, quant, model, processor, settings, args, names, out, load_not
                 row["mfu"] = _sig(row["tflop_per_image"] * row["images_per_s"] / peak) if peak else None
                 results[(layout, ways, batch_size)] = row["images_per_s"]
                 b1 = results.get((layout, ways, 1))
-                thesis = results.get((STUDY_LAYOUT, ways, batch_size))
+                study = results.get((STUDY_LAYOUT, ways, batch_size))
                 emit(dict(part="hf_vlm_generate", arch=arch, ways=ways, batch_size=batch_size, quant=quant,
                           layout=layout, device=settings.device, **row,
                           speedup_vs_b1=round(row["images_per_s"] / b1, 2) if b1 else None,
-                          speedup_vs_thesis=round(row["images_per_s"] / thesis, 2)
-                          if thesis and layout != STUDY_LAYOUT else None,
+                          speedup_vs_image_first=round(row["images_per_s"] / study, 2)
+                          if study and layout != STUDY_LAYOUT else None,
                           load_notes=load_notes), out)
                 if "rank" in getattr(args, "resolver", ()):
                     _rank_row(arch, quant, model, processor, s, queries, batch_size, ways, row["images_per_s"], out)

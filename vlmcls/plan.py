@@ -13,7 +13,7 @@ from .catalog import ModelEntry, StudyRow, study_cases
 from .options import DEFAULT_WAYS, cli_settings, labels_mode
 from .runner import CaseSpec
 from .settings import resolve_settings
-from .vocab import STUDY_PROMPT, STUDY_RESOLVER
+from .vocab import STUDY_PROMPT, STUDY_RESOLVER, canonical
 
 SMOKE_NLI = "smoke:bart-mnli"
 DEFAULT_NLI = "facebook/bart-large-mnli"
@@ -52,6 +52,11 @@ class RunOptions:
     study: bool = False
     average: str = "present"
     strict: bool = False  # --strict-cases, or pytest's own --strict: a case that cannot run here fails
+
+    def __post_init__(self) -> None:
+        # a script or notebook may still write "thesis": the canonical name from here on, as the CLI does
+        for name, setting in (("labels_mode", "labels"), ("resolver", "resolver"), ("layout", "layout")):
+            object.__setattr__(self, name, canonical(setting, getattr(self, name)))
 
     @classmethod
     def from_namespace(cls, opt: Any) -> "RunOptions":

@@ -18,7 +18,7 @@ from vlmcls.match import PhraseIndex, find, phrase, phrase_index, strip_article
 from vlmcls.nli import (HYPOTHESIS, NLI_BATCH_TOKENS, entailment_scores, nli_dtype, nli_pipeline, pair_ids,
                         token_batches)
 from vlmcls.types import LabelSet, Resolution
-from vlmcls.vocab import DTYPES, NLI_RESOLVERS, RESOLVERS, STUDY_RESOLVER
+from vlmcls.vocab import DTYPES, NLI_RESOLVERS, RESOLVERS, STUDY_RESOLVER, canonical
 
 # Re-exported: callers and tests name them as resolve.X.
 __all__ = ["HYPOTHESIS", "MODES", "NLI_BATCH_TOKENS", "PhraseIndex", "Resolver", "entailment_scores", "nli_dtype",
@@ -35,6 +35,7 @@ class Resolver:
     def __init__(self, mode: str, labels: LabelSet, nli_model: str = "facebook/bart-large-mnli",
                  device: str = "auto", nli_batch_tokens: int = NLI_BATCH_TOKENS, nli_impl: str = "batched",
                  nli_dtype: str = "auto"):
+        mode = canonical("resolver", mode)  # "thesis", the older name of "study"
         if mode not in MODES:
             raise ValueError(f"unknown resolver mode {mode!r}; choose one of: {', '.join(MODES)}")
         if nli_impl not in ("batched", "pipeline"):

@@ -21,6 +21,7 @@ from .settings import BackendSettings, server_urls
 from .store import Store, case_key, row_key
 from .types import Answer, Backend, LabelSet, Prediction, Query, Sample
 from .vocab import LABELS_FIRST, NLI_RESOLVERS, STUDY_LABELS, STUDY_PROMPT, STUDY_RESOLVER, LabelMode, ResolverMode
+from .vocab import canonical, stored
 
 
 @dataclass(frozen=True)
@@ -44,6 +45,11 @@ class CaseSpec:
     refresh: bool = False
     orders: int = 1
 
+    def __post_init__(self) -> None:
+        # "thesis", the older name of the study's label mode and resolver, becomes the canonical one
+        object.__setattr__(self, "labels_mode", canonical("labels", self.labels_mode))
+        object.__setattr__(self, "resolver", canonical("resolver", self.resolver))
+
     @property
     def case_id(self) -> str:
         return f"{self.model.case_tag(self.settings.quant)}-{self.ways}way"
@@ -63,11 +69,17 @@ class CaseSpec:
             s.pop(k)
         if s.get("base_url"):  # several servers: one deployment, whatever the order they were listed in
             s["base_url"] = ",".join(sorted(server_urls(s["base_url"])))
+        # keys hold the names used before image-first / raw / study had their own (vocab.STORED_AS):
+        # stores written then still resume
+        if "layout" in s:
+            s["layout"] = stored("layout", s["layout"])
+        if "layout" in s.get("extra", {}):
+            s["extra"] = {**s["extra"], "layout": stored("layout", s["extra"]["layout"])}
         return {
             "model": self.model.name, "backend": self.model.backend, "weights": self.model.weights,
             "settings": s, "dataset": self.dataset, "ways": self.ways, "seed": self.seed,
-            "prompt": prompts.get_template(self.prompt).text, "labels": self.labels_mode,
-            "resolver": self.resolver, "nli_model": self.nli_model if self.resolver in NLI_RESOLVERS else None,
+            "prompt": prompts.get_template(self.prompt).text, "labels": stored("labels", self.labels_mode),
+            "resolver": stored("resolver", self.resolver), "nli_model": self.nli_model if self.resolver in NLI_RESOLVERS else None,
         }
 
 
@@ -168,7 +180,7 @@ class CaseRunner:
         self.decode_workers = decode_workers or min(8, os.cpu_count() or 1)
         self.template = prompts.get_template(spec.prompt)
         self.key = case_key(spec.key_fields())
-        self.ambiguous = labels.ambiguous_ids() if labels.mode == STUDY_LABELS else frozenset()
+        self.ambiguous = labels.ambiguous_ids() if canonical("labels", labels.mode) == STUDY_LABELS else frozenset()
         self._fingerprints: dict[str, str] = {}
         self._prepare = _read_one if getattr(backend, "decodes_images", False) else _decode_one
         self.stage_seconds: dict[str, float] = {}

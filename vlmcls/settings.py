@@ -6,7 +6,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Mapping
 
 from .vocab import AVERAGES, LABEL_MODES, QUANTS, RESOLVERS  # noqa: F401 (re-exported for older imports)
-from .vocab import STUDY_LAYOUT, Dtype, Layout, Quant
+from .vocab import STUDY_LAYOUT, Dtype, Layout, Quant, canonical
 
 
 @dataclass(frozen=True)
@@ -29,6 +29,9 @@ class BackendSettings:
     base_url: str | None = None  # one server URL, or several separated by commas (see server_urls)
     trust_remote_code: bool = False
     extra: Mapping[str, Any] = field(default_factory=dict)  # backend-specific catalog options
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "layout", canonical("layout", self.layout))  # "thesis": image-first's older name
 
     def with_(self, **changes: Any) -> "BackendSettings":
         return replace(self, **changes)

@@ -39,6 +39,9 @@ FAMILIES = {f.name: f for f in (
     Family("qwen3_vl", pixel_budget=True),
     # Remote code, untestable offline: its processor takes one "<|image_1|>" prompt at a time.
     Family("phi3_v", string_content=True, image_placeholder="<|image_1|>\n", max_batch=1),
+    # Native: its processor drops the chat template on load (its __init__ takes no `chat_template`), the
+    # tokenizer keeps it; that template takes a string with "<|image|>" where the image goes.
+    Family("phi4_multimodal", string_content=True, image_placeholder="<|image|>"),
 )}
 
 

@@ -63,13 +63,15 @@ def _study_line(study, entry, row: Mapping) -> list[str]:
 def unlike_study(row: Mapping, study) -> list[str]:
     """The settings in which this run's case differs from the study's row (images have their column)."""
     from ..catalog import STUDY_LABELS, STUDY_PROMPT, STUDY_RESOLVER
+    from ..vocab import canonical
 
     out = []
     if study.quant and row.get("quant") and row["quant"] != study.quant:
         out.append(f"quant {row['quant']} (study {study.quant})")
     for key, theirs in (("prompt", STUDY_PROMPT), ("labels", STUDY_LABELS), ("resolver", STUDY_RESOLVER)):
-        if row.get(key) and row[key] != theirs:
-            out.append(f"{key} {row[key]} (study {theirs})")
+        ours = canonical(key, row.get(key)) if key != "prompt" else row.get(key)  # rows saved before: "thesis"
+        if ours and ours != theirs:
+            out.append(f"{key} {ours} (study {theirs})")
     return out
 
 
@@ -115,7 +117,7 @@ def study_section(rows: Sequence[Mapping], catalog: Mapping[str, Any] | None = N
              "Each row of the study's tables that this run scored, all four metrics as *this run vs the study "
              "(this run − study)*; the study's figures have two decimals. The study ran ImageNet-1k validation "
              "(20-way: 10,000 images, 10 per class; 100- and 1000-way: 1,600 images; baselines: 10,000), with its "
-             "prompt, raw labels and resolver (`thesis`) and int8 only for LLaVA 7B/13B and Qwen2-VL-7B. "
+             "prompt (`thesis`), raw labels (`raw`) and resolver (`study`) and int8 only for LLaVA 7B/13B and Qwen2-VL-7B. "
              "*Study inside CI*: whether the study's accuracy lies inside this run's 95 % interval.", "",
              AVERAGES_TEXT]
     from ..catalog import STUDY_DATASET

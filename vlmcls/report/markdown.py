@@ -9,6 +9,7 @@ from typing import Mapping, Sequence
 
 from ..backends.registry import find
 from .rows import INPUT_ERRORS_LISTED
+from ..vocab import STUDY_LABELS, canonical
 from .text import cell, prose
 
 STUDY_COLUMNS = ["Model", "Precision", "Recall", "F1-score", "Accuracy"]
@@ -149,9 +150,9 @@ def notes(rows: Sequence[Mapping]) -> list[str]:
     for r in rows:
         for text in ([r["stopped"]] if r.get("stopped") else []) + list(r.get("notes") or []):
             lines.append(f"- `{r['case_id']}`: {cell(text)}")
-        if r.get("ambiguous") and r.get("labels") == "thesis":
+        if r.get("ambiguous") and canonical("labels", r.get("labels")) == STUDY_LABELS:  # saved before: "thesis"
             lines.append(f"- `{r['case_id']}`: {r['ambiguous']} predictions are ambiguous: they involve a class whose "
-                         "thesis label is shared with another class, or an answer naming several candidates")
+                         "raw (study) label is shared with another class, or an answer naming several candidates")
         elif r.get("ambiguous"):
             lines.append(f"- `{r['case_id']}`: {r['ambiguous']} answers named several candidates; the resolver did not guess")
         backend_errors = (r.get("errors") or 0) - (r.get("input_errors") or 0)

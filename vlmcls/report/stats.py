@@ -117,7 +117,7 @@ def worse_than_baseline(current_preds: Iterable[Any], baseline_preds: Iterable[A
 def top_confusions(preds: Iterable[Any], k: int = TOP_K) -> list[tuple[str, str, int]]:
     """The k most frequent (true label, predicted label, count) among resolved wrong predictions.
 
-    Keyed by class ids, not labels: in thesis label mode two classes share "crane", and
+    Keyed by class ids, not labels: in raw (study) label mode two classes share "crane", and
     "crane → crane" is then exactly the confusion worth seeing."""
     counts: Counter = Counter()
     names: dict[tuple, tuple[str, str]] = {}

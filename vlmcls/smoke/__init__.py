@@ -21,6 +21,7 @@ BUILDERS: dict[str, str] = {
     "internvl": "vlmcls.smoke.families:build_internvl",
     "idefics3": "vlmcls.smoke.families:build_idefics3",
     "qwen3-vl": "vlmcls.smoke.families:build_qwen3_vl",
+    "phi4mm": "vlmcls.smoke.families:build_phi4mm",
     "bart-mnli": "vlmcls.smoke.nli:build_bart_mnli",
     "clip": "vlmcls.smoke.baselines:build_clip",
     "resnet": "vlmcls.smoke.baselines:build_resnet",

@@ -1,10 +1,10 @@
 """Tiny random-weight models of the catalog's newer native families: Gemma 3, InternVL3, SmolVLM
-(Idefics3), Qwen3-VL. Same recipe as vlm.py: the family's own config, model and processor classes, a
-byte-level tokenizer with the family's special tokens, and a short chat template in the family's own
-format, saved so that `load()` reads them as it reads a hub checkpoint.
+(Idefics3), Qwen3-VL, Phi-4-multimodal. Same recipe as vlm.py: the family's own config, model and
+processor classes, a byte-level tokenizer with the family's special tokens, and a short chat template
+in the family's own format, saved so that `load()` reads them as it reads a hub checkpoint.
 
-Phi-4-multimodal is native too but registers only a causal-LM class (`load()` falls back to it); it has
-no tiny builder yet: its processor wants an audio feature extractor and 448-px images.
+Phi-4-multimodal registers only a causal-LM class (`load()` falls back to it) and its processor wants an
+audio feature extractor beside the image processor; its builder keeps both.
 """
 from __future__ import annotations
 
@@ -186,3 +186,57 @@ def build_qwen3_vl(target: Path) -> None:
     processor = Qwen3VLProcessor(image_processor=image, tokenizer=tok, video_processor=video,
                                  chat_template=QWEN_TEMPLATE)
     _build(Qwen3VLForConditionalGeneration, config, processor, tok, target)
+
+
+# ---------------------------------------------------------------- Phi-4-multimodal (native, causal-LM class)
+
+PHI4_IMAGE = {"image_token": "<|image|>", "audio_token": "<|audio|>"}
+PHI4_SPECIALS = ("<|endoftext|>", "<|system|>", "<|user|>", "<|assistant|>", "<|end|>") + tuple(PHI4_IMAGE.values())
+# Phi-4's own template: "<|user|>...<|end|><|assistant|>" over string content. The native processor expands
+# each "<|image|>" (its tokenizer's image_token; the remote-code "<|image_1|>" is not looked for) to the
+# image's tokens. Saved with the processor, but only the tokenizer restores it: Phi4MultimodalProcessor's
+# __init__ takes no `chat_template`, so `from_pretrained` drops it (transformers 5.17 and 5.24); hf_load's
+# Family record renders through the tokenizer.
+PHI4_TEMPLATE = (
+    "{% for m in messages %}{{ '<|' + m.role + '|>' + m.content + '<|end|>' }}{% endfor %}"
+    "{% if add_generation_prompt %}<|assistant|>{% else %}{{ eos_token }}{% endif %}"
+)
+# The processor hard-codes 16x16 image tokens per crop (256 + separators), i.e. 32x32 patches pooled 2x2:
+# 64-px crops of 2-px patches keep that count at a fraction of 448-px crops' cost; at most 4 crops
+# (+ the global view), so test images of different shapes get different token counts.
+PHI4_CROP, PHI4_PATCH, PHI4_CROPS = 64, 2, 4
+
+
+def _phi4_tokenizer():
+    """Byte-level BPE (one token per byte), as Phi-4's GPT-2-style tokenizer, with its turn markers;
+    replies end with <|end|>."""
+    from transformers import GPT2Tokenizer
+
+    tok = GPT2Tokenizer(vocab=_byte_vocab(), merges=[], unk_token=None, bos_token="<|endoftext|>",
+                        eos_token="<|end|>", pad_token="<|endoftext|>", padding_side="left",
+                        extra_special_tokens=PHI4_IMAGE)
+    add_specials(tok, PHI4_SPECIALS)
+    tok.chat_template = PHI4_TEMPLATE  # the tokenizer's own, as the hub checkpoint's
+    return tok
+
+
+def build_phi4mm(target: Path) -> None:
+    from transformers import (Phi4MultimodalConfig, Phi4MultimodalFeatureExtractor, Phi4MultimodalForCausalLM,
+                              Phi4MultimodalProcessor)
+
+    tok = _phi4_tokenizer()
+    ids = tok.convert_tokens_to_ids
+    text = _text(tok, "phi4_multimodal", rope_parameters={"rope_type": "default", "rope_theta": 1e4,
+                                                           "partial_rotary_factor": 0.75})
+    text.pop("model_type")  # Phi-4-mm's config is flat: the text model's keys sit at its top level
+    vision = dict(SMALL, num_hidden_layers=2, image_size=PHI4_CROP, crop_size=PHI4_CROP, patch_size=PHI4_PATCH,
+                  image_token_id=ids("<|image|>"))
+    # the audio encoder is built (and saved) whatever the input: one small conformer block
+    audio = dict(SMALL, num_blocks=1, ext_pw_out_channel=64, depthwise_separable_out_channel=64,
+                 nemo_conv_channels=64, audio_token_id=ids("<|audio|>"))
+    config = Phi4MultimodalConfig(**text, vision_config=vision, audio_config=audio)
+    image = image_processor("Phi4MultimodalImageProcessor", size={"height": PHI4_CROP, "width": PHI4_CROP},
+                            patch_size=PHI4_PATCH, dynamic_hd=PHI4_CROPS)
+    processor = Phi4MultimodalProcessor(image_processor=image, audio_processor=Phi4MultimodalFeatureExtractor(),
+                                        tokenizer=tok, chat_template=PHI4_TEMPLATE)
+    _build(Phi4MultimodalForCausalLM, config, processor, tok, target)
