@@ -380,3 +380,52 @@ def test_perf_tokenizer_matches_the_real_label_cost():
     tok = perf.bpe_tokenizer(names)
     per_label = len(tok(", ".join(names))["input_ids"]) / len(names)
     assert 4.0 < per_label <= perf.TOKENS_PER_LABEL
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ("smoke-qwen2-vl", "smoke-llava-next"))
+def test_static_cache_answers_equal_the_dynamic_cache(name, catalog, built):
+    """catalog option static_cache: a fixed-shape cache (what lets transformers compile the decode step
+    on CUDA) must not change an answer. Batches of 3 and 2, longest first: the second reuses the
+    first's cache length, so its rows attend over more (masked) cache slots than they fill."""
+    import dataclasses
+
+    queries = _queries(5)
+    plain, rows_plain, _ = _run(catalog[name], queries, batch_size=3)
+    entry = dataclasses.replace(catalog[name], options={**catalog[name].options, "static_cache": True})
+    backend = hf_vlm.load(entry, BackendSettings(max_new_tokens=6, batch_size=3, extra={"static_cache": True}), LABELS)
+    rows_static = _record(backend)
+    spied, seen = backend.model.generate, []
+    backend.model.generate = lambda **kw: seen.append(kw.get("cache_implementation")) or spied(**kw)
+    static = backend.answer(queries)
+    assert seen == ["static", "static"]
+    # transformers built a StaticCache (and keeps its length for the next call: no new compile)
+    assert getattr(backend.model, "_previous_max_cache_length", 0) > 50
+    assert rows_static == rows_plain and [a.text for a in static] == [a.text for a in plain]
+    assert any("static KV cache" in n for n in backend.notes)
+    labels_first = hf_vlm.load(entry, BackendSettings(max_new_tokens=6, batch_size=3, layout="labels-first",
+                                                      extra={"static_cache": True}), LABELS)
+    labels_first.answer(_queries(2, labels_first=True))
+    assert any("not used with the labels-first prefix" in n for n in labels_first.notes)
+
+
+@pytest.mark.slow
+def test_static_cache_decode_step_compiles_as_one_graph(catalog, built):
+    """What static_cache buys on CUDA: transformers compiles the decode step (fullgraph: a graph break
+    would raise). Forced here on the CPU, where transformers would not compile by itself: the step is one
+    graph, reused by the second batch (same size, the first's cache length), and answers are unchanged."""
+    import torch
+    from transformers import CompileConfig
+
+    queries = _queries(6)
+    _, rows_plain, _ = _run(catalog["smoke-llava-next"], queries, batch_size=3)
+    backend = _load(catalog["smoke-llava-next"], batch_size=3, extra={"static_cache": True})
+    config = CompileConfig(fullgraph=True, dynamic=False, mode="default")
+    config._compile_all_devices = True  # transformers' own switch for compiling off CUDA
+    backend.model.generation_config.compile_config = config
+    rows = _record(backend)
+    torch._dynamo.reset()
+    torch._dynamo.utils.counters.clear()
+    backend.answer(queries)
+    assert rows == rows_plain
+    assert torch._dynamo.utils.counters["stats"]["unique_graphs"] == 1

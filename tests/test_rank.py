@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from vlmcls import calibration
-from vlmcls.backends import rank
+from vlmcls.backends import rank, rank_tree
 from vlmcls.catalog import load_catalog
 from vlmcls.prompts import get_template, render
 from vlmcls.settings import BackendSettings
@@ -122,6 +122,152 @@ def test_chunks_bucket_by_length_and_respect_the_size():
     widths = [[len(seqs[i]) - 1 for i in g] for g in groups]
     assert all(2 * min(w) >= max(w) for w in widths)  # no row under half its chunk's width
     assert rank._chunks(seqs, 10, bucket=False) == [list(range(6))]
+
+
+# ---------------------------------------------------------------- the token tree (the default path)
+
+# shared prefixes ("cran" < "crane" < "crane fly"), a duplicate, a one-token label ("x" in the byte-level
+# tokenizer), one that shares nothing
+TREE_LABELS = ("crane", "crane fly", "cran", "crane", "x", "tench", "goldfish")
+
+
+def _tree_case(backend):
+    inputs, _ = _prepared(backend, _query(2))
+    seqs = rank.sequences(backend.tokenizer, TREE_LABELS, backend.eos_ids[0])
+    seqs.append([seqs[-1][0], backend.eos_ids[0]])  # one token + EOS, whatever the tokenizer does with "x"
+    return inputs, seqs, rank.prefill(backend.model, inputs, backend.cache_kwarg)
+
+
+def _flat(scores) -> list[float]:
+    return [x for row in scores.tokens for x in row]
+
+
+@pytest.mark.parametrize("name", ["smoke-qwen2-vl", "smoke-llava-next"])
+def test_tree_equals_chunks_and_full_passes(name, backends):
+    backend = backends[name]
+    inputs, seqs, pre = _tree_case(backend)
+    assert len(seqs[-1]) == 2  # its only read after the first token is the EOS, at a root node
+    tree = rank_tree.forest(seqs)
+    assert len(tree.tokens) == len({tuple(s[:j]) for s in seqs for j in range(1, len(s))})  # each prefix once
+    assert len(tree.tokens) < sum(len(s) - 1 for s in seqs)
+    before = [(k.clone(), v.clone()) for k, v in pre.layers]
+    scores = rank_tree.score(backend.model, pre, seqs)
+    chunked = rank.score(backend.model, pre, seqs, backend.cache_kwarg, 3, backend.pad_id)
+    assert _flat(scores) == pytest.approx(_flat(chunked), abs=1e-4)
+    for seq, got in zip(seqs, scores.tokens):
+        assert got == pytest.approx(_full_pass(backend, inputs, seq), abs=1e-4)
+    assert scores.tokens[0] == scores.tokens[3]  # the duplicate: the same nodes, the same numbers
+    assert scores.total[1] != scores.total[0] != scores.total[2]  # the end-of-turn token tells them apart
+    for (k0, v0), (k1, v1) in zip(before, pre.layers):  # the prompt's cache is left as it was
+        assert torch.equal(k0, k1) and torch.equal(v0, v1)
+
+
+@pytest.mark.parametrize("name", ["smoke-qwen2-vl", "smoke-llava-next"])
+def test_sub_forests_give_the_same_scores(name, backends):
+    backend = backends[name]
+    _, seqs, pre = _tree_case(backend)
+    whole = rank_tree.score(backend.model, pre, seqs)
+    for nodes in (1, 5, 12):
+        assert len(rank_tree.groups(seqs, nodes)) > 1
+        assert _flat(rank_tree.score(backend.model, pre, seqs, nodes=nodes)) == pytest.approx(_flat(whole), abs=1e-4)
+
+
+def test_sdpa_and_eager_attention_read_the_tree_mask_alike(backends):
+    backend = backends["smoke-qwen2-vl"]
+    inputs, seqs, pre = _tree_case(backend)
+    assert backend.model.config.get_text_config()._attn_implementation == "sdpa"
+    sdpa = rank_tree.score(backend.model, pre, seqs)
+    backend.model.set_attn_implementation("eager")
+    try:
+        assert backend.model.config.get_text_config()._attn_implementation == "eager"
+        eager = rank_tree.score(backend.model, pre, seqs)
+        assert rank_tree.choose(backend.model, pre, seqs)[0] == "tree"
+    finally:
+        backend.model.set_attn_implementation("sdpa")
+    assert _flat(eager) == pytest.approx(_flat(sdpa), abs=1e-4)
+    assert scores_match_full_passes(backend, inputs, seqs, eager)
+
+
+def scores_match_full_passes(backend, inputs, seqs, scores) -> bool:
+    return all(got == pytest.approx(_full_pass(backend, inputs, s), abs=1e-4) for s, got in zip(seqs, scores.tokens))
+
+
+def test_one_token_candidates_are_read_from_the_prompt_alone(backends):
+    backend = backends["smoke-qwen2-vl"]
+    _, seqs, pre = _tree_case(backend)
+    ones = [[s[0]] for s in seqs]
+    assert rank_tree.score(backend.model, pre, ones).tokens == tuple((pre.first[s[0]].item(),) for s in seqs)
+
+
+def test_forest_shares_prefixes_and_masks_siblings():
+    # inputs 1 2 3 | 1 2 3 4 5 | 1 2 | 1 2 3 (duplicate) | 7 | (one token: no input)
+    seqs = [[1, 2, 3, 9], [1, 2, 3, 4, 5, 9], [1, 2, 9], [1, 2, 3, 9], [7, 9], [9]]
+    tree = rank_tree.forest(seqs)
+    assert tree.tokens == (1, 2, 3, 4, 5, 7) and tree.parents == (-1, 0, 1, 2, 3, -1)
+    assert tree.depths == (0, 1, 2, 3, 4, 0)
+    assert tree.reads == ((0, 1, 2), (0, 1, 2, 3, 4), (0, 1), (0, 1, 2), (5,), ())
+    mask = rank_tree.tree_mask(tree, 3, torch.float32)
+    assert mask.shape == (1, 1, 6, 9) and (mask[0, 0, :, :3] == 0).all()  # the prompt: seen by every node
+    sees = (mask[0, 0, :, 3:] == 0).int().tolist()
+    assert sees == [[1, 0, 0, 0, 0, 0], [1, 1, 0, 0, 0, 0], [1, 1, 1, 0, 0, 0], [1, 1, 1, 1, 0, 0],
+                    [1, 1, 1, 1, 1, 0], [0, 0, 0, 0, 0, 1]]  # ancestors and itself; "7" sees no other branch
+    assert mask.min() == torch.finfo(torch.float32).min  # additive: eager adds it to the scores
+
+
+def test_groups_bound_the_nodes_and_keep_prefixes_together():
+    seqs = [[1, 2, 3, 9], [1, 2, 3, 4, 5, 9], [1, 2, 9], [1, 2, 3, 9], [7, 9], [7, 8, 9], [6, 6, 6, 6, 6, 6, 9]]
+    for limit in (1, 3, 5, 6, 100):
+        groups = rank_tree.groups(seqs, limit)
+        assert sorted(i for g in groups for i in g) == list(range(len(seqs)))
+        for g in groups:
+            nodes = len(rank_tree.forest([seqs[i] for i in g]).tokens)
+            assert nodes <= limit or len(g) == 1  # only a candidate longer than the limit goes over, alone
+    assert rank_tree.groups(seqs, 100) == [[2, 0, 3, 1, 6, 4, 5]]  # one forest, in token order
+    assert rank_tree.groups(seqs, 5) == [[2, 0, 3, 1], [6], [4, 5]]  # "1 2 3 4 5" fills the first
+
+
+def test_a_model_that_ignores_the_mask_falls_back_to_chunks(backends, monkeypatch):
+    """The self-check catches a model that attends past the tree mask (simulated: a plain causal mask,
+    under which a node sees the sibling branches placed before it)."""
+    backend = backends["smoke-llava-next"]
+    _, seqs, pre = _tree_case(backend)
+    assert rank_tree.choose(backend.model, pre, seqs)[0] == "tree"
+
+    real = rank_tree.tree_mask
+
+    def causal(tree, prompt, dtype):  # a chain: every node sees all the nodes before it
+        return real(rank_tree.Forest(tree.tokens, tuple(range(-1, len(tree.tokens) - 1)), tree.depths, ()),
+                    prompt, dtype)
+
+    monkeypatch.setattr(rank_tree, "tree_mask", causal)
+    path, note = rank_tree.choose(backend.model, pre, seqs)
+    assert path == "chunked" and "ignored a 4D attention mask" in note
+
+
+def test_sliding_window_models_take_the_chunked_path():
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+
+    small = dict(vocab_size=64, hidden_size=16, intermediate_size=32, num_hidden_layers=2, num_attention_heads=2,
+                 num_key_value_heads=1)
+    windowed = Qwen2ForCausalLM(Qwen2Config(**small, use_sliding_window=True, sliding_window=8, max_window_layers=0))
+    assert "sliding_attention" in rank_tree.unsupported(windowed)
+    assert rank_tree.unsupported(Qwen2ForCausalLM(Qwen2Config(**small))) is None
+
+
+def test_the_backend_notes_which_path_ran(smoke_model):
+    """Default: the tree, after the self-check; the catalog's rank_chunk asks for chunks. Same answers."""
+    entry = load_catalog()["smoke-qwen2-vl"]
+    smoke_model("qwen2-vl")
+    answers = {}
+    for extra in ({}, {"rank_chunk": 2}):
+        backend = hf_vlm.load(entry, BackendSettings(rank=True, device="cpu", dtype="float32", batch_size=2,
+                                                     extra=extra), LABELS)
+        answers[backend.rank_path] = backend.answer([_query(i) for i in range(3)])
+        assert backend.rank_path == ("chunked" if extra else "tree")
+        assert sum(n.startswith("rank: ") for n in backend.notes) == 1
+        assert ("chunks of 2" if extra else "token tree") in " ".join(backend.notes)
+    for a, b in zip(answers["tree"], answers["chunked"]):
+        assert a.top5 == b.top5 and a.top1_prob == pytest.approx(b.top1_prob, abs=1e-5)
 
 
 def test_answer_in_rank_mode_scores_instead_of_generating(backends):

@@ -176,6 +176,14 @@ def test_stage_counts_and_resolve_many(nli_model):
     assert r.stage_counts == {"match": 1, "synonym": 1, "nli": 1, "unresolved": 1}
 
 
+def test_rank_mode_resolves_an_unranked_text_answer_as_the_study_does(nli_model):
+    """An API answer its first token could not rank reaches the resolver as text: match, then NLI."""
+    r = Resolver("rank", LABELS, nli_model=nli_model, device="cpu")
+    got = r.resolve_many([("tabby", ids_of(CATS)), ("un gato", ids_of(CATS))])
+    assert [g.stage for g in got] == ["match", "nli"] and got[1].class_id in ids_of(CATS)
+    assert Resolver("exact", LABELS).resolve("un gato", ids_of(CATS)).stage == "unresolved"
+
+
 def test_import_does_not_load_torch():
     code = "import sys, vlmcls.resolve; sys.exit('torch' in sys.modules or 'transformers' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code]).returncode == 0

@@ -13,3 +13,8 @@ def one_line(exc: Any, limit: int = 300, with_type: bool = False) -> str:
         return f"{type(exc).__name__}: {text[:limit]}"
     lines = str(exc).strip().splitlines()
     return (lines[0] if lines else type(exc).__name__)[:limit]
+
+
+class Unavailable(RuntimeError):
+    """What the case asks for is found, while running, not to exist for this model (e.g. --resolver rank on
+    an API model whose server gives no logprobs): the case is skipped with this reason, not failed."""

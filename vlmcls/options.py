@@ -109,6 +109,9 @@ def add_options(parser) -> None:
     add("--resolver", type=choice("--resolver", RESOLVERS, ALIASES["resolver"]), default=STUDY_RESOLVER,
         help=f"answer resolution: {', '.join(RESOLVERS)} (study, alias thesis: match, synonym, then NLI; the default)")
     add("--nli-model", default=None, help="NLI model for the study/nli resolver (default facebook/bart-large-mnli; smoke models use a tiny one)")
+    add("--nli-overlap", action="store_true", default=False,
+        help="study/nli resolver: resolve each window of answers in a thread while the model answers the next "
+             "(off by default until measured on a GPU: bench/perf_nli.py --overlap; ignored with --max-cost)")
     add("--quant", type=choice("--quant", QUANTS), default=None, help="local VLM quantization (default: the catalog's; with --study the study's per row)")
     add("--dtype", type=choice("--dtype", DTYPES), default=None, help="local model dtype")
     add("--device", type=device, default=None, help="auto | cpu | cuda | cuda:N (default auto; xdist workers spread over GPUs)")

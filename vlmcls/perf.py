@@ -10,6 +10,8 @@ prompt layouts, and one JSON line is printed per (arch, quant, layout, ways, bat
                     batch size 1 over the first 16 of them (its rate is steady at once, and slow)
   prefill_s         seconds for one batch generating a single token (prompt processing + 1 step)
   speedup_vs_b1     images_per_s / the batch-size-1 figure of the same run
+  cache             the generation KV cache: dynamic, or static (transformers compiles the decode step on CUDA)
+  speedup_vs_dynamic  a static-cache row's images_per_s / the dynamic row's, same ways, layout and batch size
   speedup_vs_image_first labels-first images_per_s / the image-first (study) layout's, same ways and batch size
                          (rows measured before 2026-11-27 call it speedup_vs_thesis and layout "thesis")
   prompt_tokens     mean per image (text + image tokens); new_tokens: tokens generated per image
@@ -19,8 +21,9 @@ prompt layouts, and one JSON line is printed per (arch, quant, layout, ways, bat
                     CUDA, float32 on the CPU; the env row gives peak_tflops)
   batch size "auto" the backend's --batch-size auto; effective_batch_size is the largest that ran
   --resolver rank   also (or, with "rank" alone, only) ranking mode: part "hf_vlm_rank" rows give
-                    images_per_s of scoring every candidate (one prefill per image + the candidates in
-                    chunks), candidate_tokens per image, and rank_cost_vs_generate = the generate row's
+                    images_per_s of scoring every candidate (one prefill per image + the candidates as
+                    one token tree, or in chunks: rank_path), candidate_tokens per image (before the tree
+                    shares prefixes), and rank_cost_vs_generate = the generate row's
                     images_per_s / rank's (same layout, ways and batch size; the issue's goal: <= 2)
 
   python -m vlmcls.perf --arch qwen2-vl-2b --quant none,int8 --ways 20,100,1000 --batch-sizes 1,32,auto
@@ -123,14 +126,16 @@ def _settings_for(settings: BackendSettings, batch_size) -> BackendSettings:
 
 
 def measure(model, processor, settings: BackendSettings, queries: list[Query], new_tokens: int) -> dict:
-    from .backends.hf_vlm import HFVLMBackend
+    from .backends.hf_vlm import HFVLMBackend, length_key
 
     backend = HFVLMBackend(model, processor, settings)
     model.generation_config.min_new_tokens = new_tokens  # equal lengths: random weights may stop anywhere
     try:
         # warm-up: kernels, allocator, the labels-first prefix; with auto, the size is learnt here and
-        # warmed up at the size it chose
-        _timed(backend, queries[:backend.batch_size])
+        # warmed up at the size it chose. The longest queries: the run's first batch is theirs (longest
+        # first), and a static cache compiled for a shorter one would be rebuilt inside the timed run
+        longest = sorted(queries, key=length_key, reverse=True)
+        _timed(backend, longest[:backend.batch_size])
         if backend.auto:
             _timed(backend, queries[:backend.window // 4])
         backend.sizes_run.clear()
@@ -148,7 +153,7 @@ def measure(model, processor, settings: BackendSettings, queries: list[Query], n
                prompt_tokens=_mean(a.prompt_tokens for a in answers),
                new_tokens=_mean(a.completion_tokens for a in answers),
                errors=sum(a.error is not None for a in answers),
-               effective_batch_size=size, notes=backend.notes + one.notes)
+               effective_batch_size=size, notes=list(dict.fromkeys(backend.notes + one.notes)))
     shape = image_shape(backend, queries[0])
     row["tflop_per_image"] = _sig(flops_per_image(
         model, row["prompt_tokens"] or 0, row["new_tokens"] or 0, shape["vision_tokens"],
@@ -206,6 +211,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--new-tokens", type=int, default=12, help="tokens generated per image (forced)")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     p.add_argument("--out", type=Path, default=None, help="also append the JSON lines to this file")
+    p.add_argument("--cache", type=_csv(str, ("dynamic", "static")), default=("dynamic",),
+                   help="KV cache for generation: dynamic, static (catalog option static_cache: the decode "
+                        "step compiled on CUDA) or both (default dynamic)")
     p.add_argument("--resolver", type=_csv(str, ("generate", "rank")), default=("generate",),
                    help="generate, rank or both (default generate): what each image costs")
     return p.parse_args(argv)
@@ -251,19 +259,25 @@ def run_grid(arch, quant, model, processor, settings, args, names, out, load_not
     for layout in args.layout:
         for ways in args.ways:
             queries = make_queries(names, min(ways, len(names)), layout, images)
-            for batch_size in args.batch_sizes:
-                s = _settings_for(settings.with_(layout=layout), batch_size)
+            for batch_size, cache in [(b, c) for b in args.batch_sizes for c in getattr(args, "cache", ("dynamic",))]:
+                s = _settings_for(settings.with_(layout=layout, extra={**settings.extra,
+                                                                        "static_cache": cache == "static"}), batch_size)
+                # transformers keeps the largest static cache length of earlier calls: each row sizes its own
+                model._previous_max_cache_length = -1
                 if "generate" not in getattr(args, "resolver", ("generate",)):
                     _rank_row(arch, quant, model, processor, s, queries, batch_size, ways, None, out)
                     continue
                 row = measure(model, processor, s, queries[:B1_IMAGES] if batch_size == 1 else queries,
                               args.new_tokens)
                 row["mfu"] = _sig(row["tflop_per_image"] * row["images_per_s"] / peak) if peak else None
-                results[(layout, ways, batch_size)] = row["images_per_s"]
-                b1 = results.get((layout, ways, 1))
-                study = results.get((STUDY_LAYOUT, ways, batch_size))
+                results[(layout, ways, batch_size, cache)] = row["images_per_s"]
+                b1 = results.get((layout, ways, 1, cache))
+                study = results.get((STUDY_LAYOUT, ways, batch_size, cache))
+                dynamic = results.get((layout, ways, batch_size, "dynamic"))
                 emit(dict(part="hf_vlm_generate", arch=arch, ways=ways, batch_size=batch_size, quant=quant,
-                          layout=layout, device=settings.device, **row,
+                          layout=layout, cache=cache, device=settings.device, **row,
+                          speedup_vs_dynamic=round(row["images_per_s"] / dynamic, 2)
+                          if dynamic and cache != "dynamic" else None,
                           speedup_vs_b1=round(row["images_per_s"] / b1, 2) if b1 else None,
                           speedup_vs_image_first=round(row["images_per_s"] / study, 2)
                           if study and layout != STUDY_LAYOUT else None,
@@ -281,7 +295,7 @@ def _rank_row(arch, quant, model, processor, settings, queries, batch_size, ways
 
 def measure_rank(model, processor, settings: BackendSettings, queries: list[Query]) -> dict:
     """Ranking mode's steady state: one warm-up batch, then every query (each image prefilled once, its
-    candidates scored in chunks)."""
+    candidates scored by the backend's rank path)."""
     from .backends import rank
     from .backends.hf_vlm import HFVLMBackend
 
@@ -291,7 +305,7 @@ def measure_rank(model, processor, settings: BackendSettings, queries: list[Quer
     scored = [sum(map(len, rank.sequences(backend.tokenizer, q.labels, backend.eos_ids[0]))) for q in queries[:4]]
     return dict(images_per_s=round(len(queries) / elapsed, 3), s_per_image=round(elapsed / len(queries), 4),
                 prompt_tokens=_mean(a.prompt_tokens for a in answers), candidate_tokens=_mean(scored),
-                errors=sum(a.error is not None for a in answers), notes=backend.notes)
+                errors=sum(a.error is not None for a in answers), rank_path=backend.rank_path, notes=backend.notes)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -32,6 +32,7 @@ class RunOptions:
     labels_mode: str | None = None
     resolver: str = STUDY_RESOLVER
     nli_model: str | None = None
+    nli_overlap: bool = False
     quant: str | None = None
     dtype: str | None = None
     device: str | None = None
@@ -92,7 +93,7 @@ def spec(entry: ModelEntry, ways: int, opts: RunOptions, row: StudyRow | None = 
         samples=opts.samples or (row.images if row is not None else entry.samples),
         seed=opts.seed, prompt=opts.prompt, labels_mode=opts.labels, resolver=opts.resolver,
         nli_model=opts.nli_model or (SMOKE_NLI if entry.smoke else DEFAULT_NLI),
-        max_cost=opts.max_cost, refresh=opts.refresh, orders=opts.orders,
+        max_cost=opts.max_cost, refresh=opts.refresh, orders=opts.orders, nli_overlap=opts.nli_overlap,
     )
 
 

@@ -84,7 +84,9 @@ class Resolver:
         if self.mode == "nli":
             return None, True
         found = self._match(text, class_ids)
-        return found, found.class_id is None and self.mode not in ("exact", "rank")  # rank never loads NLI
+        # rank: an answer the backend could not rank (API: its first token names no one candidate) is
+        # text, resolved as the study resolves text; local rankers answer class ids and never get here
+        return found, found.class_id is None and self.mode != "exact"
 
     def _constrained(self, text: str, class_ids: tuple[int, ...]) -> Resolution:
         words = strip_article(phrase(text))

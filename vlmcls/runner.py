@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from typing import Any, Callable, Sequence
 
@@ -17,6 +15,7 @@ from . import prompts
 from .catalog import ModelEntry
 from .devices import device_kind  # noqa: F401 (re-exported: callers import it from here)
 from .images import ImageError, decode
+from .pipeline import FAIL_FAST, run_windows  # noqa: F401 (FAIL_FAST: re-exported, callers import it from here)
 from .settings import BackendSettings, server_urls
 from .store import Store, case_key, row_key
 from .types import Answer, Backend, LabelSet, Prediction, Query, Sample
@@ -29,7 +28,7 @@ class CaseSpec:
     """Everything that defines a case. `key_fields()` is the part that can change an answer (the
     store key); speed settings, `samples`, `refresh` and `max_cost` stay out of it, and so does
     `orders` (K candidate orders per image): each row carries its order index instead, so a run with
-    K=3 reuses the order-0 rows of a K=1 run."""
+    K=3 reuses the order-0 rows of a K=1 run. `nli_overlap` (speed only) is out of it too."""
 
     model: ModelEntry
     ways: int
@@ -44,6 +43,7 @@ class CaseSpec:
     max_cost: float | None = None
     refresh: bool = False
     orders: int = 1
+    nli_overlap: bool = False  # --nli-overlap: resolve window k while the backend answers window k+1
 
     def __post_init__(self) -> None:
         # "thesis", the older name of the study's label mode and resolver, becomes the canonical one
@@ -113,9 +113,6 @@ def _rate(n: int, seconds: float) -> float | None:
     return n / seconds if n and seconds > 0 else None
 
 
-FAIL_FAST = 8  # this many samples in a row, all failed, from the start: the backend is broken (wrong URL...)
-
-
 def fingerprint(s: Sample) -> str:
     """Identifies the image behind a sample id: content hash for bytes, size + mtime for a file
     (hashing every file of a 10,000-image run would cost a full read). A store row whose fingerprint
@@ -168,6 +165,10 @@ def with_orders(samples: Sequence[Sample], orders: int) -> Sequence[Sample]:
 
 def _key(s: Sample) -> str:
     return row_key(s.sample_id, getattr(s, "order", 0))
+
+
+OVERLAP_NOTE = ("--nli-overlap: each window's answers were resolved while the backend answered the next one "
+                "(resolver time overlaps the model's)")
 
 
 class CaseRunner:
@@ -224,6 +225,10 @@ class CaseRunner:
         )
 
     def run_batch(self, batch: Sequence[Sample], images: Sequence[Any] | None = None) -> list[Prediction]:
+        return self.resolve_batch(self.answer_batch(batch, images))
+
+    def answer_batch(self, batch: Sequence[Sample], images: Sequence[Any] | None = None):
+        """The backend's half of a batch: (samples, candidate sets, answers by position)."""
         if images is None:
             images = [self._prepare(s) for s in batch]
         sets = [self.candidates(s) for s in batch]
@@ -234,7 +239,12 @@ class CaseRunner:
             if len(got) != len(ok):
                 raise RuntimeError(f"backend returned {len(got)} answers for {len(ok)} queries")
             answers.update(zip(ok, got))
-        need = [i for i in ok if answers[i].error is None and answers[i].class_id is None]
+        return batch, sets, [answers[i] for i in range(len(batch))]
+
+    def resolve_batch(self, answered) -> list[Prediction]:
+        """The resolver's half: the answers that name no class resolved together, then the rows."""
+        batch, sets, answers = answered
+        need = [i for i, a in enumerate(answers) if a.error is None and a.class_id is None]
         resolved = dict(zip(need, self._resolve([(answers[i].text, sets[i].class_ids) for i in need]))) if need else {}
         return [self.record(batch[i], sets[i], answers[i], resolved.get(i)) for i in range(len(batch))]
 
@@ -254,6 +264,13 @@ class CaseRunner:
         # a backend that prefetches (hf-vlm) asks for several of its batches at once
         return getattr(self.backend, "window", None) or s.batch_size
 
+    def overlaps(self) -> bool:
+        """--nli-overlap applies: a resolver with a model (study, nli; matching alone is too cheap to
+        hide), a backend that answers in text, and no --max-cost (the next batch's size waits for
+        this batch's cost)."""
+        return (self.spec.nli_overlap and self.spec.resolver in NLI_RESOLVERS and self.spec.max_cost is None
+                and not self.spec.model.info.direct)
+
     def run(self, samples: Sequence[Sample]) -> CaseResult:
         cand.check_ways(self.spec.ways, len(self.labels))
         stored = {} if (self.store is None or self.spec.refresh) else self.store.get(self.key)
@@ -266,7 +283,11 @@ class CaseRunner:
             self.store.register(self.key, self.spec.key_fields())
         ids = {_key(s) for s in items}
         self._spent = [sum(p.cost_usd or 0.0 for k, p in done.items() if k in ids), len(ids) - len(todo)]
-        fresh, elapsed, stopped = self._loop(todo, len(items) - len(todo), len(items))
+        overlap = self.overlaps()
+        fresh, elapsed, stopped = run_windows(self, todo, len(items) - len(todo), len(items), overlap)
+        notes = list(getattr(self.backend, "notes", []))
+        if overlap and fresh:
+            notes.append(OVERLAP_NOTE)
         by_key = {**done, **{row_key(p.sample_id, p.order): p for p in fresh}}
         rows = [by_key[_key(s)] for s in items if _key(s) in by_key]
         preds = [p for p in rows if p.order == 0]
@@ -274,48 +295,11 @@ class CaseRunner:
             spec=self.spec, predictions=preds, metrics=metrics_mod.compute(preds, self.spec.seed) if preds else None,
             images_per_s=_rate(len(fresh), elapsed - getattr(self.backend, "load_s", 0.0)),
             resumed=len(items) - len(todo), not_run=len(samples) - len(preds), stopped=stopped,
-            notes=list(getattr(self.backend, "notes", [])), stage_seconds=dict(self.stage_seconds),
+            notes=notes, stage_seconds=dict(self.stage_seconds),
             wall_s=elapsed - getattr(self.backend, "load_s", 0.0), order_rows=rows if self.spec.orders > 1 else [],
         )
 
-    def _loop(self, todo: Sequence[Sample], already: int, total: int) -> tuple[list[Prediction], float, str]:
-        fresh: list[Prediction] = []
-        elapsed, start = 0.0, 0
-        self.progress(already, total)
-        # Decoding runs in threads one batch ahead, so the model never waits for JPEG decoding
-        # (PIL releases the GIL while it decodes and resizes).
-        with ThreadPoolExecutor(max(1, self.decode_workers)) as pool:
-            batch = self._next(todo, start)
-            pending = [pool.submit(self._prepare, s) for s in batch]
-            while batch:
-                t0 = time.perf_counter()
-                images = [f.result() for f in pending]
-                start += len(batch)
-                ahead = self.spec.max_cost is None  # under a budget the next size depends on this batch's cost
-                following = self._next(todo, start) if ahead else []
-                pending = [pool.submit(self._prepare, s) for s in following]
-                preds = self.run_batch(batch, images)
-                elapsed += time.perf_counter() - t0
-                self._spent[0] += sum(p.cost_usd or 0.0 for p in preds)
-                self._spent[1] += len(preds)
-                fresh.extend(preds)
-                if self.store is not None:
-                    self.store.put(self.key, preds, time.time())
-                self.progress(already + len(fresh), total)
-                if len(fresh) >= FAIL_FAST and all(p.error is not None for p in fresh):
-                    return fresh, elapsed, (f"stopped after the first {len(fresh)} samples all failed "
-                                            f"(e.g. {fresh[0].error[:200]})")
-                if not ahead:
-                    following = self._next(todo, start)
-                    pending = [pool.submit(self._prepare, s) for s in following]
-                batch = following
-        if start < len(todo):
-            spent = self._spent[0]
-            return fresh, elapsed, (f"stopped by --max-cost {self.spec.max_cost:g} USD after {already + len(fresh)} "
-                                    f"samples (spent {spent:.4f} USD, this run and stored runs of this case)")
-        return fresh, elapsed, ""
-
-    def _next(self, todo: Sequence[Sample], start: int) -> Sequence[Sample]:
+    def next_batch(self, todo: Sequence[Sample], start: int) -> Sequence[Sample]:
         """The next batch; under --max-cost trimmed to what the budget still pays for (at the mean cost
         per sample so far, this run and stored runs of the case), and one sample while nothing is known."""
         n = self.batch_size()

@@ -30,7 +30,7 @@ from .runner import CaseResult, CaseRunner, CaseSpec
 from .smoke import is_smoke
 from .vocab import NLI_RESOLVERS
 from .devices import worker_device
-from .errors import one_line
+from .errors import Unavailable, one_line
 
 
 class BenchSession:
@@ -167,13 +167,15 @@ class BenchSession:
             if device_kind("auto") != "cuda":
                 reason = f"--device {spec.settings.device} but no CUDA GPU is visible here"
         reason = reason or backends.requirements(spec.model, spec.settings, self.labels)
-        if reason is None and spec.resolver in NLI_RESOLVERS and not info.direct:
+        text_answers = spec.resolver in NLI_RESOLVERS or (spec.resolver == "rank" and info.served)
+        if reason is None and text_answers and not info.direct:
             reason = nli_requirement(spec.nli_model)
         if reason is None and spec.resolver == "constrained" and not info.constrained:
             reason = f"--resolver constrained needs a local model or an OpenAI-compatible server, not {spec.model.backend}"
         if reason is None and spec.resolver == "rank" and not info.rank:
             reason = (f"--resolver rank: ranking is not available for the {spec.model.backend} backend "
-                      "(it needs the model's score of every candidate; local models, CLIP and classifiers have them)")
+                      "(it needs the model's score of every candidate: local models, CLIP, classifiers and OpenAI's "
+                      "logprobs have them)")
         return reason
 
     def backend(self, spec: CaseSpec):
@@ -213,6 +215,10 @@ class BenchSession:
         runner = CaseRunner(spec, self.labels, backend, resolver, self.store, progress=self._progress(spec))
         try:
             result = runner.run(samples)
+        except Unavailable as exc:  # found while running: this model lacks what the case needs
+            reason = one_line(exc)
+            run.not_run(*(("failed", reason, f"{spec.case_id}: cannot run here (--strict-cases / --strict): {reason}")
+                          if self.opt.strict else ("skipped", reason)))
         except Exception as exc:  # cannot load, bad key, lost server: one line, a row, no traceback
             what = "cannot load the model" if not backend.loaded else "the backend failed"
             reason = f"{what}: {type(exc).__name__}: {one_line(exc)}"

@@ -27,6 +27,11 @@ option, default 30 s) and the request is sent to another one: a dying machine lo
 request tries each server at most once. When its cool-down ends, a server is re-admitted on
 probation: one request at a time until one succeeds. `notes` lists per-server requests and errors.
 
+Ranking (--resolver rank, OpenAI and compatible servers only: Anthropic's API returns no
+log-probabilities): each reply's first-token distribution ranks the candidates where it tells them
+apart, by the rules in vlmcls.backends.api_rank; `notes` count the answers it could not rank (they
+are resolved from their text), and a model that sends no logprobs at all stops the case with that reason.
+
 The pool of servers lives in vlmcls.backends.servers, each API's request and reply shapes in
 vlmcls.backends.api_protocols.
 
@@ -43,9 +48,11 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any, Callable, Sequence
 
+from ..errors import Unavailable
 from ..settings import server_urls
 from ..smoke import is_smoke
 from ..types import Answer, Query
+from . import api_rank
 from .api_protocols import AnthropicProtocol, Malformed, OpenAIProtocol, Reply, encode_jpeg
 from .servers import COOLDOWN_S, Pool, Server, display_url
 
@@ -66,6 +73,7 @@ KEY_ENVS = {
     "anthropic": ("ANTHROPIC_API_KEY", "ANTHROPIC_AUTH_TOKEN"),
 }
 MAX_RETRY_AFTER_S = 120.0  # the OpenAI SDK's own limit; override with options.max_retry_after_s
+NO_RANKING = "--resolver rank: ranking is not available"
 NO_KEY = "EMPTY"  # what vLLM and friends accept when started without --api-key
 SMOKE_KEY = "smoke-key-not-a-secret"
 FATAL_STATUS = (401, 403, 404)
@@ -80,6 +88,9 @@ def requirements(entry: "ModelEntry", settings: "BackendSettings", labels: "Labe
         return f'the {sdk} SDK is not installed: pip install "vlmcls[api]"'
     if settings.constrained and entry.backend != "openai-compatible":
         return "constrained decoding needs an OpenAI-compatible server that takes a choice list (vLLM)"
+    if settings.rank and entry.backend == "anthropic":
+        return ("--resolver rank: ranking is not available for Anthropic models: the Messages API returns "
+                "no token log-probabilities to score the candidates with")
     if is_smoke(entry.weights):
         return None
     if entry.backend == "openai-compatible":
@@ -204,22 +215,29 @@ class ApiBackend:
         self._pool, self._protocol = pool, protocol
         self._secrets = tuple(sorted({x for s in pool.servers for x in _secrets(s.client)}, key=len, reverse=True))
         self._fatal: str | None = None
+        self._ranks = api_rank.Tally()
 
     @property
     def notes(self) -> list[str]:
-        return self._pool.notes()
+        return self._pool.notes() + self._ranks.notes()
 
     def answer(self, queries: Sequence[Query]) -> list[Answer]:
         if self._fatal:
-            raise RuntimeError(self._fatal)
+            raise (Unavailable if NO_RANKING in self._fatal else RuntimeError)(self._fatal)
         if not queries:
             return []
         workers = max(1, min(self.settings.concurrency, len(queries)))
         with ThreadPoolExecutor(workers, thread_name_prefix="vlmcls-api") as pool:
             answers = list(pool.map(self._answer_one, queries))
+        if self._protocol.rank and self._ranks.unavailable():
+            self._fatal = self._fatal or self._no_ranking("the server sent no logprobs with its answers "
+                                                          "(the model does not provide them)")
         if self._fatal:
-            raise RuntimeError(self._fatal)
+            raise (Unavailable if NO_RANKING in self._fatal else RuntimeError)(self._fatal)
         return answers
+
+    def _no_ranking(self, why: str) -> str:
+        return f"{self.entry.name}: {NO_RANKING} for this model: {why}"
 
     def close(self) -> None:
         self._pool.close()
@@ -232,8 +250,11 @@ class ApiBackend:
             reply = self._send(self._protocol.request(query))
         except Exception as exc:  # noqa: BLE001 - a per-sample failure becomes an error row
             error = self._describe(exc)
-            if getattr(exc, "status_code", None) in FATAL_STATUS:
+            status = getattr(exc, "status_code", None)
+            if status in FATAL_STATUS:
                 self._fatal = f"{self.entry.name}: {error}"
+            elif status == 400 and self._protocol.rank and "logprob" in error.lower():  # e.g. reasoning models
+                self._fatal = self._no_ranking(f"the server refused logprobs ({error})")
             return Answer(error=error, latency_s=time.monotonic() - start)
         return self._to_answer(query, reply, time.monotonic() - start)
 
@@ -273,6 +294,12 @@ class ApiBackend:
             ids = [cid for cid, label in zip(query.class_ids, query.labels) if label == text.strip()]
             if len(ids) == 1:  # two candidates sharing the label: leave it to the resolver
                 return Answer(text=text.strip(), class_id=ids[0], stage="constrained", **common)
+        if self._protocol.rank:
+            ranking = api_rank.rank(text, reply.first, query.labels, query.class_ids)
+            self._ranks.add(len(query.labels), ranking)
+            if ranking.top5:
+                return Answer(text=text, class_id=ranking.top5[0], stage="rank", top5=ranking.top5,
+                              top1_prob=ranking.top1_prob, **common)
         return Answer(text=text, **common)
 
     def _describe(self, exc: BaseException) -> str:

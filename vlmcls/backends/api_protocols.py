@@ -1,6 +1,7 @@
 """What an API backend sends and reads back, per API: OpenAI chat completions (and compatible
-servers, with vLLM's choice list for constrained decoding) and Anthropic messages; the image as a
-base64 JPEG. A body that is not the expected shape raises Malformed, which the backend retries.
+servers, with vLLM's choice list for constrained decoding, and the first token's log-probabilities
+for ranking) and Anthropic messages; the image as a base64 JPEG. A body that is not the expected
+shape raises Malformed, which the backend retries.
 """
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import io
 from typing import TYPE_CHECKING, Any, NamedTuple, Sequence
 
 from ..types import Query
+from .api_rank import MAX_TOKENS, TOP_LOGPROBS, FirstToken, first_token
 
 if TYPE_CHECKING:  # pragma: no cover
     from PIL.Image import Image
@@ -41,6 +43,7 @@ class Reply(NamedTuple):
     text: str
     prompt_tokens: int | None
     completion_tokens: int | None
+    first: FirstToken | None = None  # the first token's distribution, when asked for (ranking) and sent
 
 
 class Malformed(ValueError):
@@ -61,11 +64,13 @@ class OpenAIProtocol:
     """Chat completions. Constrained requests (openai-compatible only) carry vLLM's choice list as
     `extra_body={"structured_outputs": {"choice": [...]}}` — the field current vLLM reads; the old
     `guided_choice` was removed in vLLM 0.12. For an older server set the catalog option
-    `choice_field = "guided_choice"`."""
+    `choice_field = "guided_choice"`. Ranking requests (--resolver rank) ask for the first token's
+    top-20 log-probabilities and a short reply (vlmcls.backends.api_rank)."""
 
     def __init__(self, entry: "ModelEntry", settings: "BackendSettings") -> None:
         self.model, self.settings = entry.weights, settings
         self.constrained = settings.constrained and entry.backend == "openai-compatible"
+        self.rank = bool(settings.rank)
         self.choice_field = str(settings.extra.get("choice_field", CHOICE_FIELDS[0]))
         if self.choice_field not in CHOICE_FIELDS:
             raise ValueError(f"choice_field must be one of {CHOICE_FIELDS}, not {self.choice_field!r}")
@@ -83,6 +88,9 @@ class OpenAIProtocol:
             kwargs["temperature"] = 0
         if self.constrained:
             kwargs["extra_body"] = self._choice_body(query.labels)
+        if self.rank:
+            kwargs.update(logprobs=True, top_logprobs=TOP_LOGPROBS)
+            kwargs[self.limit_field] = min(self.settings.max_new_tokens, MAX_TOKENS)
         return kwargs
 
     def _choice_body(self, labels: Sequence[str]) -> dict[str, Any]:
@@ -94,11 +102,11 @@ class OpenAIProtocol:
     def send(self, client: Any, kwargs: dict[str, Any]) -> Reply:
         response = client.chat.completions.create(**kwargs)
         try:
-            message = response.choices[0].message
-            usage = response.usage
+            choice = response.choices[0]
+            message, usage = choice.message, response.usage
             text = message.content if message.content is not None else (getattr(message, "refusal", None) or "")
             tokens = getattr(usage, "prompt_tokens", None), getattr(usage, "completion_tokens", None)
-            return Reply(text, *tokens)
+            return Reply(text, *tokens, first_token(choice) if self.rank else None)
         except (AttributeError, TypeError, IndexError, KeyError) as exc:
             raise Malformed(f"unexpected response shape ({type(exc).__name__})") from None
 
@@ -108,7 +116,7 @@ class AnthropicProtocol:
 
     def __init__(self, entry: "ModelEntry", settings: "BackendSettings") -> None:
         self.model, self.settings = entry.weights, settings
-        self.constrained = False
+        self.constrained = self.rank = False  # no choice list, no log-probabilities in this API
 
     def request(self, query: Query) -> dict[str, Any]:
         source = {"type": "base64", "media_type": "image/jpeg", "data": _image_b64(query, self.settings)}

@@ -12,9 +12,10 @@ What the backend guarantees (each is tested with tiny random models in tests/tes
 - CUDA out of memory: the batch is retried in halves and the smaller size kept (recorded in `notes`);
   --batch-size auto learns the largest batch that fits (backends/autobatch.py);
 - ranking mode (`settings.rank`, --resolver rank): no generation; each image's prompt is prefilled once and
-  every candidate label scored as its continuation (backends/rank.py); the answer is the best candidate,
-  with the top 5 and the best one's probability over the candidates. Equal to scoring each candidate with
-  its own full forward pass (tests/test_rank.py).
+  every candidate label scored as its continuation, all candidates in one forward pass as a token tree
+  where the model honours a 4D mask (backends/rank_tree.py), else in chunks (backends/rank.py); the answer
+  is the best candidate, with the top 5 and the best one's probability over the candidates. Equal to
+  scoring each candidate with its own full forward pass (tests/test_rank.py).
 
 Here: the backend (batching, the prefetch pipeline, generation, ranking). Loading and requirements are in
 backends/hf_load.py, prompt encoding in backends/hf_encode.py; their public names are re-exported here.
@@ -27,7 +28,7 @@ from typing import TYPE_CHECKING, Any, Sequence
 
 from ..errors import one_line
 from ..types import Answer, Query
-from . import rank
+from . import rank, rank_tree
 from .autobatch import AUTO_FIRST, AUTO_HEADROOM, AUTO_MAX, AutoBatchSize, wants_auto
 from .constrain import LabelConstraint, label_trie, walk_trie
 from .hf_encode import DEFAULT_MAX_PIXELS, PromptEncoder
@@ -111,6 +112,14 @@ class HFVLMBackend(PromptEncoder, LabelsFirstCache, AutoBatchSize):
         self._adds_bos: bool | None = None  # whether the tokenizer adds <bos> itself (asked once)
         self._cache_kw = cache_kwarg_of(model)
         self.rank = bool(getattr(settings, "rank", False))
+        self.rank_path: str | None = None  # "tree" or "chunked": chosen at the first ranked image
+        # catalog option static_cache: a fixed-shape KV cache, with which transformers compiles the decode
+        # step on CUDA (CUDA graphs: one launch per step instead of ~30 per layer). Batches run longest
+        # first and transformers keeps the largest cache length, so the shape is set by the first batch.
+        self.static_cache = bool(settings.extra.get("static_cache", False))
+        if self.static_cache:
+            self.note("static KV cache (decode compiled on CUDA)" if model.device.type == "cuda" else
+                      "static KV cache (not compiled off CUDA)")
 
     @property
     def window(self) -> int:
@@ -155,7 +164,7 @@ class HFVLMBackend(PromptEncoder, LabelsFirstCache, AutoBatchSize):
         from concurrent.futures import ThreadPoolExecutor
 
         # longest first: the first batch, whose memory peak sizes --batch-size auto, is the largest
-        order = sorted(range(len(queries)), key=lambda i: _length_key(queries[i]), reverse=True)
+        order = sorted(range(len(queries)), key=lambda i: length_key(queries[i]), reverse=True)
         answers: list[Answer | None] = [None] * len(queries)
         # One worker: the tokenizer is not thread-safe (padding is state on the Rust object), so every
         # tokenizer call happens in it, and batches come out in submission order.
@@ -249,6 +258,10 @@ class HFVLMBackend(PromptEncoder, LabelsFirstCache, AutoBatchSize):
         if prep.prefix is not None:
             kwargs[self._cache_kw] = self._cached_prefix(prep.prefix, len(batch))
             forget_rope_deltas(self.model)
+            if self.static_cache:
+                self.note("static_cache: not used with the labels-first prefix (a dynamic cache holds it)")
+        elif self.static_cache:
+            kwargs["cache_implementation"] = "static"  # see the `static_cache` note in __init__
         max_new = self.settings.max_new_tokens
         processors = []
         if self.settings.constrained:
@@ -287,12 +300,20 @@ class HFVLMBackend(PromptEncoder, LabelsFirstCache, AutoBatchSize):
             answers.append(self._rank_answer(query, scores, latency, int(inputs["input_ids"].shape[1])))
         return answers
 
-    def rank_scores(self, inputs, seqs: list[list[int]], chunk: int | None = None) -> "rank.Scores":
-        """Per-token log-probabilities of each candidate sequence after one prefilled prompt."""
+    def rank_scores(self, inputs, seqs: list[list[int]], chunk: int | None = None,
+                    path: str | None = None) -> "rank.Scores":
+        """Per-token log-probabilities of each candidate sequence after one prefilled prompt. The path:
+        `path`, else the token tree where the model honours a 4D mask (checked at the first image and
+        noted), else chunks; the catalog's `rank_chunk` (candidates per chunk) asks for chunks."""
         pre = rank.prefill(self.model, inputs, self._cache_kw)
-        if chunk is None:
-            chunk = int(self.settings.extra.get("rank_chunk", 0)) or \
-                rank.chunk_size(pre, seqs, int(pre.first.shape[0]))
+        configured = int(self.settings.extra.get("rank_chunk", 0))
+        if path is None and self.rank_path is None:
+            self.rank_path, why = ("chunked", f"rank: chunks of {configured} candidates (option rank_chunk)") \
+                if configured else rank_tree.choose(self.model, pre, seqs)
+            self.note(why)
+        if (path or self.rank_path) == "tree":
+            return rank_tree.score(self.model, pre, seqs)
+        chunk = chunk or configured or rank.chunk_size(pre, seqs, int(pre.first.shape[0]))
         return rank.score(self.model, pre, seqs, self._cache_kw, chunk, self.pad_id)
 
     def _rank_answer(self, query: Query, scores: "rank.Scores", latency: float, prompt_tokens: int) -> Answer:
@@ -327,7 +348,7 @@ class HFVLMBackend(PromptEncoder, LabelsFirstCache, AutoBatchSize):
         return self.tokenizer(list(query.labels), add_special_tokens=False)["input_ids"]
 
 
-def _length_key(query: Query) -> tuple[int, int]:
+def length_key(query: Query) -> tuple[int, int]:
     """Prompt length before tokenizing: text characters, then image area (image tokens grow with it)."""
     size = getattr(query.image, "size", (0, 0))
     return len(query.prefix) + len(query.prompt), int(size[0]) * int(size[1])

@@ -11,7 +11,10 @@ candidate's score is the sum of its tokens' log-probabilities, log P(the reply i
   prefix is at least as likely as anything that continues it).
 The mean is computed too (`Scores.mean`) for whoever wants to compare.
 
-Candidates are scored in chunks: the cache (batch 1) is expanded to the chunk's size and each chunk
+By default all of an image's candidates run in one forward pass as a token tree (backends/rank_tree.py).
+Here is the fallback, for models that do not honour a 4D attention mask (sliding-window layers, families
+that build their own masks) or when the catalog option `rank_chunk` asks for it. Candidates are scored
+in chunks: the cache (batch 1) is expanded to the chunk's size and each chunk
 is one forward pass over the candidates' tokens, right-padded (causal attention: a real token never
 sees the padding after it). The chunk size is bounded by memory, so 1000 candidates never need 1000
 copies of the cache at once. Positions continue the prompt's text positions: for Qwen2-VL's

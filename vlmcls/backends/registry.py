@@ -24,7 +24,7 @@ class BackendInfo:
     # generative: free text, resolved to a candidate; direct: scores each candidate itself
     answers: Literal["generative", "direct"]
     constrained: bool = False  # can restrict its answer to the candidates (--resolver constrained)
-    rank: bool = False  # can score every candidate (--resolver rank)
+    rank: bool = False  # can score every candidate (--resolver rank; APIs: from the first token's logprobs)
     quantized: bool = False  # `quant` is one of its settings: case ids and study rows name it
     url_in_key: bool = False  # the served model behind base_url answers: the URL enters the store key
     # xdist: the cases of one model share a worker (one load per process); "backend": all of the
@@ -52,11 +52,11 @@ _API = ("choice_field", "greedy", "max_retry_after_s", "server_cooldown_s")
 _BASELINE = ("templates", "workers", "image_backend", "image_path")
 
 BACKENDS: dict[str, BackendInfo] = {b.name: b for b in (
-    BackendInfo("hf-vlm", "vlmcls.backends.hf_vlm", ("min_pixels", "max_pixels", "rank_chunk"), "local",
+    BackendInfo("hf-vlm", "vlmcls.backends.hf_vlm", ("min_pixels", "max_pixels", "rank_chunk", "static_cache"), "local",
                 "generative", constrained=True, rank=True, quantized=True),
-    BackendInfo("openai", "vlmcls.backends.api", _API, "served", "generative"),
+    BackendInfo("openai", "vlmcls.backends.api", _API, "served", "generative", rank=True),
     BackendInfo("openai-compatible", "vlmcls.backends.api", _API, "served", "generative", constrained=True,
-                url_in_key=True),
+                rank=True, url_in_key=True),
     BackendInfo("anthropic", "vlmcls.backends.api", _API, "served", "generative"),
     BackendInfo("clip", "vlmcls.backends.baselines", _BASELINE, "local", "direct", constrained=True, rank=True),
     BackendInfo("classifier", "vlmcls.backends.baselines", _BASELINE, "local", "direct", constrained=True, rank=True),

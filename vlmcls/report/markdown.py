@@ -27,8 +27,9 @@ AVERAGE_NOTES = {
 }
 CALIBRATION_NOTE = ("Cases whose backend scores every candidate (`--resolver rank`, CLIP, classifiers): confidence is "
                     "the top candidate's softmax probability over the candidates; ECE is the expected calibration "
-                    "error over 15 equal-width confidence bins. API backends cannot rank (no scores for every "
-                    "candidate).")
+                    "error over 15 equal-width confidence bins. API backends: OpenAI's first-token logprobs rank the "
+                    "candidates where that token identifies them (top-5 may list fewer); Anthropic's API has no "
+                    "scores.")
 SMOKE_NOTE = ("*smoke* marks a random-weight model (or a scripted stand-in): its accuracy is chance "
               "level by construction and measures only that the pipeline runs.")
 

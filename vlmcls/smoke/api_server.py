@@ -6,6 +6,8 @@ usage included. Two uses:
 * smoke API models (`weights = "smoke:openai"` / `"smoke:anthropic"`): `shared_server()` starts one
   per process; it reads the candidate list out of the prompt and names one candidate chosen by a
   hash of the request — chance-level and deterministic, so it proves the plumbing and nothing else;
+  asked for `logprobs` (ranking) it answers the bare label, with made-up log-probabilities (the
+  smoke model is vlmcls.smoke.api_model; `ApiServer(logprobs=False)` stands in for a model without them);
 * tests: `script(...)` queues faults or canned replies (429 with `retry-after-ms`, 500, a delay
   longer than the client's timeout, a malformed body), and every request is recorded (headers,
   JSON body, arrival and finish times) for assertions. For several servers: `kill()` stands in
@@ -14,9 +16,7 @@ usage included. Two uses:
 """
 from __future__ import annotations
 
-import hashlib
 import json
-import re
 import socket
 import threading
 import time
@@ -25,13 +25,12 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+from . import api_model
+# the smoke model's answers live in api_model; re-exported here, where callers and tests name them
+from .api_model import _choices, _count_images, first_listed, parse_candidates, prompt_texts, smoke_answer  # noqa: F401
+
 OPENAI_PATH = "/v1/chat/completions"
 ANTHROPIC_PATH = "/v1/messages"
-
-# The candidate list in every prompt template of vlmcls.prompts: "... classes: a, b, c. What is ..."
-# (or "... classes are: ...", or one "N. label" per line for the numbered template).
-_LIST = re.compile(r"classes(?: are)?:\s*(.+?)(?:\.\s+(?:What|Answer)\b|\n\n|\Z)", re.S)
-_NUMBERED = re.compile(r"^\s*\d+\.\s+(.+?)\s*$", re.M)
 
 
 @dataclass(frozen=True)
@@ -44,6 +43,7 @@ class Reply:
     body: bytes | None = None
     delay_s: float = 0.0
     text: str | None = None  # answer text to send instead of the hashed choice
+    top_logprobs: tuple[tuple[str, float], ...] | None = None  # the first token's (token, logprob), if asked
 
 
 def rate_limited(retry_after_ms: int) -> Reply:
@@ -85,13 +85,14 @@ class _State:
     dead: bool = False
     connections: set = field(default_factory=set)  # open client sockets (kill() cuts them)
     answer: Any = None  # request body -> answer text, instead of the hashed choice (e.g. first_listed)
+    logprobs: bool = True  # send them when asked (False: a model that has none)
 
 
 class ApiServer:
     """`with ApiServer() as srv:` — `srv.url` is the root (Anthropic); OpenAI wants `srv.url + "/v1"`."""
 
-    def __init__(self, delay_s: float = 0.0, answer: Any = None) -> None:
-        self.state = _State(delay_s=delay_s, answer=answer)
+    def __init__(self, delay_s: float = 0.0, answer: Any = None, logprobs: bool = True) -> None:
+        self.state = _State(delay_s=delay_s, answer=answer, logprobs=logprobs)
         self._httpd: ThreadingHTTPServer | None = None
         self._port = 0  # kept across kill() so that revive() comes back at the same URL
 
@@ -216,7 +217,7 @@ class _Handler(BaseHTTPRequestHandler):
             self.close_connection = True
             record.end = time.monotonic()
             return
-        status, headers, body = _render(self.path, record.body, reply)
+        status, headers, body = _render(self.path, record.body, reply, self.state.logprobs)
         record.status = status
         try:
             self._send(status, headers, body)
@@ -238,7 +239,7 @@ class _Handler(BaseHTTPRequestHandler):
 
 
 # ---------------------------------------------------------------------- bodies
-def _render(path: str, request: Any, reply: Reply) -> tuple[int, list[tuple[str, str]], bytes]:
+def _render(path: str, request: Any, reply: Reply, logprobs: bool = True) -> tuple[int, list[tuple[str, str]], bytes]:
     headers = list(reply.headers)
     if path not in (OPENAI_PATH, ANTHROPIC_PATH):
         return 404, headers, _error_body(path, 404, f"no route {path}")
@@ -249,8 +250,13 @@ def _render(path: str, request: Any, reply: Reply) -> tuple[int, list[tuple[str,
     if reply.status != 200:
         return reply.status, headers, _error_body(path, reply.status, f"scripted {reply.status}")
     text = reply.text if reply.text is not None else smoke_answer(request)
-    build = _openai_body if path == OPENAI_PATH else _anthropic_body
-    return 200, headers, json.dumps(build(request, text)).encode()
+    if path == ANTHROPIC_PATH:
+        return 200, headers, json.dumps(_anthropic_body(request, text)).encode()
+    scores = None
+    if logprobs and api_model.wanted(request):
+        labels = _choices(request) or parse_candidates("\n\n".join(prompt_texts(request)))
+        scores = api_model.block(request, text, labels, reply.top_logprobs)
+    return 200, headers, json.dumps(_openai_body(request, text, scores)).encode()
 
 
 def _error_body(path: str, status: int, message: str) -> bytes:
@@ -267,12 +273,12 @@ def _usage(request: dict, text: str) -> tuple[int, int]:
     return words + 85 * _count_images(request), max(1, len(text.split()))
 
 
-def _openai_body(request: dict, text: str) -> dict:
+def _openai_body(request: dict, text: str, logprobs: dict | None = None) -> dict:
     p, c = _usage(request, text)
     return {
         "id": "chatcmpl-smoke", "object": "chat.completion", "created": int(time.time()),
         "model": request.get("model", ""),
-        "choices": [{"index": 0, "finish_reason": "stop", "logprobs": None,
+        "choices": [{"index": 0, "finish_reason": "stop", "logprobs": logprobs,
                      "message": {"role": "assistant", "content": text}}],
         "usage": {"prompt_tokens": p, "completion_tokens": c, "total_tokens": p + c},
     }
@@ -286,63 +292,6 @@ def _anthropic_body(request: dict, text: str) -> dict:
         "usage": {"input_tokens": p, "output_tokens": c},
     }
 
-
-# ---------------------------------------------------------------------- the smoke "model"
-def _parts(request: dict) -> list[dict]:
-    parts: list[dict] = []
-    for message in request.get("messages") or []:
-        content = message.get("content") if isinstance(message, dict) else None
-        if isinstance(content, str):
-            parts.append({"type": "text", "text": content})
-        elif isinstance(content, list):
-            parts.extend(p for p in content if isinstance(p, dict))
-    return parts
-
-
-def prompt_texts(request: dict) -> list[str]:
-    return [p.get("text", "") for p in _parts(request) if p.get("type") == "text"]
-
-
-def _count_images(request: dict) -> int:
-    return sum(1 for p in _parts(request) if p.get("type") in ("image", "image_url"))
-
-
-def parse_candidates(text: str) -> list[str]:
-    """The candidate labels named in a prompt, [] when it names none."""
-    match = _LIST.search(text)
-    if not match:
-        return []
-    listed = match.group(1).strip()
-    numbered = _NUMBERED.findall(listed)
-    if numbered:
-        return numbered
-    return [label.strip() for label in listed.split(", ") if label.strip()]
-
-
-def _choices(request: dict) -> list[str]:
-    """A constrained request's choice list (current vLLM field, then the pre-0.12 one)."""
-    structured = request.get("structured_outputs")
-    if isinstance(structured, dict) and structured.get("choice"):
-        return [str(c) for c in structured["choice"]]
-    return [str(c) for c in request.get("guided_choice") or []]
-
-
-def smoke_answer(request: dict) -> str:
-    """A deterministic chance-level answer: one candidate, picked by a hash of the whole request."""
-    digest = int(hashlib.sha256(json.dumps(request, sort_keys=True).encode()).hexdigest(), 16)
-    choices = _choices(request)
-    if choices:  # constrained decoding: exactly one of the choices, nothing around it
-        return choices[digest % len(choices)]
-    labels = parse_candidates("\n\n".join(prompt_texts(request)))
-    if not labels:
-        return "I cannot tell which class this is."
-    return f'The most probable class is "{labels[digest % len(labels)]}".'
-
-
-def first_listed(request: dict) -> str:
-    """A scripted model with the strongest position bias: always the first candidate of the list."""
-    labels = parse_candidates("\n\n".join(prompt_texts(request)))
-    return f'The answer is "{labels[0]}".' if labels else "I cannot tell which class this is."
 
 
 # ---------------------------------------------------------------------- one server per process
