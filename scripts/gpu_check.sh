@@ -7,7 +7,7 @@
 # among its lines), and the key fields of every row printed at the end.
 set -uo pipefail
 OUT=${OUT:-perf_local/out}
-STEPS=${STEPS:-vlm rank nli quant}
+STEPS=${STEPS-vlm rank nli quant}  # STEPS="" only prints what $OUT holds
 mkdir -p "$OUT"
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"  # no install: the device has no network for build deps
 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader | tee "$OUT/env.txt"
@@ -48,11 +48,16 @@ import json, sys, pathlib
 keys = ("part", "ways", "layout", "quant", "cache", "batch_size", "effective_batch_size", "images_per_s", "mfu",
         "speedup_vs_b1", "speedup_vs_dynamic", "rank_cost_vs_generate", "rank_path", "s_per_answer", "agreement",
         "speedup", "hidden", "same_predictions", "faster", "peak_tflops", "notes")
+b1 = {}  # (ways, layout) -> batch-1 img/s: the batch-1 rows come from a separate invocation of the same call
 for f in sorted(pathlib.Path(sys.argv[1]).glob("*.log")):
     for line in f.read_text().splitlines():
         if not line.startswith("{"): continue
         try: r = json.loads(line)
         except ValueError: continue
+        if r.get("part") == "hf_vlm_generate" and r.get("batch_size") == 1 and r.get("cache") == "dynamic":
+            b1[(r["ways"], r["layout"])] = r["images_per_s"]
+        elif r.get("part") == "hf_vlm_generate" and r.get("speedup_vs_b1") is None and (r["ways"], r["layout"]) in b1:
+            r["speedup_vs_b1"] = round(r["images_per_s"] / b1[(r["ways"], r["layout"])], 2)
         print(f.stem, {k: r[k] for k in keys if k in r} or r)
 PY
 grep -h -v "^{" "$OUT"/*.log 2>/dev/null | grep -v "Loading weights" | tail -n 8 | cut -c1-300

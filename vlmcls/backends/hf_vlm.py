@@ -17,8 +17,9 @@ What the backend guarantees (each is tested with tiny random models in tests/tes
   is the best candidate, with the top 5 and the best one's probability over the candidates. Equal to
   scoring each candidate with its own full forward pass (tests/test_rank.py).
 
-Here: the backend (batching, the prefetch pipeline, generation, ranking). Loading and requirements are in
-backends/hf_load.py, prompt encoding in backends/hf_encode.py; their public names are re-exported here.
+Here: the backend (batching, the prefetch pipeline, generation). Loading and requirements are in
+backends/hf_load.py, prompt encoding in backends/hf_encode.py, ranking in backends/hf_rank.py; their public
+names are re-exported here.
 """
 from __future__ import annotations
 
@@ -28,10 +29,11 @@ from typing import TYPE_CHECKING, Any, Sequence
 
 from ..errors import one_line
 from ..types import Answer, Query
-from . import rank, rank_tree
+from . import rank
 from .autobatch import AUTO_FIRST, AUTO_HEADROOM, AUTO_MAX, AutoBatchSize, wants_auto
 from .constrain import LabelConstraint, label_trie, walk_trie
 from .hf_encode import DEFAULT_MAX_PIXELS, PromptEncoder
+from .hf_rank import Ranking
 from .hf_load import FAMILIES, WEIGHT_FILES, Family, family_of, load_model, requirements, torch_dtype
 from .prefix_cache import LabelsFirstCache, cache_kwarg_of, forget_rope_deltas
 
@@ -87,7 +89,7 @@ class _Prepared:
     error: BaseException | None = None
 
 
-class HFVLMBackend(PromptEncoder, LabelsFirstCache, AutoBatchSize):
+class HFVLMBackend(PromptEncoder, LabelsFirstCache, AutoBatchSize, Ranking):
     """A loaded VLM. `notes` collects one-line remarks (fallbacks, batch-size cuts) for the report."""
 
     kind = "text"
@@ -281,46 +283,6 @@ class HFVLMBackend(PromptEncoder, LabelsFirstCache, AutoBatchSize):
         prompt_tokens = inputs["attention_mask"].sum(-1).tolist()
         return [self._answer_row(q, row, trie, latency, int(n))
                 for q, row, trie, n in zip(batch, new, prep.tries, prompt_tokens)]
-
-    # ------------------------------------------------------------ ranking
-    def _rank(self, batch: list[Query], prep: _Prepared) -> list[Answer]:
-        import torch
-
-        answers = []
-        for query, inputs, seqs in zip(batch, prep.inputs, prep.tries):
-            t0 = time.perf_counter()
-            try:
-                scores = self.rank_scores(inputs, seqs)
-            except torch.cuda.OutOfMemoryError:
-                raise  # the caller halves the batch (and at batch 1 records the error)
-            except Exception as exc:  # this image only: an error row, the run goes on
-                answers.append(Answer(error=one_line(exc, with_type=True)))
-                continue
-            latency = prep.seconds / len(batch) + time.perf_counter() - t0
-            answers.append(self._rank_answer(query, scores, latency, int(inputs["input_ids"].shape[1])))
-        return answers
-
-    def rank_scores(self, inputs, seqs: list[list[int]], chunk: int | None = None,
-                    path: str | None = None) -> "rank.Scores":
-        """Per-token log-probabilities of each candidate sequence after one prefilled prompt. The path:
-        `path`, else the token tree where the model honours a 4D mask (checked at the first image and
-        noted), else chunks; the catalog's `rank_chunk` (candidates per chunk) asks for chunks."""
-        pre = rank.prefill(self.model, inputs, self._cache_kw)
-        configured = int(self.settings.extra.get("rank_chunk", 0))
-        if path is None and self.rank_path is None:
-            self.rank_path, why = ("chunked", f"rank: chunks of {configured} candidates (option rank_chunk)") \
-                if configured else rank_tree.choose(self.model, pre, seqs)
-            self.note(why)
-        if (path or self.rank_path) == "tree":
-            return rank_tree.score(self.model, pre, seqs)
-        chunk = chunk or configured or rank.chunk_size(pre, seqs, int(pre.first.shape[0]))
-        return rank.score(self.model, pre, seqs, self._cache_kw, chunk, self.pad_id)
-
-    def _rank_answer(self, query: Query, scores: "rank.Scores", latency: float, prompt_tokens: int) -> Answer:
-        top, prob = rank.ranked(scores.total, query.class_ids)
-        best = query.class_ids.index(top[0])
-        return Answer(text=query.labels[best], class_id=top[0], stage="rank", latency_s=latency,
-                      prompt_tokens=prompt_tokens, top5=top, top1_prob=prob)
 
     def _completion(self, row: list[int]) -> list[int]:
         """The new tokens up to and including the first EOS (generate pads finished rows after it)."""
