@@ -46,7 +46,7 @@ fi
 python - "$OUT" <<'PY'
 import json, sys, pathlib
 keys = ("part", "ways", "layout", "quant", "cache", "batch_size", "effective_batch_size", "images_per_s", "mfu",
-        "speedup_vs_b1", "speedup_vs_dynamic", "rank_cost_vs_generate", "rank_path", "s_per_answer", "agreement",
+        "speedup_vs_b1", "speedup_vs_dynamic", "generate_share", "decode_ms_per_step", "rank_cost_vs_generate", "rank_path", "s_per_answer", "agreement",
         "speedup", "hidden", "same_predictions", "faster", "peak_tflops", "notes")
 b1 = {}  # (ways, layout) -> batch-1 img/s: the batch-1 rows come from a separate invocation of the same call
 for f in sorted(pathlib.Path(sys.argv[1]).glob("*.log")):

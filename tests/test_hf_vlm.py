@@ -429,3 +429,22 @@ def test_static_cache_decode_step_compiles_as_one_graph(catalog, built):
     backend.answer(queries)
     assert rows == rows_plain
     assert torch._dynamo.utils.counters["stats"]["unique_graphs"] == 1
+
+
+def test_generate_clock_times_each_generate_call_and_puts_back_what_was_there(catalog, built):
+    """vlmcls.perf's breakdown: each generate call's seconds and batch size (batches of 3 and 2), and
+    afterwards the model's generate is what it was before: the class's method, or a spy set earlier."""
+    from vlmcls.perf_flops import GenerateClock
+
+    backend = _load(catalog["smoke-qwen2-vl"], batch_size=3)
+    with GenerateClock(backend.model) as clock:
+        backend.answer(_queries(5))
+    assert [n for _, n in clock.calls] == [3, 2] and all(t > 0 for t, _ in clock.calls)
+    assert clock.total == sum(t for t, _ in clock.calls)
+    assert "generate" not in backend.model.__dict__
+    rows = _record(backend)  # a spy on the instance
+    with GenerateClock(backend.model):
+        backend.answer(_queries(2))
+    assert len(rows) == 2  # the spy saw the calls made inside the clock
+    backend.answer(_queries(1))
+    assert len(rows) == 3  # and is in place again after it

@@ -9,6 +9,10 @@ prompt layouts, and one JSON line is printed per (arch, quant, layout, ways, bat
                     prefix is already cached, as it is for every image after the first in a real run);
                     batch size 1 over the first 16 of them (its rate is steady at once, and slow)
   prefill_s         seconds for one batch generating a single token (prompt processing + 1 step)
+  generate_share    share of the timed wall spent inside model.generate (the rest: the host preparing
+                    inputs that the prefetch did not hide, decoding answers; 1.0 = the GPU never waits)
+  decode_ms_per_step  (generate seconds of a full batch - of its one-token generate) / (new tokens - 1):
+                    one decode step of the whole batch, where per-step host overhead shows
   speedup_vs_b1     images_per_s / the batch-size-1 figure of the same run
   cache             the generation KV cache: dynamic, or static (transformers compiles the decode step on CUDA)
   speedup_vs_dynamic  a static-cache row's images_per_s / the dynamic row's, same ways, layout and batch size
@@ -50,7 +54,7 @@ from . import labels as labels_mod
 from . import prompts
 from .catalog import ModelEntry, load_catalog
 # bpe_tokenizer, parameter_counts, qwen2_vl_2b, SYSTEM, TOKENS_PER_LABEL: perf.X for tests and ../shared/perf
-from .perf_flops import flops_per_image, image_shape, matmul_peak, parameter_counts  # noqa: F401
+from .perf_flops import GenerateClock, flops_per_image, image_shape, matmul_peak, parameter_counts  # noqa: F401
 from .perf_models import FULL_SIZE, SYSTEM, TOKENS_PER_LABEL, Models, bpe_tokenizer, qwen2_vl_2b  # noqa: F401
 from .settings import BackendSettings
 from .types import Query
@@ -139,7 +143,8 @@ def measure(model, processor, settings: BackendSettings, queries: list[Query], n
         if backend.auto:
             _timed(backend, queries[:backend.window // 4])
         backend.sizes_run.clear()
-        elapsed, answers = _timed(backend, queries)
+        with GenerateClock(model) as clock:
+            elapsed, answers = _timed(backend, queries)
     finally:
         model.generation_config.min_new_tokens = None
     size = max(backend.sizes_run)
@@ -147,9 +152,13 @@ def measure(model, processor, settings: BackendSettings, queries: list[Query], n
     one.share_prefix_cache(backend)  # cached already: prefill_s is the steady state
     batch = queries[:size]
     _timed(one, batch)
-    prefill, _ = _timed(one, batch)
+    with GenerateClock(model) as one_clock:
+        prefill, _ = _timed(one, batch)
+    full = [t for t, n in clock.calls if n == size]  # whole batches: the last may be smaller
+    steps = (_mean(full) - one_clock.calls[0][0]) / max(1, new_tokens - 1) if full and one_clock.calls else None
     row = dict(images_per_s=round(len(queries) / elapsed, 3), prefill_s=round(prefill, 4),
                s_per_batch=round(elapsed * size / len(queries), 4),
+               generate_share=_sig(clock.total / elapsed), decode_ms_per_step=_sig(1000 * steps) if steps else None,
                prompt_tokens=_mean(a.prompt_tokens for a in answers),
                new_tokens=_mean(a.completion_tokens for a in answers),
                errors=sum(a.error is not None for a in answers),

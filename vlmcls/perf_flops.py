@@ -1,4 +1,5 @@
-"""Model FLOPs per image and the matmul peak of this process, for the MFU figures of `python -m vlmcls.perf`.
+"""Model FLOPs per image, the matmul peak of this process and the time inside generate, for the MFU and
+breakdown figures of `python -m vlmcls.perf`.
 Importing this module never imports torch.
 """
 from __future__ import annotations
@@ -82,3 +83,39 @@ def matmul_peak(device: str) -> dict:
             a @ b
         seconds = time.perf_counter() - t0
     return dict(peak_tflops=round(2 * n ** 3 * reps / seconds / 1e12, 2), peak_dtype=str(dtype).removeprefix("torch."))
+
+
+class GenerateClock:
+    """Wall seconds of each `model.generate` call (synchronised on CUDA) while the block runs, with its
+    batch size: what the model computes, apart from the host's preparing and post-processing."""
+
+    def __init__(self, model) -> None:
+        self.model, self.calls = model, []
+
+    @property
+    def total(self) -> float:
+        return sum(t for t, _ in self.calls)
+
+    def __enter__(self) -> "GenerateClock":
+        import torch
+
+        generate = self.model.generate
+        sync = torch.cuda.synchronize if self.model.device.type == "cuda" else (lambda: None)
+
+        def timed(*args, **kwargs):
+            sync()
+            start = time.perf_counter()
+            out = generate(*args, **kwargs)
+            sync()
+            self.calls.append((time.perf_counter() - start, int(out.shape[0])))
+            return out
+
+        self._before = self.model.__dict__.get("generate")  # a spy already set on the instance, if any
+        self.model.generate = timed
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._before is None:
+            del self.model.generate  # the class's method again
+        else:
+            self.model.generate = self._before
