@@ -84,6 +84,7 @@ def _queries(n: int, ways: int = 5, labels_first: bool = False, seed: int = 0) -
 def _run(entry, queries, **settings) -> tuple[list[Answer], list[list[int]], hf_vlm.HFVLMBackend]:
     """Answers, each row's generated token ids up to EOS (decoded text can hide differences), the backend."""
     settings.setdefault("max_new_tokens", 6)
+    settings.setdefault("device", "cpu")  # these tests compare code paths; CUDA speed is gpu_check.sh's
     backend = hf_vlm.load(entry, BackendSettings(**settings), LABELS)
     rows: list[list[int]] = []
     generate = backend.model.generate
@@ -179,7 +180,7 @@ def test_labels_first_cache_matches_plain_computation(name, catalog, built, monk
 @pytest.mark.slow
 @pytest.mark.parametrize("name", FAMILIES)
 def test_prompt_starts_with_at_most_one_bos(name, catalog, built):
-    backend = hf_vlm.load(catalog[name], BackendSettings(), LABELS)
+    backend = hf_vlm.load(catalog[name], BackendSettings(device="cpu"), LABELS)
     query = _queries(1)[0]
     ids = backend._encode([backend.render(query)], [query.image], None)["input_ids"][0].tolist()
     bos = backend.tokenizer.bos_token_id

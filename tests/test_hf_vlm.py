@@ -76,6 +76,7 @@ def _queries(n: int, ways: int = 5, labels_first: bool = False, seed: int = 0) -
 
 def _load(entry: ModelEntry, **settings) -> hf_vlm.HFVLMBackend:
     settings.setdefault("max_new_tokens", 6)
+    settings.setdefault("device", "cpu")  # these tests compare code paths; CUDA speed is gpu_check.sh's
     return hf_vlm.load(entry, BackendSettings(**settings), LABELS)
 
 
@@ -393,7 +394,7 @@ def test_static_cache_answers_equal_the_dynamic_cache(name, catalog, built):
     queries = _queries(5)
     plain, rows_plain, _ = _run(catalog[name], queries, batch_size=3)
     entry = dataclasses.replace(catalog[name], options={**catalog[name].options, "static_cache": True})
-    backend = hf_vlm.load(entry, BackendSettings(max_new_tokens=6, batch_size=3, extra={"static_cache": True}), LABELS)
+    backend = hf_vlm.load(entry, BackendSettings(max_new_tokens=6, batch_size=3, device="cpu", extra={"static_cache": True}), LABELS)
     rows_static = _record(backend)
     spied, seen = backend.model.generate, []
     backend.model.generate = lambda **kw: seen.append(kw.get("cache_implementation")) or spied(**kw)
@@ -404,7 +405,7 @@ def test_static_cache_answers_equal_the_dynamic_cache(name, catalog, built):
     assert rows_static == rows_plain and [a.text for a in static] == [a.text for a in plain]
     assert any("static KV cache" in n for n in backend.notes)
     labels_first = hf_vlm.load(entry, BackendSettings(max_new_tokens=6, batch_size=3, layout="labels-first",
-                                                      extra={"static_cache": True}), LABELS)
+                                                      device="cpu", extra={"static_cache": True}), LABELS)
     labels_first.answer(_queries(2, labels_first=True))
     assert any("not used with the labels-first prefix" in n for n in labels_first.notes)
 

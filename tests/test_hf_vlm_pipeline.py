@@ -41,6 +41,7 @@ def qwen(smoke_model):
 
 def _load(entry, **settings):
     settings.setdefault("max_new_tokens", 4)
+    settings.setdefault("device", "cpu")  # these tests compare code paths; CUDA speed is gpu_check.sh's
     return hf_vlm.load(entry, BackendSettings(**settings), LABELS)
 
 
