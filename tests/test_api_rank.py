@@ -161,6 +161,73 @@ def test_a_label_shown_twice_ranks_its_first_copy_first_and_an_absent_one_is_not
     assert got.top1_prob == pytest.approx(e(-0.1) / (e(-0.1) + e(-2.0)))  # one token, one label: counted once
 
 
+def test_leading_spaces_are_ignored_and_distinct_tokens_starting_a_label_add_up():
+    # " gold" (a leading space, as tokenizers write a word's start) and "goldf" both start goldfish
+    first = api_rank.FirstToken(" gold", -0.5, ((" gold", -0.5), ("goldf", -1.5), ("ten", -2.0)))
+    got = api_rank.rank(" Goldfish.", first, ("tench", "goldfish"), (0, 1))
+    assert got.reason == "" and got.top5 == (1, 0)
+    gold = e(-0.5) + e(-1.5)
+    assert got.top1_prob == pytest.approx(gold / (gold + e(-2.0)), rel=1e-12)
+
+
+def test_top5_lists_at_most_five_of_seven_scored_candidates():
+    tokens = (("ten", -0.1), ("gold", -0.2), ("great w", -0.3), ("tiger", -0.4), ("ham", -0.5), ("jelly", -0.6),
+              ("great g", -0.7))
+    got = api_rank.rank("tench", api_rank.FirstToken("ten", -0.1, tokens), NAMES, tuple(range(10, 17)))
+    assert got.top5 == (10, 11, 12, 13, 14)
+    assert got.top1_prob == pytest.approx(e(-0.1) / sum(e(lp) for _, lp in tokens), rel=1e-12)
+
+
+def test_the_label_is_there_but_its_first_token_runs_past_it():
+    first = api_rank.FirstToken("ox,", -0.1, (("ox,", -0.1), ("The", -2.0)))  # "ox," starts no candidate
+    got = api_rank.rank("ox, clearly", first, ("tench", "ox"), (0, 345))
+    assert got == api_rank.Ranking(reason=api_rank.NOT_A_LABEL, example="'ox,'")
+
+
+def test_a_sentence_is_shown_cut_to_40_characters():
+    first = api_rank.FirstToken("The", -0.1, (("The", -0.1),))
+    got = api_rank.rank("The most probable class here is surely the goldfish.", first, ("tench", "goldfish"), (0, 1))
+    assert got == api_rank.Ranking(reason=api_rank.NOT_A_LABEL, example="'The most probable class here is surely t'")
+
+
+def test_a_tie_that_a_shared_token_could_cause_with_an_earlier_label_is_not_ranked():
+    # goldfish has e(-1); "great" (e(-1) too) might all be great grey owl's, which would then tie
+    # goldfish and come first by prompt order: goldfish is not certainly first
+    first = api_rank.FirstToken("gold", -1.0, (("gold", -1.0), ("great", -1.0)))
+    got = api_rank.rank("goldfish", first, ("great grey owl", "goldfish", "great white shark"), (24, 1, 2))
+    assert got == api_rank.Ranking(reason=api_rank.SHARED, example="'great': great grey owl, great white shark")
+
+
+def test_the_shared_example_is_the_likeliest_token_that_several_labels_share():
+    # "gold" is likelier but goldfish's alone; great white shark's "great w" plus all of "great"
+    # (e(-1) + e(-1) > e(-0.5)) could take first place
+    first = api_rank.FirstToken("gold", -0.5, (("gold", -0.5), ("great", -1.0), ("great w", -1.0)))
+    got = api_rank.rank("goldfish", first, ("goldfish", "great white shark", "great grey owl"), (1, 2, 24))
+    assert got == api_rank.Ranking(reason=api_rank.SHARED, example="'great': great white shark, great grey owl")
+
+
+@pytest.mark.parametrize("labels, example", [
+    (("great white shark", "great grey owl", "great egret"), "'Great': great white shark, great grey owl, great egret"),
+    (("great white shark", "great grey owl", "great egret", "Great Dane"),
+     "'Great': great white shark, great grey owl, great egret, ..."),
+])
+def test_the_shared_example_names_three_labels_at_most(labels, example):
+    first = api_rank.FirstToken(" Great", -0.1, ((" Great", -0.1),))
+    got = api_rank.rank("great white shark", first, labels, tuple(range(len(labels))))
+    assert got == api_rank.Ranking(reason=api_rank.SHARED, example=example)
+
+
+def test_first_token_reads_the_sdk_choice(server):
+    client = openai.OpenAI(base_url=f"{server.url}/v1", api_key="k")
+    ask = {"model": "m", "messages": [{"role": "user", "content": query(FISH).prompt}]}
+    server.script(scripted("Goldfish", ("ten", -2.5), ("Gold", -0.3)), scripted("Goldfish", ("Gold", -0.3)))
+    choice = client.chat.completions.create(**ask, logprobs=True, top_logprobs=20).choices[0]
+    # the server sends the likeliest scripted token as the reply's first, the alternatives likeliest first
+    assert api_rank.first_token(choice) == api_rank.FirstToken("Gold", -0.3, (("Gold", -0.3), ("ten", -2.5)))
+    assert api_rank.first_token(client.chat.completions.create(**ask).choices[0]) is None  # not asked
+    assert api_rank.first_token(object()) is None  # a choice without the field at all
+
+
 # ---------------------------------------------------------------- ranking not available
 
 def test_a_model_without_logprobs_is_not_available_for_ranking():
@@ -189,6 +256,27 @@ def test_some_answers_without_logprobs_fall_back_one_by_one():
     assert tally.unavailable()
     tally.add(20, api_rank.Ranking((3,), 0.9))
     assert not tally.unavailable() and "1 of 2 answers ranked" in tally.notes()[0]
+
+
+def test_tally_notes_count_every_answer_per_candidate_count():
+    tally = api_rank.Tally()
+    assert not tally.unavailable() and tally.notes() == []  # no answers yet: nothing is known
+    for ranking in (api_rank.Ranking((0,), 0.9), api_rank.Ranking(reason=api_rank.SHARED, example="'great': a, b"),
+                    api_rank.Ranking(reason=api_rank.SHARED, example="'t': c, d"),
+                    api_rank.Ranking(reason=api_rank.NOT_A_LABEL, example="'The cat'"),
+                    api_rank.Ranking(reason=api_rank.NO_LOGPROBS), api_rank.Ranking(reason=api_rank.NO_LOGPROBS)):
+        tally.add(3, ranking)
+    tally.add(20, api_rank.Ranking((5, 4), 0.5))
+    tally.add(20, api_rank.Ranking(reason=api_rank.NO_LOGPROBS))
+    assert tally.notes() == [
+        "rank (3-way, since the model was loaded): 1 of 6 answers ranked by the first token's top-20 log-probabilities; "
+        "5 not ranked, resolved from their text instead: 2 first token shared by several candidates "
+        "(e.g. 'great': a, b); 1 reply does not start with a candidate label (e.g. 'The cat'); 2 no logprobs "
+        "(--prompt label-only asks for the bare label)",
+        "rank (20-way, since the model was loaded): 1 of 2 answers ranked by the first token's top-20 log-probabilities; "
+        "1 not ranked, resolved from their text instead: 1 no logprobs",
+    ]
+    assert not tally.unavailable()
 
 
 def test_anthropic_cannot_rank_and_says_why():

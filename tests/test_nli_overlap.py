@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import threading
+import time
 from collections import Counter
 from dataclasses import asdict
 
@@ -150,9 +151,9 @@ class RecordingStore(Store):
         super().put(key, preds, now)
 
 
-def fake_runner(backend, resolver, store=None, overlap=True, mode="nli", **spec) -> CaseRunner:
+def fake_runner(backend, resolver, store=None, overlap=True, mode="nli", progress=None, **spec) -> CaseRunner:
     case = CaseSpec(model=ECHO, ways=20, settings=BackendSettings(batch_size=4), resolver=mode, nli_overlap=overlap, **spec)
-    return CaseRunner(case, LABELS, backend, resolver, store)
+    return CaseRunner(case, LABELS, backend, resolver, store, progress)
 
 
 def without_latency(preds) -> list[dict]:
@@ -243,8 +244,67 @@ def test_max_cost_runs_do_not_overlap(tmp_path):
         assert resolver.threads == {threading.current_thread().name}
     assert runs[True] == runs[False]
     calls, _, stopped, preds, notes = runs[True]
-    assert calls == [1, 4, 4] and len(preds) == 9 and stopped.startswith("stopped by --max-cost 0.095 USD after 9")
+    assert calls == [1, 4, 4] and len(preds) == 9
+    assert stopped == "stopped by --max-cost 0.095 USD after 9 samples (spent 0.0900 USD, this run and stored runs of this case)"
     assert OVERLAP_NOTE not in notes
+
+
+@pytest.mark.parametrize("overlap", [False, True])
+def test_progress_counts_stored_and_fresh_samples_window_by_window(tmp_path, overlap):
+    store, seen = Store(tmp_path / "s.sqlite"), []
+    fake_runner(SlowBackend(Log()), SlowResolver(Log()), store, overlap=overlap,
+                progress=lambda done, total: seen.append((done, total))).run(samples(4))
+    assert seen == [(0, 4), (4, 4)]
+    seen.clear()  # the same case again, 8 samples more: the first 4 come from the store
+    fake_runner(SlowBackend(Log()), SlowResolver(Log()), store, overlap=overlap,
+                progress=lambda done, total: seen.append((done, total))).run(samples(12))
+    assert seen == [(4, 12), (8, 12), (12, 12)]
+
+
+@pytest.mark.parametrize("overlap", [False, True])
+def test_the_case_seconds_count_every_window_once(overlap):
+    """The work seconds (images/s) hold each window's answer time once, and its resolution time when it
+    is not overlapped: at least the sleeps, at most the wall time of the whole call (an invariant, not a
+    speed goal)."""
+    class Sleepy(SlowBackend):
+        def answer(self, queries):
+            time.sleep(0.05)  # sleeps at least this long
+            return super().answer(queries)
+
+    class SleepyResolver(SlowResolver):
+        def resolve_many(self, items):
+            time.sleep(0.05)
+            return super().resolve_many(items)
+
+    t0 = time.perf_counter()
+    result = fake_runner(Sleepy(Log()), SleepyResolver(Log()), overlap=overlap).run(samples(16))
+    wall = time.perf_counter() - t0
+    assert (4 * 0.05 if overlap else 4 * (0.05 + 0.05)) <= result.wall_s <= wall
+    assert result.images_per_s == pytest.approx(16 / result.wall_s)
+
+
+@pytest.mark.parametrize("overlap", [False, True])
+def test_fail_fast_names_the_first_error_cut_to_200_characters(overlap):
+    class Refused(SlowBackend):
+        def answer(self, queries):
+            super().answer(queries)
+            return [Answer(error=f"{q.sample_id}: " + "x" * 250) for q in queries]
+
+    result = fake_runner(Refused(Log()), SlowResolver(Log()), overlap=overlap).run(samples(24))
+    assert result.stopped == f"stopped after the first {FAIL_FAST} samples all failed (e.g. s0: {'x' * 196})"
+
+
+def test_failed_requests_cost_nothing_toward_max_cost():
+    class HalfFail(SlowBackend):
+        def answer(self, queries):
+            ok = super().answer(queries)
+            return [a if int(q.sample_id[1:]) % 2 == 0 else Answer(error="HTTP 500") for q, a in zip(queries, ok)]
+
+    backend = HalfFail(Log(), cost=0.01)
+    result = fake_runner(backend, SlowResolver(Log()), overlap=False, max_cost=0.095).run(samples(16))
+    # spent/done after each batch: 0.01/1 -> 4 more (room for 8); 0.03/5 -> 4 (10); 0.05/9 -> 4 (8);
+    # 0.07/13 -> the last 3 (room for 4): the 8 failures added nothing, the 8 answers 0.08 < 0.095
+    assert backend.calls == [1, 4, 4, 4, 3] and len(result.predictions) == 16 and result.stopped == ""
 
 
 @pytest.mark.parametrize("mode, overlaps", [("nli", True), ("study", True), ("thesis", True), ("exact", False),
