@@ -404,6 +404,10 @@ def test_static_cache_answers_equal_the_dynamic_cache(name, catalog, built):
     assert getattr(backend.model, "_previous_max_cache_length", 0) > 50
     assert rows_static == rows_plain and [a.text for a in static] == [a.text for a in plain]
     assert any("static KV cache" in n for n in backend.notes)
+    constrained, _, _ = _run(catalog[name], queries, batch_size=3, constrained=True)
+    static_constrained, _, _ = _run(catalog[name], queries, batch_size=3, constrained=True, extra={"static_cache": True})
+    assert [a.class_id for a in static_constrained] == [a.class_id for a in constrained]
+    assert all(a.stage == "constrained" for a in static_constrained)
     labels_first = hf_vlm.load(entry, BackendSettings(max_new_tokens=6, batch_size=3, layout="labels-first",
                                                       device="cpu", extra={"static_cache": True}), LABELS)
     labels_first.answer(_queries(2, labels_first=True))
