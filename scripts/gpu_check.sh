@@ -46,8 +46,9 @@ fi
 python - "$OUT" <<'PY'
 import json, sys, pathlib
 keys = ("part", "ways", "layout", "quant", "cache", "batch_size", "effective_batch_size", "images_per_s", "mfu",
-        "speedup_vs_b1", "speedup_vs_dynamic", "generate_share", "decode_ms_per_step", "rank_cost_vs_generate", "rank_path", "s_per_answer", "agreement",
+        "speedup_vs_b1", "speedup_vs_dynamic", "cost_vs_bf16", "generate_share", "decode_ms_per_step", "rank_cost_vs_generate", "rank_path", "s_per_answer", "agreement",
         "speedup", "hidden", "same_predictions", "faster", "peak_tflops", "notes")
+bf16 = {}  # int8 / nf4 rows: bf16 img/s of the same call, ways and batch size -> cost_vs_bf16
 b1 = {}  # (ways, layout) -> batch-1 img/s: the batch-1 rows come from a separate invocation of the same call
 for f in sorted(pathlib.Path(sys.argv[1]).glob("*.log")):
     for line in f.read_text().splitlines():
@@ -58,6 +59,10 @@ for f in sorted(pathlib.Path(sys.argv[1]).glob("*.log")):
             b1[(r["ways"], r["layout"])] = r["images_per_s"]
         elif r.get("part") == "hf_vlm_generate" and r.get("speedup_vs_b1") is None and (r["ways"], r["layout"]) in b1:
             r["speedup_vs_b1"] = round(r["images_per_s"] / b1[(r["ways"], r["layout"])], 2)
+        if r.get("part") == "hf_vlm_generate" and r.get("quant") == "none":
+            bf16[(f.stem, r["ways"], r["batch_size"], r.get("cache"))] = r["images_per_s"]
+        elif r.get("part") == "hf_vlm_generate" and (f.stem, r["ways"], r["batch_size"], r.get("cache")) in bf16:
+            r["cost_vs_bf16"] = round(bf16[(f.stem, r["ways"], r["batch_size"], r.get("cache"))] / r["images_per_s"], 2)
         print(f.stem, {k: r[k] for k in keys if k in r} or r)
 PY
 grep -h -v "^{" "$OUT"/*.log 2>/dev/null | grep -v "Loading weights" | tail -n 8 | cut -c1-300
