@@ -42,20 +42,20 @@ class _Loop:
         with ThreadPoolExecutor(max(1, r.decode_workers)) as pool, \
                 ThreadPoolExecutor(1, thread_name_prefix="vlmcls-resolve") as worker:
             batch = r.next_batch(self.todo, start)
-            pending = [pool.submit(r._prepare, s) for s in batch]
+            pending = [pool.submit(r.read_image, s) for s in batch]
             while batch:
                 t0 = time.perf_counter()
                 images = [f.result() for f in pending]
                 start += len(batch)
                 ahead = r.spec.max_cost is None  # under a budget the next size depends on this batch's cost
                 following = r.next_batch(self.todo, start) if ahead else []
-                pending = [pool.submit(r._prepare, s) for s in following]
+                pending = [pool.submit(r.read_image, s) for s in following]
                 stopped = self._window(worker, r.answer_batch(batch, images), t0)
                 if stopped:
                     return self.fresh, self.elapsed, stopped
                 if not ahead:
                     following = r.next_batch(self.todo, start)
-                    pending = [pool.submit(r._prepare, s) for s in following]
+                    pending = [pool.submit(r.read_image, s) for s in following]
                 batch = following
             t0 = time.perf_counter()
             self._wait()
@@ -77,7 +77,7 @@ class _Loop:
         return ""
 
     def _budget_stop(self) -> str:
-        done, spent = self.already + len(self.fresh), self.r._spent[0]
+        done, spent = self.already + len(self.fresh), self.r.spent[0]
         return (f"stopped by --max-cost {self.r.spec.max_cost:g} USD after {done} samples "
                 f"(spent {spent:.4f} USD, this run and stored runs of this case)")
 
@@ -105,8 +105,8 @@ class _Loop:
 
     def _store(self, preds: list, done: int) -> None:
         r = self.r
-        r._spent[0] += sum(p.cost_usd or 0.0 for p in preds)
-        r._spent[1] += len(preds)
+        r.spent[0] += sum(p.cost_usd or 0.0 for p in preds)
+        r.spent[1] += len(preds)
         if r.store is not None:
             r.store.put(r.key, preds, time.time())
         r.progress(done, self.total)

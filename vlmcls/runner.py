@@ -183,7 +183,7 @@ class CaseRunner:
         self.key = case_key(spec.key_fields())
         self.ambiguous = labels.ambiguous_ids() if canonical("labels", labels.mode) == STUDY_LABELS else frozenset()
         self._fingerprints: dict[str, str] = {}
-        self._prepare = _read_one if getattr(backend, "decodes_images", False) else _decode_one
+        self.read_image = _read_one if getattr(backend, "decodes_images", False) else _decode_one
         self.stage_seconds: dict[str, float] = {}
 
     def candidates(self, s: Sample):
@@ -230,7 +230,7 @@ class CaseRunner:
     def answer_batch(self, batch: Sequence[Sample], images: Sequence[Any] | None = None):
         """The backend's half of a batch: (samples, candidate sets, answers by position)."""
         if images is None:
-            images = [self._prepare(s) for s in batch]
+            images = [self.read_image(s) for s in batch]
         sets = [self.candidates(s) for s in batch]
         ok = [i for i, im in enumerate(images) if not isinstance(im, Exception)]
         answers: dict[int, Answer] = {i: Answer(error=str(images[i])) for i in range(len(batch)) if i not in ok}
@@ -282,7 +282,8 @@ class CaseRunner:
         if self.store is not None:
             self.store.register(self.key, self.spec.key_fields())
         ids = {_key(s) for s in items}
-        self._spent = [sum(p.cost_usd or 0.0 for k, p in done.items() if k in ids), len(ids) - len(todo)]
+        # [USD spent, samples done] for --max-cost, this run and stored runs of the case
+        self.spent = [sum(p.cost_usd or 0.0 for k, p in done.items() if k in ids), len(ids) - len(todo)]
         overlap = self.overlaps()
         fresh, elapsed, stopped = run_windows(self, todo, len(items) - len(todo), len(items), overlap)
         notes = list(getattr(self.backend, "notes", []))
@@ -304,7 +305,7 @@ class CaseRunner:
         per sample so far, this run and stored runs of the case), and one sample while nothing is known."""
         n = self.batch_size()
         if self.spec.max_cost is not None:
-            spent, done = self._spent
+            spent, done = self.spent
             if done == 0 or spent == 0:
                 n = 1 if done == 0 else n
             else:

@@ -198,10 +198,8 @@ class BenchSession:
     def run_case(self, run: CaseRun) -> CaseResult:
         spec = run.spec
         reason = self.requirements(spec)
-        if reason and self.opt.strict:
-            run.not_run("failed", reason, f"{spec.case_id}: cannot run here (--strict-cases / --strict): {reason}")
         if reason:
-            run.not_run("skipped", reason)
+            self._cannot_run(run, reason)
         samples = self.samples_for(self.subset_size(spec))
         resolver = self.resolver(spec)
 
@@ -216,9 +214,7 @@ class BenchSession:
         try:
             result = runner.run(samples)
         except Unavailable as exc:  # found while running: this model lacks what the case needs
-            reason = one_line(exc)
-            run.not_run(*(("failed", reason, f"{spec.case_id}: cannot run here (--strict-cases / --strict): {reason}")
-                          if self.opt.strict else ("skipped", reason)))
+            self._cannot_run(run, one_line(exc))
         except Exception as exc:  # cannot load, bad key, lost server: one line, a row, no traceback
             what = "cannot load the model" if not backend.loaded else "the backend failed"
             reason = f"{what}: {type(exc).__name__}: {one_line(exc)}"
@@ -228,6 +224,12 @@ class BenchSession:
             result = replace(result, metrics=result.metrics.with_average(self.opt.average))
         self._write_samples(spec, result)
         return result
+
+    def _cannot_run(self, run: CaseRun, reason: str) -> None:
+        """Skipped with the reason; failed under --strict-cases / --strict."""
+        if self.opt.strict:
+            run.not_run("failed", reason, f"{run.spec.case_id}: cannot run here (--strict-cases / --strict): {reason}")
+        run.not_run("skipped", reason)
 
     def _progress(self, spec: CaseSpec):
         """Progress lines for long cases: after 10 s, then every 30 s. An xdist worker writes them to

@@ -214,7 +214,7 @@ class ApiBackend:
         self.entry, self.settings = entry, settings
         self._pool, self._protocol = pool, protocol
         self._secrets = tuple(sorted({x for s in pool.servers for x in _secrets(s.client)}, key=len, reverse=True))
-        self._fatal: str | None = None
+        self._fatal: RuntimeError | None = None  # the error that ends the case (Unavailable: skipped)
         self._ranks = api_rank.Tally()
 
     @property
@@ -223,7 +223,7 @@ class ApiBackend:
 
     def answer(self, queries: Sequence[Query]) -> list[Answer]:
         if self._fatal:
-            raise (Unavailable if NO_RANKING in self._fatal else RuntimeError)(self._fatal)
+            raise type(self._fatal)(str(self._fatal))
         if not queries:
             return []
         workers = max(1, min(self.settings.concurrency, len(queries)))
@@ -233,11 +233,11 @@ class ApiBackend:
             self._fatal = self._fatal or self._no_ranking("the server sent no logprobs with its answers "
                                                           "(the model does not provide them)")
         if self._fatal:
-            raise (Unavailable if NO_RANKING in self._fatal else RuntimeError)(self._fatal)
+            raise type(self._fatal)(str(self._fatal))
         return answers
 
-    def _no_ranking(self, why: str) -> str:
-        return f"{self.entry.name}: {NO_RANKING} for this model: {why}"
+    def _no_ranking(self, why: str) -> Unavailable:
+        return Unavailable(f"{self.entry.name}: {NO_RANKING} for this model: {why}")
 
     def close(self) -> None:
         self._pool.close()
@@ -252,7 +252,7 @@ class ApiBackend:
             error = self._describe(exc)
             status = getattr(exc, "status_code", None)
             if status in FATAL_STATUS:
-                self._fatal = f"{self.entry.name}: {error}"
+                self._fatal = RuntimeError(f"{self.entry.name}: {error}")
             elif status == 400 and self._protocol.rank and "logprob" in error.lower():  # e.g. reasoning models
                 self._fatal = self._no_ranking(f"the server refused logprobs ({error})")
             return Answer(error=error, latency_s=time.monotonic() - start)

@@ -144,14 +144,14 @@ def _score_chunk(model, pre: Prefilled, seqs: Sequence[Sequence[int]], cache_kw:
     positions = (pre.position + torch.arange(width, device=device)).expand(len(seqs), -1)
     with torch.inference_mode():
         out = model(input_ids=inputs, position_ids=positions, use_cache=True,
-                    **{cache_kw: _expanded(model, pre.layers, len(seqs))})
+                    **{cache_kw: expanded_cache(model, pre.layers, len(seqs))})
         logits = out.logits.float()
         lp = logits.gather(-1, targets[..., None]).squeeze(-1) - logits.logsumexp(-1)
     rest = lp.tolist()
     return [(f, *row[:len(s) - 1]) for f, row, s in zip(firsts, rest, seqs)]
 
 
-def _expanded(model, layers: list, size: int):
+def expanded_cache(model, layers: list, size: int):
     """A fresh cache per chunk, the prompt's keys and values seen `size` times (expand() is a view; the
     forward's append copies it once into the chunk's own memory, and the prompt's stays untouched)."""
     from transformers import DynamicCache

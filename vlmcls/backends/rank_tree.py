@@ -26,7 +26,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Sequence
 
-from .rank import Prefilled, Scores
+from .prefix_cache import cache_kwarg_of
+from .rank import Prefilled, Scores, expanded_cache
 
 SLICE_BYTES = 2**28  # float32 logits (and their exp work space) one LM-head slice may take
 FOREST_BYTES = 2**30  # attention scores one forward pass may take: heads x nodes x (prompt + nodes) x 4
@@ -144,7 +145,7 @@ def hidden_states(model, pre: Prefilled, tree: Forest, mask=None):
     positions = pre.position + torch.tensor([tree.depths], device=device)
     with torch.inference_mode():
         out = inner(input_ids=ids, position_ids=positions, attention_mask=mask.to(device), use_cache=True,
-                    **{_cache_kwarg(inner): _fresh_cache(model, pre.layers)})
+                    **{cache_kwarg_of(inner): expanded_cache(model, pre.layers, 1)})
     return out.last_hidden_state[0]
 
 
@@ -183,23 +184,6 @@ def _log_probs(model, hidden, nodes, targets, vocab: int):
             local = nodes[pick] - start
             out[pick] = logits[local, targets[pick]] - lse[local]
     return out
-
-
-def _fresh_cache(model, layers: list):
-    """A cache holding the prompt's keys and values (copied in by the first update; the forward's append
-    makes new tensors, so the prompt's own stay as they were for the next sub-forest)."""
-    from transformers import DynamicCache
-
-    cache = DynamicCache(config=model.config.get_text_config(decoder=True))
-    for i, (keys, values) in enumerate(layers):
-        cache.update(keys, values, i)
-    return cache
-
-
-def _cache_kwarg(module) -> str:
-    import inspect
-
-    return "cache" if "cache" in inspect.signature(module.forward).parameters else "past_key_values"
 
 
 # ---------------------------------------------------------------- which path a model takes
