@@ -453,3 +453,18 @@ def test_generate_clock_times_each_generate_call_and_puts_back_what_was_there(ca
     assert len(rows) == 2  # the spy saw the calls made inside the clock
     backend.answer(_queries(1))
     assert len(rows) == 3  # and is in place again after it
+
+
+def test_decode_step_is_the_unrounded_difference_per_step_and_none_where_it_is_noise():
+    """perf's decode_ms_per_step: a 0.43 s one-token batch and full batches of 0.45 / 0.47 s over 12
+    tokens are 2.7 ms per step (rounding the mean to 0.1 s, as it once did, gave a negative figure);
+    a difference not above zero or nothing to compare is None, never a negative time."""
+    import pytest as _pytest
+
+    from vlmcls.perf_flops import decode_seconds_per_step
+
+    assert decode_seconds_per_step([0.45, 0.47], 0.43, 12) == _pytest.approx(0.03 / 11)
+    assert decode_seconds_per_step([0.42, 0.43], 0.43, 12) is None
+    assert decode_seconds_per_step([], 0.43, 12) is None
+    assert decode_seconds_per_step([0.5], None, 12) is None
+    assert decode_seconds_per_step([0.5], 0.4, 1) is None

@@ -54,7 +54,7 @@ from . import labels as labels_mod
 from . import prompts
 from .catalog import ModelEntry, load_catalog
 # bpe_tokenizer, parameter_counts, qwen2_vl_2b, SYSTEM, TOKENS_PER_LABEL: perf.X for tests and ../shared/perf
-from .perf_flops import GenerateClock, flops_per_image, image_shape, matmul_peak, parameter_counts  # noqa: F401
+from .perf_flops import GenerateClock, decode_seconds_per_step, flops_per_image, image_shape, matmul_peak, parameter_counts  # noqa: F401
 from .perf_models import FULL_SIZE, SYSTEM, TOKENS_PER_LABEL, Models, bpe_tokenizer, qwen2_vl_2b  # noqa: F401
 from .settings import BackendSettings
 from .types import Query
@@ -155,7 +155,7 @@ def measure(model, processor, settings: BackendSettings, queries: list[Query], n
     with GenerateClock(model) as one_clock:
         prefill, _ = _timed(one, batch)
     full = [t for t, n in clock.calls if n == size]  # whole batches: the last may be smaller
-    steps = (_mean(full) - one_clock.calls[0][0]) / max(1, new_tokens - 1) if full and one_clock.calls else None
+    steps = decode_seconds_per_step(full, one_clock.calls[0][0] if one_clock.calls else None, new_tokens)
     row = dict(images_per_s=round(len(queries) / elapsed, 3), prefill_s=round(prefill, 4),
                s_per_batch=round(elapsed * size / len(queries), 4),
                generate_share=_sig(clock.total / elapsed), decode_ms_per_step=_sig(1000 * steps) if steps else None,

@@ -85,6 +85,16 @@ def matmul_peak(device: str) -> dict:
     return dict(peak_tflops=round(2 * n ** 3 * reps / seconds / 1e12, 2), peak_dtype=str(dtype).removeprefix("torch."))
 
 
+def decode_seconds_per_step(full_batches: list[float], one_token: float | None, new_tokens: int) -> float | None:
+    """One decode step of a whole batch: (mean seconds of a full-batch generate - seconds of the same size
+    generating one token) / (new tokens - 1). None where it cannot be told: no full batch, one new token,
+    or a difference not above zero (noise larger than the decode steps, e.g. a tiny model on a busy CPU)."""
+    if not full_batches or one_token is None or new_tokens < 2:
+        return None
+    steps = (sum(full_batches) / len(full_batches) - one_token) / (new_tokens - 1)
+    return steps if steps > 0 else None
+
+
 class GenerateClock:
     """Wall seconds of each `model.generate` call (synchronised on CUDA) while the block runs, with its
     batch size: what the model computes, apart from the host's preparing and post-processing."""
