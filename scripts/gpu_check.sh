@@ -1,53 +1,71 @@
 #!/usr/bin/env bash
-# The device check: one prepared script for a lent GPU (nothing can be downloaded there). Each
-# measuring script times a bf16 matmul peak in its own process, so figures come as MFU / ratios.
-#   device: STEPS="vlm rank" bash scripts/gpu_check.sh   (~6.5 min on an H100)
-#           STEPS="nli quant" bash scripts/gpu_check.sh  (~4 min; quant needs perf_local/wheels carried)
-# Output under $OUT (at most 8 files come back: this writes env.txt and one .log per step, the JSON rows
-# among its lines), and the key fields of every row printed at the end.
+# The device check: ONE call on a lent GPU (nothing can be downloaded there), within a time budget.
+#   device: bash scripts/gpu_check.sh   with run(timeout_s=560, carry=["perf_local/wheels"])
+# Steps run in priority order; a step whose estimate no longer fits BUDGET (seconds, default 510) is
+# skipped and says so, and each runs under `timeout` with what is left, so the summary always prints.
+# Each measuring script times a bf16 matmul peak in its own process: figures come as MFU and ratios.
+# At most 8 files come back from $OUT: this writes env.txt and one .log per group (vlm, nli, lf, quant,
+# rank), the JSON rows among their lines; the key fields of every row are printed at the end.
+# Dry run on a CPU (~1 min): ARCH=smoke-qwen2-vl BATCH=4 IMAGES=8 LF_IMAGES=8 RANK_BATCH=2 RANK_IMAGES=4 \
+#   QBATCH=2 QIMAGES=4 NLI_WAYS=20 NLI_ARGS="--device cpu --answers 2" OVERLAP_ARGS="--tiny --device cpu" \
+#   bash scripts/gpu_check.sh
 set -uo pipefail
 OUT=${OUT:-perf_local/out}
-STEPS=${STEPS-vlm rank nli quant}  # STEPS="" only prints what $OUT holds
+BUDGET=${BUDGET:-510}
+STEPS=${STEPS-vlm nli lf overlap quant rank}  # STEPS="" only prints what $OUT holds
+PY=${PY:-$(command -v python3 || command -v python)}
 mkdir -p "$OUT"
-export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"  # no install: the device has no network for build deps
-nvidia-smi --query-gpu=name,memory.total --format=csv,noheader | tee "$OUT/env.txt"
+export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1  # no install: no network for build deps
+{ nvidia-smi --query-gpu=name,memory.total --format=csv,noheader 2>/dev/null || echo "no nvidia-smi"
+  "$PY" -c "import torch, transformers; print('torch', torch.__version__, 'transformers', transformers.__version__)"
+} | tee "$OUT/env.txt"
 has() { [[ " $STEPS " == *" $1 "* ]]; }
-step() {  # step NAME SECONDS command...: its output (JSON rows, progress, errors) in NAME.log
-  local name=$1 limit=$2; shift 2
-  timeout "$limit" "$@" >> "$OUT/$name.log" 2>&1
-  echo "$name rc=$? ($(date +%T))"
+step() {  # step LOG ESTIMATE LIMIT command...: runs if the estimate fits what is left of the budget
+  local log=$1 estimate=$2 limit=$3 left=$((BUDGET - SECONDS)); shift 3
+  if (( estimate > left )); then echo "skipped: $* (needs ~${estimate}s, ${left}s left)" | tee -a "$OUT/$log.log"; return; fi
+  (( limit > left )) && limit=$left
+  echo "\$ $* (limit ${limit}s)" >> "$OUT/$log.log"
+  timeout "$limit" "$@" >> "$OUT/$log.log" 2>&1
+  echo "$log rc=$? at ${SECONDS}s" | tee -a "$OUT/$log.log"
 }
-ARCH=${ARCH:-qwen2-vl-2b}  # a dry run here: ARCH=smoke-qwen2-vl BATCH=4 IMAGES=8 NLI_ARGS="--tiny --device cpu"
-PERF=(python -m vlmcls.perf --arch "$ARCH" --quant none)
-# 1. #12: full-size random Qwen2-VL-2B, bf16. Batch 1 (the x-b1 baseline, same call) and batch 128 with
-#    the dynamic vs the static KV cache (catalog option static_cache: transformers compiles the decode
-#    step; the first batch of each row pays the compile in the warm-up). 20- and 100-way, study layout.
+ARCH=${ARCH:-qwen2-vl-2b}
+PERF=("$PY" -m vlmcls.perf --arch "$ARCH" --quant none)
+NLI=("$PY" bench/perf_nli.py)
+# 1. #12: full-size random Qwen2-VL-2B, bf16, study layout. Batch 1 (the x-b1 baseline), then batch 128
+#    with the dynamic vs the static KV cache (catalog option static_cache: transformers compiles the
+#    decode step; the warm-up pays the compile), each batched row with one batch profiled.
 if has vlm; then
-  step vlm "${VLM1_S:-90}" "${PERF[@]}" --ways 20,100 --layout image-first --batch-sizes 1
-  step vlm "${VLM2_S:-330}" "${PERF[@]}" --ways 20,100 --layout image-first --batch-sizes "${BATCH:-128}" \
-    --cache dynamic,static --images "${IMAGES:-256}"
+  step vlm 60 100 "${PERF[@]}" --ways 20,100 --layout image-first --batch-sizes 1
+  step vlm 200 300 "${PERF[@]}" --ways 20,100 --layout image-first --batch-sizes "${BATCH:-128}" \
+    --cache dynamic,static --images "${IMAGES:-256}" --profile
 fi
-# 2. #18: ranking mode (all candidates as one token tree per image) vs generate, 20/100-way
-if has rank; then
-  step rank "${RANK_S:-120}" "${PERF[@]}" --ways 20,100 --layout image-first --batch-sizes "${RANK_BATCH:-16}" \
-    --resolver generate,rank --images "${RANK_IMAGES:-32}"
+# 2. #13: NLI s/answer at 100 and 1000 candidates (target <= 0.01 / 0.06 s on an H100) and bf16 vs fp32
+if has nli; then step nli 60 100 "${NLI[@]}" --ways "${NLI_WAYS:-100,1000}" --skip per_answer ${NLI_ARGS:-}; fi
+# 3. #12: 1000-way labels-first (the label list's KV cache shared), batch auto (target MFU >= 25 %)
+if has lf; then
+  step lf 70 120 "${PERF[@]}" --ways 1000 --layout labels-first --batch-sizes auto --images "${LF_IMAGES:-256}" --profile
 fi
-# 3. #13: a VLM + NLI case with --nli-overlap off vs on (100-way; every answer to NLI)
-if has nli; then
-  step nli "${NLI_S:-150}" python bench/perf_nli.py --overlap ${NLI_ARGS:-}
-fi
-# 4. #12: int8 / nf4 (bitsandbytes, carried as a wheel: carry perf_local/wheels) against bf16, same call
+# 4. #13: a VLM + NLI case with --nli-overlap off vs on (100-way; every answer to NLI): which is faster
+if has overlap; then step nli 90 120 "${NLI[@]}" --overlap ${OVERLAP_ARGS:-}; fi
+# 5. #12: int8 / nf4 (bitsandbytes, carried as a wheel: carry perf_local/wheels) against bf16, same call
 if has quant; then
   ls perf_local/wheels/bitsandbytes-*.whl >/dev/null 2>&1 \
-    && pip install --quiet --no-deps --no-index perf_local/wheels/bitsandbytes-*.whl >> "$OUT/quant.log" 2>&1
-  step quant "${QUANT_S:-200}" python -m vlmcls.perf --arch "$ARCH" --quant none,int8,nf4 --ways 100 \
+    && "$PY" -m pip install --quiet --no-deps --no-index perf_local/wheels/bitsandbytes-*.whl >> "$OUT/quant.log" 2>&1
+  step quant 150 200 "$PY" -m vlmcls.perf --arch "$ARCH" --quant none,int8,nf4 --ways 100 \
     --layout image-first --batch-sizes "${QBATCH:-32}" --images "${QIMAGES:-64}"
 fi
-python - "$OUT" <<'PY'
+# 6. #18: ranking mode (all candidates as one token tree per image) vs generate, 20/100-way
+if has rank; then
+  step rank 100 130 "${PERF[@]}" --ways 20,100 --layout image-first --batch-sizes "${RANK_BATCH:-16}" \
+    --resolver generate,rank --images "${RANK_IMAGES:-32}"
+fi
+"$PY" - "$OUT" <<'PY'
 import json, sys, pathlib
 keys = ("part", "ways", "layout", "quant", "cache", "batch_size", "effective_batch_size", "images_per_s", "mfu",
-        "speedup_vs_b1", "speedup_vs_dynamic", "cost_vs_bf16", "generate_share", "decode_ms_per_step", "rank_cost_vs_generate", "rank_path", "s_per_answer", "agreement",
-        "speedup", "hidden", "same_predictions", "faster", "peak_tflops", "notes")
+        "speedup_vs_b1", "speedup_vs_dynamic", "cost_vs_bf16", "generate_share", "decode_ms_per_step",
+        "rank_cost_vs_generate", "rank_path", "answers", "dtype", "s_per_answer", "passes", "target_s",
+        "equal_decisions", "fp32_s_per_answer", "worst_gap_of_differing", "speedup", "hidden",
+        "same_predictions", "faster", "peak_tflops", "notes", "error")
 bf16 = {}  # int8 / nf4 rows: bf16 img/s of the same call, ways and batch size -> cost_vs_bf16
 b1 = {}  # (ways, layout) -> batch-1 img/s: the batch-1 rows come from a separate invocation of the same call
 for f in sorted(pathlib.Path(sys.argv[1]).glob("*.log")):
@@ -55,14 +73,21 @@ for f in sorted(pathlib.Path(sys.argv[1]).glob("*.log")):
         if not line.startswith("{"): continue
         try: r = json.loads(line)
         except ValueError: continue
-        if r.get("part") == "hf_vlm_generate" and r.get("batch_size") == 1 and r.get("cache") == "dynamic":
+        vlm = r.get("part") == "hf_vlm_generate"
+        if vlm and r.get("batch_size") == 1 and r.get("cache") == "dynamic":
             b1[(r["ways"], r["layout"])] = r["images_per_s"]
-        elif r.get("part") == "hf_vlm_generate" and r.get("speedup_vs_b1") is None and (r["ways"], r["layout"]) in b1:
+        elif vlm and r.get("speedup_vs_b1") is None and (r["ways"], r["layout"]) in b1:
             r["speedup_vs_b1"] = round(r["images_per_s"] / b1[(r["ways"], r["layout"])], 2)
-        if r.get("part") == "hf_vlm_generate" and r.get("quant") == "none":
-            bf16[(f.stem, r["ways"], r["batch_size"], r.get("cache"))] = r["images_per_s"]
-        elif r.get("part") == "hf_vlm_generate" and (f.stem, r["ways"], r["batch_size"], r.get("cache")) in bf16:
-            r["cost_vs_bf16"] = round(bf16[(f.stem, r["ways"], r["batch_size"], r.get("cache"))] / r["images_per_s"], 2)
+        where = (f.stem, r.get("ways"), r.get("batch_size"), r.get("cache"))
+        if vlm and r.get("quant") == "none":
+            bf16[where] = r["images_per_s"]
+        elif vlm and where in bf16:
+            r["cost_vs_bf16"] = round(bf16[where] / r["images_per_s"], 2)
         print(f.stem, {k: r[k] for k in keys if k in r} or r)
+        p = r.get("profile")
+        if p:  # where the profiled batch's time went
+            top = lambda ops: [(o["name"][:48], o["share"]) for o in ops[:4]]
+            print("   profile", {k: p[k] for k in ("wall_s", "busy_share", "host_ops_share", "error") if k in p},
+                  "device:", top(p.get("device_top", [])), "host:", top(p.get("host_top", [])))
 PY
-grep -h -v "^{" "$OUT"/*.log 2>/dev/null | grep -v "Loading weights" | tail -n 8 | cut -c1-300
+grep -h -v "^{" "$OUT"/*.log 2>/dev/null | grep -v "Loading weights\|Writing model\|^\\$ \| rc=0 " | tail -n 8 | cut -c1-300

@@ -468,3 +468,39 @@ def test_decode_step_is_the_unrounded_difference_per_step_and_none_where_it_is_n
     assert decode_seconds_per_step([], 0.43, 12) is None
     assert decode_seconds_per_step([0.5], None, 12) is None
     assert decode_seconds_per_step([0.5], 0.4, 1) is None
+
+
+def test_profile_call_names_the_operators_that_took_the_time_and_turns_a_failure_into_an_error_entry():
+    """perf --profile: a call doing matrix products shows aten::mm among the host's top operators, with
+    shares of the wall between 0 and 1; no CUDA fields off CUDA; a failing call is an `error` entry."""
+    import torch
+
+    from vlmcls.perf_profile import profile_call
+
+    a = torch.randn(256, 256)
+    result = profile_call(lambda: [a @ a for _ in range(20)], "cpu")
+    names = [op["name"] for op in result["host_top"]]
+    assert "aten::mm" in names, names
+    assert 0 < result["host_ops_share"] <= 1 and all(0 < op["share"] <= 1 for op in result["host_top"])
+    assert next(op for op in result["host_top"] if op["name"] == "aten::mm")["calls"] == 20
+    assert "busy_share" not in result and "device_top" not in result and result["wall_s"] > 0
+
+    def broken():
+        raise RuntimeError("CUPTI_ERROR_NOT_INITIALIZED\nmore")
+    assert profile_call(broken, "cpu") == {"error": "RuntimeError: CUPTI_ERROR_NOT_INITIALIZED more"}
+
+
+def test_perf_profile_adds_one_profiled_batch_to_each_batched_row(built, capsys):
+    """--profile: the batch-2 row carries the profile of one more batch (the model's operators on top),
+    the batch-1 row none; the timed figures are still there."""
+    import json
+
+    from vlmcls import perf
+
+    perf.main(["--arch", "smoke-qwen2-vl", "--ways", "5", "--batch-sizes", "1,2", "--images", "2", "--new-tokens", "2",
+               "--device", "cpu", "--layout", "image-first", "--profile"])
+    runs = [r for r in map(json.loads, capsys.readouterr().out.splitlines()) if r["part"] == "hf_vlm_generate"]
+    assert [("profile" in r, r["batch_size"]) for r in runs] == [(False, 1), (True, 2)]
+    profiled = runs[1]["profile"]
+    assert "error" not in profiled and profiled["wall_s"] > 0 and runs[1]["images_per_s"] > 0
+    assert any(op["name"] in ("aten::mm", "aten::addmm", "aten::linear") for op in profiled["host_top"])

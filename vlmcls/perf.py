@@ -23,6 +23,8 @@ prompt layouts, and one JSON line is printed per (arch, quant, layout, ways, bat
                     computes: a cached label prefix is not recomputed) and the vision tower, + attention
   mfu               tflop_per_image x images_per_s / the matmul peak measured in this process (bf16 on
                     CUDA, float32 on the CPU; the env row gives peak_tflops)
+  profile           with --profile: one more batch under torch.profiler: wall_s, busy_share (CUDA: the
+                    device's kernel time / wall), device_top (kernels), host_top (operators by self time)
   batch size "auto" the backend's --batch-size auto; effective_batch_size is the largest that ran
   --resolver rank   also (or, with "rank" alone, only) ranking mode: part "hf_vlm_rank" rows give
                     images_per_s of scoring every candidate (one prefill per image + the candidates as
@@ -129,8 +131,10 @@ def _settings_for(settings: BackendSettings, batch_size) -> BackendSettings:
     return settings.with_(batch_size=batch_size, batch_auto=False)  # a fixed size, also on CUDA
 
 
-def measure(model, processor, settings: BackendSettings, queries: list[Query], new_tokens: int) -> dict:
+def measure(model, processor, settings: BackendSettings, queries: list[Query], new_tokens: int,
+            profile: bool = False) -> dict:
     from .backends.hf_vlm import HFVLMBackend, length_key
+    from .perf_profile import profile_call
 
     backend = HFVLMBackend(model, processor, settings)
     model.generation_config.min_new_tokens = new_tokens  # equal lengths: random weights may stop anywhere
@@ -145,9 +149,11 @@ def measure(model, processor, settings: BackendSettings, queries: list[Query], n
         backend.sizes_run.clear()
         with GenerateClock(model) as clock:
             elapsed, answers = _timed(backend, queries)
+        size = max(backend.sizes_run)
+        # one more whole batch under torch.profiler, after the timed run (the profiler slows the host)
+        profiled = profile_call(lambda: backend.answer(queries[:size]), model.device.type) if profile else None
     finally:
         model.generation_config.min_new_tokens = None
-    size = max(backend.sizes_run)
     one = HFVLMBackend(model, processor, settings.with_(max_new_tokens=1, batch_size=size, batch_auto=False))
     one.share_prefix_cache(backend)  # cached already: prefill_s is the steady state
     batch = queries[:size]
@@ -163,6 +169,8 @@ def measure(model, processor, settings: BackendSettings, queries: list[Query], n
                new_tokens=_mean(a.completion_tokens for a in answers),
                errors=sum(a.error is not None for a in answers),
                effective_batch_size=size, notes=list(dict.fromkeys(backend.notes + one.notes)))
+    if profiled is not None:
+        row["profile"] = profiled
     shape = image_shape(backend, queries[0])
     row["tflop_per_image"] = _sig(flops_per_image(
         model, row["prompt_tokens"] or 0, row["new_tokens"] or 0, shape["vision_tokens"],
@@ -225,6 +233,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                         "step compiled on CUDA) or both (default dynamic)")
     p.add_argument("--resolver", type=_csv(str, ("generate", "rank")), default=("generate",),
                    help="generate, rank or both (default generate): what each image costs")
+    p.add_argument("--profile", action="store_true",
+                   help="also profile one batch of each row with batch size > 1 (torch.profiler; perf_profile.py): "
+                        "the GPU's busy share of the wall, the top kernels and host operators")
     return p.parse_args(argv)
 
 
@@ -277,7 +288,7 @@ def run_grid(arch, quant, model, processor, settings, args, names, out, load_not
                     _rank_row(arch, quant, model, processor, s, queries, batch_size, ways, None, out)
                     continue
                 row = measure(model, processor, s, queries[:B1_IMAGES] if batch_size == 1 else queries,
-                              args.new_tokens)
+                              args.new_tokens, profile=getattr(args, "profile", False) and batch_size != 1)
                 row["mfu"] = _sig(row["tflop_per_image"] * row["images_per_s"] / peak) if peak else None
                 results[(layout, ways, batch_size, cache)] = row["images_per_s"]
                 b1 = results.get((layout, ways, 1, cache))
