@@ -83,11 +83,11 @@ for f in sorted(pathlib.Path(sys.argv[1]).glob("*.log")):
             bf16[where] = r["images_per_s"]
         elif vlm and where in bf16:
             r["cost_vs_bf16"] = round(bf16[where] / r["images_per_s"], 2)
-        print(f.stem, {k: r[k] for k in keys if k in r} or r)
-        p = r.get("profile")
-        if p:  # where the profiled batch's time went
+        if r.get("part") == "profile":  # where one more batch of the row above went
             top = lambda ops: [(o["name"][:48], o["share"]) for o in ops[:4]]
-            print("   profile", {k: p[k] for k in ("wall_s", "busy_share", "host_ops_share", "error") if k in p},
-                  "device:", top(p.get("device_top", [])), "host:", top(p.get("host_top", [])))
+            print("   profile", {k: r[k] for k in ("wall_s", "busy_share", "host_ops_share", "error") if k in r},
+                  "device:", top(r.get("device_top", [])), "host:", top(r.get("host_top", [])))
+            continue
+        print(f.stem, {k: r[k] for k in keys if k in r} or r)
 PY
 grep -h -v "^{" "$OUT"/*.log 2>/dev/null | grep -v "Loading weights\|Writing model\|^\\$ \| rc=0 " | tail -n 8 | cut -c1-300

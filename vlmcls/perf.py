@@ -23,8 +23,9 @@ prompt layouts, and one JSON line is printed per (arch, quant, layout, ways, bat
                     computes: a cached label prefix is not recomputed) and the vision tower, + attention
   mfu               tflop_per_image x images_per_s / the matmul peak measured in this process (bf16 on
                     CUDA, float32 on the CPU; the env row gives peak_tflops)
-  profile           with --profile: one more batch under torch.profiler: wall_s, busy_share (CUDA: the
-                    device's kernel time / wall), device_top (kernels), host_top (operators by self time)
+  --profile         after each row of batch size > 1, a part "profile" row: one more batch under
+                    torch.profiler: wall_s, busy_share (CUDA: the device's kernel time / wall),
+                    device_top (kernels), host_ops_share and host_top (operators by self time)
   batch size "auto" the backend's --batch-size auto; effective_batch_size is the largest that ran
   --resolver rank   also (or, with "rank" alone, only) ranking mode: part "hf_vlm_rank" rows give
                     images_per_s of scoring every candidate (one prefill per image + the candidates as
@@ -131,10 +132,9 @@ def _settings_for(settings: BackendSettings, batch_size) -> BackendSettings:
     return settings.with_(batch_size=batch_size, batch_auto=False)  # a fixed size, also on CUDA
 
 
-def measure(model, processor, settings: BackendSettings, queries: list[Query], new_tokens: int,
-            profile: bool = False) -> dict:
+def measure(model, processor, settings: BackendSettings, queries: list[Query], new_tokens: int) -> tuple[dict, object]:
+    """The row's figures, and the backend that ran them (for a profile of one more batch)."""
     from .backends.hf_vlm import HFVLMBackend, length_key
-    from .perf_profile import profile_call
 
     backend = HFVLMBackend(model, processor, settings)
     model.generation_config.min_new_tokens = new_tokens  # equal lengths: random weights may stop anywhere
@@ -149,11 +149,9 @@ def measure(model, processor, settings: BackendSettings, queries: list[Query], n
         backend.sizes_run.clear()
         with GenerateClock(model) as clock:
             elapsed, answers = _timed(backend, queries)
-        size = max(backend.sizes_run)
-        # one more whole batch under torch.profiler, after the timed run (the profiler slows the host)
-        profiled = profile_call(lambda: backend.answer(queries[:size]), model.device.type) if profile else None
     finally:
         model.generation_config.min_new_tokens = None
+    size = max(backend.sizes_run)
     one = HFVLMBackend(model, processor, settings.with_(max_new_tokens=1, batch_size=size, batch_auto=False))
     one.share_prefix_cache(backend)  # cached already: prefill_s is the steady state
     batch = queries[:size]
@@ -169,13 +167,24 @@ def measure(model, processor, settings: BackendSettings, queries: list[Query], n
                new_tokens=_mean(a.completion_tokens for a in answers),
                errors=sum(a.error is not None for a in answers),
                effective_batch_size=size, notes=list(dict.fromkeys(backend.notes + one.notes)))
-    if profiled is not None:
-        row["profile"] = profiled
     shape = image_shape(backend, queries[0])
     row["tflop_per_image"] = _sig(flops_per_image(
         model, row["prompt_tokens"] or 0, row["new_tokens"] or 0, shape["vision_tokens"],
         backend.cached_prefix_tokens) / 1e12)
-    return row
+    return row, backend
+
+
+def profile_batch(backend, queries: list[Query], new_tokens: int) -> dict:
+    """One more whole batch of a measured row under torch.profiler (perf_profile.py). Run after the row
+    is printed: the profiler slows the host, and a failure of it loses no figure."""
+    from .perf_profile import profile_call
+
+    model = backend.model
+    model.generation_config.min_new_tokens = new_tokens
+    try:
+        return profile_call(lambda: backend.answer(queries[:max(backend.sizes_run)]), model.device.type)
+    finally:
+        model.generation_config.min_new_tokens = None
 
 
 # ---------------------------------------------------------------- command line
@@ -287,8 +296,8 @@ def run_grid(arch, quant, model, processor, settings, args, names, out, load_not
                 if "generate" not in getattr(args, "resolver", ("generate",)):
                     _rank_row(arch, quant, model, processor, s, queries, batch_size, ways, None, out)
                     continue
-                row = measure(model, processor, s, queries[:B1_IMAGES] if batch_size == 1 else queries,
-                              args.new_tokens, profile=getattr(args, "profile", False) and batch_size != 1)
+                row, backend = measure(model, processor, s, queries[:B1_IMAGES] if batch_size == 1 else queries,
+                                       args.new_tokens)
                 row["mfu"] = _sig(row["tflop_per_image"] * row["images_per_s"] / peak) if peak else None
                 results[(layout, ways, batch_size, cache)] = row["images_per_s"]
                 b1 = results.get((layout, ways, 1, cache))
@@ -302,6 +311,9 @@ def run_grid(arch, quant, model, processor, settings, args, names, out, load_not
                           speedup_vs_image_first=round(row["images_per_s"] / study, 2)
                           if study and layout != STUDY_LAYOUT else None,
                           load_notes=load_notes), out)
+                if getattr(args, "profile", False) and batch_size != 1:
+                    emit(dict(part="profile", arch=arch, ways=ways, batch_size=batch_size, quant=quant, layout=layout,
+                              cache=cache, **profile_batch(backend, queries, args.new_tokens)), out)
                 if "rank" in getattr(args, "resolver", ()):
                     _rank_row(arch, quant, model, processor, s, queries, batch_size, ways, row["images_per_s"], out)
 
