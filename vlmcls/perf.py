@@ -39,8 +39,9 @@ prompt layouts, and one JSON line is printed per (arch, quant, layout, ways, bat
 
 Compare ratios with ../shared/perf/gpu_reference.py run in the same command, never absolute times
 across machines. The models are built in perf_models.py, the FLOPs and the matmul peak counted in
-perf_flops.py. In labels-first every image gets the same N labels (a fixed N-class subset, in class
-order) so that their KV cache is shared; in image-first each image gets its own seeded candidate set.
+perf_flops.py, a batch profiled in perf_profile.py. In labels-first every image gets the same N
+labels (a fixed N-class subset, in class order) so that their KV cache is shared; in image-first
+each image gets its own seeded candidate set.
 """
 from __future__ import annotations
 
