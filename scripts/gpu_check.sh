@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The device check: ONE call on a lent GPU (nothing can be downloaded there), within a time budget.
-#   device: bash scripts/gpu_check.sh   with run(timeout_s=560, carry=["perf_local/wheels"])
-# Steps run in priority order; a step whose estimate no longer fits BUDGET (seconds, default 510) is
+#   device: bash scripts/gpu_check.sh   with run(timeout_s=570, carry=["perf_local/wheels"])
+# Steps run in priority order; a step whose estimate no longer fits BUDGET (seconds, default 530) is
 # skipped and says so, and each runs under `timeout` with what is left, so the summary always prints.
 # Each measuring script times a bf16 matmul peak in its own process: figures come as MFU and ratios.
 # At most 8 files come back from $OUT: this writes env.txt and one .log per group (vlm, nli, lf, quant,
@@ -11,7 +11,7 @@
 #   bash scripts/gpu_check.sh
 set -uo pipefail
 OUT=${OUT:-perf_local/out}
-BUDGET=${BUDGET:-510}
+BUDGET=${BUDGET:-530}
 STEPS=${STEPS-vlm nli lf overlap quant rank}  # STEPS="" only prints what $OUT holds
 PY=${PY:-$(command -v python3 || command -v python)}
 mkdir -p "$OUT"
