@@ -33,7 +33,7 @@ PERF=("$PY" -m vlmcls.perf --arch "$ARCH" --quant none)
 NLI=("$PY" bench/perf_nli.py)
 # 1. #12: full-size random Qwen2-VL-2B, bf16, study layout. Batch 1 (the x-b1 baseline), then batch 128
 #    with the dynamic vs the static KV cache (catalog option static_cache: transformers compiles the
-#    decode step; the warm-up pays the compile), each batched row with one batch profiled.
+#    decode step; the warm-up pays the compile), each batched dynamic-cache row with one batch profiled.
 if has vlm; then
   step vlm 60 100 "${PERF[@]}" --ways 20,100 --layout image-first --batch-sizes 1
   step vlm 200 300 "${PERF[@]}" --ways 20,100 --layout image-first --batch-sizes "${BATCH:-128}" \

@@ -491,18 +491,19 @@ def test_profile_call_names_the_operators_that_took_the_time_and_turns_a_failure
 
 
 def test_perf_profile_adds_one_profiled_batch_to_each_batched_row(built, capsys):
-    """--profile: after the batch-2 row (not the batch-1 one) a profile row of one more batch, the model's
-    operators on top; the timed row is printed before it, whole."""
+    """--profile: after the batch-2 dynamic-cache row (not the batch-1 one, not the static-cache one) a
+    profile row of one more batch, the model's operators on top; the timed row is printed before it."""
     import json
 
     from vlmcls import perf
 
     perf.main(["--arch", "smoke-qwen2-vl", "--ways", "5", "--batch-sizes", "1,2", "--images", "2", "--new-tokens", "2",
-               "--device", "cpu", "--layout", "image-first", "--profile"])
+               "--device", "cpu", "--layout", "image-first", "--cache", "dynamic,static", "--profile"])
     rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
-    assert [(r["part"], r.get("batch_size")) for r in rows] == [
-        ("env", None), ("hf_vlm_generate", 1), ("hf_vlm_generate", 2), ("profile", 2)]
-    profiled = rows[3]
-    assert "error" not in profiled and profiled["wall_s"] > 0 and rows[2]["images_per_s"] > 0
+    assert [(r["part"], r.get("batch_size"), r.get("cache")) for r in rows] == [
+        ("env", None, None), ("hf_vlm_generate", 1, "dynamic"), ("hf_vlm_generate", 1, "static"),
+        ("hf_vlm_generate", 2, "dynamic"), ("profile", 2, "dynamic"), ("hf_vlm_generate", 2, "static")]
+    profiled = rows[4]
+    assert "error" not in profiled and profiled["wall_s"] > 0 and rows[3]["images_per_s"] > 0
     assert (profiled["ways"], profiled["layout"], profiled["cache"]) == (5, "image-first", "dynamic")
     assert any(op["name"] in ("aten::mm", "aten::addmm", "aten::linear") for op in profiled["host_top"])

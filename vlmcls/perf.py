@@ -23,7 +23,7 @@ prompt layouts, and one JSON line is printed per (arch, quant, layout, ways, bat
                     computes: a cached label prefix is not recomputed) and the vision tower, + attention
   mfu               tflop_per_image x images_per_s / the matmul peak measured in this process (bf16 on
                     CUDA, float32 on the CPU; the env row gives peak_tflops)
-  --profile         after each row of batch size > 1, a part "profile" row: one more batch under
+  --profile         after each dynamic-cache row of batch size > 1, a part "profile" row: one more batch under
                     torch.profiler: wall_s, busy_share (CUDA: the device's kernel time / wall),
                     device_top (kernels), host_ops_share and host_top (operators by self time)
   batch size "auto" the backend's --batch-size auto; effective_batch_size is the largest that ran
@@ -312,7 +312,9 @@ def run_grid(arch, quant, model, processor, settings, args, names, out, load_not
                           speedup_vs_image_first=round(row["images_per_s"] / study, 2)
                           if study and layout != STUDY_LAYOUT else None,
                           load_notes=load_notes), out)
-                if getattr(args, "profile", False) and batch_size != 1:
+                # not static-cache rows: a profiler around CUDA-graph replays is unproven here, and a hang
+                # there would cost the rows after it
+                if getattr(args, "profile", False) and batch_size != 1 and cache == "dynamic":
                     emit(dict(part="profile", arch=arch, ways=ways, batch_size=batch_size, quant=quant, layout=layout,
                               cache=cache, **profile_batch(backend, queries, args.new_tokens)), out)
                 if "rank" in getattr(args, "resolver", ()):
