@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import random
 
-import numpy as np
 import pytest
 
 from vlmcls.catalog import load_catalog
-from vlmcls.prompts import get_template, render, render_labels_first
 from vlmcls.settings import BackendSettings
-from vlmcls.types import Answer, LabelSet, Query
+from vlmcls.types import Answer, Query
+from vlm_inputs import LABELS, one_torch_thread
+from vlm_inputs import queries as _queries
 
 pytest.importorskip("torch")
 pytest.importorskip("transformers")
@@ -32,20 +32,8 @@ CAUSAL_LM = {"phi4_multimodal"}
 UNBUILT = {
     "phi-3-vision": ("phi3_v", "remote code only (not native in transformers): cannot be built offline"),
 }
-# "crane" / "crane fly" share a start and "crane" is listed twice: the trie traps
-NAMES = ("crane", "crane fly", "tench", "goldfish", "great white shark", "tiger shark", "hammerhead",
-         "electric ray", "stingray", "cock", "hen", "ostrich", "brambling", "goldfinch", "crane", "junco")
-LABELS = LabelSet(NAMES, tuple((n,) for n in NAMES), mode="thesis")
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny matrices: two OpenMP threads spend far longer syncing than computing (see test_hf_vlm)."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+one_thread = pytest.fixture(scope="module", autouse=True)(one_torch_thread)
 
 
 @pytest.fixture(scope="session")
@@ -59,26 +47,6 @@ def built(smoke_model, catalog):
     return {name: smoke_model(catalog[name].weights) for name in FAMILIES}
 
 
-def _images(n: int, seed: int = 0):
-    """Noise images of different shapes: tile counts and image token counts differ, so padding is exercised."""
-    from PIL import Image
-
-    rng = np.random.default_rng(seed)
-    sizes = [(int(rng.integers(30, 130)), int(rng.integers(30, 130))) for _ in range(n)]
-    return [Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8)) for h, w in sizes]
-
-
-def _queries(n: int, ways: int = 5, labels_first: bool = False, seed: int = 0) -> list[Query]:
-    out = []
-    for i, image in enumerate(_images(n, seed)):
-        ids = tuple(random.Random(seed * 1000 + i).sample(range(len(NAMES)), ways))
-        labels = tuple(NAMES[j] for j in ids)
-        if labels_first:  # the same full label list before every image, as the runner does at full-way
-            prefix, prompt = render_labels_first(NAMES)
-        else:
-            prefix, prompt = "", render(get_template("thesis"), labels)
-        out.append(Query(f"s{i}", image, ids, labels, prompt, prefix))
-    return out
 
 
 def _run(entry, queries, **settings) -> tuple[list[Answer], list[list[int]], hf_vlm.HFVLMBackend]:

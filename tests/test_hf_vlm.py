@@ -9,13 +9,13 @@ import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from vlmcls.catalog import ModelEntry, load_catalog
-from vlmcls.prompts import get_template, render, render_labels_first
 from vlmcls.settings import BackendSettings
-from vlmcls.types import Answer, LabelSet, Query
+from vlmcls.types import Answer, Query
+from vlm_inputs import LABELS, NAMES, one_torch_thread
+from vlm_inputs import queries as _queries
 
 pytest.importorskip("torch")
 pytest.importorskip("transformers")
@@ -23,22 +23,8 @@ pytest.importorskip("transformers")
 from vlmcls.backends import hf_vlm  # noqa: E402
 
 MODELS = ("smoke-qwen2-vl", "smoke-qwen2.5-vl", "smoke-llava-next")
-# "crane" / "crane fly" share a start and "crane" is listed twice: the trie traps
-NAMES = ("crane", "crane fly", "tench", "goldfish", "great white shark", "tiger shark", "hammerhead",
-         "electric ray", "stingray", "cock", "hen", "ostrich", "brambling", "goldfinch", "crane", "junco")
-LABELS = LabelSet(NAMES, tuple((n,) for n in NAMES), mode="raw")
 
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny matrices: with 2 OpenMP threads each matmul waits ~6 ms on thread sync (measured on the 2-core
-    test machine under load), 300x the work itself. One thread keeps this file fast; restored after."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+one_thread = pytest.fixture(scope="module", autouse=True)(one_torch_thread)
 
 
 @pytest.fixture(scope="session")
@@ -52,26 +38,6 @@ def built(smoke_model):
     return {name: smoke_model(name.removeprefix("smoke-")) for name in MODELS}
 
 
-def _images(n: int, seed: int = 0):
-    """Noise images of different sizes, so the image token counts differ and padding is exercised."""
-    from PIL import Image
-
-    rng = np.random.default_rng(seed)
-    sizes = [(int(rng.integers(30, 130)), int(rng.integers(30, 130))) for _ in range(n)]
-    return [Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8)) for h, w in sizes]
-
-
-def _queries(n: int, ways: int = 5, labels_first: bool = False, seed: int = 0) -> list[Query]:
-    out = []
-    for i, image in enumerate(_images(n, seed)):
-        ids = tuple(random.Random(seed * 1000 + i).sample(range(len(NAMES)), ways))
-        labels = tuple(NAMES[j] for j in ids)
-        if labels_first:  # the same full label list before every image, as the runner does at full-way
-            prefix, prompt = render_labels_first(NAMES)
-        else:
-            prefix, prompt = "", render(get_template("thesis"), labels)
-        out.append(Query(f"s{i}", image, ids, labels, prompt, prefix))
-    return out
 
 
 def _load(entry: ModelEntry, **settings) -> hf_vlm.HFVLMBackend:

@@ -16,19 +16,12 @@ pytest.importorskip("transformers")
 
 from vlmcls.backends import autobatch, hf_vlm  # noqa: E402
 
-from test_hf_vlm import LABELS, NAMES, _queries, _record  # noqa: E402
+from test_hf_vlm import _record  # noqa: E402
+from vlm_inputs import LABELS, NAMES, one_torch_thread  # noqa: E402
+from vlm_inputs import queries as _queries  # noqa: E402
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+one_thread = pytest.fixture(scope="module", autouse=True)(one_torch_thread)
 
 
 @pytest.fixture(scope="module")
