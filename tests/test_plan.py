@@ -186,3 +186,10 @@ def test_run_wide_options_reach_every_spec():
     (spec,) = plan.cases({"api": CATALOG["api"]}, options(*argv, "--ways", "5"))
     assert (spec.seed, spec.orders, spec.dataset, spec.prompt, spec.resolver, spec.max_cost, spec.refresh) == \
         (3, 2, "d", "label-only", "exact", 0.5, True)
+
+
+@pytest.mark.parametrize("given, dtype", [("bf16", "bfloat16"), ("fp16", "float16"), ("half", "float16"),
+                                          ("fp32", "float32"), ("bfloat16", "bfloat16")])
+def test_dtype_option_takes_the_short_names_the_readme_uses(given, dtype):
+    """--dtype bf16 once failed with 'must be one of' although the README and devices.pick_dtype use it."""
+    assert plan.spec(entry(), 20, options("--dtype", given)).settings.dtype == dtype

@@ -5,7 +5,7 @@ import argparse
 from typing import Any, Callable
 
 from .prompts import TEMPLATES
-from .vocab import (ALIASES, AVERAGES, DTYPES, LABEL_MODES, LAYOUTS, QUANTS, RESOLVERS, STUDY_LABELS, STUDY_PROMPT,
+from .vocab import (ALIASES, AVERAGES, DTYPE_ALIASES, DTYPES, LABEL_MODES, LAYOUTS, QUANTS, RESOLVERS, STUDY_LABELS, STUDY_PROMPT,
                     STUDY_RESOLVER)
 
 DEFAULT_WAYS = (20, 100)
@@ -113,7 +113,9 @@ def add_options(parser) -> None:
         help="study/nli resolver: resolve each window of answers in a thread while the model answers the next "
              "(off by default until measured on a GPU: bench/perf_nli.py --overlap; ignored with --max-cost)")
     add("--quant", type=choice("--quant", QUANTS), default=None, help="local VLM quantization (default: the catalog's; with --study the study's per row)")
-    add("--dtype", type=choice("--dtype", DTYPES), default=None, help="local model dtype")
+    add("--dtype", type=choice("--dtype", DTYPES, DTYPE_ALIASES), default=None,
+        help="local model dtype: auto (bfloat16 on CUDA, float32 on the CPU; the default), bfloat16 (bf16), "
+             "float16 (fp16, half), float32 (fp32)")
     add("--device", type=device, default=None, help="auto | cpu | cuda | cuda:N (default auto; xdist workers spread over GPUs)")
     add("--batch-size", type=batch_size, default=None, help="images per batch for local models, or auto: the largest that fits (default: auto on CUDA, 8 on CPU)")
     add("--max-new-tokens", type=positive("--max-new-tokens"), default=None, help="generation bound (default 32)")
