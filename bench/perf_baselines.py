@@ -297,6 +297,8 @@ def main(argv=None) -> None:
 
     args = parse_args(argv)
     device = devices.pick_device(args.device)
+    if reason := devices.unavailable(device):
+        raise SystemExit(reason)
     gpu = device.startswith("cuda")
     args.images = args.images or (2048 if gpu else 64)
     args.batch = args.batch or (256 if gpu else 16)

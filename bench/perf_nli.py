@@ -269,6 +269,8 @@ def parse_args(argv=None):
     except ValueError:
         p.error(f"--ways takes integers separated by commas, not {args.ways!r}")
     args.device = devices.pick_device(args.device)
+    if reason := devices.unavailable(args.device):
+        raise SystemExit(reason)
     return args
 
 

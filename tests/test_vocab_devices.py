@@ -110,3 +110,24 @@ def test_each_xdist_worker_takes_its_own_gpu(monkeypatch):
     assert devices.worker_device() == "cuda:1"
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
     assert devices.worker_device() == "auto"
+
+
+def test_a_cuda_device_where_there_is_none_is_one_line_for_the_perf_scripts():
+    """vlmcls.perf, bench/perf_baselines.py and bench/perf_nli.py stop on devices.unavailable with one line
+    (they once ended in 'RuntimeError: Found no NVIDIA driver' and a traceback); the CPU is always there."""
+    import subprocess
+    import sys
+
+    import torch
+
+    from vlmcls import devices
+
+    assert devices.unavailable("cpu") is None and devices.unavailable("mps") is None
+    if torch.cuda.is_available():
+        assert devices.unavailable("cuda") is None
+        assert "CUDA GPU(s)" in devices.unavailable(f"cuda:{torch.cuda.device_count()}")
+        return
+    assert devices.unavailable("cuda:1") == "--device cuda:1 but no CUDA GPU is visible here"
+    done = subprocess.run([sys.executable, "-m", "vlmcls.perf", "--device", "cuda", "--ways", "20"],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 1 and done.stderr.strip() == "--device cuda but no CUDA GPU is visible here"

@@ -27,6 +27,21 @@ def device_kind(device: str) -> str:
     return "cuda" if device.startswith("cuda") else device
 
 
+def unavailable(device: str) -> str | None:
+    """Why `device` cannot be used here (a CUDA device asked for where torch sees none, or an index past
+    the GPUs there are), or None: scripts stop on it with one line instead of a CUDA traceback."""
+    if not device.startswith("cuda"):
+        return None
+    if device_kind("auto") != "cuda":
+        return f"--device {device} but no CUDA GPU is visible here"
+    import torch
+
+    index = int(device.partition(":")[2] or 0)
+    if index >= torch.cuda.device_count():
+        return f"--device {device} but this machine has {torch.cuda.device_count()} CUDA GPU(s)"
+    return None
+
+
 def worker_device() -> str:
     """"auto", or on a multi-GPU machine under xdist this worker's own GPU (gw3 -> cuda:3 % count),
     so that `-n 8` on eight GPUs puts one worker on each instead of all on cuda:0."""

@@ -351,6 +351,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     device = devices.pick_device(args.device)
+    if reason := devices.unavailable(device):
+        raise SystemExit(reason)
     names = imagenet_names()
     out = args.out.open("a", encoding="utf-8") if args.out else None
     try:
