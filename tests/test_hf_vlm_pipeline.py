@@ -163,6 +163,9 @@ def test_label_prefix_is_tokenized_once_and_not_sent_again(qwen):
 
 def test_batch_size_auto_learns_from_the_first_batch(qwen, monkeypatch):
     assert not _load(qwen).auto and _load(qwen).batch_size == 8  # CPU default: 8, as before
+    on_cpu = _load(qwen, batch_auto=True)  # asked for on the CPU: it cannot measure there, and says so
+    assert on_cpu.batch_size == autobatch.AUTO_FIRST
+    assert on_cpu.notes == [f"batch size auto: sized from CUDA memory, so on cpu every batch is {autobatch.AUTO_FIRST}"]
     mib = 2**20
 
     def memory(device, reset_peak=False):  # a GPU where 8 images peak at 100 MiB each over 1000 MiB of weights

@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any, Sequence
 
 from ..errors import one_line
 from ..types import Answer, Query
-from . import rank
+from . import autobatch, rank
 from .autobatch import AUTO_FIRST, AUTO_HEADROOM, AUTO_MAX, AutoBatchSize, wants_auto
 from .constrain import LabelConstraint, label_trie, walk_trie
 from .hf_encode import DEFAULT_MAX_PIXELS, PromptEncoder
@@ -122,6 +122,9 @@ class HFVLMBackend(PromptEncoder, LabelsFirstCache, AutoBatchSize, Ranking):
         if self.static_cache:
             self.note("static KV cache (decode compiled on CUDA)" if model.device.type == "cuda" else
                       "static KV cache (not compiled off CUDA)")
+        if self.auto and not autobatch._is_cuda(model.device):  # asked for where it cannot measure
+            self.note(f"batch size auto: sized from CUDA memory, so on {model.device.type} every batch is "
+                      f"{self.batch_size}")
 
     @property
     def window(self) -> int:
