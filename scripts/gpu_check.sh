@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # The device check: ONE call on a lent GPU (nothing can be downloaded there), within a time budget.
-#   device: bash scripts/gpu_check.sh   with run(timeout_s=570, carry=["perf_local/wheels"])
+#   bash scripts/gpu_check.sh   (about 9 min: give the whole call ~570 s; the int8/nf4 step installs the
+#   bitsandbytes wheel from perf_local/wheels when the machine cannot download it, so bring that folder)
 # Steps run in priority order; a step whose estimate no longer fits BUDGET (seconds, default 530) is
 # skipped and says so, and each runs under `timeout` with what is left, so the summary always prints.
 # Each measuring script times a bf16 matmul peak in its own process: figures come as MFU and ratios.
 # At most 8 files come back from $OUT: this writes env.txt and one .log per group (vlm, nli, lf, quant,
 # rank), the JSON rows among their lines; the key fields of every row are printed at the end.
-# Dry run on a CPU (~1 min): ARCH=smoke-qwen2-vl BATCH=4 IMAGES=8 LF_IMAGES=8 RANK_BATCH=2 RANK_IMAGES=4 \
+# Dry run on a CPU (~3 min on 2 cores): ARCH=smoke-qwen2-vl BATCH=4 IMAGES=8 LF_IMAGES=8 RANK_BATCH=2 RANK_IMAGES=4 \
 #   QBATCH=2 QIMAGES=4 NLI_WAYS=20 NLI_ARGS="--device cpu --answers 2" OVERLAP_ARGS="--tiny --device cpu" \
 #   bash scripts/gpu_check.sh
 set -uo pipefail
