@@ -83,6 +83,17 @@ def test_base_url_takes_a_list_or_a_file(tmp_path):
             base_urls(bad)
 
 
+def test_base_url_at_file_gets_a_hint_since_pytest_expands_it_itself(tmp_path, monkeypatch):
+    """`--base-url @servers.txt`: pytest's argparse replaces @FILE by the file's lines, so the option sees
+    the first line (here a comment); the error says to drop the @. A plain missing file gets no hint."""
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(argparse.ArgumentTypeError, match=r"\(No such file or directory\); with --base-url @FILE "
+                       r"pytest reads the file itself .*: write --base-url FILE$"):
+        base_urls("# the fleet")
+    with pytest.raises(argparse.ArgumentTypeError, match=r"cannot read 'servers.txt' \(No such file or directory\)$"):
+        base_urls("servers.txt")
+
+
 def test_store_key_ignores_the_order_of_the_servers():
     def key(base_url: str) -> dict:
         return CaseSpec(model=SERVED, ways=20, settings=BackendSettings(base_url=base_url)).key_fields()["settings"]
@@ -196,6 +207,9 @@ def test_when_every_server_is_down_each_request_tries_each_once(two):
     backend.close()
     assert all(x.error and x.error.startswith("APIConnectionError") for x in answers)
     assert [s[0] for s in stats(backend)] == [3, 3]  # bounded: never more than one try per server
+    # the row names the server that failed last (the SDK's own text, "Connection error.", does not)
+    servers = {f"({url}/chat/completions)" for url in server_urls(urls(a, b))}
+    assert all(x.error.endswith(tuple(servers)) for x in answers), answers[0].error
 
 
 def test_a_rejected_request_is_not_sent_to_the_other_server(two):

@@ -73,8 +73,11 @@ def base_urls(text: str) -> str:
         try:
             lines = Path(text).expanduser().read_text(encoding="utf-8").splitlines()
         except OSError as exc:
+            # `--base-url @servers.txt`: pytest put the file's first line here (a comment, say)
+            hint = ("; with --base-url @FILE pytest reads the file itself and passes its lines: write "
+                    "--base-url FILE") if text.lstrip().startswith("#") or "\n" in text else ""
             _fail(f"--base-url takes http(s) URLs separated by commas, or a file with one per line; "
-                  f"cannot read {text!r} ({exc.strerror or exc})")
+                  f"cannot read {text!r} ({exc.strerror or exc}){hint}")
         text = ",".join(line.split("#", 1)[0] for line in lines)
     urls = server_urls(text)
     bad = [u for u in urls if not u.startswith(("http://", "https://"))]

@@ -306,4 +306,16 @@ class ApiBackend:
         status = getattr(exc, "status_code", None)
         head = f"HTTP {status}" if status else type(exc).__name__
         message = str(exc) or type(exc).__name__
+        if status is None:  # no reply (refused, cut, timed out): say which server, the SDK's text does not
+            message += _server_of(exc)
         return scrub(f"{head}: {message}", self._secrets)[:ERROR_CHARS]
+
+
+def _server_of(exc: BaseException) -> str:
+    """" (http://host:port/v1/...)" of the request an SDK exception carries (httpx's), without its query
+    string; "" when there is none."""
+    url = getattr(getattr(exc, "request", None), "url", None)
+    if url is None or not getattr(url, "host", None):
+        return ""
+    port = f":{url.port}" if url.port else ""
+    return f" ({url.scheme}://{url.host}{port}{url.path})"
