@@ -338,3 +338,56 @@ def test_the_runner_hands_over_encoded_images_and_a_broken_one_is_one_error_row(
 def test_unknown_image_path_is_misuse(imagenet):
     with pytest.raises(ValueError, match="image_path"):
         baselines.load(_entry("vit"), SETTINGS.with_(extra={"image_path": "fast"}), imagenet)
+
+
+# ---------------------------------------------------------------- weights reachable (one-line skip reasons)
+
+
+def _in_hub_cache(repo_id: str, folder) -> None:
+    """Puts a model folder into the (test-session) hub cache as `repo_id`'s snapshot, as `hf download` would."""
+    from pathlib import Path
+
+    from huggingface_hub import constants
+
+    repo = Path(constants.HF_HUB_CACHE) / f"models--{repo_id.replace('/', '--')}"
+    (repo / "refs").mkdir(parents=True, exist_ok=True)
+    (repo / "refs" / "main").write_text("0" * 40)
+    shutil.copytree(folder, repo / "snapshots" / ("0" * 40), dirs_exist_ok=True)
+
+
+@pytest.mark.parametrize("kind", ["clip", "resnet"])
+def test_uncached_hub_weights_offline_are_a_skip_reason(kind, imagenet):
+    # clip-vit-l-14 once failed here after 30 s of retries (HF_HUB_OFFLINE unset, no network): no check
+    entry = ModelEntry(name=f"no-{kind}", backend=KINDS[kind], weights=f"nobody/no-such-{kind}")
+    reason = baselines.requirements(entry, SETTINGS, imagenet)
+    assert f"nobody/no-such-{kind}" in reason and "HF_HUB_OFFLINE" in reason and "hf download" in reason
+    assert "\n" not in reason
+
+
+@pytest.mark.parametrize("kind", ["clip", "resnet"])
+def test_a_cached_hub_model_is_accepted_and_loads_offline(kind, imagenet, smoke_model, images):
+    entry = ModelEntry(name=f"cached-{kind}", backend=KINDS[kind], weights=f"someone/cached-{kind}")
+    assert baselines.requirements(entry, SETTINGS, imagenet) is not None
+    _in_hub_cache(entry.weights, smoke_model(kind))
+    assert baselines.requirements(entry, SETTINGS, imagenet) is None
+    backend = baselines.load(entry, SETTINGS, imagenet)  # the check and the load agree: it is there
+    (answer,) = backend.answer(_queries(images[:1], [[0, 1, 2]]))
+    backend.close()
+    assert answer.class_id in (0, 1, 2)
+
+
+def test_unreachable_hub_online_is_a_skip_reason_not_a_retried_load(imagenet, monkeypatch):
+    import socket
+
+    from huggingface_hub import hf_api
+
+    with socket.socket() as s:  # a loopback port nobody listens on: the connection is refused at once
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    monkeypatch.setattr(hf_api.api, "endpoint", f"http://127.0.0.1:{port}")
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.delenv("TRANSFORMERS_OFFLINE", raising=False)
+    entry = ModelEntry(name="clip-vit-l-14", backend="clip", weights="openai/clip-vit-large-patch14")
+    reason = baselines.requirements(entry, SETTINGS, imagenet)
+    assert reason.startswith("openai/clip-vit-large-patch14 is not cached and the hub is unreachable (")
+    assert "\n" not in reason

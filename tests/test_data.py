@@ -104,3 +104,87 @@ def test_stream_select_fills_quotas_and_caches(tmp_path):
     got = stream_select(rows, {0: 2, 1: 2, 2: 1, 3: 0}, tmp_path)
     assert Counter(s.label for s in got) == {0: 2, 1: 2, 2: 1}
     assert _cached(tmp_path) == got and got[0].sample_id == "ILSVRC2012_val_00000000"
+
+
+# ---------------------------------------------------------------------------------- folders that are not datasets
+def images(folder, names, color=(200, 30, 30)):
+    folder.mkdir(parents=True, exist_ok=True)
+    for name in names:
+        (folder / name).write_bytes(jpeg(color))
+
+
+def one_line(spec) -> str:
+    with pytest.raises(DatasetError) as info:
+        open_dataset(str(spec))
+    text = str(info.value)
+    assert "\n" not in text
+    return text
+
+
+def test_a_folder_of_code_names_what_it_holds_and_the_layouts(tmp_path):
+    code = tmp_path / "bench"
+    (code / "measured").mkdir(parents=True)
+    for name in ("test_classify.py", "test_micro.py", "perf_nli.py"):  # "test*" files made datasets see a test split
+        (code / name).write_text("x = 1\n")
+    (code / "measured" / "h100.jsonl").write_text("{}\n")
+    text = one_line(code)
+    assert "holds no images (found 4 files: 3 .py, 1 .jsonl; 1 subfolder)" in text
+    assert "DIR/val/<synset>/*.JPEG" in text and "DIR:SPLIT" in text
+
+
+def test_an_empty_folder_says_it_is_empty(tmp_path):
+    (tmp_path / "empty").mkdir()
+    assert f"dataset folder '{tmp_path / 'empty'}' is empty; expected DIR/val/<synset>" in one_line(tmp_path / "empty")
+
+
+def test_a_file_that_is_not_parquet_is_one_line(tmp_path):
+    (tmp_path / "notes.txt").write_text("hello")
+    assert "is a file, not a dataset" in one_line(tmp_path / "notes.txt")
+
+
+def test_an_image_folder_without_the_default_split_names_the_ones_it_has(tmp_path):
+    images(tmp_path / "pets" / "test" / "cat", ["a.png", "b.png"])
+    images(tmp_path / "pets" / "test" / "dog", ["c.png"], (0, 90, 0))
+    text = one_line(tmp_path / "pets")
+    assert text.endswith(f"has no split 'train'; it has ['test'] — use --dataset {tmp_path / 'pets'}:test")
+    src = open_dataset(f"{tmp_path / 'pets'}:test")  # the advice works
+    assert src.annotations == ("cat", "dog") and src.size == 3
+
+
+def test_synset_folders_under_a_train_split_only_name_the_split(tmp_path):
+    images(tmp_path / "fake2" / "train" / "n01440764", ["a.JPEG"])  # one class: an image folder would have no labels
+    text = one_line(tmp_path / "fake2")
+    assert text.endswith(f"has no split 'val'; it has ['train'] — use --dataset {tmp_path / 'fake2'}:train")
+    images(tmp_path / "fake2" / "train" / "n01443537", ["b.JPEG"])  # two classes: never read as classes 'n0...'
+    assert "has no split 'val'" in one_line(tmp_path / "fake2")
+    src = open_dataset(f"{tmp_path / 'fake2'}:train")
+    assert src.annotations == labels.imagenet_annotations() and src.size == 2
+
+
+def test_images_without_class_folders_say_how_to_lay_them_out(tmp_path):
+    images(tmp_path / "flat", ["a.jpg", "b.jpg"])
+    text = one_line(tmp_path / "flat")
+    assert "needs an image column and a ClassLabel column" in text and "one subfolder per class, at least two" in text
+
+
+def test_what_datasets_cannot_read_becomes_one_line(tmp_path):
+    (tmp_path / "broken").mkdir()
+    (tmp_path / "broken" / "part.parquet").write_bytes(b"not parquet at all")
+    text = one_line(tmp_path / "broken")
+    assert text.startswith(f"dataset '{tmp_path / 'broken'}' could not be read as parquet (") and "DIR:SPLIT" in text
+
+
+def test_pytest_bench_on_a_folder_that_is_no_dataset_is_one_error_line(pytester: pytest.Pytester):
+    from pathlib import Path
+
+    bench = Path(__file__).resolve().parents[1] / "bench" / "test_classify.py"
+    (pytester.path / "bench").mkdir()
+    (pytester.path / "bench" / "test_classify.py").write_text(bench.read_text())
+    (pytester.path / "empty").mkdir()
+    for folder, says in (("bench", "holds no images (found "), ("empty", "is empty; ")):
+        out = pytester.runpytest_subprocess("bench", "--dataset", folder, "-k", "smoke-echo", "-p", "no:cacheprovider")
+        assert out.ret == pytest.ExitCode.USAGE_ERROR
+        errors = [line for line in out.errlines if line.startswith("ERROR:")]
+        assert len(errors) == 1 and errors[0].startswith(f"ERROR: dataset folder '{folder}' {says}")
+        assert errors[0].endswith(data.LAYOUTS)
+        assert "INTERNALERROR" not in out.stdout.str() + out.stderr.str()

@@ -111,3 +111,27 @@ def test_a_baseline_saved_under_the_old_thesis_names_is_the_same_context():
     unique = spec()  # unique labels against the old baseline's study labels: that difference is kept
     assert gate.judge(result(unique, preds(100, 60)), gate.Baseline(preds(100, 60), old)).notes == (
         "the --baseline run differs in labels (thesis vs unique)",)
+
+
+def test_a_baseline_with_nothing_to_compare_fails_the_case_only_under_strict_cases():
+    """A --baseline that pairs no sample with the case checked nothing: it passes (the run's summary
+    warns) unless --strict-cases asks for every case to be really compared."""
+    s = spec(0.05)
+    now = result(s, preds(100, 60))
+    ran, skipped = spec_fields(s) | {"metrics": {"n": 100}}, spec_fields(s) | {"metrics": None, "status": "skipped"}
+    unpaired = {
+        "no per-sample records in the baseline": gate.Baseline(None, ran),  # a committed report without samples/
+        "not in the baseline": gate.Baseline(None, {}),
+        "the baseline has no result for it (skipped)": gate.Baseline(None, skipped),
+        "no sample in common with the baseline (100 only in this run, 10 only in the baseline)":
+            gate.Baseline([p.__class__(**{**p.__dict__, "sample_id": f"old-{p.sample_id}"}) for p in preds(10, 10)], ran),
+    }
+    for why, base in unpaired.items():
+        assert gate.judge(now, base) == gate.Verdict("passed", 0.05)
+        strict = gate.judge(now, base, strict=True)
+        assert strict.status == "failed"
+        assert strict.reasons == (f"{s.case_id}: --baseline gave nothing to compare ({why}{': cannot compare' if 'common' in why else ''}) (--strict-cases)",)
+    paired = gate.Baseline(preds(100, 60), ran)  # compared, and not worse: strict changes nothing
+    assert gate.judge(now, paired, strict=True) == gate.Verdict("passed", 0.05)
+    assert gate.judge(result(s, []), gate.Baseline(None, {}), strict=True).reasons == (
+        f"{s.case_id}: no prediction was made (no samples)",)  # no result: nothing to add

@@ -475,3 +475,18 @@ def test_perf_profile_adds_one_profiled_batch_to_each_batched_row(built, capsys)
     assert "error" not in profiled and profiled["wall_s"] > 0 and rows[3]["images_per_s"] > 0
     assert (profiled["ways"], profiled["layout"], profiled["cache"]) == (5, "image-first", "dynamic")
     assert any(op["name"] in ("aten::mm", "aten::addmm", "aten::linear") for op in profiled["host_top"])
+
+
+def test_requirements_remote_code_and_missing_weights_are_said_together():
+    # Phi-3-vision offline once said only "hf download ...", and the opt-in only after the download
+    entry = ModelEntry(name="phi-3-vision", backend="hf-vlm", weights="nobody/no-such-remote-vlm", trust_remote_code=True)
+    reason = hf_vlm.requirements(entry, BackendSettings(), LABELS)
+    assert "phi-3-vision runs the hub's remote code; allow it with --trust-remote-code" in reason
+    assert "hf download nobody/no-such-remote-vlm" in reason and "\n" not in reason
+    opted_in = hf_vlm.requirements(entry, BackendSettings(trust_remote_code=True), LABELS)
+    assert "hf download nobody/no-such-remote-vlm" in opted_in and "--trust-remote-code" not in opted_in
+
+
+def test_requirements_a_mistyped_path_is_one_line_not_a_hub_question():
+    reason = hf_vlm.requirements(_entry("~/models/qwen 2"), BackendSettings(), LABELS)
+    assert reason == "~/models/qwen 2: the folder does not exist, and it is not a hub repo id"

@@ -93,3 +93,102 @@ def test_atomic_write_leaves_old_file_on_failure(tmp_path, monkeypatch):
     with pytest.raises(OSError):
         report.atomic_write(target, "new")
     assert target.read_text() == "old" and [p.name for p in tmp_path.iterdir()] == ["r.md"]
+
+
+# ---------------------------------------------------------------------------------- cost, smoke, widths
+class PricedBackend:
+    """Answers each query with its first candidate at a cost that differs per answer (1, 2, 3 ... mUSD),
+    so a total that leaves any order's answers out cannot come out right."""
+
+    kind = "text"
+
+    def __init__(self, costs: list[float]):
+        self.costs = costs  # every cost charged, in order (what a real API would have billed)
+
+    def answer(self, queries):
+        from vlmcls.types import Answer
+
+        out = []
+        for q in queries:
+            self.costs.append(0.001 * (len(self.costs) + 1))
+            out.append(Answer(text=q.labels[0], cost_usd=self.costs[-1]))
+        return out
+
+    def close(self) -> None:
+        pass
+
+
+def priced_run(tmp_path, costs, orders=3, **spec_kw):
+    from vlmcls.labels import imagenet_labelset
+    from vlmcls.resolve import Resolver
+    from vlmcls.runner import CaseRunner
+    from vlmcls.store import Store
+    from vlmcls.types import Sample
+
+    labels = imagenet_labelset()
+    entry = ModelEntry(name="paid", backend="openai-compatible", weights="paid-model", smoke=spec_kw.pop("smoke", False))
+    spec = CaseSpec(model=entry, ways=20, settings=BackendSettings(concurrency=2), orders=orders, **spec_kw)
+    data = [Sample(f"s{i}", i * 7, _jpeg()) for i in range(4)]
+    runner = CaseRunner(spec, labels, PricedBackend(costs), Resolver("exact", labels), Store(tmp_path / "s.sqlite"))
+    return runner.run(data)
+
+
+def _jpeg() -> bytes:
+    import io
+
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.new("RGB", (32, 32), "gray").save(buf, "JPEG")
+    return buf.getvalue()
+
+
+def test_cost_with_orders_counts_every_order_now_and_stored(tmp_path):
+    """--orders 3 once showed order 0's cost only (a third of the bill) in the Cost column and the note."""
+    costs: list[float] = []
+    result = priced_run(tmp_path, costs)
+    assert len(costs) == 12 and len(result.predictions) == 4  # 4 images x 3 orders were paid for
+    row = report.case_row(result, status="passed", threshold=None, spent_now=sum(costs))
+    order0 = sum(p.cost_usd for p in result.predictions)
+    assert row["cost_usd"] == pytest.approx(sum(costs)) and order0 < sum(costs)
+    (cost_cell,) = [r["Cost (USD)"] for r in report.parse_table(report.study_table([row]))]
+    assert cost_cell == f"{sum(costs):.4f}" and "simulated" not in cost_cell
+    (note,) = [line for line in report.notes([row]) if "cost" in line]
+    assert f"cost {sum(costs):.4f} USD (all 3 orders): {sum(costs):.4f} spent now, 0.0000 stored" in note
+    again: list[float] = []
+    rerun = priced_run(tmp_path, again)  # answered from the store: nothing paid now, the whole bill stored
+    assert again == [] and rerun.resumed == 12
+    stored = report.case_row(rerun, status="passed", threshold=None, spent_now=0.0)
+    (note,) = [line for line in report.notes([stored]) if "cost" in line]
+    assert f"0.0000 spent now, {sum(costs):.4f} stored" in note
+    (resumed,) = [line for line in report.notes([stored]) if "result store" in line]
+    assert "12 answers (image x order, 3 orders)" in resumed
+
+
+def test_max_cost_note_with_orders_counts_requests_not_images(tmp_path):
+    costs: list[float] = []
+    result = priced_run(tmp_path, costs, max_cost=0.0155)  # 1+2+3+4+5 mUSD = 0.015: five requests
+    assert len(costs) == 5 and len(result.predictions) == 2  # two images reached order 0
+    assert result.stopped.startswith("stopped by --max-cost 0.0155 USD after 5 requests (3 per image, one per order;")
+
+
+def test_smoke_note_comes_before_the_first_table_and_a_stand_ins_cost_is_simulated(tmp_path):
+    costs: list[float] = []
+    smoke = report.case_row(priced_run(tmp_path, costs, orders=1, smoke=True), status="passed", threshold=None,
+                            spent_now=sum(costs))
+    real = {**smoke, "case_id": "real-20way", "tag": "real", "smoke": False}
+    text = report.render_markdown([smoke, real])
+    assert text.count(report.SMOKE_NOTE) == 1 and text.index(report.SMOKE_NOTE) < text.index("| Model")
+    assert "cost is simulated" in text.split("| Model")[0]
+    cells = {r["Model"]: r["Cost (USD)"] for r in report.parse_table(text.split("## 20-way")[1])}
+    assert cells == {"paid *smoke*": f"{sum(costs):.4f} (simulated)", "real": f"{sum(costs):.4f}"}
+    notes = {line.split("`")[1]: line for line in report.notes([smoke, real]) if "cost" in line}
+    assert "simulated cost" in notes[smoke["case_id"]] and "spent now" not in notes[smoke["case_id"]]
+    assert "simulated" not in notes["real-20way"] and "spent now" in notes["real-20way"]
+    plain = report.render_markdown([real])
+    assert report.SMOKE_NOTE not in plain and "simulated" not in plain
+
+
+def test_sub_millisecond_times_have_one_rendering():
+    assert {report._duration(s) for s in (0.0, 0.0001, 0.0004, 0.0005, 0.00049)} == {"<1 ms"}
+    assert (report._duration(0.0006), report._duration(0.012), report._duration(2.1)) == ("1 ms", "12 ms", "2.10 s")

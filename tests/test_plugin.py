@@ -261,3 +261,46 @@ def test_a_case_answered_by_the_store_loads_no_model(bench):
         bench.runpytest_subprocess("bench", "--catalog", "logged.toml", "--ways", "20", "--samples", "30",
                                    "-p", "no:cacheprovider").assert_outcomes(passed=1)
     assert len(log.read_text().splitlines()) == 1
+
+
+def _table_blocks(lines: list[str]) -> list[list[str]]:
+    """The markdown-style tables among terminal lines: runs of lines starting with '|'."""
+    blocks: list[list[str]] = []
+    for prev, line in zip([""] + lines, lines):
+        if line.startswith("|"):
+            if not prev.startswith("|"):
+                blocks.append([])
+            blocks[-1].append(line)
+    return blocks
+
+
+def test_terminal_table_columns_are_sized_on_the_printed_text_and_the_smoke_note_follows_once():
+    """A `<1 ms` cell was sized as `&lt;1 ms` (3 characters more) and printed short; only report.md said
+    that smoke models score at chance."""
+    from vlmcls import report
+    from vlmcls.outcomes import summary_lines
+
+    base = {"model": "m", "metrics": {"precision": 0.5, "recall": 0.5, "f1": 0.5, "accuracy": 0.5, "n": 10,
+                                      "accuracy_ci": (0.2, 0.8)}, "stages": {"match": 1.0}, "status": "passed"}
+    rows = [{**base, "case_id": f"{name}-{ways}way", "tag": name, "ways": ways, "smoke": smoke, "resolver_s": secs}
+            for name, ways, smoke, secs in [("a&b<c>", 20, True, {"match": 0.0001}), ("b", 20, False, {"match": 0.0}),
+                                            ("c", 20, False, {"match": 0.25, "nli": 3.0}), ("a&b<c>", 50, True, {"match": 0.0005})]]
+    lines = summary_lines(rows, [], skips_shown=True)
+    tables = _table_blocks(lines)
+    assert len(tables) == 2
+    for table in tables:
+        assert len({len(line) for line in table}) == 1, "\n".join(table)
+    text = "\n".join(lines)
+    assert "a&b<c> *smoke*" in text and "&lt;" not in text and "&amp;" not in text and " 0 ms" not in text
+    assert text.count("chance level") == 1 and text.index("chance level") > text.rindex("| a&b<c>")
+    assert "chance level" not in "\n".join(summary_lines([{**r, "smoke": False} for r in rows], [], True))
+    assert report.SMOKE_NOTE in lines
+
+
+def test_the_terminal_summary_of_a_real_run_lines_up_and_says_chance_once(bench):
+    out = run(bench, "-k", "echo-a", "--ways", "20,50", "--samples", "30", "--refresh")
+    out.assert_outcomes(passed=2)
+    section = out.stdout.str().split("vlmcls results")[1].splitlines()
+    tables = _table_blocks(section)
+    assert len(tables) == 2 and all(len({len(line) for line in t}) == 1 for t in tables)
+    assert out.stdout.str().count("chance level") == 1

@@ -233,7 +233,7 @@ def test_report_compares_with_a_baseline(tmp_path):
     assert line["Case"] == "m-20way" and line["Verdict"] == "significantly worse than the baseline"
     assert (line["Lost (b)"], line["Gained (c)"], line["Only here"], line["Only in baseline"]) == ("40", "0", "7", "0")
     assert float(line["p-value"]) == pytest.approx(compare.mcnemar(40, 0), rel=1e-2)
-    assert "fresh-20way: not in the baseline" in part and "only in the baseline (1 cases, not run now): gone-20way" in part
+    assert "fresh-20way: not in the baseline" in part and "only in the baseline (1 case it ran, not run now): gone-20way" in part
     assert not (now / "plots").exists() and "![" not in text and "## Most frequent confusions" in text
 
 
@@ -269,3 +269,65 @@ def test_merging_into_one_of_the_merged_runs_is_refused(tmp_path, capsys):
     assert main(["report", str(a), str(b), "--out", str(a)]) == 2
     assert "would be overwritten" in capsys.readouterr().err
     assert json.loads((a / "results.json").read_text())["cases"][0]["metrics"]["n"] == 10
+
+
+# ---------------------------------------------------------------------------------- a baseline that compares nothing
+def test_only_in_the_baseline_lists_the_cases_it_ran_not_those_it_skipped(tmp_path):
+    skipped = report.skipped_row(CaseSpec(model=ModelEntry("api", "openai", "gpt-4o-mini"), ways=20,
+                                          settings=BackendSettings()), "skipped", "no OPENAI_API_KEY")
+    base = write_run(tmp_path / "base", case("m", 20, preds(20)), case("gone", 20, preds(10)), (skipped, None))
+    now = write_run(tmp_path / "now", case("m", 20, preds(20, wrong=2)), case("api", 20, preds(10)))
+    part = section(compare.baseline_section(json.loads((now / "results.json").read_text())["cases"], now,
+                                            report.load_run(base)), "## Compared with the baseline")
+    assert "only in the baseline (1 case it ran, not run now): gone-20way" in part
+    assert "- api-20way: the baseline has no result for it (skipped)" in part  # it ran now; the baseline skipped it
+
+
+def test_a_baseline_without_samples_is_a_terminal_warning_and_fails_under_strict_cases(real_run, tmp_path):
+    """The committed example report has no samples/: used as --baseline it compares nothing. That is
+    one warning line in the terminal, and --strict-cases fails the cases it could not check."""
+    base = Path(shutil.copytree(real_run, tmp_path / "example", ignore=shutil.ignore_patterns("samples")))
+    shutil.copytree(BENCH, tmp_path / "bench", ignore=shutil.ignore_patterns("__pycache__"))
+    args = [sys.executable, "-m", "pytest", "bench", "-k", "echo-20way", "--samples", "30", "-p", "no:cacheprovider",
+            "-q", "--baseline", str(base)]
+    proc = subprocess.run(args, cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-3000:]
+    (warning,) = [line for line in proc.stdout.splitlines() if "--baseline" in line]
+    assert warning == (f"warning: --baseline {base} gave nothing to compare for 1 of 1 cases (1: no per-sample "
+                       "records in the baseline); the baseline gate did not check them (--strict-cases fails them); "
+                       "see report.md")
+    (run,) = [d for d in (tmp_path / "reports").iterdir() if d.is_dir()]
+    assert json.loads((run / "results.json").read_text())["meta"]["baseline"] == str(base.resolve())
+    strict = subprocess.run([*args, "--strict-cases"], cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert strict.returncode == 1
+    assert "smoke-echo-20way: --baseline gave nothing to compare (no per-sample records in the baseline)" in strict.stdout
+    assert "--strict-cases failed them" in strict.stdout
+    paired = subprocess.run([*args[:-1], str(real_run), "--strict-cases"], cwd=tmp_path, capture_output=True, text=True,
+                            timeout=300)  # the same run with its samples: compared, no warning
+    assert paired.returncode == 0 and "--baseline" not in paired.stdout, paired.stdout[-3000:]
+
+
+def test_rerendering_keeps_the_comparison_with_the_recorded_baseline(tmp_path, capsys):
+    base = write_run(tmp_path / "base", case("m", 20, preds(100)), run_id="base-run")
+    now = write_run(tmp_path / "now", case("m", 20, preds(100, wrong=40)))
+    assert main(["report", str(now), "--baseline", str(base), "--no-plots"]) == 0
+    assert json.loads((now / "results.json").read_text())["meta"]["baseline"] == str(base.resolve())
+    first = (now / "report.md").read_text()
+    assert main(["report", str(now), "--no-plots"]) == 0  # no --baseline: the recorded one
+    assert (now / "report.md").read_text() == first and "## Compared with the baseline base-run" in first
+    capsys.readouterr()
+    shutil.rmtree(base)
+    assert main(["report", str(now), "--no-plots"]) == 0
+    note = f"the comparison with the baseline {base.resolve()} was dropped: its folder is gone (--baseline RUN_DIR compares again)"
+    assert capsys.readouterr().err.splitlines() == [f"vlmcls: note: {note}"]
+    text = (now / "report.md").read_text()
+    assert "base-run" not in text and section(text, "## Compared with the baseline").strip() == report.cell(note[0].upper() + note[1:] + ".")
+
+
+def test_a_rerendered_baseline_that_compares_nothing_warns(tmp_path, capsys):
+    base = write_run(tmp_path / "base", (case("m", 20, preds(10))[0], None))  # a report without samples/
+    now = write_run(tmp_path / "now", case("m", 20, preds(10)))
+    assert main(["report", str(now), "--baseline", str(base), "--no-plots"]) == 0
+    assert capsys.readouterr().err == (f"vlmcls: warning: --baseline {base} gave nothing to compare for 1 of 1 cases "
+                                       "(1: no per-sample records in the baseline); the baseline gate did not check "
+                                       "them (--strict-cases fails them); see report.md\n")

@@ -81,3 +81,22 @@ def test_old_names_reach_the_same_code():
     assert plots is package_plots
     assert compare.mcnemar is stats.mcnemar and compare.Run is report.Run
     assert report._notes is report.notes
+
+
+def test_study_rows_this_run_selected_but_could_not_run_get_why_not_the_circular_hint():
+    """`pytest bench --study` once told its reader to run `pytest bench --study` for the rows it had skipped."""
+    from vlmcls.catalog import load_catalog
+    from vlmcls.report import compare
+
+    catalog = load_catalog()
+    published = compare.study_rows(catalog)
+    skipped = [report.skipped_row(CaseSpec(model=catalog[s.model], ways=s.ways, settings=BackendSettings()),
+                                  "skipped", "weights not here") for s in published]
+    text = compare.study_section(skipped, catalog)
+    (line,) = [l for l in text.splitlines() if "not run:" in l]
+    assert line.startswith(f"{len(published)} study rows not run: ") and "(skipped)" in line
+    assert "--study` runs them all" not in text and "this run selected them" in line and "*Not run*" in line
+    (half,) = [l for l in compare.study_section(skipped[1:], catalog).splitlines() if "not run:" in l and "selected" not in l]
+    assert half == f"1 study row not run: {published[0].model} {published[0].ways}-way (`pytest bench --study` runs them all)."
+    nothing = compare.study_section([], catalog)
+    assert f"{len(published)} study rows not run: " in nothing and "--study` runs them all" in nothing and "selected" not in nothing

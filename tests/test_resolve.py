@@ -261,3 +261,45 @@ def test_batched_nli_decides_exactly_as_the_zero_shot_pipeline(nli_model, answer
     mine = torch.softmax(resolve.entailment_scores(pipe, [(answer, hyps)])[0], 0)
     theirs = torch.tensor([dict(zip(out["labels"], out["scores"]))[h] for h in hyps])
     assert torch.allclose(mine, theirs, atol=1e-5)
+
+
+# ---------------------------------------------------------------- --nli-model reachable (one-line skip reasons)
+
+
+def test_nli_model_typo_is_one_line_not_a_validation_traceback():
+    # `--nli-model /nonexistent` once failed the case with 99 lines ending in HFValidationError
+    assert nli.model_reason("/nonexistent") == "--nli-model '/nonexistent': no such folder, and not a hub repo id"
+    assert nli.model_reason("~/my nli") == "--nli-model '~/my nli': no such folder, and not a hub repo id"
+
+
+def test_nli_model_folder_smoke_name_and_cached_hub_id_are_accepted(nli_model, smoke_model, tmp_path):
+    import shutil
+    from pathlib import Path
+
+    from huggingface_hub import constants
+
+    assert nli.model_reason(nli_model) is None
+    assert nli.model_reason(str(smoke_model("bart-mnli"))) is None
+    reason = nli.model_reason("someone/cached-nli")  # offline (tests/conftest.py) and not cached
+    assert reason == ("NLI model someone/cached-nli is not reachable offline (run `hf download someone/cached-nli`); "
+                      "use --resolver exact, or --nli-model PATH")
+    repo = Path(constants.HF_HUB_CACHE) / "models--someone--cached-nli"  # what `hf download` leaves
+    (repo / "refs").mkdir(parents=True, exist_ok=True)
+    (repo / "refs" / "main").write_text("0" * 40)
+    shutil.copytree(smoke_model("bart-mnli"), repo / "snapshots" / ("0" * 40), dirs_exist_ok=True)
+    assert nli.model_reason("someone/cached-nli") is None
+
+
+def test_bench_skips_with_the_one_line_nli_model_reason(pytester: pytest.Pytester):
+    from pathlib import Path
+
+    bench = Path(__file__).resolve().parents[1] / "bench" / "test_classify.py"
+    (pytester.path / "bench").mkdir()
+    (pytester.path / "bench" / "test_classify.py").write_text(bench.read_text())
+    pytester.makefile(".toml", catalog='[models.echo-a]\nbackend = "echo"\nweights = "smoke:echo"\nsmoke = true\n')
+    out = pytester.runpytest_subprocess("bench", "--catalog", "catalog.toml", "-p", "no:cacheprovider", "-rs",
+                                        "--ways", "20", "--samples", "20", "--nli-model", "/nonexistent")
+    text = out.stdout.str()
+    assert out.ret == 0 and "HFValidationError" not in text and "Traceback" not in text, text[-3000:]
+    out.assert_outcomes(skipped=1)
+    assert "--nli-model '/nonexistent': no such folder, and not a hub repo id" in text

@@ -1,6 +1,6 @@
 """`vlmcls` / `python -m vlmcls`: tools over stored runs (no model is loaded here).
 
-    vlmcls report                         # re-render the latest run under ./reports
+    vlmcls report                         # re-render the latest run under ./reports (with its recorded --baseline)
     vlmcls report RUN                     # re-render RUN in place (tables, comparisons, plots)
     vlmcls report RUN1 RUN2 --out DIR     # merge runs; the same case in two runs: the later one wins
     vlmcls report RUN --baseline OLD      # add McNemar's test of each case against a saved run
@@ -16,6 +16,7 @@ from typing import Sequence
 
 from . import provenance, report
 from .report import Run, RunError, load_run
+from .report.compare import baseline_warning
 from .report.plots import SETTING_KEYS
 
 DEFAULT_REPORTS = Path("reports")
@@ -55,22 +56,50 @@ def _parser() -> argparse.ArgumentParser:
 
 def cmd_report(args: argparse.Namespace) -> int:
     runs = [load_run(p) for p in (args.runs or [latest_run(DEFAULT_REPORTS)])]
-    baseline = load_run(args.baseline) if args.baseline else None
+    baseline, dropped = choose_baseline(args.baseline, runs)
     catalog = _catalog(args.catalog)
     chosen, notes = merge(runs)
     out = output_dir(args.out, runs)
     rows = [row for _, row in chosen.values()]
     mixed = mixed_settings(rows) if len(runs) > 1 else ""
     meta = _meta(runs, out, notes, mixed)
+    if baseline is not None:  # recorded, so that the next re-render compares again
+        meta["baseline"] = str(baseline.path.resolve())
     copy_samples(chosen, out)
+    sources = "\n\n".join(filter(None, [sources_section(runs, notes, mixed), dropped_section(dropped)]))
     path = report.write_run(out, rows, meta, catalog=catalog, baseline=baseline, plots=not args.no_plots,
-                            sources=sources_section(runs, notes, mixed), provenance=provenance.markdown(meta))
+                            sources=sources, provenance=provenance.markdown(meta))
     if len(runs) > 1:
         print(f"vlmcls: {merge_summary(runs, rows, notes)}", file=sys.stderr)
     if mixed:
         print(f"vlmcls: warning: {mixed}", file=sys.stderr)
+    if dropped:
+        print(f"vlmcls: note: {dropped}", file=sys.stderr)
+    if baseline is not None and (unchecked := baseline_warning(rows, out, baseline)):
+        print(f"vlmcls: warning: {unchecked}", file=sys.stderr)
     print(f"report: {path}")
     return 0
+
+
+def choose_baseline(given: str | None, runs: Sequence[Run]) -> tuple[Run | None, str]:
+    """(the run to compare with, '' or why a recorded comparison was dropped). --baseline wins; else
+    the baseline every run recorded (`pytest --baseline` writes it into meta), so a plain re-render
+    keeps the comparison the run was made with."""
+    if given:
+        return load_run(given), ""
+    recorded = {r.meta.get("baseline") for r in runs}
+    if len(recorded) != 1 or None in recorded:
+        return None, ""
+    (path,) = recorded
+    try:
+        return load_run(path), ""
+    except RunError as exc:
+        gone = "its folder is gone" if not Path(path).is_dir() else str(exc)
+        return None, f"the comparison with the baseline {path} was dropped: {gone} (--baseline RUN_DIR compares again)"
+
+
+def dropped_section(dropped: str) -> str:
+    return f"## Compared with the baseline\n\n{report.cell(dropped[0].upper() + dropped[1:])}." if dropped else ""
 
 
 def mixed_settings(rows: Sequence[dict]) -> str:

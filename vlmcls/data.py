@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import re
+from collections import Counter
 from pathlib import Path
 from typing import Sequence
 
@@ -22,6 +23,8 @@ from .types import Sample
 BUNDLED = Path(__file__).parent / "data" / "sample.parquet"
 SYNSET = re.compile(r"^n\d{8}$")
 IMAGE_SUFFIXES = {".jpeg", ".jpg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff"}
+LAYOUTS = ("expected DIR/val/<synset>/*.JPEG (ImageNet), an image folder DIR/<split>/<class>/<image> "
+           "(DIR:SPLIT picks the split), a save_to_disk folder, or .parquet files")
 
 
 # ----------------------------------------------------------------------------- subsets
@@ -60,7 +63,7 @@ def _synset_folder(root: Path, split: str | None = None) -> Source:
     if split is not None:
         splits = _synset_splits(root)
         if split not in splits:
-            raise DatasetError(f"dataset {str(root)!r} has no split {split!r}; it has {splits}")
+            raise _no_split(split, splits, str(root))
         root = root / split
     elif (root / "val").is_dir():
         root = root / "val"
@@ -79,14 +82,14 @@ def _synset_folder(root: Path, split: str | None = None) -> Source:
     return Source(str(root), labels_mod.imagenet_annotations(), select, len(index))
 
 
-def _columns(features, name: str) -> tuple[str, str]:
+def _columns(features, name: str, hint: str = "") -> tuple[str, str]:
     from datasets import ClassLabel, Image
 
     image = next((c for c, f in features.items() if isinstance(f, Image)), None)
     label = next((c for c, f in features.items() if isinstance(f, ClassLabel)), None)
     if image is None or label is None:
         raise DatasetError(f"dataset {name!r} needs an image column and a ClassLabel column; it has "
-                           f"{dict((c, type(f).__name__) for c, f in features.items())}")
+                           f"{dict((c, type(f).__name__) for c, f in features.items())}{hint}")
     return image, label
 
 
@@ -98,11 +101,11 @@ def _image_payload(value: dict, name: str) -> bytes | str:
     return b""  # decodes to a clear error row, never a silently lost sample
 
 
-def _from_hf(ds, name: str) -> Source:
+def _from_hf(ds, name: str, hint: str = "") -> Source:
     """An in-memory / memory-mapped datasets.Dataset with image + ClassLabel columns."""
     from datasets import Image
 
-    image_col, label_col = _columns(ds.features, name)
+    image_col, label_col = _columns(ds.features, name, hint)
     ds = ds.cast_column(image_col, Image(decode=False))
     labels = ds[label_col]
     paths = [(v or {}).get("path") for v in ds.select_columns([image_col])[image_col]] if len(ds) < 200_000 else []
@@ -120,31 +123,86 @@ def _from_hf(ds, name: str) -> Source:
 
 
 def _local_hf(path: Path, split: str | None = None) -> Source:
-    from datasets import DatasetDict, load_dataset, load_from_disk
+    from datasets import DatasetDict
 
-    # Without a chosen split, parquet files and image folders load as "train" (as they always did);
-    # with one, they load whole and the split is picked below like a saved DatasetDict's.
-    load_split = None if split else "train"
-    if (path / "dataset_info.json").exists() or (path / "dataset_dict.json").exists():
-        ds = load_from_disk(str(path))
-    elif path.suffix == ".parquet" or any(path.glob("*.parquet")):
-        files = [str(path)] if path.is_file() else sorted(map(str, path.glob("*.parquet")))
-        ds = load_dataset("parquet", data_files=files, split=load_split)
-    else:  # class ids: alphabetical folders
-        ds = load_dataset("imagefolder", data_dir=str(path), split=load_split)
+    saved = (path / "dataset_info.json").exists() or (path / "dataset_dict.json").exists()
+    ds, kind = _load_local(path, saved)
     name = f"{path}:{split}" if split else str(path)
     if isinstance(ds, DatasetDict):
-        ds = ds[_pick_split(list(ds), split, str(path))]
+        # Without a chosen split, parquet files and image folders give "train" (as they always did),
+        # a saved DatasetDict its validation, else test, else train split.
+        ds = ds[_pick_split(list(ds), split, str(path), default=None if saved else "train")]
     elif split:
         raise DatasetError(f"dataset {str(path)!r} has no split {split!r}: it is a single dataset, drop ':{split}'")
-    return _from_hf(ds, name)
+    hint = "; an image folder needs one subfolder per class, at least two, e.g. DIR/<split>/<class>/<image>"
+    return _from_hf(ds, name, hint if kind == "an image folder" else "")
 
 
-def _pick_split(splits: list[str], wanted: str | None, name: str) -> str:
-    for s in ([wanted] if wanted else ["validation", "val", "test", "train"]):
+def _load_local(path: Path, saved: bool):
+    """(the local dataset, whole: a Dataset or a DatasetDict, and what it was read as). Any failure of
+    `datasets` on a folder that is not a dataset becomes one DatasetError line naming the layouts."""
+    from datasets import load_dataset, load_from_disk
+
+    if saved:
+        kind, load = "a save_to_disk folder", lambda: load_from_disk(str(path))
+    elif path.suffix == ".parquet" or (path.is_dir() and any(path.glob("*.parquet"))):
+        files = [str(path)] if path.is_file() else sorted(map(str, path.glob("*.parquet")))
+        kind, load = "parquet", lambda: load_dataset("parquet", data_files=files)
+    elif path.is_file():
+        raise DatasetError(f"dataset {str(path)!r} is a file, not a dataset; {LAYOUTS}")
+    else:
+        empty = _no_images(path)
+        if empty:
+            raise DatasetError(f"dataset folder {str(path)!r} {empty}; {LAYOUTS}")
+        kind, load = "an image folder", lambda: load_dataset("imagefolder", data_dir=str(path))
+    try:
+        return load(), kind
+    except Exception as exc:  # datasets raises ValueError, EmptyDatasetError, OSError, ... on odd folders
+        text = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:160]
+        raise DatasetError(f"dataset {str(path)!r} could not be read as {kind} ({type(exc).__name__}: {text}); "
+                           f"{LAYOUTS}") from None
+
+
+def _no_images(folder: Path, limit: int = 20_000) -> str:
+    """'' when an image lies somewhere under `folder`, else what the folder holds instead ("is empty",
+    "holds no images (found 12 files: 6 .py, 6 .jsonl; 1 subfolder)"). Stops at the first image."""
+    suffixes: Counter = Counter()
+    subfolders = 0
+    for _, dirs, names in os.walk(folder):
+        dirs[:] = [d for d in dirs if not d.startswith(".")]  # datasets skips hidden files and folders too
+        subfolders += len(dirs)
+        for n in names:
+            if n.startswith("."):
+                continue
+            suffix = Path(n).suffix.lower()
+            if suffix in IMAGE_SUFFIXES:
+                return ""
+            suffixes[suffix or "no suffix"] += 1
+        if sum(suffixes.values()) > limit:
+            break
+    if not suffixes and not subfolders:
+        return "is empty"
+    kinds = ", ".join(f"{n} {s}" for s, n in suffixes.most_common(4)) + (", ..." if len(suffixes) > 4 else "")
+    files = f"{_count(sum(suffixes.values()), 'file')}: {kinds}" if suffixes else "no files"
+    return f"holds no images (found {files}; {_count(subfolders, 'subfolder')})"
+
+
+def _count(n: int, what: str) -> str:
+    return f"{n} {what}{'s' if n != 1 else ''}"
+
+
+def _pick_split(splits: list[str], wanted: str | None, name: str, default: str | None = None) -> str:
+    for s in ([wanted or default] if wanted or default else ["validation", "val", "test", "train"]):
         if s in splits:
             return s
-    raise DatasetError(f"dataset {name!r} has no split {wanted or 'validation/test/train'!r}; it has {splits}")
+    raise _no_split(wanted or default or "validation/test/train", splits, name)
+
+
+def _no_split(wanted: str, splits: list[str], name: str) -> DatasetError:
+    """The split is not there: name the ones that are, and how to pick one."""
+    use = f" — use --dataset {name}:{splits[0]}" if len(splits) == 1 else (
+        f" — pick one with --dataset {name}:SPLIT" if splits else "")
+    return DatasetError(f"dataset {name!r} has no split {wanted!r}; it has {splits}{use}")
 
 
 def _hub(spec: str) -> Source:
@@ -160,7 +218,7 @@ def _hub(spec: str) -> Source:
     except Exception as exc:
         raise DatasetError(hub_error(name, exc)) from None
     if isinstance(ds, DatasetDict):  # no split named: validation, else test, else train
-        ds = ds[_pick_split(list(ds), None, name)]
+        ds = ds[_pick_split(list(ds), None, spec.partition(":")[0])]
     return _from_hf(ds, spec)
 
 
@@ -190,7 +248,11 @@ def _local(path: Path, split: str | None) -> Source:
         return _local_hf(path, split)
     if split is None:
         root = path / "val" if (path / "val").is_dir() else path
-        return _synset_folder(path) if _has_synsets(root) else _local_hf(path)
+        if _has_synsets(root):
+            return _synset_folder(path)
+        if _synset_splits(path):  # PATH/train/n0.../ only: say so, never read it as an image folder
+            return _synset_folder(path, "val")
+        return _local_hf(path)
     if _has_synsets(path) or _synset_splits(path):
         return _synset_folder(path, split)
     return _local_hf(path, split)

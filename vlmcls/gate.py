@@ -52,19 +52,26 @@ def baseline_of(run: Any, case_id: str) -> Baseline | None:
     return Baseline(run.predictions(case_id), row)
 
 
-def judge(result: CaseResult, baseline: Baseline | None = None, threshold: Any = UNSET) -> Verdict:
-    """The verdict on one case; `threshold` defaults to the catalog entry's for the case's N."""
+def judge(result: CaseResult, baseline: Baseline | None = None, threshold: Any = UNSET, strict: bool = False) -> Verdict:
+    """The verdict on one case; `threshold` defaults to the catalog entry's for the case's N.
+    `strict` (--strict-cases): a baseline that gives the case no paired sample fails it, as a case
+    that cannot run fails instead of skipping; without it the run's summary warns (report.compare)."""
     spec = result.spec
     if threshold is UNSET:
         threshold = spec.model.threshold(spec.ways)
     reasons = failures(result, threshold)
     notes: tuple[str, ...] = ()
-    if result.metrics is not None and baseline is not None and baseline.predictions:
+    if result.metrics is not None and baseline is not None:
+        from .report.compare import nothing_paired
         from .report.stats import worse_than_baseline
 
-        notes = tuple(unlike_baseline(result, baseline.row))
-        worse, text = worse_than_baseline(result.predictions, baseline.predictions)
-        reasons += [f"{spec.case_id}: {text}"] if worse else []
+        nothing = nothing_paired(result.predictions, baseline.predictions, baseline.row)
+        if nothing and strict:
+            reasons.append(f"{spec.case_id}: --baseline gave nothing to compare ({nothing}) (--strict-cases)")
+        elif not nothing:
+            notes = tuple(unlike_baseline(result, baseline.row))
+            worse, text = worse_than_baseline(result.predictions, baseline.predictions)
+            reasons += [f"{spec.case_id}: {text}"] if worse else []
     status = "failed" if reasons else ("passed" if threshold is not None else "no gate")
     return Verdict(status, threshold, tuple(reasons), notes)
 

@@ -1,27 +1,86 @@
-"""Where weights come from: a local folder, a smoke model, or the Hugging Face hub (cache first)."""
+"""Where weights come from: a local folder, a smoke model, or the Hugging Face hub (cache first).
+
+One check for every local model (hf-vlm, CLIP, classifiers) and the NLI model: can these weights be
+had here, answered as one line before anything loads. Imports no torch; never downloads.
+"""
 from __future__ import annotations
 
 import os
 from pathlib import Path
 
+_TRUE = ("1", "true", "yes", "on")
+WEIGHT_FILES = ("*.safetensors", "*.bin", "*.safetensors.index.json", "*.bin.index.json")
+
 
 def offline() -> bool:
-    return os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes")
+    return any(os.environ.get(k, "").lower() in _TRUE for k in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"))
 
 
-def reachable(repo_id: str, filename: str = "config.json") -> bool:
-    """True when `repo_id` is a local folder, is in the local hub cache, or the hub may be asked.
+def _here(weights: str) -> bool:
+    """A smoke model (built offline on demand) or an existing local folder."""
+    from .smoke import is_smoke
 
-    Offline (HF_HUB_OFFLINE=1) only the cache counts; online we let the load itself speak."""
-    if Path(repo_id).expanduser().exists():
-        return True
-    from huggingface_hub import try_to_load_from_cache
-
-    cached = try_to_load_from_cache(repo_id, filename)
-    return isinstance(cached, str) or not offline()
+    return is_smoke(weights) or Path(weights).expanduser().is_dir()
 
 
-def unreachable_reason(repo_id: str, filename: str = "config.json") -> str | None:
-    if reachable(repo_id, filename):
+def _repo_id_ok(repo_id: str) -> bool:
+    from huggingface_hub.utils import HFValidationError, validate_repo_id
+
+    try:
+        validate_repo_id(repo_id)
+    except HFValidationError:
+        return False
+    return True
+
+
+def nowhere_reason(weights: str) -> str | None:
+    """Why `weights` can name nothing at all (a mistyped path: neither a folder nor a hub repo id), or None.
+    Asked first, so that the hub is never asked about a path (it raises HFValidationError)."""
+    if _here(weights) or _repo_id_ok(weights):
         return None
-    return f"weights {repo_id} are not in the local cache and HF_HUB_OFFLINE=1; run `hf download {repo_id}` first"
+    return f"{weights}: the folder does not exist, and it is not a hub repo id"
+
+
+def cached_snapshot(repo_id: str) -> Path | None:
+    """The local snapshot folder of a hub model when it holds weights, else None. Never downloads."""
+    from huggingface_hub import snapshot_download
+
+    try:
+        folder = Path(snapshot_download(repo_id, local_files_only=True))
+    except Exception:  # not cached (LocalEntryNotFoundError) or not a valid repo id (HFValidationError)
+        return None
+    return folder if any(next(folder.glob(p), None) for p in WEIGHT_FILES) else None
+
+
+def hub_reason(repo_id: str) -> str | None:
+    """Online and not cached: ask the hub whether we may download (gated / missing / unreachable)."""
+    from huggingface_hub import auth_check
+    from huggingface_hub.errors import GatedRepoError, RepositoryNotFoundError
+
+    try:
+        auth_check(repo_id, token=os.environ.get("HF_TOKEN") or None)
+    except GatedRepoError:
+        if os.environ.get("HF_TOKEN"):
+            return f"{repo_id} is gated and HF_TOKEN has no access: accept its licence on huggingface.co"
+        return f"{repo_id} is gated: accept its licence on huggingface.co and set HF_TOKEN"
+    except RepositoryNotFoundError:
+        return f"{repo_id} is not on the Hugging Face hub (or is private: set HF_TOKEN)"
+    except Exception as exc:  # network down, proxy, ...: one line now, not a load that retries for 30 s
+        return f"{repo_id} is not cached and the hub is unreachable ({type(exc).__name__})"
+    return None
+
+
+def offline_reason(repo_id: str) -> str:
+    return (f"{repo_id} is not in the local Hugging Face cache and HF_HUB_OFFLINE is set "
+            f"(run `hf download {repo_id}`)")
+
+
+def weights_reason(weights: str) -> str | None:
+    """One line saying why `weights` (smoke name, local folder or hub id) cannot be loaded here, or None.
+    A hub model counts when its cached snapshot holds weight files; online, else, the hub is asked."""
+    if _here(weights):
+        return None
+    reason = nowhere_reason(weights)
+    if reason or cached_snapshot(weights) is not None:
+        return reason
+    return offline_reason(weights) if offline() else hub_reason(weights)

@@ -32,6 +32,22 @@ def nli_pipeline(model: str = "facebook/bart-large-mnli", device: str = "auto", 
         return _PIPELINES[(model, device, dtype)]
 
 
+def model_reason(model: str) -> str | None:
+    """One line saying why the NLI model (--nli-model: a smoke name, a local folder or a hub repo id)
+    cannot be loaded here, or None. Imports no torch: it runs before any case, not inside the load."""
+    from vlmcls import hub
+
+    if hub.nowhere_reason(model):  # a mistyped path: say so, not HFValidationError 99 lines down
+        return f"--nli-model {model!r}: no such folder, and not a hub repo id"
+    reason = hub.weights_reason(model)
+    if reason is None:
+        return None
+    if hub.offline():
+        return (f"NLI model {model} is not reachable offline (run `hf download {model}`); "
+                "use --resolver exact, or --nli-model PATH")
+    return f"NLI model {reason}; use --resolver exact, or --nli-model PATH"
+
+
 def nli_dtype(device: str, dtype: str = "auto") -> str:
     """float32 on the CPU (half precision is slow there); on a GPU bfloat16, or float16 on cards
     without bf16 (before Ampere). The hub's checkpoint is float32, which a pipeline keeps as loaded."""

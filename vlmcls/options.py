@@ -144,7 +144,7 @@ def add_options(parser) -> None:
              "union (scikit-learn's default macro over true and predicted classes), weighted (scikit-learn's weighted)")
     # pytest owns --strict (strict markers/config); vlmcls honours it too: a case that cannot run
     # here then fails instead of being skipped. --strict-cases does only the vlmcls part.
-    add("--strict-cases", action="store_true", default=False, help="a case that cannot run here fails instead of being skipped (also implied by pytest's --strict)")
+    add("--strict-cases", action="store_true", default=False, help="a case that cannot run here fails instead of being skipped, and so does one that --baseline gives nothing to compare (also implied by pytest's --strict)")
 
 
 def labels_mode(opt) -> str:

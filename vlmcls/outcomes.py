@@ -56,7 +56,8 @@ class CaseRun:
     def check(self, result: CaseResult) -> gate.Verdict:
         """The gate's verdict (vlmcls.gate); fails the test when the verdict does."""
         baseline = gate.baseline_of(self.session.baseline, result.spec.case_id)
-        self.spec, self.result, self.verdict = result.spec, result, gate.judge(result, baseline)
+        verdict = gate.judge(result, baseline, strict=baseline is not None and self.session.opt.strict)
+        self.spec, self.result, self.verdict = result.spec, result, verdict
         if self.verdict.failed:
             pytest.fail(self.verdict.reason, pytrace=False)
         return self.verdict
@@ -110,11 +111,13 @@ def crash_reason(text: str) -> str:
 def summary_lines(rows: list[dict], crashed: list[str], skips_shown: bool) -> list[str]:
     """The terminal summary: the results per N, their notes, then the cases that did not run
     (`skips_shown`: pytest's -rs lists each skip reason already, so say it once, not twice)."""
+    from .report.markdown import smoke_note
+
     done = sorted((r for r in rows if r.get("metrics")), key=lambda r: r["model"])
-    lines = []
+    tables = []  # rendered for the terminal already (columns sized on the printed text): not unescaped again
     for ways in sorted({r["ways"] for r in done}):
-        lines += [f"{ways}-way", report.study_table([r for r in done if r["ways"] == ways])]
-    lines += [line for line in report.notes(done)[2:] if line]  # [2:]: skip the markdown heading
+        tables += [f"{ways}-way", report.study_table([r for r in done if r["ways"] == ways], terminal=True)]
+    lines = [smoke_note(done)] + [line for line in report.notes(done)[2:] if line]  # [2:]: skip the markdown heading
     hidden = ("skipped",) if skips_shown else ()
     lines += not_run_lines([r for r in rows if not r.get("metrics") and r["status"] not in hidden])
-    return [terminal_text(line) for line in lines] + crashed
+    return tables + [terminal_text(line) for line in lines if line] + crashed

@@ -77,9 +77,11 @@ class _Loop:
         return ""
 
     def _budget_stop(self) -> str:
-        done, spent = self.already + len(self.fresh), self.r.spent[0]
-        return (f"stopped by --max-cost {self.r.spec.max_cost:g} USD after {done} samples "
-                f"(spent {spent:.4f} USD, this run and stored runs of this case)")
+        done, budget, k = self.already + len(self.fresh), self.r.spec.max_cost, self.r.spec.orders
+        why = f"spent {self.r.spent[0]:.4f} USD, this run and stored runs of this case"
+        if k > 1:  # each image is K requests: counting them as "samples" read as more images than the table's n
+            return f"stopped by --max-cost {budget:g} USD after {done} requests ({k} per image, one per order; {why})"
+        return f"stopped by --max-cost {budget:g} USD after {done} samples ({why})"
 
     def _failing(self, answered) -> bool:
         """FAIL_FAST, decided from the answers (a row is an error exactly when its answer is), so that

@@ -27,7 +27,6 @@ from .labels import labelset
 from .outcomes import ROW_KEY, Case, CaseRun, case_row, crash_reason, summary_lines
 from .plan import RunOptions
 from .runner import CaseResult, CaseRunner, CaseSpec
-from .smoke import is_smoke
 from .vocab import NLI_RESOLVERS
 from .devices import worker_device
 from .errors import Unavailable, one_line
@@ -157,11 +156,8 @@ class BenchSession:
         info, reason = spec.model.info, None
         if spec.ways > len(self.labels):  # only --study gets here: validate() refuses such --ways
             return f"{spec.ways}-way needs {spec.ways} classes; dataset {spec.dataset!r} has {len(self.labels)}"
-        if info.local and not is_smoke(spec.model.weights):
-            from .hub import unreachable_reason
-
-            reason = unreachable_reason(spec.model.weights)
-        if reason is None and info.local and spec.settings.device.startswith("cuda"):
+        # (the weights' cache / hub check is each local backend's requirements: vlmcls.hub.weights_reason)
+        if info.local and spec.settings.device.startswith("cuda"):
             from .devices import worker_device, device_kind
 
             if device_kind("auto") != "cuda":
@@ -298,11 +294,19 @@ class BenchSession:
 
         meta = {"run_id": self.run_id, "argv": [a for a in sys.argv[1:]], "crashed_workers": self.crashed,
                 "provenance": provenance.collect()}
+        if self.baseline is not None:  # `vlmcls report` re-renders the comparison from it
+            meta["baseline"] = str(self.baseline.path.resolve())
         self.written = report.write_run(self.report_dir, self.rows, meta, catalog=self.catalog,
                                         baseline=self.baseline, provenance=provenance.markdown(meta))
 
     def summary_lines(self, skips_shown: bool) -> list[str]:
-        return summary_lines(self.rows, self.crashed, skips_shown)
+        lines = summary_lines(self.rows, self.crashed, skips_shown)
+        if self.baseline is not None:  # a gate that compared nothing must not pass quietly
+            from .report.compare import baseline_warning
+
+            warning = baseline_warning(self.rows, self.report_dir, self.baseline, strict=self.opt.strict)
+            lines += [f"warning: {warning}"] if warning else []
+        return lines
 
     def close(self) -> None:
         for backend in self._backends.values():
@@ -347,10 +351,6 @@ class LazyBackend:
 
 
 def nli_requirement(model: str) -> str | None:
-    if is_smoke(model) or Path(model).exists():
-        return None
-    from .hub import reachable
+    from .nli import model_reason
 
-    if reachable(model):
-        return None
-    return f"NLI model {model} is not reachable offline; use --resolver exact, or --nli-model PATH"
+    return model_reason(model)

@@ -64,9 +64,14 @@ IMAGENET_TEMPLATES: tuple[str, ...] = (
 
 
 def requirements(entry: "ModelEntry", settings: "BackendSettings", labels: LabelSet) -> str | None:
-    """A one-line reason to skip, or None. Only the classifier has one: its output count is fixed."""
-    if entry.backend != "classifier":
-        return None
+    """A one-line reason to skip, or None: weights that are neither here nor to be had from the hub
+    (the check the VLMs make, so that offline a load does not retry for half a minute), and for the
+    classifier an output count that differs from the label set's."""
+    from ..hub import weights_reason
+
+    reason = weights_reason(entry.weights)
+    if reason or entry.backend != "classifier":
+        return reason
     try:
         config = _auto_config(entry, settings)
     except Exception as exc:  # offline without the checkpoint, a typo in weights, ...

@@ -1,25 +1,23 @@
-"""Loading a local Hugging Face VLM: the family records, the requirements check (cheap, no torch), the
-hub and offline checks, the model class, the quantization config and the load itself.
+"""Loading a local Hugging Face VLM: the family records, the requirements check (cheap, no torch; the
+weights' cache and hub check is vlmcls.hub's, shared with the baselines), the model class, the
+quantization config and the load itself.
 
 Importing this module never imports torch or transformers.
 """
 from __future__ import annotations
 
 import importlib.util
-import os
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .. import devices
+from .. import devices, hub
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..catalog import ModelEntry
     from ..settings import BackendSettings
     from ..types import LabelSet
 
-_TRUE = ("1", "true", "yes", "on")
-WEIGHT_FILES = ("*.safetensors", "*.bin", "*.safetensors.index.json", "*.bin.index.json")
+WEIGHT_FILES = hub.WEIGHT_FILES  # re-exported: the cache check is vlmcls.hub's
 
 
 @dataclass(frozen=True)
@@ -55,54 +53,6 @@ def _importable(name: str) -> bool:
     return importlib.util.find_spec(name) is not None
 
 
-def _offline() -> bool:
-    return any(os.environ.get(k, "").lower() in _TRUE for k in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"))
-
-
-def _cached_snapshot(repo_id: str) -> Path | None:
-    """The local snapshot folder of a hub model when it holds weights, else None. Never downloads."""
-    from huggingface_hub import snapshot_download
-
-    try:
-        folder = Path(snapshot_download(repo_id, local_files_only=True))
-    except Exception:  # not cached (LocalEntryNotFoundError) or not a valid repo id (HFValidationError)
-        return None
-    return folder if any(next(folder.glob(p), None) for p in WEIGHT_FILES) else None
-
-
-def _hub_reason(repo_id: str) -> str | None:
-    """Online and not cached: ask the hub whether we may download (gated / missing / unreachable)."""
-    from huggingface_hub import auth_check
-    from huggingface_hub.errors import GatedRepoError, RepositoryNotFoundError
-
-    try:
-        auth_check(repo_id, token=os.environ.get("HF_TOKEN") or None)
-    except GatedRepoError:
-        if os.environ.get("HF_TOKEN"):
-            return f"{repo_id} is gated and HF_TOKEN has no access: accept its licence on huggingface.co"
-        return f"{repo_id} is gated: accept its licence on huggingface.co and set HF_TOKEN"
-    except RepositoryNotFoundError:
-        return f"{repo_id} is not on the Hugging Face hub (or is private: set HF_TOKEN)"
-    except Exception as exc:  # network down, proxy, ...
-        return f"{repo_id} is not cached and the hub is unreachable ({type(exc).__name__})"
-    return None
-
-
-def _weights_reason(weights: str) -> str | None:
-    from .. import smoke
-
-    if smoke.is_smoke(weights) or Path(weights).expanduser().is_dir():
-        return None
-    if weights.startswith((".", "/", "~")):
-        return f"local weights folder {weights} does not exist"
-    if _cached_snapshot(weights) is not None:
-        return None
-    if _offline():
-        return (f"{weights} is not in the local Hugging Face cache and HF_HUB_OFFLINE is set "
-                f"(run `hf download {weights}`)")
-    return _hub_reason(weights)
-
-
 def _needs_remote_code(entry: "ModelEntry") -> bool:
     return entry.trust_remote_code
 
@@ -116,9 +66,11 @@ def requirements(entry: "ModelEntry", settings: "BackendSettings", labels: "Labe
         return f"unknown quantization {settings.quant!r} (none, int8 or nf4)"
     if settings.quant != "none" and not _importable("bitsandbytes"):
         return f"{settings.quant} quantization needs bitsandbytes (pip install bitsandbytes)"
+    # Both at once: a user who downloads the weights should not learn only then that the opt-in is missing.
+    reasons = [hub.weights_reason(entry.weights)]
     if _needs_remote_code(entry) and not settings.trust_remote_code:
-        return f"{entry.name} runs the hub's remote code; allow it with --trust-remote-code"
-    return _weights_reason(entry.weights)
+        reasons.insert(0, f"{entry.name} runs the hub's remote code; allow it with --trust-remote-code")
+    return "; also, ".join(r for r in reasons if r) or None
 
 
 # ---------------------------------------------------------------- loading

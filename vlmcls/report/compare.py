@@ -76,8 +76,27 @@ def unlike_study(row: Mapping, study) -> list[str]:
 
 
 def _not_run_line(missing: Sequence[str]) -> str:
-    shown = ", ".join(missing[:NOT_RUN_SHOWN]) + (f" and {len(missing) - NOT_RUN_SHOWN} more" if len(missing) > NOT_RUN_SHOWN else "")
-    return f"{len(missing)} study row{'s' if len(missing) != 1 else ''} not run: {shown} (`pytest bench --study` runs them all)."
+    """The study rows without a score. Those this run never selected get the hint to run them; those it
+    did select (skipped or failed, e.g. a `--study` run without their weights) get where the reason is:
+    for them the hint would be circular."""
+    tried = [m for m in missing if m.endswith(")")]  # "name N-way (status)": `study_lines` adds a status
+    unselected = [m for m in missing if not m.endswith(")")]  # only for a row this run had
+    lines = []
+    if unselected:
+        lines.append(f"{_count(unselected)} not run: {_names(unselected)} (`pytest bench --study` runs them all).")
+    if tried:
+        lines.append(f"{_count(tried)} not run: {_names(tried)}: this run selected them, and they did not run here "
+                     "(e.g. their weights or API key are not on this machine); each case's reason is under *Not run* above.")
+    return "\n\n".join(lines)
+
+
+def _count(rows: Sequence[str]) -> str:
+    return f"{len(rows)} study row{'s' if len(rows) != 1 else ''}"
+
+
+def _names(rows: Sequence[str]) -> str:
+    more = len(rows) - NOT_RUN_SHOWN
+    return ", ".join(rows[:NOT_RUN_SHOWN]) + (f" and {more} more" if more > 0 else "")
 
 
 def doubt_notes(catalog: Mapping[str, Any]) -> list[str]:
@@ -154,19 +173,21 @@ def baseline_section(rows: Sequence[Mapping], run_dir: str | Path, baseline: Run
     from tabulate import tabulate
 
     current = Run(Path(run_dir), {}, list(rows))
-    base_ids = {r["case_id"] for r in baseline.rows}
+    base_rows = {r["case_id"]: r for r in baseline.rows}
     body, missing = [], []
     for r in rows:
         cid = r["case_id"]
-        line = _baseline_line(cid, current, baseline, alpha) if cid in base_ids else "not in the baseline"
+        line = _baseline_line(cid, current, baseline, base_rows.get(cid), alpha)
         if isinstance(line, list):
             body.append(line)
         else:
             missing.append(f"- {cell(cid)}: {cell(line)}")
-    gone = sorted(base_ids - {r["case_id"] for r in rows})
+    # only what the baseline ran: a case it merely skipped has nothing that could have been compared
+    run_now = {r["case_id"] for r in rows}
+    gone = sorted(cid for cid, r in base_rows.items() if r.get("metrics") and cid not in run_now)
     if gone:  # one line: a baseline of 40 cases compared with a 2-case run must not list 38 lines
         shown = ", ".join(gone[:BASELINE_ONLY_SHOWN]) + (f" and {len(gone) - BASELINE_ONLY_SHOWN} more" if len(gone) > BASELINE_ONLY_SHOWN else "")
-        missing.append(f"- only in the baseline ({len(gone)} cases, not run now): {cell(shown)}")
+        missing.append(f"- only in the baseline ({len(gone)} case{'s' if len(gone) != 1 else ''} it ran, not run now): {cell(shown)}")
     parts = [f"## Compared with the baseline {cell(baseline.meta.get('run_id') or baseline.path.name)}", "",
              f"McNemar's test on the samples both runs scored (paired by sample id), alpha {alpha}. "
              "Lost: right in the baseline, wrong now; gained: the reverse. Accuracies are on the paired samples."]
@@ -175,12 +196,57 @@ def baseline_section(rows: Sequence[Mapping], run_dir: str | Path, baseline: Run
     return "\n".join(parts + ([""] + missing if missing else []))
 
 
-def _baseline_line(case_id: str, current: Run, baseline: Run, alpha: float) -> list[str] | str:
-    now, before = current.predictions(case_id), baseline.predictions(case_id)
-    if now is None or before is None:
-        return f"no per-sample records in {'this run' if now is None else 'the baseline'}"
+def _baseline_line(case_id: str, current: Run, baseline: Run, base_row: Mapping | None, alpha: float) -> list[str] | str:
+    now = current.predictions(case_id)
+    before = baseline.predictions(case_id) if base_row else None
+    nothing = nothing_paired(now, before, base_row)
+    if nothing:
+        return nothing
     p = pair(now, before, alpha)
-    if p.n == 0:
-        return p.summary()
     return [cell(case_id), f"{p.accuracy:.3f}", f"{p.baseline_accuracy:.3f}", str(p.n), str(p.b), str(p.c),
             f"{p.p:.3g}", p.test, p.verdict, str(p.only_current), str(p.only_baseline)]
+
+
+def nothing_paired(now: Sequence | None, before: Sequence | None, base_row: Mapping | None) -> str:
+    """Why a case has no sample to compare with the baseline's same case ('' when some pair up): the
+    baseline lacks the case or did not run it, either run kept no per-sample records, or no sample id
+    is in both. The gate and the report say it in these same words."""
+    if not base_row:
+        return "not in the baseline"
+    if now is None:
+        return "no per-sample records in this run"
+    if before is None:
+        if not base_row.get("metrics"):  # skipped, an error, a crash: it never had samples to keep
+            return f"the baseline has no result for it ({base_row.get('status') or 'no status'})"
+        return "no per-sample records in the baseline"
+    p = pair(now, before)
+    return "" if p.n else p.summary()
+
+
+def baseline_gaps(rows: Sequence[Mapping], run_dir: str | Path, baseline: Run) -> dict[str, str]:
+    """case_id -> why nothing was compared, for each case of this run that has a result."""
+    current = Run(Path(run_dir), {}, list(rows))
+    base_rows = {r["case_id"]: r for r in baseline.rows}
+    gaps = {}
+    for cid in (r["case_id"] for r in rows if r.get("metrics")):
+        base_row = base_rows.get(cid)
+        why = nothing_paired(current.predictions(cid), baseline.predictions(cid) if base_row else None, base_row)
+        if why:
+            gaps[cid] = why
+    return gaps
+
+
+def baseline_warning(rows: Sequence[Mapping], run_dir: str | Path, baseline: Run, strict: bool = False) -> str:
+    """One line for the terminal when --baseline compared nothing for some cases ('' otherwise): a CI
+    gate that checked nothing must not pass quietly."""
+    from collections import Counter
+
+    done = [r for r in rows if r.get("metrics")]
+    gaps = baseline_gaps(done, run_dir, baseline)
+    if not gaps:
+        return ""
+    kinds = Counter(why.split(" (", 1)[0] for why in gaps.values())  # "no sample in common with the baseline (3 ...)"
+    why = "; ".join(f"{n}: {kind}" for kind, n in kinds.most_common())
+    then = "--strict-cases failed them" if strict else "the baseline gate did not check them (--strict-cases fails them)"
+    return (f"--baseline {baseline.path} gave nothing to compare for {len(gaps)} of {len(done)} cases ({why}); "
+            f"{then}; see report.md")

@@ -10,7 +10,7 @@ from typing import Mapping, Sequence
 from ..backends.registry import find
 from .rows import INPUT_ERRORS_LISTED
 from ..vocab import STUDY_LABELS, canonical
-from .text import cell, prose
+from .text import cell, plain, prose
 
 STUDY_COLUMNS = ["Model", "Precision", "Recall", "F1-score", "Accuracy"]
 CONTEXT_KEYS = (("dataset", "dataset", True), ("seed", "seed", False), ("prompt", "prompt", True),
@@ -32,6 +32,8 @@ CALIBRATION_NOTE = ("Cases whose backend scores every candidate (`--resolver ran
                     "scores.")
 SMOKE_NOTE = ("*smoke* marks a random-weight model (or a scripted stand-in): its accuracy is chance "
               "level by construction and measures only that the pipeline runs.")
+SIMULATED_NOTE = ("A *smoke* API model's cost is simulated: a scripted stand-in answered, its token counts priced at "
+                  "the catalog's rates; no money was spent.")
 
 
 def model_tag(row: Mapping) -> str:
@@ -48,10 +50,20 @@ def _fmt(x: float | None, digits: int = 3) -> str:
     return "" if x is None else f"{x:.{digits}f}"
 
 
-def study_table(rows: Sequence[Mapping]) -> str:
-    """`Model | Precision | Recall | F1-score | Accuracy`, plus interval, speed and stage columns."""
+def smoke_note(rows: Sequence[Mapping]) -> str:
+    """What *smoke* rows' figures mean (only that the pipeline runs), to say before them; "" without one."""
+    if not any(r.get("smoke") for r in rows):
+        return ""
+    costed = any(r.get("smoke") and r.get("cost_usd") is not None for r in rows)
+    return SMOKE_NOTE + (" " + SIMULATED_NOTE if costed else "")
+
+
+def study_table(rows: Sequence[Mapping], terminal: bool = False) -> str:
+    """`Model | Precision | Recall | F1-score | Accuracy`, plus interval, speed and stage columns.
+    `terminal`: cells as a terminal prints them (no HTML entities), so the columns line up there."""
     from tabulate import tabulate
 
+    esc = plain if terminal else cell
     costed = any(r.get("cost_usd") is not None for r in rows)
     timed = any(r.get("resolver_s") for r in rows)
     ranked = any(r.get("calibration") for r in rows)
@@ -60,15 +72,21 @@ def study_table(rows: Sequence[Mapping]) -> str:
         m = r["metrics"]
         stages = ", ".join(f"{k} {_share(v)}" for k, v in r["stages"].items())
         body.append([
-            cell(_name(r)), _fmt(m["precision"]), _fmt(m["recall"]), _fmt(m["f1"]), _fmt(m["accuracy"]),
-            cell(m.get("average", "present")), f"{m['accuracy_ci'][0]:.3f}–{m['accuracy_ci'][1]:.3f}", m["n"], _fmt(r.get("images_per_s"), 1),
-            cell(stages), *([cell(_resolver_time(r))] if timed else []),
+            esc(_name(r)), _fmt(m["precision"]), _fmt(m["recall"]), _fmt(m["f1"]), _fmt(m["accuracy"]),
+            esc(m.get("average", "present")), f"{m['accuracy_ci'][0]:.3f}–{m['accuracy_ci'][1]:.3f}", m["n"], _fmt(r.get("images_per_s"), 1),
+            esc(stages), *([esc(_resolver_time(r))] if timed else []),
             *(_calibration_cells(r) if ranked else []), r.get("errors", 0),
-            *([_fmt(r.get("cost_usd"), 4)] if costed else []), cell(r["status"]),
+            *([_cost_cell(r)] if costed else []), esc(r["status"]),
         ])
     headers = (STUDY_COLUMNS + ["P/R/F1 average", "Accuracy 95% CI", "n", "img/s", "resolver stages"] + (["resolver time"] if timed else [])
                + (["Top-5 accuracy", "ECE"] if ranked else []) + ["errors"] + (["Cost (USD)"] if costed else []) + ["gate"])
     return tabulate(body, headers=headers, tablefmt="github", disable_numparse=True)
+
+
+def _cost_cell(row: Mapping) -> str:
+    """USD over every answer the case paid for (all its --orders); a stand-in's cost is not money."""
+    cost = _fmt(row.get("cost_usd"), 4)
+    return f"{cost} (simulated)" if cost and row.get("smoke") else cost
 
 
 def _calibration_cells(row: Mapping) -> list[str]:
@@ -109,7 +127,8 @@ def _resolver_time(row: Mapping) -> str:
 def _duration(seconds: float) -> str:
     if seconds >= 1:
         return f"{seconds:.2f} s"
-    return f"{seconds * 1000:.0f} ms" if seconds >= 0.0005 else "<1 ms"
+    ms = round(seconds * 1000)  # one rendering below a millisecond: 0.5 ms would print "0 ms" otherwise
+    return f"{ms} ms" if ms >= 1 else "<1 ms"
 
 
 def _share(v: float) -> str:
@@ -134,14 +153,13 @@ def _context(group: Sequence[Mapping]) -> str:
 def render_markdown(rows: Sequence[Mapping], title: str = "vlmcls report") -> str:
     done = [r for r in rows if r.get("metrics")]
     other = [r for r in rows if not r.get("metrics")]
-    parts = [f"# {title}", ""]
+    smoke = smoke_note(done)
+    parts = [f"# {title}", ""] + ([smoke, ""] if smoke else [])
     for ways in sorted({r["ways"] for r in done}):
         group = [r for r in done if r["ways"] == ways]
         parts += [f"## {ways}-way", "", _context(group), "", study_table(group), ""]
     for average in dict.fromkeys(r["metrics"].get("average", "present") for r in done):
         parts += [AVERAGE_NOTES.get(average, MACRO_NOTE), ""]
-    if any(r.get("smoke") for r in done):
-        parts += [SMOKE_NOTE, ""]
     parts += calibration_section(done) + notes(done) + order_section(done) + unreadable_section(done) + _others(other)
     return "\n".join(parts).rstrip() + "\n"
 
@@ -167,7 +185,9 @@ def notes(rows: Sequence[Mapping]) -> list[str]:
         if r.get("cost_usd") is not None:
             lines.append(f"- `{r['case_id']}`: {_cost(r)}")
         if r.get("resumed"):
-            lines.append(f"- `{r['case_id']}`: {r['resumed']} samples came from the result store (not recomputed; "
+            k = (r.get("orders") or {}).get("orders")  # with --orders K, one answer per image and order
+            what = f"answers (image x order, {k} orders)" if k else "samples"
+            lines.append(f"- `{r['case_id']}`: {r['resumed']} {what} came from the result store (not recomputed; "
                          "images/s counts only the fresh ones)")
         if r.get("quant") == "int8" and r.get("device_kind") != "cpu":
             lines.append(f"- `{r['case_id']}`: on a GPU, bitsandbytes int8 (the study's setting) runs 4-6x slower "
@@ -178,11 +198,16 @@ def notes(rows: Sequence[Mapping]) -> list[str]:
 
 
 def _cost(r: Mapping) -> str:
-    """A rerun answered from the store paid nothing: say what was spent now and what was stored."""
+    """A rerun answered from the store paid nothing: say what was spent now and what was stored, over
+    every order's answers (`cost_usd` counts them all). A smoke stand-in's cost is simulated."""
     total, now = r["cost_usd"], r.get("cost_now_usd")
+    k = (r.get("orders") or {}).get("orders")
+    head = f"{'simulated ' if r.get('smoke') else ''}cost {total:.4f} USD" + (f" (all {k} orders)" if k else "")
     if now is None:  # a row written before the split
-        return f"cost {total:.4f} USD"
-    return f"cost {total:.4f} USD: {now:.4f} spent now, {max(0.0, total - now):.4f} stored (paid by earlier runs)"
+        return head
+    if r.get("smoke"):
+        return f"{head}: {now:.4f} this run, {max(0.0, total - now):.4f} stored (from earlier runs)"
+    return f"{head}: {now:.4f} spent now, {max(0.0, total - now):.4f} stored (paid by earlier runs)"
 
 
 def unreadable_section(rows: Sequence[Mapping]) -> list[str]:

@@ -22,9 +22,12 @@ def is_input_error(error: str | None) -> bool:
 
 def case_row(result, *, status: str, threshold: float | None, reason: str = "", spent_now: float | None = None) -> dict:
     """A JSON-safe summary of one case (from runner.CaseResult). `spent_now`: USD paid by this run
-    (the rest of `cost_usd` was paid by earlier runs whose answers came from the store)."""
+    (the rest of `cost_usd` was paid by earlier runs whose answers came from the store).
+    Cost and tokens count every answer paid for: with --orders K, all K orders' (`predictions` and the
+    metrics are order 0 only), as `spent_now` and --max-cost do."""
     spec, m = result.spec, result.metrics
     preds = result.predictions
+    paid = getattr(result, "order_rows", None) or preds
     errors = [p.error for p in preds if p.error is not None and not is_input_error(p.error)]
     unreadable = [p for p in preds if is_input_error(p.error)]
     return {
@@ -39,9 +42,9 @@ def case_row(result, *, status: str, threshold: float | None, reason: str = "", 
         "input_error_files": [{"sample_id": p.sample_id, "error": p.error[:ERROR_CHARS]} for p in unreadable[:INPUT_ERRORS_LISTED]],
         "ambiguous": sum(p.ambiguous for p in preds),
         "resumed": result.resumed, "not_run": result.not_run, "stopped": result.stopped,
-        "cost_usd": sum(p.cost_usd or 0.0 for p in preds) if any(p.cost_usd is not None for p in preds) else None,
+        "cost_usd": sum(p.cost_usd or 0.0 for p in paid) if any(p.cost_usd is not None for p in paid) else None,
         "cost_now_usd": spent_now,
-        "tokens": {"prompt": sum(p.prompt_tokens or 0 for p in preds), "completion": sum(p.completion_tokens or 0 for p in preds)},
+        "tokens": {"prompt": sum(p.prompt_tokens or 0 for p in paid), "completion": sum(p.completion_tokens or 0 for p in paid)},
         "mean_latency_s": (sum(p.latency_s for p in preds) / len(preds)) if preds else None,
         "resolver_s": {k: round(v, 4) for k, v in sorted(result.stage_seconds.items())},
         "wall_s": result.wall_s,

@@ -34,6 +34,14 @@ def cell(value: Any) -> str:
     return prose(value).replace("`", "\\`")
 
 
+def plain(value: Any) -> str:
+    """`cell` for a terminal: the text as printed (no HTML entities, so a column is sized on what it
+    shows), without control characters (an answer's escape sequence must not drive the terminal)."""
+    text = "" if value is None else str(value)
+    text = "".join(c for c in " ".join(text.split()) if c.isprintable())
+    return text.replace("|", "\\|")
+
+
 def prose(value: Any) -> str:
     """`cell` without the backtick escape: for our own text, whose `code` spans must render."""
     text = "" if value is None else str(value)
