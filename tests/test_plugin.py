@@ -97,6 +97,23 @@ def test_a_dead_worker_is_reported_not_dropped(bench):
     assert "echo-crash-20way" in (run_dir / "report.md").read_text()
 
 
+def test_a_crashing_case_under_xdist_fails_once_and_the_others_still_run(bench):
+    """xdist 3.8 put a crashed worker's test back in the queue: each replacement worker ran the crashing
+    case again (up to the restart limit), and beside several other models the run could hang. With the
+    default restarts: each crashing case is one failure, every other case passes, the run ends."""
+    out = bench.runpytest_subprocess("bench", "--catalog", "catalog.toml", "-p", "no:cacheprovider", "-k",
+                                     "echo-a or echo-b or echo-crash", "--ways", "20,50", "--samples", "20",
+                                     "-n", "2", timeout=150)
+    outcomes = out.parseoutcomes()
+    assert out.ret == pytest.ExitCode.TESTS_FAILED
+    assert (outcomes.get("failed"), outcomes.get("passed")) == (2, 4), outcomes
+    for case in ("echo-crash-20way", "echo-crash-50way"):  # each crashing case once, on its own worker
+        assert out.stdout.str().count(f"FAILED bench/test_classify.py::test_classify[{case}]") == 1
+    rows = {r["case_id"]: r for r in results(bench)}
+    assert {k for k, r in rows.items() if r["status"] == "passed"} == {
+        "echo-a-20way", "echo-a-50way", "echo-b-20way", "echo-b-50way"}
+
+
 def test_k_selects_model_and_ways(bench):
     out = run(bench, "--collect-only", "-q", "-k", "echo-b and 100way", "--ways", "20,100")
     collected = [l for l in out.stdout.lines if "::" in l]

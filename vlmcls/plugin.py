@@ -170,6 +170,24 @@ def pytest_xdist_make_scheduler(config: pytest.Config, log):
             param = nodeid[nodeid.rfind("[") + 1:-1] if nodeid.endswith("]") else ""
             return f"vlmcls:{groups[param]}" if param in groups else super()._split_scope(nodeid)
 
+        def remove_node(self, node):
+            """A crashed worker's test is reported once: xdist 3.8's scope schedulers put it back in the
+            queue (pytest-xdist #1371), so each replacement worker ran the crashing case again until the
+            restarts ran out, and a group left with nothing pending could hang the run (#1378). Here the
+            crashed test counts as done and only groups with tests still to run go back in the queue."""
+            workload = self.assigned_work.pop(node)
+            pending = [nodeid for unit in workload.values() for nodeid, done in unit.items() if not done]
+            if not pending:
+                return None
+            crashed = pending[0]  # xdist runs a unit's tests in order: the first not done was running
+            for unit in workload.values():
+                if crashed in unit:
+                    unit[crashed] = True
+            self.workqueue.update({scope: unit for scope, unit in workload.items() if not all(unit.values())})
+            for other in self.assigned_work:
+                self._reschedule(other)
+            return crashed
+
     return CaseGroupScheduling(config, log)
 
 
