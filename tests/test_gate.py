@@ -44,7 +44,9 @@ def test_an_interval_straddling_the_threshold_passes_and_one_wholly_below_fails(
     verdict = gate.judge(low)
     assert verdict.status == "failed" and verdict.failed and verdict.threshold == 0.8
     (reason,) = verdict.reasons
-    assert "m at 20-way: accuracy 0.600" in reason and "below the gate 0.800" in reason and verdict.reason == reason
+    lo, hi = low.metrics.accuracy_ci
+    assert reason == (f"{low.spec.case_id}: accuracy 0.600 (95% CI {lo:.4f}-{hi:.4f}, n=100): the CI's upper "
+                      f"bound {hi:.4f} is below the gate 0.8") and verdict.reason == reason
 
 
 def test_the_threshold_can_be_given_instead_of_the_catalogs():

@@ -87,8 +87,9 @@ def test_a_case_whose_interval_lies_wholly_below_the_threshold_fails(n):
     lo, hi = r.metrics.accuracy_ci
     assert hi < THRESHOLD
     (why,) = reasons(r)
-    assert f"accuracy {r.metrics.accuracy:.3f}" in why and f"95% CI {lo:.3f}-{hi:.3f}" in why
-    assert f"n={n}" in why and f"gate {THRESHOLD:.3f}" in why and "20-way" in why
+    assert f"accuracy {r.metrics.accuracy:.3f}" in why and f"95% CI {lo:.4f}-{hi:.4f}" in why
+    assert f"n={n}" in why and f"upper bound {hi:.4f} is below the gate {THRESHOLD:.4g}" in why
+    assert why.startswith(f"{r.spec.case_id}: ")
 
 
 @pytest.mark.parametrize("n", SIZES)

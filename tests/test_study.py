@@ -312,12 +312,15 @@ def test_the_comparison_renders_all_four_metrics_flags_resnet_and_collapses_rows
     q, m = table[qwen["case_id"]], qwen["metrics"]
     for (column, key), theirs in zip(compare.METRIC_COLUMNS, (0.75, 0.74, 0.73, 0.77)):
         assert q[column] == f"{m[key]:.3f} vs {theirs:.2f} ({m[key] - theirs:+.3f})"
-    assert q["Unlike the study"] == "quant none (study int8); labels unique (study raw)"
+    assert q["Unlike the study"] == "quant none (study's: int8); labels unique (study's: raw)"
     # a row saved before the rename says "thesis" for the study's labels and resolver: not a difference
     saved = {**qwen, "labels": "thesis", "resolver": "thesis", "quant": "int8"}
     assert compare.unlike_study(saved, load_catalog()["qwen2-vl-7b"].study_row(100)) == []
     assert compare.unlike_study({**saved, "resolver": "exact"}, load_catalog()["qwen2-vl-7b"].study_row(100)) == \
-        ["resolver exact (study study)"]
+        ["resolver exact (study's: study)"]
+    assert compare.unlike_study({**saved, "layout": "labels-first"}, load_catalog()["qwen2-vl-7b"].study_row(100)) == \
+        ["layout labels-first (study's: image-first)"]
+    assert compare.unlike_study({**saved, "layout": "thesis"}, load_catalog()["qwen2-vl-7b"].study_row(100)) == []
     assert q["Images (run / study)"] == "300 / 1,600" and q["P/R/F1 average"] == "present"
     r = table[resnet["case_id"]]  # shown, but not compared against a figure that cannot be top-1
     assert r["Study inside CI"] == "not compared: see note" and r["Accuracy"].endswith("vs 0.94 (see note)")

@@ -63,15 +63,16 @@ def _study_line(study, entry, row: Mapping) -> list[str]:
 def unlike_study(row: Mapping, study) -> list[str]:
     """The settings in which this run's case differs from the study's row (images have their column)."""
     from ..catalog import STUDY_LABELS, STUDY_PROMPT, STUDY_RESOLVER
-    from ..vocab import canonical
+    from ..vocab import STUDY_LAYOUT, canonical
 
     out = []
     if study.quant and row.get("quant") and row["quant"] != study.quant:
-        out.append(f"quant {row['quant']} (study {study.quant})")
-    for key, theirs in (("prompt", STUDY_PROMPT), ("labels", STUDY_LABELS), ("resolver", STUDY_RESOLVER)):
+        out.append(f"quant {row['quant']} (study's: {study.quant})")
+    for key, theirs in (("prompt", STUDY_PROMPT), ("labels", STUDY_LABELS), ("resolver", STUDY_RESOLVER),
+                        ("layout", STUDY_LAYOUT)):
         ours = canonical(key, row.get(key)) if key != "prompt" else row.get(key)  # rows saved before: "thesis"
         if ours and ours != theirs:
-            out.append(f"{key} {ours} (study {theirs})")
+            out.append(f"{key} {ours} (study's: {theirs})")
     return out
 
 
