@@ -364,3 +364,19 @@ def test_smoke_openai_constrained_answers_a_candidate():
     answers = backend.answer([query(i) for i in range(4)])
     backend.close()
     assert all(a.stage == "constrained" and a.text == query(i).labels[a.class_id] for i, a in enumerate(answers))
+
+
+def test_a_base_url_the_model_does_not_use_is_named_in_the_notes(monkeypatch):
+    """--base-url goes to openai-compatible models only: a smoke model still answers from the loopback
+    stand-in and gpt-4o from OpenAI, and the case notes say the URL was ignored (it once went unsaid,
+    while results.json recorded the URL as a setting of the run)."""
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test-not-real")
+    dead = "http://127.0.0.1:9/v1"
+    smoke = api.load(load_catalog()["smoke-openai"], BackendSettings(max_retries=0, base_url=dead), LABELS)
+    assert smoke.answer([query()])[0].error is None  # answered: the dead URL was not asked
+    assert smoke.notes == ["--base-url ignored: smoke-openai is a smoke model, answered by the loopback stand-in"]
+    smoke.close()
+    paid = api.load(load_catalog()["gpt-4o"], BackendSettings(max_retries=0, base_url=dead), LABELS)
+    assert paid.notes == ["--base-url ignored: gpt-4o uses the openai API (only openai-compatible models use it)"]
+    paid.close()
+    assert api.ignored_base_url(load_catalog()["gpt-4o"], BackendSettings()) is None

@@ -166,6 +166,18 @@ def _endpoint(entry: "ModelEntry", settings: "BackendSettings") -> tuple[tuple[s
     return (None,), os.environ.get("OPENAI_API_KEY") or NO_KEY  # the SDK's OPENAI_BASE_URL + key pair
 
 
+def ignored_base_url(entry: "ModelEntry", settings: "BackendSettings") -> str | None:
+    """The note for a --base-url that this model does not use (only openai-compatible models go to
+    the servers it names), so that a run does not look as if it had asked them."""
+    if not settings.base_url:
+        return None
+    if is_smoke(entry.weights):
+        return f"--base-url ignored: {entry.name} is a smoke model, answered by the loopback stand-in"
+    if entry.backend != "openai-compatible":
+        return f"--base-url ignored: {entry.name} uses the {entry.backend} API (only openai-compatible models use it)"
+    return None
+
+
 def _client(sdk: Any, entry: "ModelEntry", settings: "BackendSettings", base_url: str | None,
             api_key: str | None) -> Any:
     cap = float(settings.extra.get("max_retry_after_s", MAX_RETRY_AFTER_S))
@@ -219,7 +231,8 @@ class ApiBackend:
 
     @property
     def notes(self) -> list[str]:
-        return self._pool.notes() + self._ranks.notes()
+        ignored = ignored_base_url(self.entry, self.settings)
+        return ([ignored] if ignored else []) + self._pool.notes() + self._ranks.notes()
 
     def answer(self, queries: Sequence[Query]) -> list[Answer]:
         if self._fatal:
