@@ -102,6 +102,9 @@ def test_each_skip_reason_is_printed_once(bench, monkeypatch, report_chars):
     assert len(lines) == 1, lines  # one line for both N of the model, whoever prints it
     if report_chars:
         assert "bench/test_classify.py" in lines[0] and "session.py" not in lines[0]
+    # either way the cases are named (pytest's grouped -rs line does not name them)
+    named = [l for l in out.stdout.lines if "api-needs-key-20way" in l and "api-needs-key-100way" in l]
+    assert len(named) == 1, out.stdout.lines
 
 
 def test_the_report_path_is_the_last_line_and_the_terminal_is_plain_text(bench):

@@ -120,4 +120,7 @@ def summary_lines(rows: list[dict], crashed: list[str], skips_shown: bool) -> li
     lines = [smoke_note(done)] + [line for line in report.notes(done)[2:] if line]  # [2:]: skip the markdown heading
     hidden = ("skipped",) if skips_shown else ()
     lines += not_run_lines([r for r in rows if not r.get("metrics") and r["status"] not in hidden])
+    skipped = [r["case_id"] for r in rows if not r.get("metrics") and r["status"] in hidden]
+    if skipped:  # -rs groups skips by place and reason, without the cases: a CI log still names them
+        lines.append(f"skipped ({len(skipped)}; the reasons are in pytest's summary): {', '.join(skipped)}")
     return tables + [terminal_text(line) for line in lines if line] + crashed
