@@ -152,3 +152,17 @@ def test_each_xdist_worker_takes_its_own_gpu(monkeypatch):
     monkeypatch.delenv("PYTEST_XDIST_WORKER")
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 4)  # not under xdist: the model's own placement
     assert worker_device() == "auto"
+
+
+def test_a_case_gets_only_the_resolver_stages_that_ran_in_its_own_calls():
+    """The resolver is shared by the cases of a process: a case whose answers all matched once showed
+    "nli <1 ms" serially (another case had used the NLI before it) and no NLI under -n 2."""
+    from vlmcls.runner import add_stage_seconds
+
+    case: dict[str, float] = {}
+    add_stage_seconds(case, {"match": 1.0, "nli": 4.0}, {"match": 1.5, "nli": 4.0})
+    assert case == {"match": 0.5}
+    add_stage_seconds(case, {"match": 1.5, "nli": 4.0}, {"match": 1.75, "nli": 4.5})
+    assert case == {"match": 0.75, "nli": 0.5}
+    add_stage_seconds(case, {}, {"match": 0.25})  # a stage new to the resolver counts from zero
+    assert case == {"match": 1.0, "nli": 0.5}

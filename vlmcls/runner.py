@@ -7,7 +7,7 @@ from __future__ import annotations
 import hashlib
 import os
 from dataclasses import asdict, dataclass, field
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 from . import candidates as cand
 from . import metrics as metrics_mod
@@ -252,8 +252,7 @@ class CaseRunner:
         """resolve_many, adding the resolver's per-stage seconds to this case's (a resolver is shared by cases)."""
         before = dict(getattr(self.resolver, "stage_seconds", {}))
         out = self.resolver.resolve_many(items)
-        for stage, t in getattr(self.resolver, "stage_seconds", {}).items():
-            self.stage_seconds[stage] = self.stage_seconds.get(stage, 0.0) + t - before.get(stage, 0.0)
+        add_stage_seconds(self.stage_seconds, before, getattr(self.resolver, "stage_seconds", {}))
         return out
 
     def batch_size(self) -> int:
@@ -316,3 +315,12 @@ class CaseRunner:
 def run_case(spec: CaseSpec, samples: Sequence[Sample], labels: LabelSet, backend: Backend, resolver,
              store: Store | None = None, progress=None) -> CaseResult:
     return CaseRunner(spec, labels, backend, resolver, store, progress).run(samples)
+
+
+def add_stage_seconds(case: dict[str, float], before: Mapping[str, float], after: Mapping[str, float]) -> None:
+    """Add to a case's per-stage seconds what a shared resolver spent during its call: only the stages
+    that ran in it (a stage another case used earlier, e.g. its NLI, is not this case's, not even as 0 s)."""
+    for stage, t in after.items():
+        spent = t - before.get(stage, 0.0)
+        if spent > 0:
+            case[stage] = case.get(stage, 0.0) + spent
