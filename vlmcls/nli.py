@@ -37,11 +37,11 @@ def model_reason(model: str) -> str | None:
     cannot be loaded here, or None. Imports no torch: it runs before any case, not inside the load."""
     from vlmcls import hub
 
-    if hub.nowhere_reason(model):  # a mistyped path: say so, not HFValidationError 99 lines down
-        return f"--nli-model {model!r}: no such folder, and not a hub repo id"
     reason = hub.weights_reason(model)
     if reason is None:
         return None
+    if hub.nowhere_reason(model):  # a mistyped path: say so, not HFValidationError 99 lines down
+        return f"--nli-model {model!r}: no such folder, and not a hub repo id"
     if hub.offline():
         return (f"NLI model {model} is not reachable offline (run `hf download {model}`); "
                 "use --resolver exact, or --nli-model PATH")

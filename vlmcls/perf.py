@@ -50,6 +50,7 @@ import json
 import random
 import sys
 import time
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -138,8 +139,7 @@ def measure(model, processor, settings: BackendSettings, queries: list[Query], n
     from .backends.hf_vlm import HFVLMBackend, length_key
 
     backend = HFVLMBackend(model, processor, settings)
-    model.generation_config.min_new_tokens = new_tokens  # equal lengths: random weights may stop anywhere
-    try:
+    with forced_new_tokens(model, new_tokens):
         # warm-up: kernels, allocator, the labels-first prefix; with auto, the size is learnt here and
         # warmed up at the size it chose. The longest queries: the run's first batch is theirs (longest
         # first), and a static cache compiled for a shorter one would be rebuilt inside the timed run
@@ -150,8 +150,6 @@ def measure(model, processor, settings: BackendSettings, queries: list[Query], n
         backend.sizes_run.clear()
         with GenerateClock(model) as clock:
             elapsed, answers = _timed(backend, queries)
-    finally:
-        model.generation_config.min_new_tokens = None
     size = max(backend.sizes_run)
     one = HFVLMBackend(model, processor, settings.with_(max_new_tokens=1, batch_size=size, batch_auto=False))
     one.share_prefix_cache(backend)  # cached already: prefill_s is the steady state
@@ -180,10 +178,16 @@ def profile_batch(backend, queries: list[Query], new_tokens: int) -> dict:
     is printed: the profiler slows the host, and a failure of it loses no figure."""
     from .perf_profile import profile_call
 
-    model = backend.model
+    with forced_new_tokens(backend.model, new_tokens):
+        return profile_call(lambda: backend.answer(queries[:max(backend.sizes_run)]), backend.model.device.type)
+
+
+@contextmanager
+def forced_new_tokens(model, new_tokens: int):
+    """Every answer `new_tokens` long (random weights may stop anywhere): equal work per row."""
     model.generation_config.min_new_tokens = new_tokens
     try:
-        return profile_call(lambda: backend.answer(queries[:max(backend.sizes_run)]), model.device.type)
+        yield
     finally:
         model.generation_config.min_new_tokens = None
 
@@ -244,7 +248,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--resolver", type=_csv(str, ("generate", "rank")), default=("generate",),
                    help="generate, rank or both (default generate): what each image costs")
     p.add_argument("--profile", action="store_true",
-                   help="also profile one batch of each row with batch size > 1 (torch.profiler; perf_profile.py): "
+                   help="also profile one batch of each dynamic-cache row with batch size > 1 (torch.profiler; "
+                        "perf_profile.py): "
                         "the GPU's busy share of the wall, the top kernels and host operators")
     return p.parse_args(argv)
 

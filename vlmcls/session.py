@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 
-from . import backends, plan, report
+from . import backends, devices, plan, report
 from .catalog import ModelEntry, load_catalog
 from .data import DatasetError, open_dataset
 from .labels import labelset
@@ -157,11 +157,8 @@ class BenchSession:
         if spec.ways > len(self.labels):  # only --study gets here: validate() refuses such --ways
             return f"{spec.ways}-way needs {spec.ways} classes; dataset {spec.dataset!r} has {len(self.labels)}"
         # (the weights' cache / hub check is each local backend's requirements: vlmcls.hub.weights_reason)
-        if info.local and spec.settings.device.startswith("cuda"):
-            from .devices import worker_device, device_kind
-
-            if device_kind("auto") != "cuda":
-                reason = f"--device {spec.settings.device} but no CUDA GPU is visible here"
+        if info.local:
+            reason = devices.unavailable(spec.settings.device)
         reason = reason or backends.requirements(spec.model, spec.settings, self.labels)
         text_answers = spec.resolver in NLI_RESOLVERS or (spec.resolver == "rank" and info.served)
         if reason is None and text_answers and not info.direct:

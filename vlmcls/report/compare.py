@@ -225,16 +225,13 @@ def nothing_paired(now: Sequence | None, before: Sequence | None, base_row: Mapp
 
 
 def baseline_gaps(rows: Sequence[Mapping], run_dir: str | Path, baseline: Run) -> dict[str, str]:
-    """case_id -> why nothing was compared, for each case of this run that has a result."""
+    """case_id -> why nothing was compared, for each case of this run that has a result (the reasons
+    the report's baseline section gives)."""
     current = Run(Path(run_dir), {}, list(rows))
     base_rows = {r["case_id"]: r for r in baseline.rows}
-    gaps = {}
-    for cid in (r["case_id"] for r in rows if r.get("metrics")):
-        base_row = base_rows.get(cid)
-        why = nothing_paired(current.predictions(cid), baseline.predictions(cid) if base_row else None, base_row)
-        if why:
-            gaps[cid] = why
-    return gaps
+    lines = {r["case_id"]: _baseline_line(r["case_id"], current, baseline, base_rows.get(r["case_id"]), ALPHA)
+             for r in rows if r.get("metrics")}
+    return {cid: line for cid, line in lines.items() if isinstance(line, str)}
 
 
 def baseline_warning(rows: Sequence[Mapping], run_dir: str | Path, baseline: Run, strict: bool = False) -> str:
@@ -243,7 +240,7 @@ def baseline_warning(rows: Sequence[Mapping], run_dir: str | Path, baseline: Run
     from collections import Counter
 
     done = [r for r in rows if r.get("metrics")]
-    gaps = baseline_gaps(done, run_dir, baseline)
+    gaps = baseline_gaps(rows, run_dir, baseline)
     if not gaps:
         return ""
     kinds = Counter(why.split(" (", 1)[0] for why in gaps.values())  # "no sample in common with the baseline (3 ...)"

@@ -205,9 +205,8 @@ def _cost(r: Mapping) -> str:
     head = f"{'simulated ' if r.get('smoke') else ''}cost {total:.4f} USD" + (f" (all {k} orders)" if k else "")
     if now is None:  # a row written before the split
         return head
-    if r.get("smoke"):
-        return f"{head}: {now:.4f} this run, {max(0.0, total - now):.4f} stored (from earlier runs)"
-    return f"{head}: {now:.4f} spent now, {max(0.0, total - now):.4f} stored (paid by earlier runs)"
+    now_words, stored_words = ("this run", "from earlier runs") if r.get("smoke") else ("spent now", "paid by earlier runs")
+    return f"{head}: {now:.4f} {now_words}, {max(0.0, total - now):.4f} stored ({stored_words})"
 
 
 def unreadable_section(rows: Sequence[Mapping]) -> list[str]:
