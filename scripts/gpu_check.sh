@@ -64,6 +64,7 @@ fi
 import json, sys, pathlib
 keys = ("part", "ways", "layout", "quant", "cache", "batch_size", "effective_batch_size", "images_per_s", "mfu",
         "speedup_vs_b1", "speedup_vs_dynamic", "cost_vs_bf16", "generate_share", "decode_ms_per_step",
+        "decode_ms_per_step_alone", "overlap_slowdown",
         "rank_cost_vs_generate", "rank_path", "answers", "dtype", "s_per_answer", "passes", "target_s",
         "equal_decisions", "fp32_s_per_answer", "worst_gap_of_differing", "speedup", "hidden",
         "same_predictions", "faster", "peak_tflops", "notes", "error")

@@ -321,6 +321,8 @@ def test_perf_script_runs_the_backend_on_a_smoke_model(built, capsys, tmp_path):
     assert runs[0]["speedup_vs_b1"] == 1.0 and runs[4]["speedup_vs_image_first"] is not None
     assert rows[0]["part"] == "env" and rows[0]["peak_tflops"] > 0 and rows[0]["peak_dtype"] == "float32"
     assert all(r["tflop_per_image"] > 0 and r["mfu"] > 0 for r in runs)
+    # each row also timed one whole batch generating alone: its ratio to the overlapped run's batches
+    assert all(r["overlap_slowdown"] > 0 and "decode_ms_per_step_alone" in r for r in runs)
     # the cached label list is not recomputed: fewer FLOPs per image than the same prompt without the cache
     assert runs[4]["tflop_per_image"] < runs[1]["tflop_per_image"]
 

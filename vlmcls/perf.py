@@ -13,6 +13,11 @@ prompt layouts, and one JSON line is printed per (arch, quant, layout, ways, bat
                     inputs that the prefetch did not hide, decoding answers; 1.0 = the GPU never waits)
   decode_ms_per_step  (generate seconds of a full batch - of its one-token generate) / (new tokens - 1):
                     one decode step of the whole batch, where per-step host overhead shows
+  decode_ms_per_step_alone  the same from one whole batch generated alone (prepared before, nothing
+                    prepared beside it)
+  overlap_slowdown  mean generate seconds of a full batch in the timed run (the next batch being prepared
+                    beside it) / the same batch's generate alone: above 1, the prefetch thread slows
+                    generation (the GIL, or its image work on the GPU's stream); about 1, it does not
   speedup_vs_b1     images_per_s / the batch-size-1 figure of the same run
   cache             the generation KV cache: dynamic, or static (transformers compiles the decode step on CUDA)
   speedup_vs_dynamic  a static-cache row's images_per_s / the dynamic row's, same ways, layout and batch size
@@ -157,11 +162,19 @@ def measure(model, processor, settings: BackendSettings, queries: list[Query], n
     _timed(one, batch)
     with GenerateClock(model) as one_clock:
         prefill, _ = _timed(one, batch)
+    # the same whole batch alone: prepared first, then generated with no next batch being prepared
+    with forced_new_tokens(model, new_tokens), GenerateClock(model) as alone_clock:
+        _timed(backend, batch)
     full = [t for t, n in clock.calls if n == size]  # whole batches: the last may be smaller
-    steps = decode_seconds_per_step(full, one_clock.calls[0][0] if one_clock.calls else None, new_tokens)
+    one_token = one_clock.calls[0][0] if one_clock.calls else None
+    alone = alone_clock.calls[0][0] if alone_clock.calls else None
+    steps = decode_seconds_per_step(full, one_token, new_tokens)
+    steps_alone = decode_seconds_per_step([alone] if alone else [], one_token, new_tokens)
     row = dict(images_per_s=round(len(queries) / elapsed, 3), prefill_s=round(prefill, 4),
                s_per_batch=round(elapsed * size / len(queries), 4),
                generate_share=_sig(clock.total / elapsed), decode_ms_per_step=_sig(1000 * steps) if steps else None,
+               decode_ms_per_step_alone=_sig(1000 * steps_alone) if steps_alone else None,
+               overlap_slowdown=_sig(sum(full) / len(full) / alone) if full and alone else None,
                prompt_tokens=_mean(a.prompt_tokens for a in answers),
                new_tokens=_mean(a.completion_tokens for a in answers),
                errors=sum(a.error is not None for a in answers),
