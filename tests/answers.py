@@ -99,6 +99,14 @@ ANSWERS: tuple[Case, ...] = (
     Case("Is it a tiger cat? I think not. **Tabby**.", CATS, "tabby", "match"),
     Case("The animal is a tiger cat, a kind of tabby.", CATS, "tiger cat", "match"),
     Case("tiger cat\n\nThe tabby pattern is less likely here.", CATS, "tiger cat", "match"),
+    # one structure rule alone decides (no cue word or first-sentence rule to fall back on)
+    Case("It does not look like a jaguar. Leopard.", BIG_CATS, "leopard", "match"),  # "look like" bridges "not"
+    Case("Tiger cat, not tabby.", CATS, "tiger cat", "match"),  # a comma before "not" does not end its reach
+    Case("Options: Persian cat, Siamese cat, tabby.\n## Siamese cat", ("Siamese cat", "Persian cat", "tabby"),
+         "Siamese cat", "match"),  # a heading emphasises up to its line's end
+    # apostrophes: straight, curly or left out, the same word
+    Case("A potter’s wheel.", ("potter's wheel", "vase", "pot"), "potter's wheel", "match"),
+    Case("potters wheel", ("potter's wheel", "vase", "pot"), "potter's wheel", "match"),
     # longest match, word boundaries
     Case("The answer is: **snow leopard**", ("leopard", "snow leopard", "jaguar"), "snow leopard", "match"),
     Case("A leopard.", ("leopard", "snow leopard", "jaguar"), "leopard", "match"),

@@ -19,6 +19,32 @@ import pytest  # noqa: E402
 pytest_plugins = ["pytester"]
 
 
+# Mutation testing (mutmut) of modules that run code at import (the match stage's cue tables and rule
+# closures) or cache what they compute (lru-cached phrase indexes), in import order: resolve takes
+# match's names at its import. mutmut runs each mutant's tests in a process forked from one that imported
+# them unmutated, and maps a function to the tests during which it ran: neither sees import-time code,
+# so its mutants survived unseen. Re-running the modules (in place: classes already imported read the
+# new module globals at call time) under the mutant, and before every test while mutmut maps its tests,
+# makes them count.
+_IMPORT_TIME = ("vlmcls.match", "vlmcls.resolve")
+_reloaded_for: list[str] = []
+
+
+@pytest.fixture(autouse=True)
+def _import_time_code_under_the_mutant():
+    mutant = os.environ.get("MUTANT_UNDER_TEST", "")
+    mine = any(mutant.startswith(module + ".") for module in _IMPORT_TIME)
+    if mutant == "stats" or (mine and mutant not in _reloaded_for):
+        import importlib
+        import sys
+
+        for module in _IMPORT_TIME:
+            importlib.reload(sys.modules.get(module) or importlib.import_module(module))
+        if mine:
+            _reloaded_for.append(mutant)
+    yield
+
+
 @pytest.fixture(scope="session")
 def smoke_model():
     """Path of a tiny random-weight model, built once per test session: smoke_model("qwen2-vl")."""

@@ -479,6 +479,24 @@ def test_perf_profile_adds_one_profiled_batch_to_each_batched_row(built, capsys)
     assert any(op["name"] in ("aten::mm", "aten::addmm", "aten::linear") for op in profiled["host_top"])
 
 
+def test_perf_prefetch_rows_compare_with_the_default_prefetch(built, capsys):
+    """--prefetch 2,0: a row per value, the 0 row's speedup against the default (2) row of the same
+    ways, layout, batch size and cache; only the default row is profiled."""
+    import json
+
+    from vlmcls import perf
+
+    perf.main(["--arch", "smoke-qwen2-vl", "--ways", "5", "--batch-sizes", "2", "--images", "4", "--new-tokens", "2",
+               "--device", "cpu", "--layout", "image-first", "--prefetch", "2,0", "--profile"])
+    rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()][1:]
+    assert [(r["part"], r["prefetch"] if r["part"] != "profile" else None) for r in rows] == [
+        ("hf_vlm_generate", 2), ("profile", None), ("hf_vlm_generate", 0)]
+    default, serial = rows[0], rows[2]
+    assert default["speedup_vs_prefetch_default"] is None
+    assert serial["speedup_vs_prefetch_default"] == round(serial["images_per_s"] / default["images_per_s"], 2)
+    assert serial["errors"] == default["errors"] == 0
+
+
 def test_requirements_remote_code_and_missing_weights_are_said_together():
     # Phi-3-vision offline once said only "hf download ...", and the opt-in only after the download
     entry = ModelEntry(name="phi-3-vision", backend="hf-vlm", weights="nobody/no-such-remote-vlm", trust_remote_code=True)

@@ -93,7 +93,7 @@ def test_next_batch_is_prepared_while_this_one_generates(qwen):
     print(f"wall {wall:.2f} s for 4 batches of 0.3 s preparation + 0.3 s generation")
 
 
-def test_prefetch_changes_no_answer_and_keeps_query_order(qwen, monkeypatch):
+def test_prefetch_changes_no_answer_and_keeps_query_order(qwen):
     # labels of different lengths, interleaved: length ordering regroups them, answers come back in order
     queries = [q for i in range(3) for q in (_queries(1, ways=9, seed=i) + _queries(1, ways=3, seed=10 + i))]
     queries = [Query(f"q{i}", q.image, q.class_ids, q.labels, q.prompt) for i, q in enumerate(queries)]
@@ -109,8 +109,23 @@ def test_prefetch_changes_no_answer_and_keeps_query_order(qwen, monkeypatch):
     assert [a.text for a in answers] == [a.text for a in plain]
     assert sorted(map(tuple, rows_by_batch)) == sorted(map(tuple, rows_one))
     assert sorted(seen) == [[3, 3, 3], [9, 9, 9]], "batches group prompts of similar length"
-    monkeypatch.setattr(hf_vlm, "PREFETCH", 0)  # no prefetch: the same answers
-    assert [a.text for a in _load(qwen, batch_size=3).answer(queries)] == [a.text for a in plain]
+    # option prefetch 0 (each batch prepared just before it generates): the same answers
+    assert [a.text for a in _load(qwen, batch_size=3, extra={"prefetch": 0}).answer(queries)] == [a.text for a in plain]
+
+
+def test_prefetch_0_prepares_each_batch_only_after_the_last_one_generated(qwen):
+    """Nothing is prepared beside generate: for a host-bound generate the two would share the GIL."""
+    events: list = []
+    backend = _load(qwen, batch_size=2, extra={"prefetch": 0})
+    backend.processor = SlowProcessor(backend.processor, events, delay=0.05)
+    _slow_generate(backend, events, delay=0.05)
+    assert all(a.error is None for a in backend.answer(_queries(6)))
+    prep_start, gen_start, gen_end = (_times(events, "prepare", "start"), _times(events, "generate", "start"),
+                                      _times(events, "generate", "end"))
+    assert len(prep_start) == len(gen_start) == 3
+    assert all(gen_end[k] <= prep_start[k + 1] for k in range(2)), events
+    with pytest.raises(ValueError, match="option prefetch must be 0 or more batches, got -1"):
+        _load(qwen, batch_size=2, extra={"prefetch": -1})
 
 
 def test_a_bad_image_is_still_one_error_row_with_prefetch(qwen):

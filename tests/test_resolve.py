@@ -135,6 +135,55 @@ def test_only_negated_mentions_are_unresolved_with_a_reason():
     assert got == Resolution(None, "unresolved", note="only negated mentions")
 
 
+# Every note a resolver writes, word for word: they are what a report's reader sees of a decision.
+@pytest.mark.parametrize("mode, answer, candidates, expected", [
+    ("constrained", "A crane", [134, 517], Resolution(None, "unresolved", ambiguous=True,
+                                                      note="candidates share the label 'crane': classes 134, 517")),
+    ("constrained", "a tabby cat", ids_of(CATS), Resolution(None, "unresolved", note="not a candidate label")),
+    ("exact", "It is a panda.", ids_of(CATS), Resolution(None, "unresolved", note="no candidate found")),
+    ("exact", "A crane.", [517, 134], Resolution(None, "unresolved", ambiguous=True,
+                                               note="candidates share the label 'crane': classes 517, 134")),
+    ("study", "A crane.", [517, 134], Resolution(517, "match", ambiguous=True,
+                                               note="candidates share the label 'crane': classes 517, 134; took the first")),
+], ids=["constrained-shared", "constrained-other", "exact-none", "exact-shared", "study-shared"])
+def test_each_note_word_for_word(mode, answer, candidates, expected, monkeypatch):
+    monkeypatch.setattr(resolve, "nli_pipeline", _no_nli)
+    assert Resolver(mode, LABELS).resolve(answer, candidates) == expected
+
+
+def test_nli_verdict_on_a_shared_label_keeps_the_earlier_note_and_takes_the_first():
+    r = Resolver("study", LABELS)
+    before = Resolution(None, "unresolved", ambiguous=True, note="several candidates: crane, tabby")
+    got = r._nli_verdict((517, 281, 134), before, "crane")
+    assert got == Resolution(517, "nli", ambiguous=True, note="several candidates: crane, tabby; "
+                             "candidates share the label 'crane': classes 517, 134; took the first")
+    assert r._nli_verdict((281, 134), None, "tabby") == Resolution(281, "nli", ambiguous=False, note="")
+
+
+def test_stage_seconds_add_up_over_calls_and_count_each_stage_from_its_own_start(monkeypatch):
+    """With a scripted clock: the match stage is the rules' time, the NLI stage the model's, and a
+    resolver's totals grow with every call (the report divides them by the case's wall time)."""
+    clock = iter([10.0, 10.5, 100.0, 100.25, 200.0, 200.125, 203.0])
+    monkeypatch.setattr(resolve.time, "perf_counter", lambda: next(clock))
+    monkeypatch.setattr(Resolver, "_nli", lambda self, work: [Resolution(ids[0], "nli") for _, ids, _ in work])
+    r = Resolver("study", LABELS)
+    r.resolve("tabby", ids_of(CATS))
+    r.resolve("tiger cat", ids_of(CATS))
+    assert r.stage_seconds == {"match": 0.75}
+    r.resolve("a small striped animal", ids_of(CATS))  # no candidate named: to the NLI
+    assert r.stage_seconds == {"match": 0.875, "nli": 2.875}
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"nli_impl": "fast"}, "unknown NLI implementation 'fast'; choose 'batched' or 'pipeline'"),
+    ({"nli_dtype": "int4"}, "unknown NLI dtype 'int4'; choose one of: auto, bfloat16, float16, float32"),
+], ids=["impl", "dtype"])
+def test_bad_nli_settings_are_one_line_naming_the_choices(kwargs, message):
+    with pytest.raises(ValueError) as info:
+        Resolver("study", LABELS, **kwargs)
+    assert str(info.value) == message
+
+
 # ------------------------------------------------------------------ modes
 
 def test_unknown_mode_names_the_valid_ones():
@@ -277,20 +326,22 @@ def test_nli_model_typo_is_one_line_not_a_validation_traceback():
 
 def test_nli_model_folder_smoke_name_and_cached_hub_id_are_accepted(nli_model, smoke_model, tmp_path):
     import shutil
+    import uuid
     from pathlib import Path
 
     from huggingface_hub import constants
 
     assert nli.model_reason(nli_model) is None
     assert nli.model_reason(str(smoke_model("bart-mnli"))) is None
-    reason = nli.model_reason("someone/cached-nli")  # offline (tests/conftest.py) and not cached
-    assert reason == ("NLI model someone/cached-nli is not reachable offline (run `hf download someone/cached-nli`); "
+    name = f"someone/cached-nli-{uuid.uuid4().hex[:8]}"  # a fresh id: the hub cache outlives one run of this test
+    reason = nli.model_reason(name)  # offline (tests/conftest.py) and not cached
+    assert reason == (f"NLI model {name} is not reachable offline (run `hf download {name}`); "
                       "use --resolver exact, or --nli-model PATH")
-    repo = Path(constants.HF_HUB_CACHE) / "models--someone--cached-nli"  # what `hf download` leaves
+    repo = Path(constants.HF_HUB_CACHE) / ("models--" + name.replace("/", "--"))  # what `hf download` leaves
     (repo / "refs").mkdir(parents=True, exist_ok=True)
     (repo / "refs" / "main").write_text("0" * 40)
     shutil.copytree(smoke_model("bart-mnli"), repo / "snapshots" / ("0" * 40), dirs_exist_ok=True)
-    assert nli.model_reason("someone/cached-nli") is None
+    assert nli.model_reason(name) is None
 
 
 def test_bench_skips_with_the_one_line_nli_model_reason(pytester: pytest.Pytester):

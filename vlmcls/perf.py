@@ -21,6 +21,8 @@ prompt layouts, and one JSON line is printed per (arch, quant, layout, ways, bat
   speedup_vs_b1     images_per_s / the batch-size-1 figure of the same run
   cache             the generation KV cache: dynamic, or static (transformers compiles the decode step on CUDA)
   speedup_vs_dynamic  a static-cache row's images_per_s / the dynamic row's, same ways, layout and batch size
+  prefetch          batches prepared ahead in the background thread (--prefetch; 0: none beside generate);
+                    speedup_vs_prefetch_default: a row's images_per_s / the default prefetch's, all else equal
   speedup_vs_image_first labels-first images_per_s / the image-first (study) layout's, same ways and batch size
                          (rows measured before 2026-11-27 call it speedup_vs_thesis and layout "thesis")
   prompt_tokens     mean per image (text + image tokens); new_tokens: tokens generated per image
@@ -62,6 +64,7 @@ from typing import Callable, Sequence
 from . import devices
 from . import labels as labels_mod
 from . import prompts
+from .backends.hf_vlm import PREFETCH
 from .catalog import ModelEntry, load_catalog
 # bpe_tokenizer, parameter_counts, qwen2_vl_2b, SYSTEM, TOKENS_PER_LABEL: perf.X for tests and ../shared/perf
 from .perf_flops import GenerateClock, decode_seconds_per_step, flops_per_image, image_shape, matmul_peak, parameter_counts  # noqa: F401
@@ -258,6 +261,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--cache", type=_csv(str, ("dynamic", "static")), default=("dynamic",),
                    help="KV cache for generation: dynamic, static (catalog option static_cache: the decode "
                         "step compiled on CUDA) or both (default dynamic)")
+    p.add_argument("--prefetch", type=_csv(int), default=(PREFETCH,),
+                   help=f"batches prepared ahead in the backend's background thread (catalog option prefetch; "
+                        f"0: each batch prepared just before it generates, nothing beside generate), e.g. {PREFETCH},0 "
+                        f"(default {PREFETCH})")
     p.add_argument("--resolver", type=_csv(str, ("generate", "rank")), default=("generate",),
                    help="generate, rank or both (default generate): what each image costs")
     p.add_argument("--profile", action="store_true",
@@ -307,8 +314,10 @@ def run_grid(arch, quant, model, processor, settings, args, names, out, load_not
     for layout in args.layout:
         for ways in args.ways:
             queries = make_queries(names, min(ways, len(names)), layout, images)
-            for batch_size, cache in [(b, c) for b in args.batch_sizes for c in getattr(args, "cache", ("dynamic",))]:
-                s = _settings_for(settings.with_(layout=layout, extra={**settings.extra,
+            grid = [(b, c, f) for b in args.batch_sizes for c in getattr(args, "cache", ("dynamic",))
+                    for f in getattr(args, "prefetch", (PREFETCH,))]
+            for batch_size, cache, prefetch in grid:
+                s = _settings_for(settings.with_(layout=layout, extra={**settings.extra, "prefetch": prefetch,
                                                                         "static_cache": cache == "static"}), batch_size)
                 # transformers keeps the largest static cache length of earlier calls: each row sizes its own
                 model._previous_max_cache_length = -1
@@ -318,21 +327,24 @@ def run_grid(arch, quant, model, processor, settings, args, names, out, load_not
                 row, backend = measure(model, processor, s, queries[:B1_IMAGES] if batch_size == 1 else queries,
                                        args.new_tokens)
                 row["mfu"] = _sig(row["tflop_per_image"] * row["images_per_s"] / peak) if peak else None
-                results[(layout, ways, batch_size, cache)] = row["images_per_s"]
-                b1 = results.get((layout, ways, 1, cache))
-                study = results.get((STUDY_LAYOUT, ways, batch_size, cache))
-                dynamic = results.get((layout, ways, batch_size, "dynamic"))
+                results[(layout, ways, batch_size, cache, prefetch)] = row["images_per_s"]
+                b1 = results.get((layout, ways, 1, cache, prefetch))
+                study = results.get((STUDY_LAYOUT, ways, batch_size, cache, prefetch))
+                dynamic = results.get((layout, ways, batch_size, "dynamic", prefetch))
+                default = results.get((layout, ways, batch_size, cache, PREFETCH))
                 emit(dict(part="hf_vlm_generate", arch=arch, ways=ways, batch_size=batch_size, quant=quant,
-                          layout=layout, cache=cache, device=settings.device, **row,
+                          layout=layout, cache=cache, prefetch=prefetch, device=settings.device, **row,
                           speedup_vs_dynamic=round(row["images_per_s"] / dynamic, 2)
                           if dynamic and cache != "dynamic" else None,
+                          speedup_vs_prefetch_default=round(row["images_per_s"] / default, 2)
+                          if default and prefetch != PREFETCH else None,
                           speedup_vs_b1=round(row["images_per_s"] / b1, 2) if b1 else None,
                           speedup_vs_image_first=round(row["images_per_s"] / study, 2)
                           if study and layout != STUDY_LAYOUT else None,
                           load_notes=load_notes), out)
                 # not static-cache rows: a profiler around CUDA-graph replays is unproven here, and a hang
                 # there would cost the rows after it
-                if getattr(args, "profile", False) and batch_size != 1 and cache == "dynamic":
+                if getattr(args, "profile", False) and batch_size != 1 and cache == "dynamic" and prefetch == PREFETCH:
                     emit(dict(part="profile", arch=arch, ways=ways, batch_size=batch_size, quant=quant, layout=layout,
                               cache=cache, **profile_batch(backend, queries, args.new_tokens)), out)
                 if "rank" in getattr(args, "resolver", ()):

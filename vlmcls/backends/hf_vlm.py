@@ -122,6 +122,12 @@ class HFVLMBackend(PromptEncoder, LabelsFirstCache, AutoBatchSize, Ranking):
         if self.static_cache:
             self.note("static KV cache (decode compiled on CUDA)" if model.device.type == "cuda" else
                       "static KV cache (not compiled off CUDA)")
+        # catalog option prefetch: batches prepared ahead in the background thread (0: each batch is prepared
+        # just before it generates, nothing running beside generate: the host's Python, e.g. the GIL, is
+        # generate's alone; which is faster depends on how host-bound generate is: vlmcls.perf --prefetch)
+        self.prefetch = int(settings.extra.get("prefetch", PREFETCH))
+        if self.prefetch < 0:
+            raise ValueError(f"option prefetch must be 0 or more batches, got {self.prefetch}")
         if self.auto and not autobatch._is_cuda(model.device):  # asked for where it cannot measure
             self.note(f"batch size auto: sized from CUDA memory, so on {model.device.type} every batch is "
                       f"{self.batch_size}")
@@ -177,7 +183,7 @@ class HFVLMBackend(PromptEncoder, LabelsFirstCache, AutoBatchSize, Ranking):
             pending: list = []
             start = 0
             while start < len(order) or pending:
-                while start < len(order) and len(pending) <= PREFETCH:  # the generating batch + PREFETCH
+                while start < len(order) and len(pending) <= self.prefetch:  # the generating batch + prefetch
                     self._fit_auto(queries[order[start]])
                     index = order[start:start + self.batch_size]
                     batch = [queries[i] for i in index]
