@@ -34,13 +34,13 @@ PERF=("$PY" -m vlmcls.perf --arch "$ARCH" --quant none)
 NLI=("$PY" bench/perf_nli.py)
 # 1. #12: full-size random Qwen2-VL-2B, bf16, study layout. Batch 1 (the x-b1 baseline), then batch 128
 #    with the dynamic vs the static KV cache (catalog option static_cache: transformers compiles the
-#    decode step; the warm-up pays the compile) and the next batches prepared beside generate or not
-#    (--prefetch 2,0: does the preparing thread slow a host-bound generate? overlap_slowdown says it
-#    too), each batched dynamic-cache row with one batch profiled.
+#    decode step; the warm-up pays the compile) and the next batches prepared in the backend's thread or
+#    in a process of its own (--prefetch 2,2p: does the thread, sharing the GIL, slow a host-bound
+#    generate? overlap_slowdown says it too), each batched dynamic-cache thread row with one batch profiled.
 if has vlm; then
   step vlm 60 100 "${PERF[@]}" --ways 20,100 --layout image-first --batch-sizes 1
-  step vlm 240 330 "${PERF[@]}" --ways 20,100 --layout image-first --batch-sizes "${BATCH:-128}" \
-    --cache dynamic,static --prefetch 2,0 --images "${IMAGES:-256}" --profile
+  step vlm 260 330 "${PERF[@]}" --ways 20,100 --layout image-first --batch-sizes "${BATCH:-128}" \
+    --cache dynamic,static --prefetch "${PREFETCH:-2,2p}" --images "${IMAGES:-256}" --profile
 fi
 # 2. #13: NLI s/answer at 100 and 1000 candidates (target <= 0.01 / 0.06 s on an H100) and bf16 vs fp32
 if has nli; then step nli 60 100 "${NLI[@]}" --ways "${NLI_WAYS:-100,1000}" --skip per_answer ${NLI_ARGS:-}; fi

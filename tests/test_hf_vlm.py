@@ -480,21 +480,24 @@ def test_perf_profile_adds_one_profiled_batch_to_each_batched_row(built, capsys)
 
 
 def test_perf_prefetch_rows_compare_with_the_default_prefetch(built, capsys):
-    """--prefetch 2,0: a row per value, the 0 row's speedup against the default (2) row of the same
-    ways, layout, batch size and cache; only the default row is profiled."""
+    """--prefetch 2,0,1p: a row per value (1p: one batch ahead, in a process), each one's speedup against
+    the default (2, in the thread) row of the same ways, layout, batch size and cache; only that one is profiled."""
     import json
 
     from vlmcls import perf
 
     perf.main(["--arch", "smoke-qwen2-vl", "--ways", "5", "--batch-sizes", "2", "--images", "4", "--new-tokens", "2",
-               "--device", "cpu", "--layout", "image-first", "--prefetch", "2,0", "--profile"])
+               "--device", "cpu", "--layout", "image-first", "--prefetch", "2,0,1p", "--profile"])
     rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()][1:]
     assert [(r["part"], r["prefetch"] if r["part"] != "profile" else None) for r in rows] == [
-        ("hf_vlm_generate", 2), ("profile", None), ("hf_vlm_generate", 0)]
-    default, serial = rows[0], rows[2]
+        ("hf_vlm_generate", 2), ("profile", None), ("hf_vlm_generate", 0), ("hf_vlm_generate", "1p")]
+    default, serial, process = rows[0], rows[2], rows[3]
     assert default["speedup_vs_prefetch_default"] is None
-    assert serial["speedup_vs_prefetch_default"] == round(serial["images_per_s"] / default["images_per_s"], 2)
-    assert serial["errors"] == default["errors"] == 0
+    for row in (serial, process):
+        assert row["speedup_vs_prefetch_default"] == round(row["images_per_s"] / default["images_per_s"], 2)
+        assert row["errors"] == 0 and row["prompt_tokens"] == default["prompt_tokens"]
+    with pytest.raises(SystemExit):
+        perf.parse_args(["--prefetch", "-1"])
 
 
 def test_requirements_remote_code_and_missing_weights_are_said_together():

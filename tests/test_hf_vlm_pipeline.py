@@ -128,6 +128,59 @@ def test_prefetch_0_prepares_each_batch_only_after_the_last_one_generated(qwen):
         _load(qwen, batch_size=2, extra={"prefetch": -1})
 
 
+def _workers(backend) -> list:
+    """The `worker` (preparing process id) of each batch the backend generates."""
+    seen: list = []
+    answer_prepared = backend._answer_prepared
+    backend._answer_prepared = lambda batch, prep: seen.append(prep.worker) or answer_prepared(batch, prep)
+    return seen
+
+
+@pytest.mark.parametrize("layout", ["image-first", "labels-first"])
+def test_prefetch_process_prepares_elsewhere_and_changes_no_answer(qwen, layout):
+    """Option prefetch_process: every batch prepared in one spawned process (not this one), the same
+    answers and token counts as the thread's, a bad image still one error row, the process gone at close."""
+    import os
+
+    from PIL import Image
+
+    queries = _queries(6, labels_first=layout == "labels-first")
+    bad = Query("bad", Image.new("RGB", (600, 2)), queries[0].class_ids, queries[0].labels, queries[0].prompt,
+                queries[0].prefix)
+    queries = queries[:3] + [bad] + queries[3:]
+    thread = _load(qwen, batch_size=2, layout=layout).answer(queries)
+    backend = _load(qwen, batch_size=2, layout=layout, extra={"prefetch_process": True})
+    workers = _workers(backend)
+    answers = backend.answer(queries)
+    assert [(a.text, a.prompt_tokens, a.error) for a in answers] == [(a.text, a.prompt_tokens, a.error) for a in thread]
+    assert answers[3].error and "aspect ratio" in answers[3].error
+    # 4 batches prepared by one other process; the one with the bad image failed there as a whole, and its
+    # two images were then prepared one at a time here (None), as in the thread
+    assert len(workers) == 6 and workers.count(None) == 2 and len(set(workers) - {None}) == 1
+    assert os.getpid() not in workers
+    pool = backend._pool
+    backend.close()
+    assert backend._pool is None and pool._shutdown_thread
+
+
+def test_prefetch_process_that_cannot_take_a_batch_falls_back_to_the_thread_and_says_so(qwen):
+    """A query the process cannot receive (here: of a class defined in this function, which pickle cannot
+    name) is prepared here instead; the rest of the run uses the thread; the answers are unchanged."""
+    from dataclasses import dataclass
+
+    @dataclass(frozen=True)
+    class LocalQuery(Query):
+        pass
+
+    queries = [LocalQuery(**q.__dict__) for q in _queries(4)]
+    expected = [a.text for a in _load(qwen, batch_size=2).answer(queries)]
+    backend = _load(qwen, batch_size=2, extra={"prefetch_process": True})
+    assert [a.text for a in backend.answer(queries)] == expected
+    note = next(n for n in backend.notes if n.startswith("prefetch_process: the preparing process failed ("))
+    assert note.endswith("); batches were prepared in a thread instead") and "\n" not in note
+    assert backend.prefetch_process is False and backend._pool is None
+
+
 def test_a_bad_image_is_still_one_error_row_with_prefetch(qwen):
     from PIL import Image
 

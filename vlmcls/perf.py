@@ -21,7 +21,8 @@ prompt layouts, and one JSON line is printed per (arch, quant, layout, ways, bat
   speedup_vs_b1     images_per_s / the batch-size-1 figure of the same run
   cache             the generation KV cache: dynamic, or static (transformers compiles the decode step on CUDA)
   speedup_vs_dynamic  a static-cache row's images_per_s / the dynamic row's, same ways, layout and batch size
-  prefetch          batches prepared ahead in the background thread (--prefetch; 0: none beside generate);
+  prefetch          batches prepared ahead in the background thread (--prefetch; 0: none beside generate;
+                    "2p": 2 ahead in a spawned process, no GIL shared with generate);
                     speedup_vs_prefetch_default: a row's images_per_s / the default prefetch's, all else equal
   speedup_vs_image_first labels-first images_per_s / the image-first (study) layout's, same ways and batch size
                          (rows measured before 2026-11-27 call it speedup_vs_thesis and layout "thesis")
@@ -159,7 +160,8 @@ def measure(model, processor, settings: BackendSettings, queries: list[Query], n
         with GenerateClock(model) as clock:
             elapsed, answers = _timed(backend, queries)
     size = max(backend.sizes_run)
-    one = HFVLMBackend(model, processor, settings.with_(max_new_tokens=1, batch_size=size, batch_auto=False))
+    one = HFVLMBackend(model, processor, settings.with_(max_new_tokens=1, batch_size=size, batch_auto=False,
+                                                        extra={**settings.extra, "prefetch_process": False}))
     one.share_prefix_cache(backend)  # cached already: prefill_s is the steady state
     batch = queries[:size]
     _timed(one, batch)
@@ -232,6 +234,14 @@ def _batch(text: str) -> int | str:
     return value
 
 
+def _prefetch(text: str) -> int | str:
+    """N (batches ahead, in the thread) or Np (in a process): the number as an int, with p as text."""
+    number = int(text[:-1] if text.endswith("p") else text)
+    if number < 0:
+        raise ValueError(text)
+    return text if text.endswith("p") else number
+
+
 def _size(text: str) -> tuple[int, int]:
     try:
         w, h = (int(v) for v in text.lower().split("x"))
@@ -261,10 +271,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--cache", type=_csv(str, ("dynamic", "static")), default=("dynamic",),
                    help="KV cache for generation: dynamic, static (catalog option static_cache: the decode "
                         "step compiled on CUDA) or both (default dynamic)")
-    p.add_argument("--prefetch", type=_csv(int), default=(PREFETCH,),
+    p.add_argument("--prefetch", type=_csv(_prefetch), default=(PREFETCH,),
                    help=f"batches prepared ahead in the backend's background thread (catalog option prefetch; "
-                        f"0: each batch prepared just before it generates, nothing beside generate), e.g. {PREFETCH},0 "
-                        f"(default {PREFETCH})")
+                        f"0: each batch prepared just before it generates, nothing beside generate; a trailing p, "
+                        f"e.g. {PREFETCH}p: in a process of its own, option prefetch_process), e.g. "
+                        f"{PREFETCH},0,{PREFETCH}p (default {PREFETCH})")
     p.add_argument("--resolver", type=_csv(str, ("generate", "rank")), default=("generate",),
                    help="generate, rank or both (default generate): what each image costs")
     p.add_argument("--profile", action="store_true",
@@ -317,8 +328,9 @@ def run_grid(arch, quant, model, processor, settings, args, names, out, load_not
             grid = [(b, c, f) for b in args.batch_sizes for c in getattr(args, "cache", ("dynamic",))
                     for f in getattr(args, "prefetch", (PREFETCH,))]
             for batch_size, cache, prefetch in grid:
-                s = _settings_for(settings.with_(layout=layout, extra={**settings.extra, "prefetch": prefetch,
-                                                                        "static_cache": cache == "static"}), batch_size)
+                s = _settings_for(settings.with_(layout=layout, extra={
+                    **settings.extra, "prefetch": int(str(prefetch).rstrip("p")),
+                    "prefetch_process": str(prefetch).endswith("p"), "static_cache": cache == "static"}), batch_size)
                 # transformers keeps the largest static cache length of earlier calls: each row sizes its own
                 model._previous_max_cache_length = -1
                 if "generate" not in getattr(args, "resolver", ("generate",)):
@@ -347,6 +359,7 @@ def run_grid(arch, quant, model, processor, settings, args, names, out, load_not
                 if getattr(args, "profile", False) and batch_size != 1 and cache == "dynamic" and prefetch == PREFETCH:
                     emit(dict(part="profile", arch=arch, ways=ways, batch_size=batch_size, quant=quant, layout=layout,
                               cache=cache, **profile_batch(backend, queries, args.new_tokens)), out)
+                backend.stop_workers()
                 if "rank" in getattr(args, "resolver", ()):
                     _rank_row(arch, quant, model, processor, s, queries, batch_size, ways, row["images_per_s"], out)
 

@@ -87,6 +87,7 @@ class _Prepared:
     prefix: tuple[int, ...] | None = None
     seconds: float = 0.0  # host time spent preparing (counted in each image's latency)
     error: BaseException | None = None
+    worker: int | None = None  # pid of the process that prepared it (option prefetch_process), None: this one
 
 
 class HFVLMBackend(PromptEncoder, LabelsFirstCache, AutoBatchSize, Ranking):
@@ -128,6 +129,12 @@ class HFVLMBackend(PromptEncoder, LabelsFirstCache, AutoBatchSize, Ranking):
         self.prefetch = int(settings.extra.get("prefetch", PREFETCH))
         if self.prefetch < 0:
             raise ValueError(f"option prefetch must be 0 or more batches, got {self.prefetch}")
+        # catalog option prefetch_process: the batches are prepared in a spawned process, not a thread, so
+        # that preparing shares no GIL with generate (backends/prepare_process.py); images on its CPU
+        self.prefetch_process = bool(settings.extra.get("prefetch_process", False)) and not self.rank
+        self._pool: Any = None
+        if self.prefetch_process and self.image_device not in (None, "cpu"):
+            self.note("prefetch_process: images are processed on the CPU, in the preparing process")
         if self.auto and not autobatch._is_cuda(model.device):  # asked for where it cannot measure
             self.note(f"batch size auto: sized from CUDA memory, so on {model.device.type} every batch is "
                       f"{self.batch_size}")
@@ -165,6 +172,7 @@ class HFVLMBackend(PromptEncoder, LabelsFirstCache, AutoBatchSize, Ranking):
 
         import torch
 
+        self.stop_workers()
         self.model = self.processor = self._prefix = None
         gc.collect()
         if torch.cuda.is_available():
@@ -187,12 +195,52 @@ class HFVLMBackend(PromptEncoder, LabelsFirstCache, AutoBatchSize, Ranking):
                     self._fit_auto(queries[order[start]])
                     index = order[start:start + self.batch_size]
                     batch = [queries[i] for i in index]
-                    pending.append((index, batch, pool.submit(self._prepare, batch)))
+                    pending.append((index, batch, self._submit(pool, batch)))
                     start += len(index)
                 index, batch, future = pending.pop(0)
-                for i, a in zip(index, self._answer_prepared(batch, future.result())):
+                for i, a in zip(index, self._answer_prepared(batch, self._received(batch, future))):
                     answers[i] = a
         return answers  # type: ignore[return-value]
+
+    def _submit(self, threads, batch: list[Query]):
+        """The batch's preparation, started in the prefetch thread or (option prefetch_process) the process."""
+        if self.prefetch_process:
+            from . import prepare_process
+
+            try:
+                if self._pool is None:
+                    self._pool = prepare_process.start(prepare_process.worker_state(self))
+                return self._pool.submit(prepare_process.prepare, batch)
+            except Exception as exc:  # e.g. a broken pool: the rest of the run prepares in the thread
+                self._process_failed(exc)
+        return threads.submit(self._prepare, batch)
+
+    def _received(self, batch: list[Query], future) -> _Prepared:
+        try:
+            result = future.result()
+        except Exception as exc:  # only the process path raises here (the thread's _prepare keeps errors)
+            self._process_failed(exc)
+            return self._prepare(batch)
+        if isinstance(result, _Prepared):
+            return result
+        prep, notes, prep.worker = result
+        for text in notes:
+            self.note(text)
+        if prep.inputs is not None:  # tensors come on the CPU, in the compute dtype already
+            prep.inputs = prep.inputs.to(self.model.device)
+        return prep
+
+    def _process_failed(self, exc: BaseException) -> None:
+        self.note(f"prefetch_process: the preparing process failed ({one_line(exc, with_type=True)}); "
+                  f"batches were prepared in a thread instead")
+        self.prefetch_process = False
+        self.stop_workers()
+
+    def stop_workers(self) -> None:
+        """Ends the preparing process (option prefetch_process), if one runs; a later batch starts another."""
+        if self._pool is not None:
+            self._pool.shutdown(wait=False, cancel_futures=True)
+            self._pool = None
 
     def _answer_batch(self, batch: list[Query]) -> list[Answer]:
         """One batch prepared here (no prefetch): used for retries after an error or out of memory."""
