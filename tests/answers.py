@@ -71,6 +71,7 @@ ANSWERS: tuple[Case, ...] = (
     Case("strawberries", ("orange", "lemon", "strawberry"), "strawberry", "match"),
     Case("Two dalmatians on a lawn.", ("dalmatian", "Great Dane", "beagle"), "dalmatian", "match"),
     Case("school buses", ("minibus", "school bus", "trolleybus"), "school bus", "match"),
+    Case("A field of daisies.", ("daisy", "corn", "hip"), "daisy", "match"),  # consonant + y -> ies
     Case("Tabby cats", CATS, "tabby", "synonym"),  # "tabby cat" is the annotation's second name
     # other names of the full annotation
     Case("gray whale", ("killer whale", "grey whale", "dugong"), "grey whale", "synonym"),
@@ -102,6 +103,7 @@ ANSWERS: tuple[Case, ...] = (
     # one structure rule alone decides (no cue word or first-sentence rule to fall back on)
     Case("It does not look like a jaguar. Leopard.", BIG_CATS, "leopard", "match"),  # "look like" bridges "not"
     Case("Tiger cat, not tabby.", CATS, "tiger cat", "match"),  # a comma before "not" does not end its reach
+    Case("Answer: tabby (tiger cat is close)", CATS, "tabby", "match"),  # a cue that is the answer's first word
     Case("Options: Persian cat, Siamese cat, tabby.\n## Siamese cat", ("Siamese cat", "Persian cat", "tabby"),
          "Siamese cat", "match"),  # a heading emphasises up to its line's end
     # apostrophes: straight, curly or left out, the same word

@@ -47,8 +47,30 @@ def test_raw_mode_keeps_collisions_and_knows_them():
 def test_generic_dataset_collision_gets_class_qualifier():
     ls = labels.simplify(["bat, club", "bat", "bat"])
     assert ls.names == ("club", "bat (class 1)", "bat (class 2)")
-    with pytest.raises(ValueError, match="unknown labels mode"):
+    assert (ls.mode, labels.simplify(["bat", "bat"], "thesis").mode) == ("unique", "raw")
+    with pytest.raises(ValueError) as info:
         labels.simplify(["a"], "fancy")
+    assert str(info.value) == "unknown labels mode 'fancy'; choose 'unique' or 'raw'"
+
+
+def test_an_alternative_name_goes_to_one_class_only():
+    """Two colliding classes with the same second synonym: the first takes it, the other keeps the bare
+    name (were both to take it, they would collide again)."""
+    assert labels.simplify(["crane, derrick", "crane, derrick"]).names == ("derrick", "crane")
+
+
+def test_a_blank_annotation_is_named_by_its_class_id():
+    assert labels.simplify(["", "  ", "dog"]).names == ("class 0", "class 1", "dog")
+
+
+@pytest.mark.parametrize("classes", [600, 1000])
+def test_the_curated_qualifiers_are_imagenets_only(classes):
+    """Another dataset whose classes 134 and 517 collide gets "(class N)", not ImageNet's "(bird)" /
+    "(machine)", even with 1000 classes."""
+    annotations = [f"thing {i}" for i in range(classes)]
+    annotations[134] = annotations[517] = "crane"
+    names = labels.labelset(annotations).names
+    assert (names[134], names[517]) == ("crane (class 134)", "crane (class 517)")
 
 
 @pytest.mark.parametrize("ways", [2, 20, 100, 1000])

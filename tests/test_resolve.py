@@ -163,7 +163,7 @@ def test_nli_verdict_on_a_shared_label_keeps_the_earlier_note_and_takes_the_firs
 def test_stage_seconds_add_up_over_calls_and_count_each_stage_from_its_own_start(monkeypatch):
     """With a scripted clock: the match stage is the rules' time, the NLI stage the model's, and a
     resolver's totals grow with every call (the report divides them by the case's wall time)."""
-    clock = iter([10.0, 10.5, 100.0, 100.25, 200.0, 200.125, 203.0])
+    clock = iter([10.0, 10.5, 100.0, 100.25, 200.0, 200.125, 203.0, 300.0, 300.5, 301.0])
     monkeypatch.setattr(resolve.time, "perf_counter", lambda: next(clock))
     monkeypatch.setattr(Resolver, "_nli", lambda self, work: [Resolution(ids[0], "nli") for _, ids, _ in work])
     r = Resolver("study", LABELS)
@@ -172,6 +172,16 @@ def test_stage_seconds_add_up_over_calls_and_count_each_stage_from_its_own_start
     assert r.stage_seconds == {"match": 0.75}
     r.resolve("a small striped animal", ids_of(CATS))  # no candidate named: to the NLI
     assert r.stage_seconds == {"match": 0.875, "nli": 2.875}
+    r.resolve("a furry thing", ids_of(CATS))
+    assert r.stage_seconds == {"match": 1.375, "nli": 3.375}
+
+
+def test_the_nli_model_is_loaded_with_the_resolvers_model_device_and_dtype(monkeypatch):
+    calls = []
+    monkeypatch.setattr(resolve, "nli_pipeline", lambda *args: calls.append(args) or "pipe")
+    assert Resolver("study", LABELS, nli_model="m", device="cpu", nli_dtype="float32").pipeline() == "pipe"
+    assert Resolver("study", LABELS).pipeline() == "pipe"
+    assert calls == [("m", "cpu", "float32"), ("facebook/bart-large-mnli", "auto", "auto")]
 
 
 @pytest.mark.parametrize("kwargs, message", [
