@@ -20,13 +20,13 @@ pytest_plugins = ["pytester"]
 
 
 # Mutation testing (mutmut) of modules that run code at import (the match stage's cue tables and rule
-# closures) or cache what they compute (lru-cached phrase indexes), in import order: resolve takes
-# match's names at its import. mutmut runs each mutant's tests in a process forked from one that imported
+# closures) or cache what they compute (lru-cached ImageNet names and phrase indexes), in import order:
+# resolve takes match's names at its import. mutmut runs each mutant's tests in a process forked from one that imported
 # them unmutated, and maps a function to the tests during which it ran: neither sees import-time code,
 # so its mutants survived unseen. Re-running the modules (in place: classes already imported read the
 # new module globals at call time) under the mutant, and before every test while mutmut maps its tests,
 # makes them count.
-_IMPORT_TIME = ("vlmcls.match", "vlmcls.resolve")
+_IMPORT_TIME = ("vlmcls.labels", "vlmcls.match", "vlmcls.resolve")
 _reloaded_for: list[str] = []
 
 

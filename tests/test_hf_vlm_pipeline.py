@@ -176,8 +176,9 @@ def test_prefetch_process_that_cannot_take_a_batch_falls_back_to_the_thread_and_
     expected = [a.text for a in _load(qwen, batch_size=2).answer(queries)]
     backend = _load(qwen, batch_size=2, extra={"prefetch_process": True})
     assert [a.text for a in backend.answer(queries)] == expected
-    note = next(n for n in backend.notes if n.startswith("prefetch_process: the preparing process failed ("))
+    [note] = [n for n in backend.notes if n.startswith("prefetch_process: the preparing process failed (")]
     assert note.endswith("); batches were prepared in a thread instead") and "\n" not in note
+    assert "LocalQuery" in note  # why: the first batch's query could not be pickled (the later ones: cancelled)
     assert backend.prefetch_process is False and backend._pool is None
 
 

@@ -59,6 +59,27 @@ def test_an_alternative_name_goes_to_one_class_only():
     assert labels.simplify(["crane, derrick", "crane, derrick"]).names == ("derrick", "crane")
 
 
+def test_a_qualifier_that_collides_is_an_error_naming_the_classes_never_a_guess():
+    with pytest.raises(ValueError) as info:
+        labels.simplify(["bat", "bat", "bat (class 1)"])
+    assert str(info.value) == "labels still collide after disambiguation: [[1, 2]]"
+
+
+def test_without_timm_the_imagenet_names_say_how_to_get_them(monkeypatch):
+    """timm ships the class-name files (read without importing timm); without it, one line saying so."""
+    import importlib.util
+
+    find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "timm" else find_spec(name, *a))
+    labels.imagenet_synsets.cache_clear()
+    try:
+        with pytest.raises(RuntimeError) as info:
+            labels.imagenet_synsets()
+        assert str(info.value) == "ImageNet class names come from timm: pip install timm"
+    finally:
+        labels.imagenet_synsets.cache_clear()  # the next caller reads the real files again
+
+
 def test_a_blank_annotation_is_named_by_its_class_id():
     assert labels.simplify(["", "  ", "dog"]).names == ("class 0", "class 1", "dog")
 

@@ -219,7 +219,8 @@ class HFVLMBackend(PromptEncoder, LabelsFirstCache, AutoBatchSize, Ranking):
         try:
             result = future.result()
         except Exception as exc:  # only the process path raises here (the thread's _prepare keeps errors)
-            self._process_failed(exc)
+            if self.prefetch_process:  # the first failure says why; batches queued behind it were cancelled
+                self._process_failed(exc)
             return self._prepare(batch)
         if isinstance(result, _Prepared):
             return result
