@@ -9,8 +9,8 @@ generates. Here one prepared image generates with forced new tokens (a step = th
 long and a short generate, per extra token), alone and while a second thread prepares batches of
 --images images in a loop, as the prefetch does, and while a spawned process does (catalog option
 prefetch_process). Prints one JSON line: step_ms_alone, step_ms_beside_prepare (thread) and
-step_ms_beside_process_prepare, and their ratios to the step alone. On a GPU the same question is `python -m vlmcls.perf --prefetch 2,0` (rows'
-overlap_slowdown and speedup_vs_prefetch_default).
+step_ms_beside_process_prepare, and their ratios to the step alone. On a GPU the same question is
+`python -m vlmcls.perf --prefetch 2,0,2p` (rows' overlap_slowdown and speedup_vs_prefetch_default).
 """
 from __future__ import annotations
 
@@ -57,48 +57,42 @@ def main() -> None:
         return statistics.median((generate(args.steps + 2) - generate(2)) / args.steps * 1000
                                  for _ in range(args.repeats))
 
+    def step_ms_beside(prepare_one_batch) -> tuple[float, int]:
+        """A step's time while another thread calls `prepare_one_batch` in a loop, and how many it did."""
+        stop, done = threading.Event(), []
+
+        def loop() -> None:
+            while not stop.is_set():
+                prepare_one_batch()
+                done.append(1)
+
+        worker = threading.Thread(target=loop, daemon=True)
+        worker.start()
+        time.sleep(0.2)
+        try:
+            return step_ms(), len(done)
+        finally:
+            stop.set()
+            worker.join()
+
     generate(4)  # warm-up
     alone = step_ms()
-    stop, prepared = threading.Event(), []
+    beside, prepared = step_ms_beside(lambda: backend._prepare(queries))
 
-    def prepare_forever() -> None:
-        while not stop.is_set():
-            backend._prepare(queries)
-            prepared.append(1)
-
-    worker = threading.Thread(target=prepare_forever, daemon=True)
-    worker.start()
-    time.sleep(0.2)
-    beside = step_ms()
-    stop.set()
-    worker.join()
-
-    # the same, with the batches prepared in a process of its own (catalog option prefetch_process)
+    # the same, with the batches prepared in a process of its own (catalog option prefetch_process): the
+    # looping thread only waits
     from vlmcls.backends import prepare_process
 
     pool = prepare_process.start(prepare_process.worker_state(backend))
     pool.submit(prepare_process.prepare, queries).result()  # started and warm
-    stop.clear()
-    in_process = []
-
-    def prepare_in_process_forever() -> None:
-        while not stop.is_set():  # this thread only waits: the work is in the other process
-            pool.submit(prepare_process.prepare, queries).result()
-            in_process.append(1)
-
-    worker = threading.Thread(target=prepare_in_process_forever, daemon=True)
-    worker.start()
-    time.sleep(0.2)
-    beside_process = step_ms()
-    stop.set()
-    worker.join()
+    beside_process, in_process = step_ms_beside(lambda: pool.submit(prepare_process.prepare, queries).result())
     pool.shutdown()
     print(json.dumps(dict(images_per_batch=args.images, prepare_s=round(prepare_s, 3), step_ms_alone=round(alone, 3),
                           step_ms_beside_prepare=round(beside, 3), slowdown=round(beside / alone, 2),
-                          batches_prepared_meanwhile=len(prepared),
+                          batches_prepared_meanwhile=prepared,
                           step_ms_beside_process_prepare=round(beside_process, 3),
                           slowdown_process=round(beside_process / alone, 2),
-                          batches_prepared_in_process_meanwhile=len(in_process), torch=torch.__version__)))
+                          batches_prepared_in_process_meanwhile=in_process, torch=torch.__version__)))
 
 
 if __name__ == "__main__":

@@ -27,7 +27,7 @@ pytest_plugins = ["pytester"]
 # new module globals at call time) under the mutant, and before every test while mutmut maps its tests,
 # makes them count.
 _IMPORT_TIME = ("vlmcls.labels", "vlmcls.match", "vlmcls.resolve")
-_reloaded_for: list[str] = []
+_reloaded_for: set[str] = set()
 
 
 @pytest.fixture(autouse=True)
@@ -41,7 +41,7 @@ def _import_time_code_under_the_mutant():
         for module in _IMPORT_TIME:
             importlib.reload(sys.modules.get(module) or importlib.import_module(module))
         if mine:
-            _reloaded_for.append(mutant)
+            _reloaded_for.add(mutant)
     yield
 
 

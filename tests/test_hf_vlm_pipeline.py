@@ -160,7 +160,9 @@ def test_prefetch_process_prepares_elsewhere_and_changes_no_answer(qwen, layout)
     assert os.getpid() not in workers
     pool = backend._pool
     backend.close()
-    assert backend._pool is None and pool._shutdown_thread
+    assert backend._pool is None
+    with pytest.raises(RuntimeError, match="after shutdown"):  # the process pool was shut down
+        pool.submit(print)
 
 
 def test_prefetch_process_that_cannot_take_a_batch_falls_back_to_the_thread_and_says_so(qwen):

@@ -236,10 +236,15 @@ def _batch(text: str) -> int | str:
 
 def _prefetch(text: str) -> int | str:
     """N (batches ahead, in the thread) or Np (in a process): the number as an int, with p as text."""
-    number = int(text[:-1] if text.endswith("p") else text)
-    if number < 0:
+    if _prefetch_options(text)["prefetch"] < 0:
         raise ValueError(text)
-    return text if text.endswith("p") else number
+    return text if text.endswith("p") else int(text)
+
+
+def _prefetch_options(value: int | str) -> dict:
+    """A --prefetch value as the backend's options: 2 -> prefetch 2 in the thread, "2p" -> in a process."""
+    text = str(value)
+    return {"prefetch": int(text.rstrip("p")), "prefetch_process": text.endswith("p")}
 
 
 def _size(text: str) -> tuple[int, int]:
@@ -329,8 +334,7 @@ def run_grid(arch, quant, model, processor, settings, args, names, out, load_not
                     for f in getattr(args, "prefetch", (PREFETCH,))]
             for batch_size, cache, prefetch in grid:
                 s = _settings_for(settings.with_(layout=layout, extra={
-                    **settings.extra, "prefetch": int(str(prefetch).rstrip("p")),
-                    "prefetch_process": str(prefetch).endswith("p"), "static_cache": cache == "static"}), batch_size)
+                    **settings.extra, **_prefetch_options(prefetch), "static_cache": cache == "static"}), batch_size)
                 # transformers keeps the largest static cache length of earlier calls: each row sizes its own
                 model._previous_max_cache_length = -1
                 if "generate" not in getattr(args, "resolver", ("generate",)):
