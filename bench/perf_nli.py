@@ -8,7 +8,9 @@ Prints one JSON line per measurement:
   setup       build time, parameters, mean tokens per pair
   peak        matmul TFLOP/s measured in this process, in each dtype the NLI runs in
   resolve     s per answer through Resolver.resolve_many: every answer of a batch (--answers, a VLM
-              batch) goes to the model together; NLI dtype, forward passes, MFU (model FLOPs / peak)
+              batch) goes to the model together; NLI dtype, forward passes, MFU (model FLOPs / peak).
+              With --compile both, a second row per N with the model through torch.compile
+              (--nli-compile): first_call_s (the compile), speedup_vs_eager, equal_decisions_vs_eager
   per_answer  the same kind of answers resolved one by one (what batching across answers saves)
   agreement   float32 against the NLI dtype on the same answers: s per answer in float32, share of
               equal decisions, and how close float32's own top two were where they differ (random
@@ -24,6 +26,7 @@ and with --nli-overlap (the NLI of window k beside the VLM's window k+1). Random
 
   python bench/perf_nli.py                                          # GPU: 20/100/1000-way, ~60 s on an H100
   python bench/perf_nli.py --device cpu --ways 20 --answers 2       # a check on the CPU
+  python bench/perf_nli.py --ways 100,1000 --compile both           # GPU: uncompiled vs torch.compile
   python bench/perf_nli.py --overlap                                # GPU: 100-way, 320 images, ~80 s on an H100
   python bench/perf_nli.py --overlap --tiny --device cpu            # the smoke models: a functional check
 Issue #13's target (one H100/H200): <= 0.06 s per answer at 1000 candidates, <= 0.01 s at 100.
@@ -193,25 +196,40 @@ class Bench:
         lengths = [len(x) for x in self.tok(premises, hyps, truncation="only_first")["input_ids"]]
         return sum(flops_per_pair(self.config, n) for n in lengths), sum(lengths)
 
-    def resolver(self, dtype: str = "auto") -> resolve.Resolver:
+    def resolver(self, dtype: str = "auto", compile: bool = False) -> resolve.Resolver:
         r = resolve.Resolver("nli", self.labels, nli_model=str(self.path), device=self.device, nli_dtype=dtype,
-                             nli_batch_tokens=self.args.batch_tokens)
+                             nli_batch_tokens=self.args.batch_tokens, nli_compile=compile)
         r.warm()
         return r
 
     def resolve_row(self, ways: int) -> None:
-        r, items = self.resolver(), self.items(ways, self.args.answers)
-        passes = []
-        handle = r.pipeline().model.register_forward_hook(lambda *a: passes.append(1))
-        r.resolve_many(items)  # untimed: warms kernels and the allocator at full size, counts the passes
-        handle.remove()
-        s = timed(lambda: r.resolve_many(items), self.device)
+        """One row per --compile mode; a compiled row compares itself with the uncompiled one before it."""
+        items = self.items(ways, self.args.answers)
         flops, tokens = self.flops(items)
-        emit(part="resolve", device=self.device, ways=ways, answers=len(items), dtype=self.dtype,
-             s_per_answer=round(s / len(items), 5), pairs_per_s=round(len(items) * ways / s),
-             tokens_per_pair=round(tokens / (len(items) * ways), 1), passes=len(passes),
-             batch_tokens=self.args.batch_tokens, tflops=round(flops / s / 1e12, 2),
-             mfu=round(flops / s / self.peak(self.dtype), 3), target_s=TARGETS.get(ways))
+        eager: tuple[float, list] | None = None
+        for compiled in self.args.compile:
+            r, passes = self.resolver(compile=compiled), []
+            model = r.pipeline().model
+            handle = None if compiled else model.register_forward_hook(lambda *a: passes.append(1))
+            t = time.perf_counter()
+            got = r.resolve_many(items)  # untimed: warms kernels and the allocator at full size (compiles)
+            first_s = time.perf_counter() - t
+            if handle is not None:
+                handle.remove()
+            s = timed(lambda: r.resolve_many(items), self.device)
+            row = dict(part="resolve", device=self.device, ways=ways, answers=len(items), dtype=self.dtype,
+                       compile=compiled, s_per_answer=round(s / len(items), 5), pairs_per_s=round(len(items) * ways / s),
+                       tokens_per_pair=round(tokens / (len(items) * ways), 1), passes=len(passes) or None,
+                       batch_tokens=self.args.batch_tokens, tflops=round(flops / s / 1e12, 2),
+                       mfu=round(flops / s / self.peak(self.dtype), 3), target_s=TARGETS.get(ways))
+            if compiled:
+                row["first_call_s"] = round(first_s, 2)  # with the compile (once per process and model)
+                if eager is not None:
+                    row["speedup_vs_eager"] = round(eager[0] / s, 3)
+                    row["equal_decisions_vs_eager"] = sum(a == b for a, b in zip(got, eager[1]))
+            else:
+                eager = s, got
+            emit(**row)
 
     def per_answer_row(self, ways: int) -> None:
         r, items = self.resolver(), self.items(ways, min(self.args.answers, 8), seed=1)
@@ -252,6 +270,8 @@ def parse_args(argv=None):
                    "--overlap: 100)")
     p.add_argument("--answers", type=int, default=32, help="answers resolved together (a VLM batch)")
     p.add_argument("--batch-tokens", type=int, default=resolve.NLI_BATCH_TOKENS, help="padded tokens per forward pass")
+    p.add_argument("--compile", choices=("off", "on", "both"), default="off",
+                   help="resolve rows with the NLI model uncompiled, through torch.compile (--nli-compile), or both")
     p.add_argument("--skip", action="extend", nargs="+", default=[], choices=("per_answer", "agreement"))
     p.add_argument("--overlap", action="store_true", help="time whole VLM + NLI cases without and with --nli-overlap")
     p.add_argument("--tiny", action="store_true", help="--overlap with the smoke VLM and NLI (a functional check)")
@@ -263,6 +283,7 @@ def parse_args(argv=None):
     p.add_argument("--repeats", type=int, default=1, help="--overlap: runs of each mode, alternating (best kept)")
     args = p.parse_args(argv)
     args.ways = args.ways or ("100" if args.overlap else "20,100,1000")
+    args.compile = {"off": (False,), "on": (True,), "both": (False, True)}[args.compile]
     args.batch_size = args.batch_size or (4 if args.tiny else 32)
     try:
         args.ways = tuple(int(w) for w in args.ways.split(","))

@@ -202,6 +202,62 @@ def test_half_precision_resolver_matches_float32_on_clear_answers(nli_model):
     assert compared >= 30
 
 
+# ------------------------------------------------------------------ --nli-compile
+
+def test_the_compiled_model_decides_as_the_model_uncompiled(nli_model, monkeypatch):
+    """torch.compile (inductor, dynamic shapes) on the CPU: the same decisions, scores within float32
+    noise (fused kernels sum in another order), through passes of many shapes (rows x width)."""
+    monkeypatch.setattr(nli, "_PIPELINES", {})
+    ids = list(range(0, 1000, 23))  # 44 candidates
+    items = [(t, ids) for t in TEXTS[:12]]
+    eager = Resolver("nli", LABELS, nli_model=nli_model, device="cpu", nli_batch_tokens=600)
+    compiled = Resolver("nli", LABELS, nli_model=nli_model, device="cpu", nli_batch_tokens=600, nli_compile=True)
+    assert not hasattr(eager.pipeline().model, "_orig_mod") and hasattr(compiled.pipeline().model, "_orig_mod")
+    assert compiled.pipeline().model._orig_mod is not eager.pipeline().model  # its own copy: eager stays eager
+    assert compiled.resolve_many(items) == eager.resolve_many(items)
+    hyps = sorted({LABELS.names[c] for c in ids})
+    pairs = [(t, hyps) for t in TEXTS[:12]]
+    for a, b in zip(entailment_scores(eager.pipeline(), pairs, 600), entailment_scores(compiled.pipeline(), pairs, 600)):
+        assert float((a - b).abs().max()) <= 1e-4 * float(a.abs().max())
+
+
+def test_a_model_that_fails_to_compile_runs_uncompiled_with_one_warning(nli_model, monkeypatch):
+    import torch
+
+    def broken(graph, example_inputs):  # a compiler backend that fails, as inductor does without a C++ compiler
+        raise RuntimeError("no C++ compiler\nsecond line")
+
+    real = torch.compile
+    monkeypatch.setattr(torch, "compile", lambda model, **kw: real(model, **{**kw, "backend": broken}))
+    monkeypatch.setattr(nli, "_PIPELINES", {})
+    torch._dynamo.reset()
+    ids = list(range(5, 1000, 50))
+    eager = Resolver("nli", LABELS, nli_model=nli_model, device="cpu")
+    r = Resolver("nli", LABELS, nli_model=nli_model, device="cpu", nli_compile=True)
+    wrapped = r.pipeline().model
+    with pytest.warns(RuntimeWarning, match="--nli-compile") as caught:
+        got = r.resolve_many([(t, ids) for t in TEXTS[:4]])
+    assert [str(w.message) for w in caught if "--nli-compile" in str(w.message)] == [
+        "--nli-compile: torch.compile failed (RuntimeError: no C++ compiler); the NLI model runs uncompiled"]
+    # the compiler's error, its first line, once: not dynamo's wrapper around it
+    assert r.pipeline().model is wrapped._orig_mod  # uncompiled from then on
+    assert got == eager.resolve_many([(t, ids) for t in TEXTS[:4]])
+    torch._dynamo.reset()
+
+
+def test_the_option_reaches_the_resolver_and_stays_out_of_the_store_key():
+    from test_plan import entry, options
+    from vlmcls import plan
+    from vlmcls.session import BenchSession
+
+    assert options().nli_compile is False and options("--nli-compile").nli_compile is True
+    on, off = plan.spec(entry(), 20, options("--nli-compile")), plan.spec(entry(), 20, options())
+    assert on.nli_compile and not off.nli_compile
+    assert on.key_fields() == off.key_fields()  # speed only: stored rows are reused either way
+    session = BenchSession(None, options("--nli-compile"))
+    assert session.resolver(on).nli_compile and not session.resolver(off).nli_compile
+
+
 # ------------------------------------------------------------------ stage times in the report
 
 class _Talker:

@@ -176,12 +176,14 @@ def test_stage_seconds_add_up_over_calls_and_count_each_stage_from_its_own_start
     assert r.stage_seconds == {"match": 1.375, "nli": 3.375}
 
 
-def test_the_nli_model_is_loaded_with_the_resolvers_model_device_and_dtype(monkeypatch):
+def test_the_nli_model_is_loaded_with_the_resolvers_model_device_dtype_and_compile(monkeypatch):
     calls = []
     monkeypatch.setattr(resolve, "nli_pipeline", lambda *args: calls.append(args) or "pipe")
     assert Resolver("study", LABELS, nli_model="m", device="cpu", nli_dtype="float32").pipeline() == "pipe"
     assert Resolver("study", LABELS).pipeline() == "pipe"
-    assert calls == [("m", "cpu", "float32"), ("facebook/bart-large-mnli", "auto", "auto")]
+    assert Resolver("nli", LABELS, nli_compile=True).pipeline() == "pipe"
+    assert calls == [("m", "cpu", "float32", False), ("facebook/bart-large-mnli", "auto", "auto", False),
+                     ("facebook/bart-large-mnli", "auto", "auto", True)]
 
 
 @pytest.mark.parametrize("kwargs, message", [
@@ -290,7 +292,7 @@ def test_nli_pipeline_loads_once_per_process(nli_model, monkeypatch):
     for _ in range(2):
         r = Resolver("study", LABELS, nli_model=nli_model, device="cpu")
         r.resolve_many([("un gato", ids_of(CATS)), ("ein Hund", ids_of(("pug", "beagle")))])
-    assert loads == [(nli_model, "cpu", "auto")]
+    assert loads == [(nli_model, "cpu", "auto", False)]
 
 
 def test_nli_shared_label_takes_the_first_and_says_so(nli_model):

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import itertools
 import threading
+import warnings
 from typing import Any, Sequence
 
 from vlmcls import devices
@@ -20,16 +21,20 @@ HYPOTHESIS = "This example is {}."  # transformers' default template, as the stu
 # (1,000 pairs of ~26 tokens fit in one pass) and take ~1 GB of activations in half precision.
 NLI_BATCH_TOKENS = 32768
 
-_PIPELINES: dict[tuple[str, str, str], Any] = {}
+_PIPELINES: dict[tuple[str, str, str, bool], Any] = {}
 _PIPELINES_LOCK = threading.Lock()
 
 
-def nli_pipeline(model: str = "facebook/bart-large-mnli", device: str = "auto", dtype: str = "auto") -> Any:
-    """The zero-shot pipeline for (model, device, dtype), loaded once per process."""
+def nli_pipeline(model: str = "facebook/bart-large-mnli", device: str = "auto", dtype: str = "auto",
+                 compile: bool = False) -> Any:
+    """The zero-shot pipeline for (model, device, dtype, compile), loaded once per process. With
+    `compile` its model is wrapped by torch.compile (dynamic shapes: a batch's rows and width vary),
+    which compiles on the first forward pass (--nli-compile)."""
+    key = (model, device, dtype, compile)
     with _PIPELINES_LOCK:
-        if (model, device, dtype) not in _PIPELINES:
-            _PIPELINES[(model, device, dtype)] = _load_pipeline(model, device, dtype)
-        return _PIPELINES[(model, device, dtype)]
+        if key not in _PIPELINES:
+            _PIPELINES[key] = _load_pipeline(model, device, dtype, compile)
+        return _PIPELINES[key]
 
 
 def model_reason(model: str) -> str | None:
@@ -56,7 +61,7 @@ def nli_dtype(device: str, dtype: str = "auto") -> str:
     return devices.pick_dtype(dtype, device, gpu=devices.half_dtype)
 
 
-def _load_pipeline(model: str, device: str, dtype: str = "auto") -> Any:
+def _load_pipeline(model: str, device: str, dtype: str = "auto", compile: bool = False) -> Any:
     import torch
     from transformers import pipeline
 
@@ -64,8 +69,28 @@ def _load_pipeline(model: str, device: str, dtype: str = "auto") -> Any:
 
     path = str(smoke.ensure(model)) if smoke.is_smoke(model) else model
     device = devices.pick_device(device)
-    return pipeline("zero-shot-classification", model=path, device=device,
+    pipe = pipeline("zero-shot-classification", model=path, device=device,
                     dtype=getattr(torch, nli_dtype(device, dtype)))
+    if compile:
+        # the compiled module forwards attributes (config, device) to the model it wraps
+        pipe.model = torch.compile(pipe.model, dynamic=True)
+    return pipe
+
+
+def _forward(pipe: Any, input_ids, mask):
+    """The model's entailment logits; a compiled model that fails to compile (no C++ compiler, an
+    operator inductor lacks) runs uncompiled from then on, with one warning, not a failed case."""
+    from torch._dynamo.exc import TorchDynamoException  # compiling failed (BackendCompilerFailed, InductorError)
+
+    try:
+        return pipe.model(input_ids=input_ids, attention_mask=mask).logits[:, pipe.entailment_id].float()
+    except TorchDynamoException as exc:
+        pipe.model = pipe.model._orig_mod  # the model torch.compile wrapped
+        cause = getattr(exc, "inner_exception", None) or exc  # the compiler's own error, not dynamo's wrapper
+        first = (str(cause).strip().splitlines() or [""])[0][:200]
+        warnings.warn(f"--nli-compile: torch.compile failed ({type(cause).__name__}: {first}); "
+                      "the NLI model runs uncompiled", RuntimeWarning, stacklevel=2)
+        return _forward(pipe, input_ids, mask)
 
 
 def token_batches(lengths: Sequence[int], budget: int) -> list[range]:
@@ -105,7 +130,7 @@ def entailment_scores(pipe: Any, items: Sequence[tuple[str, Sequence[str]]],
     with torch.inference_mode():
         for rows in token_batches(lengths, batch_tokens):
             input_ids, mask = pairs.rows(on_device[rows.start:rows.stop], lengths[rows.stop - 1])
-            chunks.append(pipe.model(input_ids=input_ids, attention_mask=mask).logits[:, pipe.entailment_id].float())
+            chunks.append(_forward(pipe, input_ids, mask))
     scores = torch.empty(len(lengths))
     scores[order] = torch.cat(chunks).cpu()
     return list(scores.split(sizes))

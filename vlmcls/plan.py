@@ -33,6 +33,7 @@ class RunOptions:
     resolver: str = STUDY_RESOLVER
     nli_model: str | None = None
     nli_overlap: bool = False
+    nli_compile: bool = False
     quant: str | None = None
     dtype: str | None = None
     device: str | None = None
@@ -94,6 +95,7 @@ def spec(entry: ModelEntry, ways: int, opts: RunOptions, row: StudyRow | None = 
         seed=opts.seed, prompt=opts.prompt, labels_mode=opts.labels, resolver=opts.resolver,
         nli_model=opts.nli_model or (SMOKE_NLI if entry.smoke else DEFAULT_NLI),
         max_cost=opts.max_cost, refresh=opts.refresh, orders=opts.orders, nli_overlap=opts.nli_overlap,
+        nli_compile=opts.nli_compile,
     )
 
 

@@ -34,7 +34,7 @@ class Resolver:
 
     def __init__(self, mode: str, labels: LabelSet, nli_model: str = "facebook/bart-large-mnli",
                  device: str = "auto", nli_batch_tokens: int = NLI_BATCH_TOKENS, nli_impl: str = "batched",
-                 nli_dtype: str = "auto"):
+                 nli_dtype: str = "auto", nli_compile: bool = False):
         mode = canonical("resolver", mode)  # "thesis", the older name of "study"
         if mode not in MODES:
             raise ValueError(f"unknown resolver mode {mode!r}; choose one of: {', '.join(MODES)}")
@@ -42,7 +42,7 @@ class Resolver:
             raise ValueError(f"unknown NLI implementation {nli_impl!r}; choose 'batched' or 'pipeline'")
         if nli_dtype not in DTYPES:
             raise ValueError(f"unknown NLI dtype {nli_dtype!r}; choose one of: {', '.join(DTYPES)}")
-        self.nli_impl, self.nli_dtype = nli_impl, nli_dtype
+        self.nli_impl, self.nli_dtype, self.nli_compile = nli_impl, nli_dtype, nli_compile
         self.mode, self.labels = mode, labels
         self.nli_model, self.device, self.nli_batch_tokens = nli_model, device, nli_batch_tokens
         self.index = phrase_index(labels)
@@ -50,7 +50,7 @@ class Resolver:
         self.stage_seconds: Counter[str] = Counter()
 
     def pipeline(self) -> Any:
-        return nli_pipeline(self.nli_model, self.device, self.nli_dtype)
+        return nli_pipeline(self.nli_model, self.device, self.nli_dtype, self.nli_compile)
 
     def warm(self) -> None:
         """Load the NLI model ahead of time (it is otherwise loaded by the first answer needing it)."""

@@ -28,7 +28,7 @@ class CaseSpec:
     """Everything that defines a case. `key_fields()` is the part that can change an answer (the
     store key); speed settings, `samples`, `refresh` and `max_cost` stay out of it, and so does
     `orders` (K candidate orders per image): each row carries its order index instead, so a run with
-    K=3 reuses the order-0 rows of a K=1 run. `nli_overlap` (speed only) is out of it too."""
+    K=3 reuses the order-0 rows of a K=1 run. `nli_overlap` and `nli_compile` (speed only) are out of it too."""
 
     model: ModelEntry
     ways: int
@@ -44,6 +44,7 @@ class CaseSpec:
     refresh: bool = False
     orders: int = 1
     nli_overlap: bool = False  # --nli-overlap: resolve window k while the backend answers window k+1
+    nli_compile: bool = False  # --nli-compile: the NLI model through torch.compile
 
     def __post_init__(self) -> None:
         # "thesis", the older name of the study's label mode and resolver, becomes the canonical one

@@ -183,9 +183,10 @@ class BenchSession:
         from .resolve import Resolver
 
         device = spec.settings.device if spec.settings.device.startswith("cuda") else "auto"  # this worker's GPU
-        key = (spec.resolver, spec.nli_model, device)
+        key = (spec.resolver, spec.nli_model, device, spec.nli_compile)
         if key not in self._resolvers:
-            self._resolvers[key] = Resolver(spec.resolver, self.labels, nli_model=spec.nli_model, device=device)
+            self._resolvers[key] = Resolver(spec.resolver, self.labels, nli_model=spec.nli_model, device=device,
+                                            nli_compile=spec.nli_compile)
         return self._resolvers[key]
 
     def run_case(self, run: CaseRun) -> CaseResult:
