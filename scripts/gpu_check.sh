@@ -7,7 +7,7 @@
 # Each measuring script times a bf16 matmul peak in its own process: figures come as MFU and ratios.
 # At most 8 files come back from $OUT: this writes env.txt and one .log per group (vlm, nli, lf, quant,
 # rank), the JSON rows among their lines; the key fields of every row are printed at the end.
-# Dry run on a CPU (~3 min on 2 cores): ARCH=smoke-qwen2-vl BATCH=4 IMAGES=8 LF_IMAGES=8 RANK_BATCH=2 RANK_IMAGES=4 \
+# Dry run on a CPU (~7 min on 2 cores, 2 of them compiling BART-large; NLI_COMPILE=off skips that): ARCH=smoke-qwen2-vl BATCH=4 IMAGES=8 LF_IMAGES=8 RANK_BATCH=2 RANK_IMAGES=4 \
 #   QBATCH=2 QIMAGES=4 NLI_WAYS=20 NLI_ARGS="--device cpu --answers 2" OVERLAP_ARGS="--tiny --device cpu" \
 #   bash scripts/gpu_check.sh
 set -uo pipefail
