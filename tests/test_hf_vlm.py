@@ -385,6 +385,42 @@ def test_static_cache_answers_equal_the_dynamic_cache(name, catalog, built):
 
 
 @pytest.mark.slow
+def test_attn_implementation_reaches_the_parts_it_names_and_keeps_the_answers(catalog, built):
+    """catalog option attn_implementation: one kernel for the whole model, or one per sub-config (e.g.
+    flash-attn for Qwen2-VL's vision tower, whose SDPA path attends image by image in a Python loop).
+    float32 on the CPU: eager and SDPA compute the same attention, so the tokens are the same."""
+    entry, queries = catalog["smoke-qwen2-vl"], _queries(4)
+    default, rows_default, backend = _run(entry, queries, batch_size=2)
+    parts = lambda b: (b.model.config.text_config._attn_implementation, b.model.config.vision_config._attn_implementation)
+    assert parts(backend) == ("sdpa", "sdpa") and not any(n.startswith("attention:") for n in backend.notes)
+    for option, expected in (("eager", ("eager", "eager")), ({"vision_config": "eager"}, ("sdpa", "eager"))):
+        answers, rows, backend = _run(entry, queries, batch_size=2, extra={"attn_implementation": option})
+        assert parts(backend) == expected
+        assert rows == rows_default and [a.text for a in answers] == [a.text for a in default]
+        assert f"attention: {'eager' if option == 'eager' else 'vision_config eager'}" in backend.notes
+
+
+def test_attn_implementation_that_cannot_load_is_one_line_before_loading(catalog, monkeypatch):
+    from vlmcls.backends import hf_load
+
+    monkeypatch.setattr(hf_load, "_importable", lambda module: module in ("torch", "transformers"))
+    reason = lambda value: hf_load.requirements(catalog["smoke-qwen2-vl"], BackendSettings(
+        extra={"attn_implementation": value}), LABELS)
+    assert reason("sdpa") is None and reason({"vision_config": "eager", "text_config": "sdpa"}) is None
+    assert reason("flash_attention_2") == ("option attn_implementation 'flash_attention_2' needs the flash-attn "
+                                           "package (pip install flash-attn)")
+    assert reason({"vision_config": "flash_attention_3"}) == (
+        "option attn_implementation 'flash_attention_3' needs the flash-attn-3 package (pip install flash-attn-3)")
+    assert reason("kernels-community/flash-attn") == (
+        "option attn_implementation 'kernels-community/flash-attn' needs the kernels package (pip install kernels)")
+    for bad in ("flash", {"vision_config": 2}):
+        assert reason(bad).startswith(f"option attn_implementation {(bad if isinstance(bad, str) else 2)!r}: choose "
+                                      "sdpa, eager, flex_attention, flash_attention_2, flash_attention_3, or a hub kernel")
+    with pytest.raises(RuntimeError, match="needs the flash-attn package"):  # load() refuses before any weight loads
+        hf_vlm.load(catalog["smoke-qwen2-vl"], BackendSettings(extra={"attn_implementation": "flash_attention_2"}), LABELS)
+
+
+@pytest.mark.slow
 def test_static_cache_decode_step_compiles_as_one_graph(catalog, built):
     """What static_cache buys on CUDA: transformers compiles the decode step (fullgraph: a graph break
     would raise). Forced here on the CPU, where transformers would not compile by itself: the step is one

@@ -104,7 +104,8 @@ def test_extra_keys_sees_every_lookup_form():
 
 
 # Values each option is happy with, to load every backend's options through a real catalog file.
-SAMPLE_VALUES = {"min_pixels": 3136, "max_pixels": 12544, "rank_chunk": 4, "static_cache": True, "prefetch": 0, "prefetch_process": False, "choice_field": "guided_choice",
+SAMPLE_VALUES = {"min_pixels": 3136, "max_pixels": 12544, "rank_chunk": 4, "static_cache": True, "prefetch": 0, "prefetch_process": False,
+                 "attn_implementation": "eager", "choice_field": "guided_choice",
                  "greedy": False, "max_retry_after_s": 5, "server_cooldown_s": 1.0, "templates": "ensemble",
                  "workers": 1, "image_backend": "pil", "image_path": "processor", "styles": ["{label}!"],
                  "delay_s": 0.0, "crash": False, "load_log": "x.log"}

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import importlib.util
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Mapping
 
 from .. import devices, hub
 
@@ -57,11 +57,33 @@ def _needs_remote_code(entry: "ModelEntry") -> bool:
     return entry.trust_remote_code
 
 
+# catalog option attn_implementation: transformers' attention kernels, by name (or a hub kernel, "org/repo"),
+# and the package each needs beyond torch
+ATTENTION = {"sdpa": None, "eager": None, "flex_attention": None, "flash_attention_2": ("flash_attn", "flash-attn"),
+             "flash_attention_3": ("flash_attn_interface", "flash-attn-3")}
+
+
+def attention_reason(value: Any) -> str | None:
+    """Why catalog option attn_implementation (a name, or a table of sub-config -> name, e.g.
+    {vision_config = "flash_attention_2"}) cannot be used here, or None."""
+    names = value.values() if isinstance(value, Mapping) else [value]
+    for name in names:
+        if not isinstance(name, str) or (name not in ATTENTION and "/" not in name):
+            return (f"option attn_implementation {name!r}: choose {', '.join(ATTENTION)}, or a hub kernel "
+                    "'org/repo' (a table of them per sub-config, e.g. {vision_config = \"flash_attention_2\"})")
+        module, package = ATTENTION.get(name) or (("kernels", "kernels") if "/" in name else (None, None))
+        if module is not None and not _importable(module):
+            return f"option attn_implementation {name!r} needs the {package} package (pip install {package})"
+    return None
+
+
 def requirements(entry: "ModelEntry", settings: "BackendSettings", labels: "LabelSet") -> str | None:
     """One line saying why this model cannot run here, or None. Cheap: imports no torch."""
     for module in ("torch", "transformers"):
         if not _importable(module):
             return f"hf-vlm needs {module} (pip install {module})"
+    if "attn_implementation" in settings.extra and (reason := attention_reason(settings.extra["attn_implementation"])):
+        return reason
     if settings.quant not in ("none", "int8", "nf4"):
         return f"unknown quantization {settings.quant!r} (none, int8 or nf4)"
     if settings.quant != "none" and not _importable("bitsandbytes"):
@@ -129,6 +151,12 @@ def _resolve_path(weights: str) -> str:
 
 
 
+def _attention_text(attention: Any) -> str:
+    if isinstance(attention, Mapping):
+        return ", ".join(f"{k} {v}" for k, v in attention.items())
+    return str(attention)
+
+
 def load_model(entry: "ModelEntry", settings: "BackendSettings") -> tuple[Any, Any, list[str]]:
     """(model, processor, notes for the report) of a catalog entry whose requirements are met."""
     from transformers import AutoProcessor
@@ -143,9 +171,12 @@ def load_model(entry: "ModelEntry", settings: "BackendSettings") -> tuple[Any, A
     quant = _quant_config(settings.quant, dtype)
     if quant is not None:
         kwargs["quantization_config"] = quant
+    attention = settings.extra.get("attn_implementation")
+    if attention is not None:  # e.g. flash-attn: Qwen2-VL's vision tower then attends to all images in one call
+        kwargs["attn_implementation"] = dict(attention) if isinstance(attention, Mapping) else attention
     model = _model_class(path, remote).from_pretrained(path, **kwargs).eval()
     processor = AutoProcessor.from_pretrained(path, trust_remote_code=remote)
-    notes = []
+    notes = [f"attention: {_attention_text(attention)}"] if attention is not None else []
     if remote:
         notes.append(f"{entry.name}: ran the hub's remote code (trust_remote_code)")
     if settings.quant == "int8":

@@ -52,7 +52,7 @@ _API = ("choice_field", "greedy", "max_retry_after_s", "server_cooldown_s")
 _BASELINE = ("templates", "workers", "image_backend", "image_path")
 
 BACKENDS: dict[str, BackendInfo] = {b.name: b for b in (
-    BackendInfo("hf-vlm", "vlmcls.backends.hf_vlm", ("min_pixels", "max_pixels", "rank_chunk", "static_cache", "prefetch", "prefetch_process"), "local",
+    BackendInfo("hf-vlm", "vlmcls.backends.hf_vlm", ("min_pixels", "max_pixels", "rank_chunk", "static_cache", "prefetch", "prefetch_process", "attn_implementation"), "local",
                 "generative", constrained=True, rank=True, quantized=True),
     BackendInfo("openai", "vlmcls.backends.api", _API, "served", "generative", rank=True),
     BackendInfo("openai-compatible", "vlmcls.backends.api", _API, "served", "generative", constrained=True,
