@@ -87,3 +87,110 @@ def test_candidate_sets_hold_the_true_class_and_distinct_distractors(ways):
             assert len(set(cs.class_ids)) == ways and true in cs.class_ids
             assert all(0 <= c < n_classes for c in cs.class_ids)
             assert candidate_set(sid, true, ways, n_classes, seed) == cs  # depends on its inputs only
+
+
+# ---------------------------------------------------------------- bootstrap intervals against a reference
+def sklearn_f1s(y_true: np.ndarray, y_pred: np.ndarray) -> list[float]:
+    """F1 under each of AVERAGES straight from scikit-learn (not through metrics.averaged)."""
+    from sklearn.metrics import f1_score
+
+    union = np.union1d(y_true, y_pred[y_pred != metrics.UNRESOLVED])
+    by = {"present": f1_score(y_true, y_pred, labels=np.unique(y_true), average="macro", zero_division=0),
+          "union": f1_score(y_true, y_pred, labels=union, average="macro", zero_division=0),
+          "weighted": f1_score(y_true, y_pred, labels=union, average="weighted", zero_division=0)}
+    return [float(by[a]) for a in AVERAGES]
+
+
+def percentile(values, q: float) -> float:
+    """Linear interpolation between the order statistics at rank q/100 * (n - 1) (numpy's default, by hand)."""
+    s = sorted(values)
+    pos = q / 100 * (len(s) - 1)
+    lo = int(pos)
+    return s[lo] + (s[min(lo + 1, len(s) - 1)] - s[lo]) * (pos - lo)
+
+
+def reference_bootstrap(y_true, y_pred, seed, rounds, f1s):
+    """Percentile 95 % intervals over `rounds` resamples drawn as documented: rng = default_rng(seed),
+    each round n indices with rng.integers(0, n, size=n)."""
+    rng = np.random.default_rng(seed)
+    accs, f1 = [], []
+    for _ in range(rounds):
+        i = rng.integers(0, len(y_true), size=len(y_true))
+        accs.append(sum(int(a == b) for a, b in zip(y_true[i], y_pred[i])) / len(i))
+        f1.append(f1s(y_true[i], y_pred[i]))
+    acc_ci = (percentile(accs, 2.5), percentile(accs, 97.5))
+    return acc_ci, {a: (percentile([r[k] for r in f1], 2.5), percentile([r[k] for r in f1], 97.5))
+                    for k, a in enumerate(AVERAGES)}
+
+
+def random_arrays(seed: int, n: int = 60, classes: int = 8) -> tuple[np.ndarray, np.ndarray]:
+    """Class 0 among the true and predicted classes, unresolved (-1) answers, and classes predicted
+    but never true (classes .. classes + 2)."""
+    rng = np.random.default_rng(100 + seed)
+    y_true = rng.integers(0, classes, size=n)
+    r = rng.random(n)
+    y_pred = np.where(r < 0.45, y_true, np.where(r < 0.6, metrics.UNRESOLVED, rng.integers(0, classes + 3, size=n)))
+    return y_true, y_pred
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_the_numpy_f1_equals_scikit_learn_on_resamples(seed):
+    y_true, y_pred = random_arrays(seed)
+    size = int(max(y_true.max(), y_pred.max())) + 1
+    rng = np.random.default_rng(seed)
+    for _ in range(10):
+        i = rng.integers(0, len(y_true), size=len(y_true))
+        assert metrics.f1_by_average(y_true[i], y_pred[i], size) == pytest.approx(sklearn_f1s(y_true[i], y_pred[i]))
+    # by hand (TRUE/PRED above): per-class F1 2/3, 1/2, 0 (true classes) and 0 for class 3 (predicted only)
+    y_pred = np.array([metrics.UNRESOLVED if p is None else p for p in PRED])
+    assert metrics.f1_by_average(np.array(TRUE), y_pred, 4) == pytest.approx(tuple(BY_HAND[a][2] for a in AVERAGES))
+
+
+@pytest.mark.parametrize("seed", [0, 3])
+def test_bootstrap_intervals_equal_a_scikit_learn_reference(seed):
+    y_true, y_pred = random_arrays(seed)
+    acc_ci, f1_cis = metrics.bootstrap(y_true, y_pred, seed=seed, rounds=40)
+    want_acc, want_f1 = reference_bootstrap(y_true, y_pred, seed, 40, sklearn_f1s)
+    assert acc_ci == pytest.approx(want_acc) and list(f1_cis) == list(AVERAGES)
+    for a in AVERAGES:
+        assert f1_cis[a] == pytest.approx(want_f1[a]), a
+
+
+def test_compute_takes_1000_seeded_rounds():
+    y_true, y_pred = random_arrays(5, n=40)
+    preds = [pred(i, int(t), None if p == metrics.UNRESOLVED else int(p)) for i, (t, p) in enumerate(zip(y_true, y_pred))]
+    size = int(max(y_true.max(), y_pred.max())) + 1
+    # F1 of each resample by the numpy function the test above holds to scikit-learn (1,000 scikit-learn calls cost seconds)
+    acc_ci, f1_cis = reference_bootstrap(y_true, y_pred, 7, 1000, lambda t, p: metrics.f1_by_average(t, p, size))
+    m = metrics.compute(preds, seed=7)
+    assert m.accuracy_ci == pytest.approx(acc_ci) and m.f1_ci == pytest.approx(f1_cis["present"])
+    for a in AVERAGES:
+        assert m.conventions[a]["f1_ci"] == pytest.approx(f1_cis[a]), a
+    assert metrics.bootstrap(y_true, y_pred) == metrics.bootstrap(y_true, y_pred, seed=0, rounds=1000)
+    default, zero = metrics.compute(preds), metrics.compute(preds, seed=0)
+    assert (default.accuracy_ci, default.f1_ci) == (zero.accuracy_ci, zero.f1_ci) != (m.accuracy_ci, m.f1_ci)
+
+
+def test_errors_and_unresolved_are_counted_apart_and_both_wrong():
+    rows = PREDS + [Prediction("e1", 0, "c0", ("a", "b"), None, None, None, "error", error="timeout"),
+                    Prediction("e2", 1, "c1", ("a", "b"), None, None, None, "error", error="HTTP 500")]
+    m = metrics.compute(rows)
+    assert (m.n, m.unresolved, m.errors) == (7, 1, 2) and m.accuracy == pytest.approx(2 / 7)
+    with pytest.raises(ValueError, match="^no predictions to score$"):
+        metrics.compute([])
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_every_convention_equals_scikit_learn_with_its_labels_spelled_out(seed):
+    """Predicted-only classes and unresolved answers at once (the example by hand has one of each, and
+    there the union with -1 happens to have as many classes as the union with class 3)."""
+    from sklearn.metrics import precision_recall_fscore_support
+
+    y_true, y_pred = random_arrays(seed)
+    true_classes = sorted(set(y_true.tolist()))
+    union = sorted(set(y_true.tolist()) | set(y_pred.tolist()) - {metrics.UNRESOLVED})
+    assert len(union) > len(true_classes) and (y_pred == metrics.UNRESOLVED).any()
+    for average, labels, how in [("present", true_classes, "macro"), ("union", union, "macro"),
+                                 ("weighted", union, "weighted")]:
+        p, r, f, _ = precision_recall_fscore_support(y_true, y_pred, labels=labels, average=how, zero_division=0)
+        assert metrics.averaged(y_true, y_pred, average) == pytest.approx((p, r, f)), average
