@@ -245,6 +245,39 @@ def test_a_model_that_fails_to_compile_runs_uncompiled_with_one_warning(nli_mode
     torch._dynamo.reset()
 
 
+def test_the_case_notes_say_what_nli_compile_did(nli_model, monkeypatch):
+    """A case whose answers reached the NLI model says whether it ran compiled (dynamo with its eager
+    backend here: a real compiled module, without inductor's minutes) or fell back; one with no NLI
+    answer says nothing."""
+    import dataclasses
+
+    import torch
+
+    def broken(graph, example_inputs):
+        raise RuntimeError("no C++ compiler")
+
+    real = torch.compile
+    entry = ModelEntry(name="talker", backend="echo", weights="smoke:echo", smoke=True)
+    spec = CaseSpec(model=entry, ways=20, settings=BackendSettings(batch_size=4), resolver="study", nli_model=nli_model,
+                    nli_compile=True)
+    samples = [Sample(f"s{i}", i * 7, _jpeg()) for i in range(4)]
+
+    def notes(backend, case=spec) -> list[str]:
+        monkeypatch.setattr(torch, "compile", lambda model, **kw: real(model, **{**kw, "backend": backend}))
+        monkeypatch.setattr(nli, "_PIPELINES", {})
+        torch._dynamo.reset()
+        resolver = Resolver(case.resolver, LABELS, nli_model=nli_model, device="cpu", nli_compile=True)
+        return [n for n in CaseRunner(case, LABELS, _Talker(), resolver, None).run(samples).notes if "nli-compile" in n]
+
+    assert notes("eager") == ["--nli-compile: the NLI model ran through torch.compile (compiled by the process's "
+                              "first NLI pass, whose time is in the resolver's NLI seconds)"]
+    with pytest.warns(RuntimeWarning, match="--nli-compile"):
+        assert notes(broken) == ["--nli-compile: torch.compile failed (RuntimeError: no C++ compiler); the NLI model "
+                                 "ran uncompiled"]
+    assert notes("eager", dataclasses.replace(spec, resolver="exact")) == []  # nothing reached the NLI model
+    torch._dynamo.reset()
+
+
 def test_the_option_reaches_the_resolver_and_stays_out_of_the_store_key():
     from test_plan import entry, options
     from vlmcls import plan

@@ -88,7 +88,8 @@ def _forward(pipe: Any, input_ids, mask):
         pipe.model = pipe.model._orig_mod  # the model torch.compile wrapped
         cause = getattr(exc, "inner_exception", None) or exc  # the compiler's own error, not dynamo's wrapper
         first = (str(cause).strip().splitlines() or [""])[0][:200]
-        warnings.warn(f"--nli-compile: torch.compile failed ({type(cause).__name__}: {first}); "
+        pipe.compile_error = f"{type(cause).__name__}: {first}"  # the case notes say it too (compile_note)
+        warnings.warn(f"--nli-compile: torch.compile failed ({pipe.compile_error}); "
                       "the NLI model runs uncompiled", RuntimeWarning, stacklevel=2)
         return _forward(pipe, input_ids, mask)
 

@@ -116,8 +116,8 @@ def add_options(parser) -> None:
         help="study/nli resolver: resolve each window of answers in a thread while the model answers the next "
              "(off by default until measured on a GPU: bench/perf_nli.py --overlap; ignored with --max-cost)")
     add("--nli-compile", action="store_true", default=False,
-        help="study/nli resolver: compile the NLI model with torch.compile (once per process, ~1 min for "
-             "BART-large; same decisions; off by default until measured on a GPU: bench/perf_nli.py --compile both)")
+        help="study/nli resolver: compile the NLI model with torch.compile (once per process: ~2 min for "
+             "BART-large on a 2-core CPU; same decisions; off by default until measured on a GPU: bench/perf_nli.py --compile both)")
     add("--quant", type=choice("--quant", QUANTS), default=None, help="local VLM quantization (default: the catalog's; with --study the study's per row)")
     add("--dtype", type=choice("--dtype", DTYPES, DTYPE_ALIASES), default=None,
         help="local model dtype: auto (bfloat16 on CUDA, float32 on the CPU; the default), bfloat16 (bf16), "

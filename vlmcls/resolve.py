@@ -52,6 +52,14 @@ class Resolver:
     def pipeline(self) -> Any:
         return nli_pipeline(self.nli_model, self.device, self.nli_dtype, self.nli_compile)
 
+    def compile_note(self) -> str:
+        """What --nli-compile did, for the notes of a case whose answers reached the NLI model."""
+        error = getattr(self.pipeline(), "compile_error", None)
+        if error:
+            return f"--nli-compile: torch.compile failed ({error}); the NLI model ran uncompiled"
+        return ("--nli-compile: the NLI model ran through torch.compile (compiled by the process's first NLI "
+                "pass, whose time is in the resolver's NLI seconds)")
+
     def warm(self) -> None:
         """Load the NLI model ahead of time (it is otherwise loaded by the first answer needing it)."""
         if self.mode in NLI_RESOLVERS:

@@ -289,6 +289,8 @@ class CaseRunner:
         notes = list(getattr(self.backend, "notes", []))
         if overlap and fresh:
             notes.append(OVERLAP_NOTE)
+        if self.spec.nli_compile and self.stage_seconds.get("nli"):
+            notes.append(self.resolver.compile_note())
         by_key = {**done, **{row_key(p.sample_id, p.order): p for p in fresh}}
         rows = [by_key[_key(s)] for s in items if _key(s) in by_key]
         preds = [p for p in rows if p.order == 0]
