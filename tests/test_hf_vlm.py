@@ -507,10 +507,10 @@ def test_perf_profile_adds_one_profiled_batch_to_each_batched_row(built, capsys)
                "--device", "cpu", "--layout", "image-first", "--cache", "dynamic,static", "--profile"])
     rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert [(r["part"], r.get("batch_size"), r.get("cache")) for r in rows] == [
-        ("env", None, None), ("hf_vlm_generate", 1, "dynamic"), ("hf_vlm_generate", 1, "static"),
-        ("hf_vlm_generate", 2, "dynamic"), ("profile", 2, "dynamic"), ("hf_vlm_generate", 2, "static")]
-    profiled = rows[4]
-    assert "error" not in profiled and profiled["wall_s"] > 0 and rows[3]["images_per_s"] > 0
+        ("env", None, None), ("hf_vlm_generate", 1, "dynamic"), ("hf_vlm_generate", 2, "dynamic"),
+        ("profile", 2, "dynamic"), ("hf_vlm_generate", 1, "static"), ("hf_vlm_generate", 2, "static")]
+    profiled = rows[3]
+    assert "error" not in profiled and profiled["wall_s"] > 0 and rows[2]["images_per_s"] > 0
     assert (profiled["ways"], profiled["layout"], profiled["cache"]) == (5, "image-first", "dynamic")
     assert any(op["name"] in ("aten::mm", "aten::addmm", "aten::linear") for op in profiled["host_top"])
 
@@ -534,6 +534,24 @@ def test_perf_prefetch_rows_compare_with_the_default_prefetch(built, capsys):
         assert row["errors"] == 0 and row["prompt_tokens"] == default["prompt_tokens"]
     with pytest.raises(SystemExit):
         perf.parse_args(["--prefetch", "-1"])
+
+
+def test_perf_rows_run_every_dynamic_cache_row_before_the_static_cache_compiles():
+    """A GPU call's timeout should cost the static-cache rows (their first batch compiles) and not the
+    default's: the grid runs the cache outermost within a layout, then N, batch size and prefetch."""
+    from vlmcls import perf
+
+    args = perf.parse_args(["--ways", "20,100", "--batch-sizes", "1,128", "--cache", "dynamic,static",
+                            "--prefetch", "2,2p", "--layout", "image-first,labels-first"])
+    rows = perf._grid(args)
+    assert len(rows) == len(set(rows)) == 2 * 2 * 2 * 2 * 2  # every combination once
+    for layout in ("image-first", "labels-first"):
+        mine = [r for r in rows if r[0] == layout]
+        assert [r[1] for r in mine] == ["dynamic"] * 8 + ["static"] * 8
+        assert [r[2] for r in mine[:8]] == [20] * 4 + [100] * 4
+        assert mine[:4] == [(layout, "dynamic", 20, 1, 2), (layout, "dynamic", 20, 1, "2p"),
+                            (layout, "dynamic", 20, 128, 2), (layout, "dynamic", 20, 128, "2p")]
+    assert rows.index(("labels-first", "dynamic", 20, 1, 2)) == 16  # the study's layout first: labels-first compares with it
 
 
 def test_requirements_remote_code_and_missing_weights_are_said_together():

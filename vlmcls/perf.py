@@ -54,6 +54,7 @@ each image gets its own seeded candidate set.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import random
 import sys
@@ -322,50 +323,55 @@ def run_arch(arch: str, entry: ModelEntry, args, names, device: str, out) -> Non
         models.release()
 
 
+def _grid(args) -> list[tuple]:
+    """(layout, cache, N, batch size, prefetch) of each row, in run order: the cache outermost, so that
+    every N's dynamic-cache rows (the default) come before the static cache's, whose first batches
+    compile: a caller's timeout costs those first."""
+    return [(layout, cache, ways, b, f) for layout in args.layout for cache in getattr(args, "cache", ("dynamic",))
+            for ways in args.ways for b in args.batch_sizes for f in getattr(args, "prefetch", (PREFETCH,))]
+
+
 def run_grid(arch, quant, model, processor, settings, args, names, out, load_notes) -> None:
     peak = getattr(args, "peak_tflops", None)
     fixed = [b for b in args.batch_sizes if b != "auto"] or [32]
     images = synthetic_images(args.images or max(8, 2 * max(fixed)), args.image_size)
     results: dict[tuple, float] = {}
-    for layout in args.layout:
-        for ways in args.ways:
-            queries = make_queries(names, min(ways, len(names)), layout, images)
-            grid = [(b, c, f) for b in args.batch_sizes for c in getattr(args, "cache", ("dynamic",))
-                    for f in getattr(args, "prefetch", (PREFETCH,))]
-            for batch_size, cache, prefetch in grid:
-                s = _settings_for(settings.with_(layout=layout, extra={
-                    **settings.extra, **_prefetch_options(prefetch), "static_cache": cache == "static"}), batch_size)
-                # transformers keeps the largest static cache length of earlier calls: each row sizes its own
-                model._previous_max_cache_length = -1
-                if "generate" not in getattr(args, "resolver", ("generate",)):
-                    _rank_row(arch, quant, model, processor, s, queries, batch_size, ways, None, out)
-                    continue
-                row, backend = measure(model, processor, s, queries[:B1_IMAGES] if batch_size == 1 else queries,
-                                       args.new_tokens)
-                row["mfu"] = _sig(row["tflop_per_image"] * row["images_per_s"] / peak) if peak else None
-                results[(layout, ways, batch_size, cache, prefetch)] = row["images_per_s"]
-                b1 = results.get((layout, ways, 1, cache, prefetch))
-                study = results.get((STUDY_LAYOUT, ways, batch_size, cache, prefetch))
-                dynamic = results.get((layout, ways, batch_size, "dynamic", prefetch))
-                default = results.get((layout, ways, batch_size, cache, PREFETCH))
-                emit(dict(part="hf_vlm_generate", arch=arch, ways=ways, batch_size=batch_size, quant=quant,
-                          layout=layout, cache=cache, prefetch=prefetch, device=settings.device, **row,
-                          speedup_vs_dynamic=round(row["images_per_s"] / dynamic, 2)
-                          if dynamic and cache != "dynamic" else None,
-                          speedup_vs_prefetch_default=round(row["images_per_s"] / default, 2)
-                          if default and prefetch != PREFETCH else None,
-                          speedup_vs_b1=round(row["images_per_s"] / b1, 2) if b1 else None,
-                          speedup_vs_image_first=round(row["images_per_s"] / study, 2)
-                          if study and layout != STUDY_LAYOUT else None,
-                          load_notes=load_notes), out)
-                # not static-cache rows: a profiler around CUDA-graph replays is unproven here, and a hang
-                # there would cost the rows after it
-                if getattr(args, "profile", False) and batch_size != 1 and cache == "dynamic" and prefetch == PREFETCH:
-                    emit(dict(part="profile", arch=arch, ways=ways, batch_size=batch_size, quant=quant, layout=layout,
-                              cache=cache, **profile_batch(backend, queries, args.new_tokens)), out)
-                backend.stop_workers()
-                if "rank" in getattr(args, "resolver", ()):
-                    _rank_row(arch, quant, model, processor, s, queries, batch_size, ways, row["images_per_s"], out)
+    queries_for = functools.cache(lambda layout, ways: make_queries(names, min(ways, len(names)), layout, images))
+    for layout, cache, ways, batch_size, prefetch in _grid(args):
+        queries = queries_for(layout, ways)
+        s = _settings_for(settings.with_(layout=layout, extra={
+            **settings.extra, **_prefetch_options(prefetch), "static_cache": cache == "static"}), batch_size)
+        # transformers keeps the largest static cache length of earlier calls: each row sizes its own
+        model._previous_max_cache_length = -1
+        if "generate" not in getattr(args, "resolver", ("generate",)):
+            _rank_row(arch, quant, model, processor, s, queries, batch_size, ways, None, out)
+            continue
+        row, backend = measure(model, processor, s, queries[:B1_IMAGES] if batch_size == 1 else queries,
+                               args.new_tokens)
+        row["mfu"] = _sig(row["tflop_per_image"] * row["images_per_s"] / peak) if peak else None
+        results[(layout, ways, batch_size, cache, prefetch)] = row["images_per_s"]
+        b1 = results.get((layout, ways, 1, cache, prefetch))
+        study = results.get((STUDY_LAYOUT, ways, batch_size, cache, prefetch))
+        dynamic = results.get((layout, ways, batch_size, "dynamic", prefetch))
+        default = results.get((layout, ways, batch_size, cache, PREFETCH))
+        emit(dict(part="hf_vlm_generate", arch=arch, ways=ways, batch_size=batch_size, quant=quant,
+                  layout=layout, cache=cache, prefetch=prefetch, device=settings.device, **row,
+                  speedup_vs_dynamic=round(row["images_per_s"] / dynamic, 2)
+                  if dynamic and cache != "dynamic" else None,
+                  speedup_vs_prefetch_default=round(row["images_per_s"] / default, 2)
+                  if default and prefetch != PREFETCH else None,
+                  speedup_vs_b1=round(row["images_per_s"] / b1, 2) if b1 else None,
+                  speedup_vs_image_first=round(row["images_per_s"] / study, 2)
+                  if study and layout != STUDY_LAYOUT else None,
+                  load_notes=load_notes), out)
+        # not static-cache rows: a profiler around CUDA-graph replays is unproven here, and a hang
+        # there would cost the rows after it
+        if getattr(args, "profile", False) and batch_size != 1 and cache == "dynamic" and prefetch == PREFETCH:
+            emit(dict(part="profile", arch=arch, ways=ways, batch_size=batch_size, quant=quant, layout=layout,
+                      cache=cache, **profile_batch(backend, queries, args.new_tokens)), out)
+        backend.stop_workers()
+        if "rank" in getattr(args, "resolver", ()):
+            _rank_row(arch, quant, model, processor, s, queries, batch_size, ways, row["images_per_s"], out)
 
 
 def _rank_row(arch, quant, model, processor, settings, queries, batch_size, ways, generate_ips, out) -> None:
