@@ -26,8 +26,9 @@ def preds(n: int, correct: int, errors: int = 0, error: str = "HTTP 500: boom") 
     out = []
     for i in range(n):
         err = error if i >= n - errors else None
-        pred = None if err else (i % 10 if i < correct else (i + 1) % 10)
-        out.append(Prediction(f"s{i}", i % 10, f"c{i % 10}", ("a", "b"), "x", pred, None, "error" if err else "match", error=err))
+        pred = None if err is not None else (i % 10 if i < correct else (i + 1) % 10)  # "" is an error too
+        out.append(Prediction(f"s{i}", i % 10, f"c{i % 10}", ("a", "b"), "x", pred, None,
+                              "error" if err is not None else "match", error=err))
     return out
 
 

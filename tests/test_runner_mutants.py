@@ -8,7 +8,6 @@ seconds chosen here), rows are read back from the store with the sqlite3 module,
 from __future__ import annotations
 
 import contextlib
-import io
 import json
 import sqlite3
 import types
@@ -17,8 +16,8 @@ from collections import Counter
 import pytest
 from PIL import Image
 
+from test_nli_overlap import ECHO, _jpeg, samples
 from vlmcls import pipeline
-from vlmcls.catalog import ModelEntry
 from vlmcls.labels import imagenet_labelset
 from vlmcls.runner import CaseResult, CaseRunner, CaseSpec
 from vlmcls.settings import BackendSettings
@@ -26,17 +25,6 @@ from vlmcls.store import Store
 from vlmcls.types import Answer, Prediction, Resolution, Sample
 
 LABELS = imagenet_labelset()
-ECHO = ModelEntry(name="echo", backend="echo", weights="smoke:echo", smoke=True)
-
-
-def _jpeg(color) -> bytes:
-    buf = io.BytesIO()
-    Image.new("RGB", (24, 24), color).save(buf, "JPEG")
-    return buf.getvalue()
-
-
-def samples(n: int) -> list[Sample]:
-    return [Sample(f"s{i}", (i * 37) % 1000, _jpeg((i * 40 % 255, 80, 160))) for i in range(n)]
 
 
 class Scripted:

@@ -15,12 +15,11 @@ from pathlib import Path
 
 import pytest
 
-from vlmcls import gate, metrics
-from vlmcls.catalog import ModelEntry
+from test_gate import preds, result, spec
+from vlmcls import gate
 from vlmcls.report import spec_fields
 from vlmcls.report.runs import Run
-from vlmcls.runner import CaseResult, CaseSpec
-from vlmcls.settings import BackendSettings
+from vlmcls.runner import CaseResult
 from vlmcls.store import Store, _retry_locked, case_key
 from vlmcls.types import Prediction
 
@@ -210,27 +209,6 @@ def test_other_errors_are_raised_at_once_and_a_lock_that_stays_is_given_up(tmp_p
 
 
 # ================================================================ gate.py
-def spec(threshold: float | None = None, smoke: bool = False) -> CaseSpec:
-    model = ModelEntry(name="m", backend="echo", weights="smoke:echo", smoke=smoke,
-                       thresholds={} if threshold is None else {20: threshold})
-    return CaseSpec(model=model, ways=20, settings=BackendSettings())
-
-
-def preds(n: int, correct: int, errors: int = 0, error: str = "HTTP 500: boom") -> list[Prediction]:
-    """`correct` right answers, then wrong ones, the last `errors` of them error rows."""
-    out = []
-    for i in range(n):
-        err = error if i >= n - errors else None
-        pred = None if err is not None else (i % 10 if i < correct else (i + 1) % 10)
-        out.append(Prediction(f"s{i}", i % 10, f"c{i % 10}", ("a", "b"), "x", pred, None,
-                              "error" if err is not None else "match", error=err))
-    return out
-
-
-def result(s: CaseSpec, p: list[Prediction], **kw) -> CaseResult:
-    return CaseResult(spec=s, predictions=p, metrics=metrics.compute(p) if p else None, images_per_s=None, **kw)
-
-
 def accuracy_reason(r: CaseResult, threshold: float) -> str:
     lo, hi = r.metrics.accuracy_ci
     return (f"{r.spec.case_id}: accuracy {r.metrics.accuracy:.3f} (95% CI {lo:.4f}-{hi:.4f}, n={r.metrics.n}): "
