@@ -1,4 +1,4 @@
-"""Properties of the case gates (vlmcls/gate.py `judge`), on real bootstrap intervals.
+"""Properties of the case gates (vlmcls/gate.py `judge`), on real intervals (exact, Clopper-Pearson).
 
 The accuracy gate fails a case only when the *upper* end of its 95 % interval lies below the
 threshold, so a small sample does not fail a good model by chance. The tests sit next to the

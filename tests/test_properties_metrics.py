@@ -2,6 +2,8 @@
 properties over many (seed, sample, N). Found missing by mutation testing (see README, Testing)."""
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 
@@ -110,17 +112,14 @@ def percentile(values, q: float) -> float:
 
 
 def reference_bootstrap(y_true, y_pred, seed, rounds, f1s):
-    """Percentile 95 % intervals over `rounds` resamples drawn as documented: rng = default_rng(seed),
-    each round n indices with rng.integers(0, n, size=n)."""
+    """Percentile 95 % intervals of F1 over `rounds` resamples drawn as documented: rng =
+    default_rng(seed), each round n indices with rng.integers(0, n, size=n)."""
     rng = np.random.default_rng(seed)
-    accs, f1 = [], []
+    f1 = []
     for _ in range(rounds):
         i = rng.integers(0, len(y_true), size=len(y_true))
-        accs.append(sum(int(a == b) for a, b in zip(y_true[i], y_pred[i])) / len(i))
         f1.append(f1s(y_true[i], y_pred[i]))
-    acc_ci = (percentile(accs, 2.5), percentile(accs, 97.5))
-    return acc_ci, {a: (percentile([r[k] for r in f1], 2.5), percentile([r[k] for r in f1], 97.5))
-                    for k, a in enumerate(AVERAGES)}
+    return {a: (percentile([r[k] for r in f1], 2.5), percentile([r[k] for r in f1], 97.5)) for k, a in enumerate(AVERAGES)}
 
 
 def random_arrays(seed: int, n: int = 60, classes: int = 8) -> tuple[np.ndarray, np.ndarray]:
@@ -149,11 +148,11 @@ def test_the_numpy_f1_equals_scikit_learn_on_resamples(seed):
 @pytest.mark.parametrize("seed", [0, 3])
 def test_bootstrap_intervals_equal_a_scikit_learn_reference(seed):
     y_true, y_pred = random_arrays(seed)
-    acc_ci, f1_cis = metrics.bootstrap(y_true, y_pred, seed=seed, rounds=40)
-    want_acc, want_f1 = reference_bootstrap(y_true, y_pred, seed, 40, sklearn_f1s)
-    assert acc_ci == pytest.approx(want_acc) and list(f1_cis) == list(AVERAGES)
+    f1_cis = metrics.bootstrap(y_true, y_pred, seed=seed, rounds=40)
+    want = reference_bootstrap(y_true, y_pred, seed, 40, sklearn_f1s)
+    assert list(f1_cis) == list(AVERAGES)
     for a in AVERAGES:
-        assert f1_cis[a] == pytest.approx(want_f1[a]), a
+        assert f1_cis[a] == pytest.approx(want[a]), a
 
 
 def test_compute_takes_1000_seeded_rounds():
@@ -161,14 +160,68 @@ def test_compute_takes_1000_seeded_rounds():
     preds = [pred(i, int(t), None if p == metrics.UNRESOLVED else int(p)) for i, (t, p) in enumerate(zip(y_true, y_pred))]
     size = int(max(y_true.max(), y_pred.max())) + 1
     # F1 of each resample by the numpy function the test above holds to scikit-learn (1,000 scikit-learn calls cost seconds)
-    acc_ci, f1_cis = reference_bootstrap(y_true, y_pred, 7, 1000, lambda t, p: metrics.f1_by_average(t, p, size))
+    f1_cis = reference_bootstrap(y_true, y_pred, 7, 1000, lambda t, p: metrics.f1_by_average(t, p, size))
     m = metrics.compute(preds, seed=7)
-    assert m.accuracy_ci == pytest.approx(acc_ci) and m.f1_ci == pytest.approx(f1_cis["present"])
+    assert m.f1_ci == pytest.approx(f1_cis["present"])
     for a in AVERAGES:
         assert m.conventions[a]["f1_ci"] == pytest.approx(f1_cis[a]), a
     assert metrics.bootstrap(y_true, y_pred) == metrics.bootstrap(y_true, y_pred, seed=0, rounds=1000)
     default, zero = metrics.compute(preds), metrics.compute(preds, seed=0)
-    assert (default.accuracy_ci, default.f1_ci) == (zero.accuracy_ci, zero.f1_ci) != (m.accuracy_ci, m.f1_ci)
+    assert default.f1_ci == zero.f1_ci != m.f1_ci
+    # the accuracy interval is exact: no resampling, so no seed moves it
+    assert default.accuracy_ci == m.accuracy_ci == metrics.accuracy_interval(int(np.sum(y_true == y_pred)), 40)
+
+
+# ---------------------------------------------------------------- the exact accuracy interval
+def log_pmf(k: int, n: int, p: float) -> float:
+    return math.lgamma(n + 1) - math.lgamma(k + 1) - math.lgamma(n - k + 1) + k * math.log(p) + (n - k) * math.log1p(-p)
+
+
+def tail(n: int, p: float, ks) -> float:
+    """P(X in ks) for X ~ Binomial(n, p), from the pmf in logs (comb(1600, 800) overflows a float)."""
+    return sum(math.exp(log_pmf(k, n, p)) for k in ks)
+
+
+def solve(f, lo: float = 0.0, hi: float = 1.0) -> float:
+    """The root of a function that is positive at lo and negative at hi, by 60 bisections."""
+    for _ in range(60):
+        mid = (lo + hi) / 2
+        lo, hi = (mid, hi) if f(mid) > 0 else (lo, mid)
+    return (lo + hi) / 2
+
+
+def clopper_pearson(k: int, n: int) -> tuple[float, float]:
+    """By its definition: the upper bound is the p at which seeing k or fewer hits has probability
+    2.5 %, the lower bound the p at which k or more has 2.5 %."""
+    lo = 0.0 if k == 0 else solve(lambda p: 0.025 - tail(n, p, range(k, n + 1)), 1e-12, 1 - 1e-12)
+    hi = 1.0 if k == n else solve(lambda p: tail(n, p, range(k + 1)) - 0.025, 1e-12, 1 - 1e-12)
+    return lo, hi
+
+
+@pytest.mark.parametrize("k, n", [(0, 32), (1, 32), (16, 32), (29, 32), (32, 32), (7, 10), (1450, 1600), (9000, 10000)])
+def test_the_accuracy_interval_is_clopper_pearson_by_its_definition(k, n):
+    assert metrics.accuracy_interval(k, n) == pytest.approx(clopper_pearson(k, n), abs=1e-9)
+
+
+@pytest.mark.parametrize("n", [10, 20, 32, 100])
+def test_each_accuracy_bound_misses_the_true_accuracy_at_most_2_5_percent_of_the_time(n):
+    """What the gate relies on: a model whose true accuracy is the threshold fails (upper bound below
+    it) with probability at most 2.5 %, for any n. Exact, summed over every k. The percentile bootstrap
+    this replaced put its lower bound above a true 0.9 with probability 0.156 at n = 32."""
+    bounds = [metrics.accuracy_interval(k, n) for k in range(n + 1)]
+    for p in [0.02, 0.1, 0.3, 0.5, 0.7, 0.8, 0.9, 0.95, 0.99]:
+        assert tail(n, p, [k for k, (_, hi) in enumerate(bounds) if hi < p]) <= 0.025, p
+        assert tail(n, p, [k for k, (lo, _) in enumerate(bounds) if lo > p]) <= 0.025, p
+
+
+def test_compute_scores_accuracy_over_every_row_errors_included():
+    rows = PREDS + [Prediction("e1", 0, "c0", ("a", "b"), None, None, None, "error", error="timeout")]
+    m = metrics.compute(rows)
+    # 2 right of 6: the unresolved answer and the error row are in n and both wrong
+    assert m.accuracy_ci == metrics.accuracy_interval(2, 6) == pytest.approx(clopper_pearson(2, 6), abs=1e-9)
+    perfect = metrics.compute([pred(i, 0, 0) for i in range(5)])
+    assert perfect.accuracy_ci[1] == 1.0 and perfect.accuracy_ci[0] == pytest.approx(0.025 ** (1 / 5))
+    assert metrics.compute([pred(i, 0, 1) for i in range(5)]).accuracy_ci == pytest.approx((0.0, 1 - 0.025 ** (1 / 5)))
 
 
 def test_errors_and_unresolved_are_counted_apart_and_both_wrong():

@@ -101,7 +101,7 @@ def add_options(parser) -> None:
     add = g.addoption
     add("--ways", type=ways_list, default=None, help="N-way settings, comma separated (default 20,100)")
     add("--samples", type=positive("--samples"), default=None, help="seeded stratified subset size (default: the whole split)")
-    add("--seed", type=seed, default=0, help="seed for subsets, candidates and bootstrap (default 0)")
+    add("--seed", type=seed, default=0, help="seed for subsets, candidates and the F1 bootstrap (default 0)")
     add("--orders", type=positive("--orders"), default=1,
         help="ask each image K times, its candidates in K seeded orders (the first is the usual one); "
              "the report measures order robustness and position bias (default 1)")

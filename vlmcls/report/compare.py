@@ -138,7 +138,7 @@ def study_section(rows: Sequence[Mapping], catalog: Mapping[str, Any] | None = N
              "(this run − study)*; the study's figures have two decimals. The study ran ImageNet-1k validation "
              "(20-way: 10,000 images, 10 per class; 100- and 1000-way: 1,600 images; baselines: 10,000), with its "
              "prompt (`thesis`), raw labels (`raw`) and resolver (`study`) and int8 only for LLaVA 7B/13B and Qwen2-VL-7B. "
-             "*Study inside CI*: whether the study's accuracy lies inside this run's 95 % interval.", "",
+             "*Study inside CI*: whether the study's accuracy lies inside this run's exact (Clopper-Pearson) 95 % interval.", "",
              AVERAGES_TEXT]
     from ..catalog import STUDY_DATASET
 
