@@ -8,7 +8,6 @@ only run cases and send their rows back inside each test report's user_propertie
 from __future__ import annotations
 
 import json
-import os
 import re
 import sys
 import time
@@ -226,27 +225,25 @@ class BenchSession:
         run.not_run("skipped", reason)
 
     def _progress(self, spec: CaseSpec):
-        """Progress lines for long cases: after 10 s, then every 30 s. An xdist worker writes them to
-        its stderr, which it shares with the controller's terminal (its stdout goes nowhere)."""
+        """Progress lines for long cases (see Progress). An xdist worker writes them to its stderr,
+        which it shares with the controller's terminal (its stdout goes nowhere)."""
         tr = self.config.pluginmanager.get_plugin("terminalreporter")
         capman = self.config.pluginmanager.get_plugin("capturemanager")
         worker = getattr(self.config, "workerinput", {}).get("workerid")
         if capman is None or (tr is None and not worker):
             return lambda done, total: None
-        start = time.monotonic()
-        due = [start + 10.0]
+        pace = Progress(spec.case_id, time.monotonic())
 
         def show(done: int, total: int) -> None:
-            now = time.monotonic()
-            if now >= due[0] and done < total:
-                due[0] = now + 30.0
-                line = f"  {spec.case_id}: {done}/{total} samples after {now - start:.0f} s"
-                with capman.global_and_fixture_disabled():
-                    if worker:
-                        sys.stderr.write(f"\n[{worker}]{line}\n")
-                        sys.stderr.flush()
-                    else:
-                        tr.write_line(line)
+            line = pace.update(done, total, time.monotonic())
+            if line is None:
+                return
+            with capman.global_and_fixture_disabled():
+                if worker:
+                    sys.stderr.write(f"\n[{worker}]{line}\n")
+                    sys.stderr.flush()
+                else:
+                    tr.write_line(line)
         return show
 
     def _write_samples(self, spec: CaseSpec, result: CaseResult) -> None:
@@ -312,6 +309,41 @@ class BenchSession:
         self._backends.clear()
         if "store" in self.__dict__:
             self.store.close()
+
+
+class Progress:
+    """A case's progress line: after 10 s, then every 30 s, while samples remain. The pace counts only
+    samples answered after this run's first batch: that batch carries the model's loading and
+    warm-up, and rows read back from the store cost nothing, so either would promise too early an end."""
+
+    FIRST_S, EVERY_S = 10.0, 30.0
+
+    def __init__(self, case_id: str, now: float):
+        self.case_id, self.start, self.due = case_id, now, now + self.FIRST_S
+        self.stored: int | None = None  # samples the store answered (the first count reported)
+        self.mark: tuple[float, int] | None = None  # (time, done) when the first fresh batch ended
+
+    def update(self, done: int, total: int, now: float) -> str | None:
+        if self.stored is None:
+            self.stored = done
+        elif self.mark is None and done > self.stored:
+            self.mark = (now, done)
+        if now < self.due or done >= total:
+            return None
+        self.due = now + self.EVERY_S
+        line = f"  {self.case_id}: {done}/{total} samples after {now - self.start:.0f} s"
+        if self.mark is not None and done > self.mark[1] and now > self.mark[0]:
+            rate = (done - self.mark[1]) / (now - self.mark[0])
+            line += f", {rate:.3g} samples/s, about {duration((total - done) / rate)} left"
+        return line + (f" ({self.stored} from the store)" if self.stored else "")
+
+
+def duration(seconds: float) -> str:
+    """`45 s`, `12 min`, `3 h 05 min`: as precise as an estimate deserves."""
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    minutes = round(seconds / 60)
+    return f"{minutes} min" if minutes < 90 else f"{minutes // 60} h {minutes % 60:02d} min"
 
 
 class LazyBackend:
