@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import sqlite3
 import subprocess
@@ -322,3 +323,34 @@ def test_the_terminal_summary_of_a_real_run_lines_up_and_says_chance_once(bench)
     tables = _table_blocks(section)
     assert len(tables) == 2 and all(len({len(line) for line in t}) == 1 for t in tables)
     assert out.stdout.str().count("chance level") == 1
+
+
+CLOCK = """
+import time as real_time
+import types
+
+import vlmcls.session
+
+
+class Clock(types.SimpleNamespace):
+    # vlmcls.session's clock, 11 s later at each look: the progress line shows without waiting
+    now = 0.0
+
+    def monotonic(self):
+        Clock.now += 11.0
+        return Clock.now
+
+
+vlmcls.session.time = Clock(**{k: getattr(real_time, k) for k in ("strftime", "perf_counter", "time")})
+"""
+
+
+def test_a_case_prints_its_progress_with_pace_and_time_left(bench):
+    bench.makeconftest(CLOCK)
+    out = run(bench, "-k", "echo-a", "--ways", "20", "--samples", "40")
+    text = out.stdout.str()
+    first = re.search(r"echo-a-20way: (\d+)/40 samples after (\d+) s\n", text)
+    paced = re.search(r"echo-a-20way: (\d+)/40 samples after \d+ s, ([\d.]+) samples/s, about (\d+) s left", text)
+    assert first and paced, text
+    done, rate, left = int(paced[1]), float(paced[2]), int(paced[3])
+    assert 0 < done < 40 and left == pytest.approx((40 - done) / rate, abs=1)

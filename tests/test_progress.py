@@ -1,13 +1,10 @@
-"""The progress line of a long case: when it shows, and the pace and time left it promises."""
+"""The progress line of a long case: when it shows, and the pace and time left it promises (through
+pytest: tests/test_plugin.py::test_a_case_prints_its_progress_with_pace_and_time_left)."""
 from __future__ import annotations
-
-import re
 
 import pytest
 
 from vlmcls.session import Progress, duration
-
-from test_plugin import bench, run  # noqa: F401  (bench is a fixture)
 
 
 def lines(updates, case="c"):
@@ -41,34 +38,3 @@ def test_no_pace_is_promised_before_a_second_fresh_batch():
                                            (89 * 60, "89 min"), (90 * 60, "1 h 30 min"), (3 * 3600 + 300, "3 h 05 min")])
 def test_duration(seconds, text):
     assert duration(seconds) == text
-
-
-CLOCK = """
-import time as real_time
-import types
-
-import vlmcls.session
-
-
-class Clock(types.SimpleNamespace):
-    # vlmcls.session's clock, 11 s later at each look: the progress line shows without waiting
-    now = 0.0
-
-    def monotonic(self):
-        Clock.now += 11.0
-        return Clock.now
-
-
-vlmcls.session.time = Clock(**{k: getattr(real_time, k) for k in ("strftime", "perf_counter", "time")})
-"""
-
-
-def test_a_case_prints_its_progress_with_pace_and_time_left(bench):  # noqa: F811
-    bench.makeconftest(CLOCK)
-    out = run(bench, "-k", "echo-a", "--ways", "20", "--samples", "40")
-    text = out.stdout.str()
-    first = re.search(r"echo-a-20way: (\d+)/40 samples after (\d+) s\n", text)
-    paced = re.search(r"echo-a-20way: (\d+)/40 samples after \d+ s, ([\d.]+) samples/s, about (\d+) s left", text)
-    assert first and paced, text
-    done, rate, left = int(paced[1]), float(paced[2]), int(paced[3])
-    assert 0 < done < 40 and left == pytest.approx((40 - done) / rate, abs=1)
