@@ -192,6 +192,34 @@ def test_wrong_class_count_is_a_skip_reason(imagenet, smoke_model):
         baselines.load(_entry("resnet"), SETTINGS, ten)
 
 
+@pytest.mark.parametrize("absent, named", [({"sentencepiece"}, "sentencepiece"), ({"google", "google.protobuf"}, "protobuf"),
+                                           ({"sentencepiece", "google.protobuf"}, "sentencepiece and protobuf")])
+def test_a_siglip_checkpoint_without_its_tokenizer_packages_is_a_skip_reason(absent, named, imagenet, tmp_path, monkeypatch):
+    """SigLIP's tokenizer is SentencePiece: without sentencepiece or protobuf its load would fail in
+    the case; the check says so before. A missing `google` namespace makes find_spec raise, not return None."""
+    import importlib.util
+
+    transformers.SiglipConfig().save_pretrained(tmp_path)  # what the check reads: the model_type
+    entry = ModelEntry(name="siglip-so400m", backend="clip", weights=str(tmp_path))
+    real = importlib.util.find_spec
+
+    def find_spec(name, *args):
+        if name in absent and name.split(".")[0] == name:
+            return None
+        if name in absent or name.split(".")[0] in absent:
+            raise ModuleNotFoundError(name)
+        return real(name, *args)
+
+    if baselines._importable("sentencepiece") and baselines._importable("google.protobuf"):
+        assert baselines.requirements(entry, SETTINGS, imagenet) is None
+    monkeypatch.setattr(importlib.util, "find_spec", find_spec)
+    assert baselines.requirements(entry, SETTINGS, imagenet) == (
+        f"siglip-so400m: the siglip tokenizer needs {named} (pip install {named.replace(' and ', ' ')})")
+    clip = tmp_path / "clip"
+    transformers.CLIPConfig().save_pretrained(clip)  # CLIP's tokenizer needs neither
+    assert baselines.requirements(ModelEntry(name="clip", backend="clip", weights=str(clip)), SETTINGS, imagenet) is None
+
+
 def test_unreadable_weights_are_a_skip_reason(imagenet, tmp_path):
     reason = baselines.requirements(_entry("vit", str(tmp_path / "missing")), SETTINGS, imagenet)
     assert reason.startswith(str(tmp_path / "missing")) and "\n" not in reason

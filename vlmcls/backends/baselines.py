@@ -63,23 +63,41 @@ IMAGENET_TEMPLATES: tuple[str, ...] = (
 # ---------------------------------------------------------------- module API
 
 
+# model_type -> the modules its hub tokenizer needs beyond transformers, and their pip names: SigLIP's
+# SiglipTokenizer reads a SentencePiece model (SigLIP 2's Gemma tokenizer needs neither)
+TOKENIZER_NEEDS = {"siglip": {"sentencepiece": "sentencepiece", "google.protobuf": "protobuf"}}
+
+
 def requirements(entry: "ModelEntry", settings: "BackendSettings", labels: LabelSet) -> str | None:
     """A one-line reason to skip, or None: weights that are neither here nor to be had from the hub
-    (the check the VLMs make, so that offline a load does not retry for half a minute), and for the
-    classifier an output count that differs from the label set's."""
+    (the check the VLMs make, so that offline a load does not retry for half a minute), packages the
+    checkpoint's tokenizer needs, and for the classifier an output count that differs from the label
+    set's."""
     from ..hub import weights_reason
 
     reason = weights_reason(entry.weights)
-    if reason or entry.backend != "classifier":
+    if reason:
         return reason
     try:
         config = _auto_config(entry, settings)
     except Exception as exc:  # offline without the checkpoint, a typo in weights, ...
         return f"{entry.weights}: cannot read the model config ({one_line(exc, with_type=True)})"
-    if config.num_labels != len(labels):
+    missing = [pip for module, pip in TOKENIZER_NEEDS.get(config.model_type, {}).items() if not _importable(module)]
+    if missing:
+        return f"{entry.name}: the {config.model_type} tokenizer needs {' and '.join(missing)} (pip install {' '.join(missing)})"
+    if entry.backend == "classifier" and config.num_labels != len(labels):
         return (f"{entry.name} predicts {config.num_labels} classes, the dataset has {len(labels)}: "
                 "a supervised classifier runs only on the label set it was trained on (ImageNet-1k)")
     return None
+
+
+def _importable(module: str) -> bool:
+    import importlib.util
+
+    try:
+        return importlib.util.find_spec(module) is not None
+    except ModuleNotFoundError:  # a dotted name whose parent package is missing (google.protobuf)
+        return False
 
 
 def load(entry: "ModelEntry", settings: "BackendSettings", labels: LabelSet) -> "DirectBackend":
@@ -124,7 +142,10 @@ def clip_backend(model, processor, labels: LabelSet, settings: "BackendSettings"
     backend = DirectBackend(_image_preprocessor(processor.image_processor), score, len(labels), settings,
                             _spec(processor.image_processor), str(device))
     backend.text_embeddings = text
-    if hasattr(model, "logit_scale"):  # a softmax over the candidates needs CLIP's temperature
+    # A softmax over the candidates needs the model's temperature. SigLIP's logit_bias is left out
+    # rightly: a softmax ignores a constant shift, and the softmax of SigLIP's sigmoid logits is its
+    # own P(this candidate is the match | exactly one candidate matches).
+    if hasattr(model, "logit_scale"):
         backend.logit_scale = float(model.logit_scale.detach().exp())
     return backend
 
@@ -156,10 +177,14 @@ def _encode_texts(model, tokenizer, texts: list[str]) -> "torch.Tensor":
     import torch
 
     max_len = model.config.text_config.max_position_embeddings
-    # SigLIP was trained on prompts padded to the full length; CLIP reads the EOS position instead.
-    padding = "max_length" if model.config.model_type.startswith("siglip") else True
+    siglip = model.config.model_type.startswith("siglip")
+    # SigLIP was trained on prompts padded to the full length with the padding attended to (no mask:
+    # the hub weights were verified against big_vision that way) and pools the last position; CLIP
+    # pools the EOS position, which its causal mask keeps blind to the padding after it.
+    padding = "max_length" if siglip else True
+    keep = ("input_ids",) if siglip else ("input_ids", "attention_mask")
     enc = tokenizer(texts, padding=padding, truncation=True, max_length=max_len, return_tensors="pt")
-    enc = {k: v.to(model.device) for k, v in enc.items() if k in ("input_ids", "attention_mask")}
+    enc = {k: v.to(model.device) for k, v in enc.items() if k in keep}
     with torch.inference_mode():
         return _normalise(_pooled(model.get_text_features(**enc)).float())
 

@@ -24,6 +24,7 @@ BUILDERS: dict[str, str] = {
     "phi4mm": "vlmcls.smoke.families:build_phi4mm",
     "bart-mnli": "vlmcls.smoke.nli:build_bart_mnli",
     "clip": "vlmcls.smoke.baselines:build_clip",
+    "siglip": "vlmcls.smoke.siglip:build_siglip",  # needs sentencepiece + protobuf, as the hub's SigLIP does
     "resnet": "vlmcls.smoke.baselines:build_resnet",
     "vit": "vlmcls.smoke.baselines:build_vit",
 }
