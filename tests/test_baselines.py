@@ -197,17 +197,20 @@ def test_wrong_class_count_is_a_skip_reason(imagenet, smoke_model):
 def test_a_siglip_checkpoint_without_its_tokenizer_packages_is_a_skip_reason(absent, named, imagenet, tmp_path, monkeypatch):
     """SigLIP's tokenizer is SentencePiece: without sentencepiece or protobuf its load would fail in
     the case; the check says so before. A missing `google` namespace makes find_spec raise, not return None."""
+    import importlib.machinery
     import importlib.util
 
     transformers.SiglipConfig().save_pretrained(tmp_path)  # what the check reads: the model_type
     entry = ModelEntry(name="siglip-so400m", backend="clip", weights=str(tmp_path))
     real = importlib.util.find_spec
 
-    def find_spec(name, *args):
+    def find_spec(name, *args):  # the two packages as scripted, whatever this machine has
         if name in absent and name.split(".")[0] == name:
             return None
         if name in absent or name.split(".")[0] in absent:
             raise ModuleNotFoundError(name)
+        if name in ("sentencepiece", "google.protobuf"):
+            return importlib.machinery.ModuleSpec(name, None)
         return real(name, *args)
 
     if baselines._importable("sentencepiece") and baselines._importable("google.protobuf"):
