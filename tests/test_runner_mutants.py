@@ -17,12 +17,14 @@ import pytest
 from PIL import Image
 
 from test_nli_overlap import ECHO, _jpeg, samples
-from vlmcls import pipeline
+from vlmcls import candidates as cand
+from vlmcls import metrics as metrics_mod
+from vlmcls import pipeline, prompts
 from vlmcls.labels import imagenet_labelset
-from vlmcls.runner import CaseResult, CaseRunner, CaseSpec
+from vlmcls.runner import CaseResult, CaseRunner, CaseSpec, OrderedSample
 from vlmcls.settings import BackendSettings
 from vlmcls.store import Store
-from vlmcls.types import Answer, Prediction, Resolution, Sample
+from vlmcls.types import Answer, CandidateSet, Prediction, Resolution, Sample
 
 LABELS = imagenet_labelset()
 
@@ -597,8 +599,6 @@ def test_a_backend_that_decodes_images_itself_gets_the_encoded_bytes(tmp_path):
 def test_only_labels_first_at_every_class_lists_the_classes_in_class_order():
     """Labels-first at N = all classes: one list for every image (class order, so its KV cache is
     shared); any other case keeps the per-sample shuffle. Kills runner.xǁCaseRunnerǁcandidates__mutmut_12-14."""
-    from vlmcls import candidates as cand
-
     def runner(ways, layout):
         case = CaseSpec(model=ECHO, ways=ways, settings=BackendSettings(layout=layout))
         return CaseRunner(case, LABELS, Scripted(), LastCandidate(), None)
@@ -620,3 +620,124 @@ def test_the_backends_notes_reach_the_case():
         notes = ["prefix cache: 3 hits"]
 
     assert make_runner(Noted(), LastCandidate()).run(samples(2)).notes == ["prefix cache: 3 hits"]
+
+
+# ================================================================ run 6: the rest of runner.py
+# ---------------------------------------------------------------- CaseSpec.__post_init__
+def test_a_spec_given_the_older_name_thesis_holds_the_canonical_names():
+    """A script may still build a CaseSpec with "thesis" (the study's label mode and resolver before
+    they had their own names). Kills runner.xǁCaseSpecǁ__post_init____mutmut_7, 8 (the canonical label
+    mode written to another attribute: the spec kept "thesis")."""
+    spec = CaseSpec(model=ECHO, ways=20, settings=BackendSettings(), labels_mode="thesis", resolver="thesis")
+    assert (spec.labels_mode, spec.resolver) == ("raw", "study")
+
+
+# ---------------------------------------------------------------- query: the prompt around the image
+class Recording(Scripted):
+    """Scripted, keeping every query it was asked."""
+
+    def answer(self, queries):
+        self.queries = getattr(self, "queries", []) + list(queries)
+        return super().answer(queries)
+
+
+@pytest.mark.parametrize("layout", ["image-first", "labels-first"])
+def test_each_query_holds_its_candidates_and_the_prompt_the_layout_asks_for(layout):
+    """Image-first: nothing before the image, the whole prompt (the candidates listed) after it.
+    Labels-first: the list before the image, only the question after it. Kills
+    runner.xǁCaseRunnerǁquery__mutmut_3 (the layouts swapped), 10 (text before the image in image-first),
+    25 (the prompt dropped: image-first asked nothing) and 26 (labels-first lost its list)."""
+    backend = Recording()
+    case = CaseSpec(model=ECHO, ways=20, settings=BackendSettings(layout=layout, batch_size=4))
+    CaseRunner(case, LABELS, backend, LastCandidate(), None).run(samples(3))
+    template = prompts.get_template(case.prompt)
+    assert [q.sample_id for q in backend.queries] == ["s0", "s1", "s2"]
+    for q in backend.queries:
+        assert q.labels == tuple(LABELS.names[i] for i in q.class_ids) and len(q.labels) == 20
+        listed = ", ".join(q.labels)
+        if layout == "image-first":
+            assert q.prefix == "" and q.prompt == prompts.render(template, q.labels) and listed in q.prompt
+        else:
+            assert (q.prefix, q.prompt) == prompts.render_split(template, q.labels)
+            assert listed in q.prefix and listed not in q.prompt and q.prompt
+
+
+# ---------------------------------------------------------------- candidates: order k of a sample
+@pytest.mark.parametrize("layout, ways, shared", [("image-first", 20, False), ("labels-first", 20, False),
+                                                  ("image-first", 1000, False), ("labels-first", 1000, True)])
+def test_order_k_lists_order_0s_candidates_in_permutation_k(layout, ways, shared):
+    """--orders: order k of a sample is its order-0 list in candidates.order_permutation(id, N, k, seed);
+    only labels-first at every class (one list, class order, for the KV cache) shares the permutation
+    of the id "" between images, so order k is one list there too. Kills runner.xǁCaseRunnerǁcandidates__mutmut_16-18
+    (the class-order set's sample id, N or true class None), 27, 28, 34, 35 (the order never read:
+    every order the same list), 37-40, 54, 55 (shared where it is not or not where it is), 46, 49, 56
+    (another permutation: None for the id, no seed, "XXXX" for "")."""
+    case = CaseSpec(model=ECHO, ways=ways, settings=BackendSettings(layout=layout), seed=3, orders=3)
+    runner = CaseRunner(case, LABELS, Scripted(), LastCandidate(), None)
+    data = samples(2)
+    for s in data:
+        base = tuple(range(1000)) if shared else cand.candidate_set(s.sample_id, s.label, ways, 1000, 3).class_ids
+        assert runner.candidates(s) == CandidateSet(s.sample_id, ways, s.label, base)
+        for k in (1, 2):
+            perm = cand.order_permutation("" if shared else s.sample_id, ways, k, 3)
+            got = runner.candidates(OrderedSample(s.sample_id, s.label, s.image, k))
+            assert got == CandidateSet(s.sample_id, ways, s.label, tuple(base[i] for i in perm))
+            assert got.class_ids != base
+    order_1 = {runner.candidates(OrderedSample(s.sample_id, s.label, s.image, 1)).class_ids for s in data}
+    assert len(order_1) == (1 if shared else 2)
+
+
+# ---------------------------------------------------------------- run: notes, metrics, order rows
+class Compiled(LastCandidate):
+    """A resolver whose NLI model went through torch.compile (what the real one's note says is its own)."""
+
+    def compile_note(self) -> str:
+        return "--nli-compile: compiled"
+
+
+def test_nli_compile_is_noted_only_when_the_nli_model_ran():
+    """The note says what the compiler did, so it needs NLI seconds in this case: none when every answer
+    matched, none without --nli-compile. Kills runner.xǁCaseRunnerǁrun__mutmut_65-67 (the stage looked up
+    under None, "XXnliXX", "NLI": never noted) and 68 (None noted)."""
+    ran = make_runner(Scripted(), Compiled(seconds={"nli": 0.25}), nli_compile=True).run(samples(2))
+    assert ran.notes == ["--nli-compile: compiled"]
+    assert make_runner(Scripted(), Compiled(seconds={"match": 0.25}), nli_compile=True).run(samples(2)).notes == []
+    assert make_runner(Scripted(), Compiled(seconds={"nli": 0.25})).run(samples(2)).notes == []
+
+
+def test_a_case_with_no_samples_has_no_metrics():
+    """An empty subset is a result with no rows, not a crash in scoring. Kills runner.xǁCaseRunnerǁrun__mutmut_104
+    (metrics computed even with no rows: "no predictions to score")."""
+    result = make_runner(Scripted(), LastCandidate()).run([])
+    assert (result.predictions, result.metrics, result.not_run, result.resumed) == ([], None, 0, 0)
+
+
+def test_the_metrics_intervals_are_drawn_with_the_cases_seed():
+    """The bootstrap's F1 intervals use the case's seed (seeds 3 and 0 give different intervals on these
+    rows, half of them right). Kills runner.xǁCaseRunnerǁrun__mutmut_106 (seed None: a fresh draw each
+    run) and 108 (the default seed 0)."""
+    data = samples(12)
+    truth = {s.sample_id: s.label for s in data}
+
+    class HalfRight(LastCandidate):
+        def resolve_many(self, items):  # the true class for even samples, another candidate for odd ones
+            out = []
+            for text, ids in items:
+                sid = text.split()[-1]
+                wrong = next(i for i in ids if i != truth[sid])
+                out.append(Resolution(truth[sid] if int(sid[1:]) % 2 == 0 else wrong, "nli"))
+            return out
+
+    result = make_runner(Scripted(), HalfRight(), seed=3).run(data)
+    assert result.metrics.accuracy == 0.5
+    assert result.metrics == metrics_mod.compute(result.predictions, 3)
+    assert metrics_mod.compute(result.predictions, 0).f1_ci != result.metrics.f1_ci
+
+
+def test_with_two_orders_the_case_keeps_the_rows_of_both():
+    """K=2: `order_rows` holds both orders of each image, `predictions` order 0; K=1 keeps no order rows.
+    Kills runner.xǁCaseRunnerǁrun__mutmut_139 (`orders > 2`: K=2 lost its order-1 rows)."""
+    result = make_runner(Scripted(), LastCandidate(), orders=2).run(samples(3))
+    assert [(p.sample_id, p.order) for p in result.order_rows] == [(f"s{i}", k) for i in range(3) for k in (0, 1)]
+    assert [(p.sample_id, p.order) for p in result.predictions] == [("s0", 0), ("s1", 0), ("s2", 0)]
+    assert make_runner(Scripted(), LastCandidate()).run(samples(3)).order_rows == []
