@@ -192,3 +192,15 @@ def test_smoke_note_comes_before_the_first_table_and_a_stand_ins_cost_is_simulat
 def test_sub_millisecond_times_have_one_rendering():
     assert {report._duration(s) for s in (0.0, 0.0001, 0.0004, 0.0005, 0.00049)} == {"<1 ms"}
     assert (report._duration(0.0006), report._duration(0.012), report._duration(2.1)) == ("1 ms", "12 ms", "2.10 s")
+
+
+def test_the_report_says_how_the_accuracy_interval_was_drawn_and_flags_a_bootstrapped_old_run():
+    new = make_row("new", 20, random_predictions(n=40))
+    old = make_row("old", 20, random_predictions(n=40, seed=1))
+    del old["metrics"]["accuracy_ci_method"]  # results.json of a run written before the exact interval
+    assert new["metrics"]["accuracy_ci_method"] == "exact"
+    alone = report.render_markdown([new])
+    assert "*Accuracy 95% CI*: exact (Clopper-Pearson)" in alone and "bootstrap" not in alone
+    mixed = report.render_markdown([new, old])
+    (line,) = [x for x in mixed.splitlines() if x.startswith("*Accuracy 95% CI*")]
+    assert f"The interval of {old['case_id']} is a seeded percentile bootstrap" in line and new["case_id"] not in line

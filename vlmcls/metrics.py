@@ -45,6 +45,8 @@ class Metrics:
     unresolved: int
     errors: int
     average: str = "present"  # the convention of precision, recall, f1 and f1_ci
+    # how accuracy_ci was drawn: runs written before 2026-11-27 have no such field (percentile bootstrap)
+    accuracy_ci_method: str = "exact"
     # every convention: {"present": {"precision", "recall", "f1", "f1_ci"}, "union": ..., "weighted": ...}
     conventions: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
 

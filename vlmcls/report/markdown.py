@@ -160,8 +160,20 @@ def render_markdown(rows: Sequence[Mapping], title: str = "vlmcls report") -> st
         parts += [f"## {ways}-way", "", _context(group), "", study_table(group), ""]
     for average in dict.fromkeys(r["metrics"].get("average", "present") for r in done):
         parts += [AVERAGE_NOTES.get(average, MACRO_NOTE), ""]
+    parts += [interval_note(done), ""]
     parts += calibration_section(done) + notes(done) + order_section(done) + unreadable_section(done) + _others(other)
     return "\n".join(parts).rstrip() + "\n"
+
+
+def interval_note(rows: Sequence[Mapping]) -> str:
+    """What the "Accuracy 95% CI" column is; a re-rendered run from before the exact interval says so."""
+    note = ("*Accuracy 95% CI*: exact (Clopper-Pearson) over the case's n samples, error rows and unresolved "
+            "answers counted wrong; a gate fails a case whose upper bound is below its threshold.")
+    old = [r["case_id"] for r in rows if r["metrics"].get("accuracy_ci_method") != "exact"]
+    if old:
+        note += (f" The interval of {', '.join(cell(c) for c in old)} is a seeded percentile bootstrap instead "
+                 "(written before 2026-11-27), which is too narrow near 0 and 1 on small samples.")
+    return note
 
 
 def notes(rows: Sequence[Mapping]) -> list[str]:
