@@ -11,6 +11,7 @@ import sys
 
 import pytest
 
+from vlmcls import hub
 from vlmcls.backends import baselines
 from vlmcls.catalog import ModelEntry
 from vlmcls.labels import imagenet_annotations
@@ -213,7 +214,7 @@ def test_a_siglip_checkpoint_without_its_tokenizer_packages_is_a_skip_reason(abs
             return importlib.machinery.ModuleSpec(name, None)
         return real(name, *args)
 
-    if baselines._importable("sentencepiece") and baselines._importable("google.protobuf"):
+    if hub.importable("sentencepiece") and hub.importable("google.protobuf"):
         assert baselines.requirements(entry, SETTINGS, imagenet) is None
     monkeypatch.setattr(importlib.util, "find_spec", find_spec)
     assert baselines.requirements(entry, SETTINGS, imagenet) == (

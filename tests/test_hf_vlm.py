@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from vlmcls import hub
 from vlmcls.catalog import ModelEntry, load_catalog
 from vlmcls.settings import BackendSettings
 from vlmcls.types import Answer, Query
@@ -265,10 +266,8 @@ def test_requirements_missing_local_folder(tmp_path):
 
 
 def test_requirements_int8_without_bitsandbytes(monkeypatch):
-    from vlmcls.backends import hf_load
-
-    real = hf_load._importable
-    monkeypatch.setattr(hf_load, "_importable", lambda name: name != "bitsandbytes" and real(name))
+    real = hub.importable
+    monkeypatch.setattr(hub, "importable", lambda name: name != "bitsandbytes" and real(name))
     reason = hf_vlm.requirements(_entry("smoke:qwen2-vl"), BackendSettings(quant="int8"), LABELS)
     assert reason == "int8 quantization needs bitsandbytes (pip install bitsandbytes)"
     assert hf_vlm.requirements(_entry("smoke:qwen2-vl"), BackendSettings(), LABELS) is None
@@ -403,7 +402,7 @@ def test_attn_implementation_reaches_the_parts_it_names_and_keeps_the_answers(ca
 def test_attn_implementation_that_cannot_load_is_one_line_before_loading(catalog, monkeypatch):
     from vlmcls.backends import hf_load
 
-    monkeypatch.setattr(hf_load, "_importable", lambda module: module in ("torch", "transformers"))
+    monkeypatch.setattr(hub, "importable", lambda module: module in ("torch", "transformers"))
     reason = lambda value: hf_load.requirements(catalog["smoke-qwen2-vl"], BackendSettings(
         extra={"attn_implementation": value}), LABELS)
     assert reason("sdpa") is None and reason({"vision_config": "eager", "text_config": "sdpa"}) is None

@@ -12,6 +12,17 @@ _TRUE = ("1", "true", "yes", "on")
 WEIGHT_FILES = ("*.safetensors", "*.bin", "*.safetensors.index.json", "*.bin.index.json")
 
 
+def importable(name: str) -> bool:
+    """Whether a module can be imported, without importing it: a package a model needs (bitsandbytes,
+    flash-attn, SigLIP's sentencepiece) is a one-line skip, not a failed load."""
+    import importlib.util
+
+    try:
+        return importlib.util.find_spec(name) is not None
+    except ModuleNotFoundError:  # a dotted name whose parent package is missing (google.protobuf)
+        return False
+
+
 def offline() -> bool:
     return any(os.environ.get(k, "").lower() in _TRUE for k in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"))
 

@@ -73,7 +73,7 @@ def requirements(entry: "ModelEntry", settings: "BackendSettings", labels: Label
     (the check the VLMs make, so that offline a load does not retry for half a minute), packages the
     checkpoint's tokenizer needs, and for the classifier an output count that differs from the label
     set's."""
-    from ..hub import weights_reason
+    from ..hub import importable, weights_reason
 
     reason = weights_reason(entry.weights)
     if reason:
@@ -82,22 +82,13 @@ def requirements(entry: "ModelEntry", settings: "BackendSettings", labels: Label
         config = _auto_config(entry, settings)
     except Exception as exc:  # offline without the checkpoint, a typo in weights, ...
         return f"{entry.weights}: cannot read the model config ({one_line(exc, with_type=True)})"
-    missing = [pip for module, pip in TOKENIZER_NEEDS.get(config.model_type, {}).items() if not _importable(module)]
+    missing = [pip for module, pip in TOKENIZER_NEEDS.get(config.model_type, {}).items() if not importable(module)]
     if missing:
         return f"{entry.name}: the {config.model_type} tokenizer needs {' and '.join(missing)} (pip install {' '.join(missing)})"
     if entry.backend == "classifier" and config.num_labels != len(labels):
         return (f"{entry.name} predicts {config.num_labels} classes, the dataset has {len(labels)}: "
                 "a supervised classifier runs only on the label set it was trained on (ImageNet-1k)")
     return None
-
-
-def _importable(module: str) -> bool:
-    import importlib.util
-
-    try:
-        return importlib.util.find_spec(module) is not None
-    except ModuleNotFoundError:  # a dotted name whose parent package is missing (google.protobuf)
-        return False
 
 
 def load(entry: "ModelEntry", settings: "BackendSettings", labels: LabelSet) -> "DirectBackend":

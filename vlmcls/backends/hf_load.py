@@ -6,7 +6,6 @@ Importing this module never imports torch or transformers.
 """
 from __future__ import annotations
 
-import importlib.util
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Mapping
 
@@ -49,10 +48,6 @@ def family_of(model_type: str) -> Family:
 
 # ---------------------------------------------------------------- requirements (no torch import)
 
-def _importable(name: str) -> bool:
-    return importlib.util.find_spec(name) is not None
-
-
 def _needs_remote_code(entry: "ModelEntry") -> bool:
     return entry.trust_remote_code
 
@@ -72,7 +67,7 @@ def attention_reason(value: Any) -> str | None:
             return (f"option attn_implementation {name!r}: choose {', '.join(ATTENTION)}, or a hub kernel "
                     "'org/repo' (a table of them per sub-config, e.g. {vision_config = \"flash_attention_2\"})")
         module, package = ATTENTION.get(name) or (("kernels", "kernels") if "/" in name else (None, None))
-        if module is not None and not _importable(module):
+        if module is not None and not hub.importable(module):
             return f"option attn_implementation {name!r} needs the {package} package (pip install {package})"
     return None
 
@@ -80,13 +75,13 @@ def attention_reason(value: Any) -> str | None:
 def requirements(entry: "ModelEntry", settings: "BackendSettings", labels: "LabelSet") -> str | None:
     """One line saying why this model cannot run here, or None. Cheap: imports no torch."""
     for module in ("torch", "transformers"):
-        if not _importable(module):
+        if not hub.importable(module):
             return f"hf-vlm needs {module} (pip install {module})"
     if "attn_implementation" in settings.extra and (reason := attention_reason(settings.extra["attn_implementation"])):
         return reason
     if settings.quant not in ("none", "int8", "nf4"):
         return f"unknown quantization {settings.quant!r} (none, int8 or nf4)"
-    if settings.quant != "none" and not _importable("bitsandbytes"):
+    if settings.quant != "none" and not hub.importable("bitsandbytes"):
         return f"{settings.quant} quantization needs bitsandbytes (pip install bitsandbytes)"
     # Both at once: a user who downloads the weights should not learn only then that the opt-in is missing.
     reasons = [hub.weights_reason(entry.weights)]
