@@ -1,10 +1,10 @@
-"""The local Hugging Face VLM backend, on tiny random-weight Qwen2-VL, Qwen2.5-VL and LLaVA-NeXT models
-loaded through the same `load()` path as real checkpoints. Random weights answer garbage, so the tests
-compare generated token ids between code paths (batched vs unbatched, cached prefix vs plain) and check
-types and candidates, never content."""
+"""The local Hugging Face VLM backend's machinery, on tiny random-weight Qwen2-VL, Qwen2.5-VL and LLaVA-NeXT
+models loaded through the same `load()` path as real checkpoints. What every family must do (load, batch,
+constrain, cache the label list) is proven family by family in test_families. Random weights answer
+garbage, so the tests compare generated token ids between code paths and check types and candidates,
+never content."""
 from __future__ import annotations
 
-import random
 import subprocess
 import sys
 from pathlib import Path
@@ -14,9 +14,12 @@ import pytest
 from vlmcls import hub
 from vlmcls.catalog import ModelEntry, load_catalog
 from vlmcls.settings import BackendSettings
-from vlmcls.types import Answer, Query
-from vlm_inputs import LABELS, NAMES, one_torch_thread
+from vlmcls.types import Query
+from vlm_inputs import LABELS, one_torch_thread
+from vlm_inputs import load as _load
 from vlm_inputs import queries as _queries
+from vlm_inputs import record as _record
+from vlm_inputs import run as _run
 
 pytest.importorskip("torch")
 pytest.importorskip("transformers")
@@ -39,78 +42,9 @@ def built(smoke_model):
     return {name: smoke_model(name.removeprefix("smoke-")) for name in MODELS}
 
 
-
-
-def _load(entry: ModelEntry, **settings) -> hf_vlm.HFVLMBackend:
-    settings.setdefault("max_new_tokens", 6)
-    settings.setdefault("device", "cpu")  # these tests compare code paths; CUDA speed is gpu_check.sh's
-    return hf_vlm.load(entry, BackendSettings(**settings), LABELS)
-
-
-def _record(backend) -> list[list[int]]:
-    """Spy on generate: each row's new token ids up to EOS, in order (decoded text can hide differences)."""
-    rows: list[list[int]] = []
-    generate = backend.model.generate
-
-    def spy(**kwargs):
-        out = generate(**kwargs)
-        rows.extend(backend._completion(row) for row in out[:, kwargs["input_ids"].shape[1]:].tolist())
-        return out
-
-    backend.model.generate = spy
-    return rows
-
-
-def _run(entry, queries, **settings) -> tuple[list[Answer], list[list[int]], hf_vlm.HFVLMBackend]:
-    backend = _load(entry, **settings)
-    rows = _record(backend)
-    return backend.answer(queries), rows, backend
-
-
 def test_import_does_not_load_torch():
     code = "import sys, vlmcls.backends.hf_vlm; assert 'torch' not in sys.modules, 'torch imported'"
     subprocess.run([sys.executable, "-c", code], check=True)
-
-
-@pytest.mark.slow
-@pytest.mark.parametrize("name", MODELS)
-def test_loads_like_a_checkpoint_and_answers(name, catalog, built):
-    backend = _load(catalog[name], batch_size=2)
-    assert type(backend.model).__name__.endswith("ForConditionalGeneration")
-    assert backend.tokenizer.padding_side == "left"
-    answers = backend.answer(_queries(3))
-    assert len(answers) == 3 and all(isinstance(a, Answer) for a in answers)
-    for a in answers:
-        assert a.error is None and isinstance(a.text, str)
-        assert a.prompt_tokens > 50 and 1 <= a.completion_tokens <= 6 and a.latency_s > 0
-    backend.close()
-
-
-@pytest.mark.slow
-@pytest.mark.parametrize("name", MODELS)
-def test_batched_answers_equal_unbatched(name, catalog, built):
-    queries = _queries(5)
-    one, rows_one, _ = _run(catalog[name], queries, batch_size=1)
-    many, rows_many, _ = _run(catalog[name], queries, batch_size=3)  # batches of 3 and 2
-    assert rows_many == rows_one
-    assert [a.text for a in many] == [a.text for a in one]
-    assert len({tuple(r) for r in rows_one}) > 1, "the tiny model ignores its input: the test would be blind"
-
-
-@pytest.mark.slow
-@pytest.mark.parametrize("name", MODELS)
-def test_prefix_cache_matches_plain_computation(name, catalog, built, monkeypatch):
-    queries = _queries(5, labels_first=True)
-    plain, rows_plain, _ = _run(catalog[name], queries, batch_size=1, layout="image-first")
-    prefills = []
-    monkeypatch.setattr(hf_vlm.HFVLMBackend, "_prefill",
-                        lambda self, ids, f=hf_vlm.HFVLMBackend._prefill: prefills.append(ids) or f(self, ids))
-    cached, rows_cached, backend = _run(catalog[name], queries, batch_size=3, layout="labels-first")
-    assert len(prefills) == 1, "the label prefix must be prefilled once and reused across batches"
-    assert len(prefills[0]) > len(", ".join(NAMES)), "the cached prefix must hold the whole label list"
-    assert backend.notes == []
-    assert rows_cached == rows_plain
-    assert [a.text for a in cached] == [a.text for a in plain]
 
 
 @pytest.mark.slow
@@ -120,18 +54,6 @@ def test_prefix_cache_refuses_differing_prefixes(catalog, built):
     answers, _, backend = _run(catalog["smoke-qwen2-vl"], [queries[0], odd], batch_size=2, layout="labels-first")
     assert all(a.error is None for a in answers)
     assert any("differs between images" in n for n in backend.notes)
-
-
-@pytest.mark.slow
-@pytest.mark.parametrize("name", MODELS)
-def test_constrained_answers_are_candidates(name, catalog, built):
-    queries = [q for seed in (1, 2, 3) for q in _queries(3, ways=random.Random(seed).choice((3, 6, 9)), seed=seed)]
-    queries.append(Query("dup", queries[0].image, (0, 1, 14), ("crane", "crane fly", "crane"), "Which?"))
-    answers, _, _ = _run(catalog[name], queries, batch_size=4, constrained=True, max_new_tokens=2)
-    for q, a in zip(queries, answers):
-        assert a.error is None and a.stage == "constrained"
-        assert a.text in q.labels  # max_new_tokens=2 is raised to fit the longest label
-        assert a.class_id == q.class_ids[q.labels.index(a.text)]
 
 
 @pytest.mark.slow

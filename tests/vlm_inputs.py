@@ -1,5 +1,6 @@
 """Inputs of the tiny-VLM tests (test_hf_vlm, test_families): noise images of varied sizes, N-way
-queries over a short name list with the trie traps, and one torch thread for their modules."""
+queries over a short name list with the trie traps, one torch thread for their modules, and the
+backend loaded as a checkpoint with a spy on the token ids it generates."""
 from __future__ import annotations
 
 import random
@@ -7,7 +8,8 @@ import random
 import numpy as np
 
 from vlmcls.prompts import get_template, render, render_labels_first
-from vlmcls.types import LabelSet, Query
+from vlmcls.settings import BackendSettings
+from vlmcls.types import Answer, LabelSet, Query
 
 # "crane" / "crane fly" share a start and "crane" is listed twice: the trie traps
 NAMES = ("crane", "crane fly", "tench", "goldfish", "great white shark", "tiger shark", "hammerhead",
@@ -47,3 +49,33 @@ def queries(n: int, ways: int = 5, labels_first: bool = False, seed: int = 0) ->
             prefix, prompt = "", render(get_template("thesis"), labels)
         out.append(Query(f"s{i}", image, ids, labels, prompt, prefix))
     return out
+
+
+def load(entry, **settings):
+    """The hf-vlm backend for a catalog entry, as `hf_vlm.load` loads a checkpoint, on the CPU."""
+    from vlmcls.backends import hf_vlm
+
+    settings.setdefault("max_new_tokens", 6)
+    settings.setdefault("device", "cpu")  # these tests compare code paths; CUDA speed is gpu_check.sh's
+    return hf_vlm.load(entry, BackendSettings(**settings), LABELS)
+
+
+def record(backend) -> list[list[int]]:
+    """Spy on generate: each row's new token ids up to EOS, in order (decoded text can hide differences)."""
+    rows: list[list[int]] = []
+    generate = backend.model.generate
+
+    def spy(**kwargs):
+        out = generate(**kwargs)
+        rows.extend(backend._completion(row) for row in out[:, kwargs["input_ids"].shape[1]:].tolist())
+        return out
+
+    backend.model.generate = spy
+    return rows
+
+
+def run(entry, queries, **settings) -> tuple[list[Answer], list[list[int]], object]:
+    """Answers, each row's generated token ids, and the backend."""
+    backend = load(entry, **settings)
+    rows = record(backend)
+    return backend.answer(queries), rows, backend
