@@ -9,7 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Mapping
 
-from .. import devices, hub
+from .. import devices, hub, remote_code
+from ..errors import Unavailable
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..catalog import ModelEntry
@@ -34,7 +35,8 @@ FAMILIES = {f.name: f for f in (
     Family("qwen2_vl", pixel_budget=True),
     Family("qwen2_5_vl", pixel_budget=True),
     Family("qwen3_vl", pixel_budget=True),
-    # Remote code, untestable offline: its processor takes one "<|image_1|>" prompt at a time.
+    # Remote code, untestable offline (its 2024 code needs an older transformers: vlmcls.remote_code says
+    # so before it runs): its processor takes one "<|image_1|>" prompt at a time.
     Family("phi3_v", string_content=True, image_placeholder="<|image_1|>\n", max_batch=1),
     # Native: its processor drops the chat template on load (its __init__ takes no `chat_template`), the
     # tokenizer keeps it; that template takes a string with "<|image|>" where the image goes.
@@ -160,6 +162,9 @@ def load_model(entry: "ModelEntry", settings: "BackendSettings") -> tuple[Any, A
     # global --trust-remote-code must not let a native model's repo swap in its own code.
     remote = _needs_remote_code(entry) and settings.trust_remote_code
     path, device = _resolve_path(entry.weights), devices.pick_device(settings.device)
+    # hub code written for an older transformers fails late (every sample an error row): read it first
+    if remote and (reason := remote_code.unavailable_reason(entry.name, path)):
+        raise Unavailable(reason)
     dtype = torch_dtype(settings, device)
     # device_map loads the weights straight onto the device (no full copy in CPU memory first)
     kwargs: dict[str, Any] = dict(dtype=dtype, trust_remote_code=remote, device_map={"": device})
