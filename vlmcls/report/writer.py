@@ -13,6 +13,7 @@ from typing import Any, Iterable, Mapping, Sequence
 from . import plots as plots_mod
 from .compare import baseline_section, study_section
 from .markdown import render_markdown
+from .pairwise import pairwise_section
 from .runs import Run
 from .text import atomic_write
 
@@ -25,7 +26,7 @@ def full_markdown(out: str | Path, rows: Sequence[Mapping], *, catalog: Mapping[
                   baseline: Run | None = None, plots: bool = True, sources: str = "", provenance: str = "") -> str:
     """The whole report.md text (drawing the plots under `out/plots/` when `plots`)."""
     out, rows = Path(out), _sorted(rows)
-    parts = [render_markdown(rows).rstrip(), sources, study_section(rows, catalog)]
+    parts = [render_markdown(rows).rstrip(), pairwise_section(rows, out), sources, study_section(rows, catalog)]
     if baseline is not None:
         parts.append(baseline_section(rows, out, baseline))
     parts.append(plots_mod.report_section(rows, out, draw=plots))
