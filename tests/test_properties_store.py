@@ -34,7 +34,8 @@ NO_GENERATION = ("clip", "classifier")
 # CaseSpec: value -> another value that must (KEY) or must not (NOT_KEY) separate stored rows.
 SPEC_KEY = {"ways": 10, "dataset": "another-dataset", "seed": 1, "prompt": "label-only",
             "labels_mode": "raw", "resolver": "exact", "nli_model": "other/nli-model"}
-SPEC_NOT_KEY = {"samples": 7, "max_cost": 1.0, "refresh": True, "nli_overlap": True, "nli_compile": True}
+SPEC_NOT_KEY = {"samples": 7, "max_cost": 1.0, "refresh": True, "nli_overlap": True, "nli_compile": True,
+                "prompt_id": "label-only"}  # a sweep's case-id part: the prompt's text is the key, not its id
 # orders: K candidate orders per image; not in the case key, each row carries its order index
 # (store.row_key), so a K=3 run reuses the order-0 rows of a K=1 run (tests/test_orders.py)
 SPEC_PER_ROW = {"orders"}

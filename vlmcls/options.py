@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 from typing import Any, Callable
 
-from .prompts import TEMPLATES
+from .prompts import TEMPLATES, PromptError, parse_prompts
 from .vocab import (ALIASES, AVERAGES, DTYPE_ALIASES, DTYPES, LABEL_MODES, LAYOUTS, QUANTS, RESOLVERS, STUDY_LABELS, STUDY_PROMPT,
                     STUDY_RESOLVER)
 
@@ -46,6 +46,16 @@ def choice(name: str, options, aliases: dict[str, str] | None = None) -> Callabl
             _fail(f"{name} must be one of {', '.join(options)} (got {text!r})")
         return text
     return parse
+
+
+def prompt_list(text: str):
+    """`--prompt NAME|FILE[,NAME|FILE...]` -> the templates (vlmcls.prompts.Template), each file read and
+    checked now: a name first, else a path relative to the directory pytest was started in (as
+    --report-dir). xdist workers parse their own command line, in that same directory."""
+    try:
+        return parse_prompts(text)
+    except PromptError as exc:
+        _fail(str(exc))
 
 
 def batch_size(text: str) -> int | str:
@@ -106,7 +116,10 @@ def add_options(parser) -> None:
         help="ask each image K times, its candidates in K seeded orders (the first is the usual one); "
              "the report measures order robustness and position bias (default 1)")
     add("--dataset", default="sample", help="sample | imagenet | PATH | HUB_ID[:SPLIT] (default: the bundled sample)")
-    add("--prompt", type=choice("--prompt", list(TEMPLATES)), default=STUDY_PROMPT, help=f"prompt template: {', '.join(TEMPLATES)}")
+    add("--prompt", type=prompt_list, default=STUDY_PROMPT,
+        help=f"prompt: a template ({', '.join(TEMPLATES)}; default {STUDY_PROMPT}, the study's), else a UTF-8 file "
+             "with {labels} (the candidates, comma separated) or {numbered} (one per line); several, comma "
+             "separated, run every case once per prompt")
     add("--labels", dest="labels_mode", type=choice("--labels", LABEL_MODES, ALIASES["labels"]), default=None,
         help="unique (collisions disambiguated, default) or raw (alias thesis: the study's raw first synonyms; default with --study)")
     add("--resolver", type=choice("--resolver", RESOLVERS, ALIASES["resolver"]), default=STUDY_RESOLVER,

@@ -11,6 +11,7 @@ from typing import Any, Callable, Mapping
 
 from .catalog import ModelEntry, StudyRow, study_cases
 from .options import DEFAULT_WAYS, cli_settings, labels_mode
+from .prompts import TEMPLATES, Template, parse_prompts
 from .runner import CaseSpec
 from .settings import resolve_settings
 from .vocab import STUDY_PROMPT, STUDY_RESOLVER, canonical
@@ -28,7 +29,8 @@ class RunOptions:
     seed: int = 0
     orders: int = 1
     dataset: str = "sample"
-    prompt: str = STUDY_PROMPT
+    # --prompt: names and/or prompt files, several for a sweep; always a tuple of Templates after init
+    prompt: str | Template | tuple[str | Template, ...] = STUDY_PROMPT
     labels_mode: str | None = None
     resolver: str = STUDY_RESOLVER
     nli_model: str | None = None
@@ -59,6 +61,7 @@ class RunOptions:
         # a script or notebook may still write "thesis": the canonical name from here on, as the CLI does
         for name, setting in (("labels_mode", "labels"), ("resolver", "resolver"), ("layout", "layout")):
             object.__setattr__(self, name, canonical(setting, getattr(self, name)))
+        object.__setattr__(self, "prompt", parse_prompts(self.prompt))  # the CLI's is parsed already: kept as is
 
     @classmethod
     def from_namespace(cls, opt: Any) -> "RunOptions":
@@ -75,13 +78,19 @@ class RunOptions:
     def ways_or_default(self) -> tuple[int, ...]:
         return self.ways or DEFAULT_WAYS
 
+    @property
+    def prompts(self) -> tuple[Template, ...]:
+        return self.prompt  # type: ignore[return-value]  (a tuple of Templates since __post_init__)
+
 
 def spec(entry: ModelEntry, ways: int, opts: RunOptions, row: StudyRow | None = None,
-         auto_device: Callable[[], str] = lambda: "auto") -> CaseSpec:
+         auto_device: Callable[[], str] = lambda: "auto", prompt: Template | None = None) -> CaseSpec:
     """One case. `row` (--study): the study's quant and images stand in for the catalog's; an option
     given on the command line still wins, and the comparison with the study says so. `auto_device()`:
     what "auto" means for a local model in this process (an xdist worker's own GPU); asked only then,
-    as answering may import torch."""
+    as answering may import torch. `prompt`: one of a sweep's prompts (default: the only one given);
+    in a sweep its slug joins the case id."""
+    prompt = prompt or opts.prompts[0]
     cli = cli_settings(opts)
     if opts.api_constrained and entry.info.served and entry.info.constrained:
         cli["constrained"] = True  # --api-constrained concerns served models only
@@ -92,7 +101,8 @@ def spec(entry: ModelEntry, ways: int, opts: RunOptions, row: StudyRow | None = 
     return CaseSpec(
         model=entry, ways=ways, settings=settings, dataset=opts.dataset,
         samples=opts.samples or (row.images if row is not None else entry.samples),
-        seed=opts.seed, prompt=opts.prompt, labels_mode=opts.labels, resolver=opts.resolver,
+        seed=opts.seed, prompt=prompt.name if TEMPLATES.get(prompt.name) == prompt else prompt,  # a built-in by name, as before
+        prompt_id=prompt.slug if len(opts.prompts) > 1 else "", labels_mode=opts.labels, resolver=opts.resolver,
         nli_model=opts.nli_model or (SMOKE_NLI if entry.smoke else DEFAULT_NLI),
         max_cost=opts.max_cost, refresh=opts.refresh, orders=opts.orders, nli_overlap=opts.nli_overlap,
         nli_compile=opts.nli_compile,
@@ -102,10 +112,14 @@ def spec(entry: ModelEntry, ways: int, opts: RunOptions, row: StudyRow | None = 
 def cases(catalog: Mapping[str, ModelEntry], opts: RunOptions,
           auto_device: Callable[[], str] = lambda: "auto") -> list[CaseSpec]:
     """Every case of the run: each catalog model at each N, or with --study the study's rows (only
-    those at --ways, when given), each with its own settings."""
+    those at --ways, when given), each with its own settings; each once per --prompt. A prompt sweep
+    with --study runs each study row once per prompt: an explicit option wins under --study, and the
+    comparison with the study names the prompt where it is not the study's."""
     if opts.study:
-        return [spec(entry, row.ways, opts, row, auto_device) for entry, row in study_cases(catalog, opts.ways)]
-    return [spec(entry, w, opts, auto_device=auto_device) for entry in catalog.values() for w in opts.ways_or_default]
+        return [spec(entry, row.ways, opts, row, auto_device, p)
+                for entry, row in study_cases(catalog, opts.ways) for p in opts.prompts]
+    return [spec(entry, w, opts, auto_device=auto_device, prompt=p)
+            for entry in catalog.values() for w in opts.ways_or_default for p in opts.prompts]
 
 
 def subset_size(case: CaseSpec, opts: RunOptions, dataset_size: int | None) -> int | None:

@@ -36,7 +36,7 @@ class CaseSpec:
     dataset: str = "sample"
     samples: int | None = None
     seed: int = 0
-    prompt: str = STUDY_PROMPT
+    prompt: str | prompts.Template = STUDY_PROMPT  # a built-in's name, or the Template read from a prompt file
     labels_mode: LabelMode = "unique"
     resolver: ResolverMode = STUDY_RESOLVER
     nli_model: str = "facebook/bart-large-mnli"
@@ -45,6 +45,9 @@ class CaseSpec:
     orders: int = 1
     nli_overlap: bool = False  # --nli-overlap: resolve window k while the backend answers window k+1
     nli_compile: bool = False  # --nli-compile: the NLI model through torch.compile
+    # a prompt sweep (--prompt a,b): the prompt's slug, appended to the case id; "" with one prompt, so
+    # single-prompt ids (stored runs, --baseline) stay as they were. Not in the key: the text is.
+    prompt_id: str = ""
 
     def __post_init__(self) -> None:
         # "thesis", the older name of the study's label mode and resolver, becomes the canonical one
@@ -53,7 +56,17 @@ class CaseSpec:
 
     @property
     def case_id(self) -> str:
-        return f"{self.model.case_tag(self.settings.quant)}-{self.ways}way"
+        base = f"{self.model.case_tag(self.settings.quant)}-{self.ways}way"
+        return f"{base}-{self.prompt_id}" if self.prompt_id else base
+
+    @property
+    def template(self) -> prompts.Template:
+        return prompts.get_template(self.prompt)
+
+    @property
+    def prompt_name(self) -> str:
+        """The prompt as reports name it: a built-in's name, or `file.txt@<hash of its text>`."""
+        return self.template.name
 
     def key_fields(self) -> dict[str, Any]:
         s = asdict(self.settings)
@@ -79,7 +92,7 @@ class CaseSpec:
         return {
             "model": self.model.name, "backend": self.model.backend, "weights": self.model.weights,
             "settings": s, "dataset": self.dataset, "ways": self.ways, "seed": self.seed,
-            "prompt": prompts.get_template(self.prompt).text, "labels": stored("labels", self.labels_mode),
+            "prompt": self.template.text, "labels": stored("labels", self.labels_mode),
             "resolver": stored("resolver", self.resolver), "nli_model": self.nli_model if self.resolver in NLI_RESOLVERS else None,
         }
 
@@ -180,7 +193,7 @@ class CaseRunner:
         self.spec, self.labels, self.backend, self.resolver, self.store = spec, labels, backend, resolver, store
         self.progress = progress or (lambda done, total: None)
         self.decode_workers = decode_workers or min(8, os.cpu_count() or 1)
-        self.template = prompts.get_template(spec.prompt)
+        self.template = spec.template
         self.key = case_key(spec.key_fields())
         self.ambiguous = labels.ambiguous_ids() if canonical("labels", labels.mode) == STUDY_LABELS else frozenset()
         self._fingerprints: dict[str, str] = {}

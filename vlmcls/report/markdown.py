@@ -161,6 +161,7 @@ def render_markdown(rows: Sequence[Mapping], title: str = "vlmcls report") -> st
     for average in dict.fromkeys(r["metrics"].get("average", "present") for r in done):
         parts += [AVERAGE_NOTES.get(average, MACRO_NOTE), ""]
     parts += [interval_note(done), ""]
+    parts += prompt_section(done)
     parts += calibration_section(done) + notes(done) + order_section(done) + unreadable_section(done) + _others(other)
     return "\n".join(parts).rstrip() + "\n"
 
@@ -207,6 +208,26 @@ def notes(rows: Sequence[Mapping]) -> list[str]:
         if r.get("trust_remote_code"):
             lines.append(f"- `{r['case_id']}`: ran the hub's remote code (--trust-remote-code)")
     return (["## Notes", ""] + lines + [""]) if lines else []
+
+
+def prompt_section(rows: Sequence[Mapping]) -> list[str]:
+    """Each prompt's full text, once, when a run used a prompt file or several prompts (a sweep), so a
+    published table says what was asked; a run of one built-in prompt shows its name only, as before."""
+    from ..prompts import TEMPLATES
+
+    used: dict[str, Mapping] = {}
+    for r in rows:
+        used.setdefault(str(r.get("prompt")), r)
+    if len(used) < 2 and not any(r.get("prompt_text") for r in used.values()):
+        return []
+    lines = []
+    for name, r in used.items():
+        text = r.get("prompt_text") or (TEMPLATES[name].text if name in TEMPLATES else None)
+        # the file's name only: its absolute path (results.json has it) would publish the user's folders
+        shown = "<br>".join(cell(line) for line in text.split("\n")) if text is not None else "(text not recorded)"
+        lines.append(f"- `{cell(name)}`: {shown}")
+    return ["## Prompts", "", "Each prompt as the model got it, `{labels}` / `{numbered}` standing for the candidates "
+            "(line breaks shown as breaks). A file prompt's name ends with the start of its text's SHA-256.", ""] + lines + [""]
 
 
 def _cost(r: Mapping) -> str:

@@ -57,15 +57,24 @@ def case_row(result, *, status: str, threshold: float | None, reason: str = "", 
 def spec_fields(spec) -> dict:
     e = spec.model
     device = spec.settings.device
+    # a prompt sweep's rows differ only in their prompt: the model column (the tag) says which ran
+    tag = e.case_tag(spec.settings.quant) + (f" [{spec.prompt_id}]" if getattr(spec, "prompt_id", "") else "")
     return {
-        "case_id": spec.case_id, "tag": e.case_tag(spec.settings.quant), "model": e.name, "backend": e.backend, "weights": e.weights, "smoke": e.smoke,
+        "case_id": spec.case_id, "tag": tag, "model": e.name, "backend": e.backend, "weights": e.weights, "smoke": e.smoke,
         "ways": spec.ways, "quant": spec.settings.quant if e.info.quantized else None,
         "layout": spec.settings.layout, "dataset": spec.dataset, "samples": spec.samples, "seed": spec.seed,
-        "prompt": spec.prompt, "labels": spec.labels_mode, "resolver": spec.resolver,
+        "prompt": spec.prompt_name, **prompt_file_fields(spec), "labels": spec.labels_mode, "resolver": spec.resolver,
         "reference": e.reference.get(spec.ways), "trust_remote_code": bool(e.trust_remote_code and spec.settings.trust_remote_code),
         "device_kind": "cuda" if device.startswith("cuda") else device,
         "nli_model": spec.nli_model, "settings": _settings(spec.settings),
     }
+
+
+def prompt_file_fields(spec) -> dict:
+    """A prompt file's text and path, so that results.json and the report say what was asked; nothing
+    for a built-in (its name says it: rows as before)."""
+    t = spec.template
+    return {} if t.path is None else {"prompt_text": t.text, "prompt_file": t.path}
 
 
 def _settings(settings) -> dict:
