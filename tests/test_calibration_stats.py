@@ -103,8 +103,9 @@ def exact_two_sided(b: int, c: int) -> float:
 
 
 def chi_square_corrected(b: int, c: int) -> float:
-    """P(X > x) for X ~ chi-square(1 df) = erfc(sqrt(x / 2)), x = (|b - c| - 1)^2 / (b + c)."""
-    return math.erfc(math.sqrt((abs(b - c) - 1) ** 2 / (b + c) / 2))
+    """P(X > x) for X ~ chi-square(1 df) = erfc(sqrt(x / 2)), x = max(0, |b - c| - 1)^2 / (b + c): the
+    correction never overshoots (b = c is no evidence at all: p = 1)."""
+    return math.erfc(math.sqrt(max(0, abs(b - c) - 1) ** 2 / (b + c) / 2))
 
 
 def test_mcnemar_is_the_exact_binomial_test_below_25_pairs():
@@ -118,6 +119,7 @@ def test_mcnemar_is_the_corrected_chi_square_from_25_pairs():
         for b in range(0, n + 1, 3):
             assert stats.mcnemar(b, n - b) == pytest.approx(chi_square_corrected(b, n - b), rel=1e-9), (b, n - b)
     assert stats.mcnemar(12, 12) == 1.0 and stats.mcnemar(0, 0) == 1.0
+    assert stats.mcnemar(16, 16) == 1.0 and stats.mcnemar(40, 40) == 1.0  # equal losses and gains, 25 or more
 
 
 @pytest.mark.parametrize("b, c", [(-1, 30), (30, -1), (-1, 3), (3, -1)])
