@@ -168,6 +168,20 @@ def test_ranking_and_not_significantly_different_from(tmp_path):
     assert "3 cases, 3 pairs tested (Holm over 3)" in part
 
 
+def test_many_alike_cases_are_said_briefly(tmp_path):
+    """With many cases the column names the shorter side: "every other case", or "all but" the few."""
+    strong = ("model-a", 100, answers("r" * 60))
+    weak = [(f"model-{x}", 100, answers(pattern)) for x, pattern in
+            zip("bcde", ("rw" * 30, "wr" * 30, "rrww" * 15, "wwrr" * 15))]
+    ranking, _ = tables(pairwise.pairwise_section(run_folder(tmp_path, strong, *weak), tmp_path))
+    alike = {r["Model"]: r["Not significantly different from"] for r in ranking}
+    assert alike == {"model-a": "—", "model-b": "all but model-a", "model-c": "all but model-a",
+                     "model-d": "all but model-a", "model-e": "all but model-a"}
+    three = run_folder(tmp_path / "three", *weak[:3])
+    ranking, _ = tables(pairwise.pairwise_section(three, tmp_path / "three"))
+    assert {r["Not significantly different from"] for r in ranking} == {"every other case"}
+
+
 def test_holm_is_applied_over_all_pairs_at_one_n(tmp_path):
     """Each rendered Holm p is the Holm adjustment of the three raw p-values, not the raw one."""
     rows = designed(tmp_path)

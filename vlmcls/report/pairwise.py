@@ -110,11 +110,23 @@ def rank_table(order: Sequence[tuple[int, Mapping]], pairs: Sequence[Versus], al
     by = _lookup(pairs)
     body = []
     for rank, r in order:
-        alike = [cell(_name(o)) for _, o in order if o is not r
-                 and (v := by[(r["case_id"], o["case_id"])]).tested and v.holm >= alpha]
+        others = [o for _, o in order if o is not r]
+        alike = [o for o in others if (v := by[(r["case_id"], o["case_id"])]).tested and v.holm >= alpha]
         m = r["metrics"]
-        body.append([str(rank), cell(_name(r)), f"{m['accuracy']:.3f}", str(m["n"]), ", ".join(alike) or "—"])
+        body.append([str(rank), cell(_name(r)), f"{m['accuracy']:.3f}", str(m["n"]), _alike_cell(alike, others)])
     return tabulate(body, headers=RANK_HEADERS, tablefmt="github", disable_numparse=True)
+
+
+def _alike_cell(alike: Sequence[Mapping], others: Sequence[Mapping]) -> str:
+    """The cases not significantly different from one; with many cases, the shorter of the list and
+    its complement ("all but ...")."""
+    if not alike:
+        return "—"
+    if len(alike) == len(others) and len(others) > 1:
+        return "every other case"
+    names = lambda rows: ", ".join(cell(_name(o)) for o in rows)
+    rest = [o for o in others if all(o is not a for a in alike)]
+    return f"all but {names(rest)}" if len(others) > 3 and len(rest) < len(alike) else names(alike)
 
 
 def adjacent_table(order: Sequence[tuple[int, Mapping]], pairs: Sequence[Versus]) -> str:
