@@ -10,7 +10,7 @@ import copy
 from vlmcls import gate, metrics
 from vlmcls.catalog import ModelEntry
 from vlmcls.report import spec_fields
-from vlmcls.runner import CaseResult, CaseSpec
+from vlmcls.runner import BudgetStop, CaseResult, CaseSpec
 from vlmcls.settings import BackendSettings
 from vlmcls.types import Prediction
 
@@ -80,12 +80,17 @@ def test_smoke_plumbing_counts_backend_errors_not_unreadable_images():
     assert gate.judge(result(spec(), backend)).status == "no gate"  # a real model is judged on accuracy alone
 
 
-def test_smoke_samples_not_run_fail_unless_the_budget_stopped_them():
+def test_smoke_samples_not_run_fail_and_a_budget_stop_says_it_was_the_budget():
+    """A --max-cost stop once passed a smoke case (and any case) on its first samples; it fails now,
+    from the result's `budget_stop` (not from the note's words), with the budget's reason only."""
     s = spec(smoke=True)
     (reason,) = gate.judge(result(s, preds(10, 10), not_run=2, stopped="stopped: server gone")).reasons
     assert "0 error rows, 2 samples not run" in reason
     budget = "stopped by --max-cost 0.5 USD after 10 samples (spent 0.49 USD)"
-    assert not gate.judge(result(s, preds(10, 10), not_run=2, stopped=budget)).failed
+    stop = BudgetStop(0.5, 10, 12)
+    assert gate.judge(result(s, preds(10, 10), not_run=2, stopped=budget, budget_stop=stop)).reasons == (
+        f"{s.case_id}: stopped by --max-cost 0.5 USD after 10 of 12 samples: the gate needs them all "
+        "(raise --max-cost or lower --samples)",)
 
 
 def test_a_baseline_significantly_better_fails_the_case_by_mcnemar():

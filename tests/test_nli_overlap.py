@@ -242,11 +242,14 @@ def test_max_cost_runs_do_not_overlap(tmp_path):
         result = runner.run(samples(16))
         runs[overlap] = (backend.calls, log.events, result.stopped, without_latency(result.predictions), result.notes)
         assert resolver.threads == {threading.current_thread().name}
-    assert runs[True] == runs[False]
+    # the same run, except that the one asked for --nli-overlap says it was not applied, and why
+    assert runs[True][:4] == runs[False][:4] and runs[False][4] == []
     calls, _, stopped, preds, notes = runs[True]
     assert calls == [1, 4, 4] and len(preds) == 9
     assert stopped == "stopped by --max-cost 0.095 USD after 9 samples (spent 0.0900 USD, this run and stored runs of this case)"
     assert OVERLAP_NOTE not in notes
+    assert notes == ["--nli-overlap: not applied: --max-cost sizes each window from the cost of the ones before, "
+                     "so windows run one after another"]
 
 
 @pytest.mark.parametrize("overlap", [False, True])

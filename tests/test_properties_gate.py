@@ -18,7 +18,7 @@ from vlmcls.compare import Run
 from vlmcls.catalog import ModelEntry
 from vlmcls.outcomes import Case, CaseRun, case_row
 from vlmcls.resolve import Resolver
-from vlmcls.runner import CaseResult, CaseRunner, CaseSpec
+from vlmcls.runner import BudgetStop, CaseResult, CaseRunner, CaseSpec
 from vlmcls.settings import BackendSettings
 from vlmcls.types import Prediction, Sample
 
@@ -219,13 +219,14 @@ def test_a_real_model_with_a_few_error_rows_is_judged_on_accuracy_alone():
     assert reasons(result(c, predictions(100, 95, errors=3))) == []
 
 
-def test_a_smoke_case_with_samples_not_run_fails_unless_the_budget_stopped_it():
+def test_a_smoke_case_with_samples_not_run_fails_and_a_budget_stop_with_the_budgets_reason():
     c = case(smoke=True)
     preds = predictions(10, 10)
     (why,) = reasons(result(c, preds, not_run=3, stopped="stopped after the first 8 samples all failed"))
     assert "0 error rows, 3 samples not run" in why
     budget = "stopped by --max-cost 0.5 USD after 10 samples (spent 0.49 USD)"
-    assert reasons(result(c, preds, not_run=3, stopped=budget)) == []
+    (why,) = reasons(result(c, preds, not_run=3, stopped=budget, budget_stop=BudgetStop(0.5, 10, 13)))
+    assert why == f"{c.case_id}: stopped by --max-cost 0.5 USD after 10 of 13 samples: the gate needs them all (raise --max-cost or lower --samples)"
     assert "no prediction was made (stopped by --max-cost" in reasons(result(c, [], stopped=budget))[0]
 
 

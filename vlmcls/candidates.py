@@ -83,6 +83,32 @@ def _extra_permutation(sample_id: str, ways: int, order: int, seed: int) -> tupl
     return tuple(perm)
 
 
+def orders_note(orders: int, ways: int) -> str | None:
+    """The case note for --orders K > N (None otherwise): only N orders can keep every label off the
+    positions it held (the Latin rectangle); the rest are the seeded shuffles of `_extra_permutation`,
+    distinct from the earlier orders while N! allows, then repeats."""
+    if orders <= ways:
+        return None
+    import math
+
+    distinct = math.factorial(ways) if ways < 8 else orders + 1  # 8! > any K worth asking for
+    head = f"--orders {orders} at {ways}-way: "
+    if distinct == ways:  # 2-way: the two orders are the Latin rectangle already
+        return head + f"{ways} candidates have only {ways} orders, so {_span(ways, orders - 1, 'repeats one of them', 'repeat them')}"
+    last = min(orders, distinct) - 1
+    note = (head + f"only orders 0-{ways - 1} keep every label off the positions it held in the other orders; "
+            f"{_span(ways, last, 'is a seeded shuffle', 'are seeded shuffles')}, distinct from the earlier orders, "
+            "in which a label can sit where it sat before")
+    if orders > distinct:
+        note += f"; {ways} candidates have only {distinct} orders, so {_span(distinct, orders - 1, 'repeats one of them', 'repeat them')}"
+    return note
+
+
+def _span(first: int, last: int, one: str, many: str) -> str:
+    """"order 5 is ..." or "orders 5-7 are ..."."""
+    return f"order {first} {one}" if first == last else f"orders {first}-{last} {many}"
+
+
 def order_permutations(sample_id: str, ways: int, orders: int, seed: int) -> list[tuple[int, ...]]:
     """The first `orders` permutations of a sample's candidate list (see order_permutation)."""
     return [order_permutation(sample_id, ways, k, seed) for k in range(orders)]

@@ -1,8 +1,9 @@
 """A case's verdict, a pure function of its result (and a baseline run's answers, when given).
 
 The accuracy gate fails a case only when the *upper* end of its 95 % interval lies below the
-threshold, so a small sample does not fail a good model by chance. A smoke model is gated on its
-plumbing too: any backend error row, or any sample not run (unless --max-cost stopped it). With a
+threshold, so a small sample does not fail a good model by chance. A case that --max-cost stopped
+before all its samples fails: its figures are those of the first few, which a gate must not pass. A
+smoke model is gated on its plumbing too: any backend error row, or any sample not run. With a
 baseline, McNemar's paired test fails a case significantly worse than the baseline's same case.
 Nothing here touches pytest or writes anything, so a script can judge a stored run the same way.
 """
@@ -12,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
 
 from .report.rows import is_input_error, spec_fields
-from .runner import CaseResult
+from .runner import BudgetStop, CaseResult
 from .vocab import ALIASES, canonical
 
 # What a paired test needs to be comparing like with like (the case id fixes model, N and quant).
@@ -77,8 +78,8 @@ def judge(result: CaseResult, baseline: Baseline | None = None, threshold: Any =
 
 
 def failures(result: CaseResult, threshold: float | None) -> list[str]:
-    """Why the case fails without a baseline: no prediction, the accuracy gate, every sample an
-    error, or for smoke models the plumbing."""
+    """Why the case fails without a baseline: no prediction, the accuracy gate, a --max-cost stop,
+    every sample an error, or for smoke models the plumbing."""
     spec, m = result.spec, result.metrics
     if m is None:
         return [f"{spec.case_id}: no prediction was made ({result.stopped or 'no samples'})"]
@@ -89,6 +90,8 @@ def failures(result: CaseResult, threshold: float | None) -> list[str]:
         # under the gate (0.6406 < 0.641) does not print as the gate itself
         why.append(f"{spec.case_id}: accuracy {m.accuracy:.3f} (95% CI {lo:.4f}-{hi:.4f}, n={m.n}): the CI's "
                    f"upper bound {hi:.4f} is below the gate {threshold:.4g}")
+    if result.budget_stop is not None:
+        why.append(f"{spec.case_id}: {budget_reason(result.budget_stop)}")
     if m.errors == m.n:
         first = next((p.error for p in result.predictions if p.error), "")
         why.append(f"{spec.case_id}: every one of the {m.n} samples failed, e.g. {first[:200]}")
@@ -97,12 +100,24 @@ def failures(result: CaseResult, threshold: float | None) -> list[str]:
     return why
 
 
+def budget_reason(stop: BudgetStop) -> str:
+    """Why a case that --max-cost stopped fails, and the two ways out."""
+    if stop.orders > 1:  # the budget counts requests, K per image
+        images = stop.total // stop.orders
+        return (f"stopped by --max-cost {stop.max_cost:g} USD after {stop.done} of {stop.total} requests "
+                f"({images} images x {stop.orders} orders): the gate needs them all "
+                "(raise --max-cost, or lower --samples or --orders)")
+    return (f"stopped by --max-cost {stop.max_cost:g} USD after {stop.done} of {stop.total} samples: the gate "
+            "needs them all (raise --max-cost or lower --samples)")
+
+
 def plumbing(result: CaseResult) -> list[str]:
-    """A smoke model exists to check the plumbing: a backend error row or a sample not run fails it.
-    An unreadable image is the data's fault, not the plumbing's: listed in the report, not failed."""
+    """A smoke model exists to check the plumbing: a backend error row or a sample not run fails it
+    (one left by a --max-cost stop has its own reason, `budget_reason`). An unreadable image is the
+    data's fault, not the plumbing's: listed in the report, not failed."""
     m = result.metrics
     errors = m.errors - sum(is_input_error(p.error) for p in result.predictions)
-    if errors or (result.not_run and not result.stopped.startswith("stopped by --max-cost")):
+    if errors or (result.not_run and result.budget_stop is None):
         return [f"{result.spec.case_id}: smoke plumbing check: {errors} error rows, {result.not_run} samples not run"]
     return []
 

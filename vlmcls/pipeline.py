@@ -14,14 +14,29 @@ import contextlib
 import sys
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import Any, Sequence
 
 FAIL_FAST = 8  # this many samples in a row, all failed, from the start: the backend is broken (wrong URL...)
 
 
+@dataclass(frozen=True)
+class BudgetStop:
+    """--max-cost stopped the case after `done` of its `total` requests (this run and stored runs; an
+    image is `orders` requests, one per candidate order). Kept as data, not only as the note's
+    sentence, because the gate fails such a case (vlmcls.gate): it scored only its first samples."""
+
+    max_cost: float
+    done: int
+    total: int
+    orders: int = 1
+
+
 def run_windows(runner: Any, todo: Sequence[Any], already: int, total: int, overlap: bool = False):
-    """(fresh predictions in order, seconds of work, why the case stopped early or "")."""
-    return _Loop(runner, todo, already, total, overlap).run()
+    """(fresh predictions in order, seconds of work, why the case stopped early or "", and the
+    BudgetStop when that was --max-cost, else None)."""
+    loop = _Loop(runner, todo, already, total, overlap)
+    return (*loop.run(), loop.budget)
 
 
 class _Loop:
@@ -32,6 +47,7 @@ class _Loop:
         self.answered = 0  # samples answered so far, this run
         self.all_failed = True  # every one of them an error row (answer errors are row errors)
         self.inflight: Future | None = None
+        self.budget: BudgetStop | None = None  # set when --max-cost stops the case
         self.stream = _nli_stream(runner.resolver) if overlap else None
 
     def run(self) -> tuple[list, float, str]:
@@ -78,6 +94,7 @@ class _Loop:
 
     def _budget_stop(self) -> str:
         done, budget, k = self.already + len(self.fresh), self.r.spec.max_cost, self.r.spec.orders
+        self.budget = BudgetStop(budget, done, self.total, k)
         why = f"spent {self.r.spent[0]:.4f} USD, this run and stored runs of this case"
         if k > 1:  # each image is K requests: counting them as "samples" read as more images than the table's n
             return f"stopped by --max-cost {budget:g} USD after {done} requests ({k} per image, one per order; {why})"

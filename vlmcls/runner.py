@@ -15,7 +15,7 @@ from . import prompts
 from .catalog import ModelEntry
 from .devices import device_kind  # noqa: F401 (re-exported: callers import it from here)
 from .images import ImageError, decode
-from .pipeline import FAIL_FAST, run_windows  # noqa: F401 (FAIL_FAST: re-exported, callers import it from here)
+from .pipeline import FAIL_FAST, BudgetStop, run_windows  # noqa: F401 (FAIL_FAST, BudgetStop: re-exported, callers import them from here)
 from .settings import BackendSettings, server_urls
 from .store import Store, case_key, row_key
 from .types import Answer, Backend, LabelSet, Prediction, Query, Sample
@@ -114,6 +114,8 @@ class CaseResult:
     # --orders K > 1: the rows of every order (0..K-1); `predictions` and `metrics` are order 0 only,
     # the list as K=1 would ask it, so the headline figures stay comparable with K=1 runs
     order_rows: list[Prediction] = field(default_factory=list)
+    # --max-cost stopped the case before all its samples (the gate fails it); `stopped` says it in words
+    budget_stop: BudgetStop | None = None
 
     def stage_shares(self) -> dict[str, float]:
         n = len(self.predictions) or 1
@@ -278,11 +280,30 @@ class CaseRunner:
         return getattr(self.backend, "window", None) or s.batch_size
 
     def overlaps(self) -> bool:
-        """--nli-overlap applies: a resolver with a model (study, nli; matching alone is too cheap to
-        hide), a backend that answers in text, and no --max-cost (the next batch's size waits for
-        this batch's cost)."""
-        return (self.spec.nli_overlap and self.spec.resolver in NLI_RESOLVERS and self.spec.max_cost is None
-                and not self.spec.model.info.direct)
+        """--nli-overlap applies: asked for, and nothing in `overlap_unused()` stops it."""
+        return self.spec.nli_overlap and not self.overlap_unused()
+
+    def overlap_unused(self) -> str:
+        """Why --nli-overlap cannot apply to this case ("" when it can): it needs a backend that answers
+        in text, a resolver with a model (study, nli; matching alone is too cheap to hide), and no
+        --max-cost (the next window's size waits for this window's cost)."""
+        spec = self.spec
+        if spec.model.info.direct:
+            return f"a {spec.model.backend} model scores the candidates itself: no answer goes through the NLI"
+        if spec.resolver not in NLI_RESOLVERS:
+            return f"it applies to --resolver {' and '.join(NLI_RESOLVERS)} only, not {spec.resolver}"
+        if spec.max_cost is not None:
+            return "--max-cost sizes each window from the cost of the ones before, so windows run one after another"
+        return ""
+
+    def overlap_note(self, overlap: bool, fresh: int) -> str | None:
+        """The case note on --nli-overlap when the user asked for it: that it ran, or why it did not."""
+        if not self.spec.nli_overlap:
+            return None
+        if overlap and fresh:
+            return OVERLAP_NOTE
+        why = self.overlap_unused() or "every answer came from the result store: nothing was resolved"
+        return f"--nli-overlap: not applied: {why}"
 
     def run(self, samples: Sequence[Sample]) -> CaseResult:
         cand.check_ways(self.spec.ways, len(self.labels))
@@ -298,10 +319,9 @@ class CaseRunner:
         # [USD spent, samples done] for --max-cost, this run and stored runs of the case
         self.spent = [sum(p.cost_usd or 0.0 for k, p in done.items() if k in ids), len(ids) - len(todo)]
         overlap = self.overlaps()
-        fresh, elapsed, stopped = run_windows(self, todo, len(items) - len(todo), len(items), overlap)
+        fresh, elapsed, stopped, budget = run_windows(self, todo, len(items) - len(todo), len(items), overlap)
         notes = list(getattr(self.backend, "notes", []))
-        if overlap and fresh:
-            notes.append(OVERLAP_NOTE)
+        notes += [n for n in (self.overlap_note(overlap, len(fresh)), cand.orders_note(self.spec.orders, self.spec.ways)) if n]
         if self.spec.nli_compile and self.stage_seconds.get("nli"):
             notes.append(self.resolver.compile_note())
         by_key = {**done, **{row_key(p.sample_id, p.order): p for p in fresh}}
@@ -313,6 +333,7 @@ class CaseRunner:
             resumed=len(items) - len(todo), not_run=len(samples) - len(preds), stopped=stopped,
             notes=notes, stage_seconds=dict(self.stage_seconds),
             wall_s=elapsed - getattr(self.backend, "load_s", 0.0), order_rows=rows if self.spec.orders > 1 else [],
+            budget_stop=budget,
         )
 
     def next_batch(self, todo: Sequence[Sample], start: int) -> Sequence[Sample]:

@@ -15,13 +15,24 @@ STUDY_HEADERS = ["Model", "N", "Precision", "Recall", "F1-score", "Accuracy", "P
                  "Study inside CI", "Images (run / study)", "Unlike the study", "Case"]
 METRIC_COLUMNS = (("Precision", "precision"), ("Recall", "recall"), ("F1-score", "f1"), ("Accuracy", "accuracy"))
 NOT_RUN_SHOWN = 20  # study rows named in the "not run" line before "and N more"
-AVERAGES_TEXT = (
+AVERAGES_DEFINED = (
     "P/R/F1 average: *present* = macro over the classes among the true labels (vlmcls's default: a class never "
     "shown does not count); *union* = scikit-learn's default `average=\"macro\"`, over the true and the predicted "
     "classes (a class predicted but never true counts as 0: it pulls scores down when the subset holds fewer "
     "classes than the model may name, as 1,600 images at 1000-way do); *weighted* = scikit-learn's "
-    "`average=\"weighted\"`, whose recall equals the accuracy, as in most of the study's rows. The study does not "
-    "say which it used; `--average` picks the one reported, and the table below the comparison shows all three.")
+    "`average=\"weighted\"`, whose recall equals the accuracy, as in most of the study's rows.")
+AVERAGES_TEXT = (AVERAGES_DEFINED + " The study does not say which it used; `--average` picks the one reported, and "
+                 "the table below the comparison shows all three.")
+STUDY_INTRO = (
+    "Each row of the study's tables that this run scored, all four metrics as *this run vs the study "
+    "(this run − study)*; the study's figures have two decimals. The study ran ImageNet-1k validation "
+    "(20-way: 10,000 images, 10 per class; 100- and 1000-way: 1,600 images; baselines: 10,000), with its "
+    "prompt (`thesis`), raw labels (`raw`) and resolver (`study`) and int8 only for LLaVA 7B/13B and Qwen2-VL-7B. "
+    "*Study inside CI*: whether the study's accuracy lies inside this run's exact (Clopper-Pearson) 95 % interval.")
+# a run of smoke models only (the offline default) scores none: say so before listing what was not run
+NO_STUDY_ROW = ("No study row was scored in this run, so there is no comparison table: it needs a case of a model "
+                "and N that the study published (all four metrics as *this run vs the study*, and whether the "
+                "study's accuracy lies inside this run's 95 % interval).")
 
 
 def study_rows(catalog: Mapping[str, Any]) -> list:
@@ -133,22 +144,11 @@ def study_section(rows: Sequence[Mapping], catalog: Mapping[str, Any] | None = N
         from ..catalog import load_catalog
 
         catalog = load_catalog()
-    parts = ["## Compared with the study", "",
-             "Each row of the study's tables that this run scored, all four metrics as *this run vs the study "
-             "(this run − study)*; the study's figures have two decimals. The study ran ImageNet-1k validation "
-             "(20-way: 10,000 images, 10 per class; 100- and 1000-way: 1,600 images; baselines: 10,000), with its "
-             "prompt (`thesis`), raw labels (`raw`) and resolver (`study`) and int8 only for LLaVA 7B/13B and Qwen2-VL-7B. "
-             "*Study inside CI*: whether the study's accuracy lies inside this run's exact (Clopper-Pearson) 95 % interval.", "",
-             AVERAGES_TEXT]
-    from ..catalog import STUDY_DATASET
-
-    datasets = sorted({str(r["dataset"]) for r in rows if r.get("metrics") and r.get("dataset")} - {STUDY_DATASET})
-    if datasets:
-        parts += ["", f"The study measured ImageNet-1k validation; this run used {', '.join(cell(d) for d in datasets)}, "
-                      "so differences also reflect the data."]
     body, missing = study_lines(rows, catalog)
+    parts = ["## Compared with the study", "", STUDY_INTRO if body else NO_STUDY_ROW]
     if body:
-        parts += ["", tabulate(body, headers=STUDY_HEADERS, tablefmt="github", disable_numparse=True)]
+        parts += ["", AVERAGES_TEXT, *_dataset_line(rows), "",
+                  tabulate(body, headers=STUDY_HEADERS, tablefmt="github", disable_numparse=True)]
     if missing:
         parts += ["", _not_run_line(missing)]
     notes = doubt_notes(catalog)
@@ -156,10 +156,23 @@ def study_section(rows: Sequence[Mapping], catalog: Mapping[str, Any] | None = N
         parts += ["", "Study figures that cannot be top-1 accuracy over the stated classes:", "", *notes]
     table = conventions_table([r for r in rows if r.get("metrics")])
     if table:
-        parts += ["", "### Averaging conventions on this run", "",
-                  "Precision, recall and F1 of each case under the three conventions (`--average`); the gap is the "
+        parts += ["", "### Averaging conventions on this run", ""]
+        if not body:  # defined above the comparison table when there is one
+            parts += [AVERAGES_DEFINED + " `--average` picks the one reported.", ""]
+        parts += ["Precision, recall and F1 of each case under the three conventions (`--average`); the gap is the "
                   "largest difference between two conventions on one metric.", "", table]
     return "\n".join(parts)
+
+
+def _dataset_line(rows: Sequence[Mapping]) -> list[str]:
+    """A line when the scored cases used other data than the study's ([] otherwise)."""
+    from ..catalog import STUDY_DATASET
+
+    datasets = sorted({str(r["dataset"]) for r in rows if r.get("metrics") and r.get("dataset")} - {STUDY_DATASET})
+    if not datasets:
+        return []
+    return ["", f"The study measured ImageNet-1k validation; this run used {', '.join(cell(d) for d in datasets)}, "
+                "so differences also reflect the data."]
 
 
 # ---------------------------------------------------------------------------------- a baseline run

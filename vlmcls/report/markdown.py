@@ -193,14 +193,12 @@ def notes(rows: Sequence[Mapping]) -> list[str]:
             lines.append(f"- `{r['case_id']}`: {backend_errors} error rows (failed request or model), "
                          f"counted as wrong predictions{first}")
         if r.get("input_errors"):
-            lines.append(f"- `{r['case_id']}`: {r['input_errors']} unreadable images (see Unreadable images), "
+            lines.append(f"- `{r['case_id']}`: {_count(r['input_errors'], 'unreadable image')} (see Unreadable images), "
                          "counted as wrong predictions")
         if r.get("cost_usd") is not None:
             lines.append(f"- `{r['case_id']}`: {_cost(r)}")
         if r.get("resumed"):
-            k = (r.get("orders") or {}).get("orders")  # with --orders K, one answer per image and order
-            what = f"answers (image x order, {k} orders)" if k else "samples"
-            lines.append(f"- `{r['case_id']}`: {r['resumed']} {what} came from the result store (not recomputed; "
+            lines.append(f"- `{r['case_id']}`: {_resumed(r)} came from the result store (not recomputed; "
                          "images/s counts only the fresh ones)")
         if r.get("quant") == "int8" and r.get("device_kind") != "cpu":
             lines.append(f"- `{r['case_id']}`: on a GPU, bitsandbytes int8 (the study's setting) runs 4-6x slower "
@@ -208,6 +206,18 @@ def notes(rows: Sequence[Mapping]) -> list[str]:
         if r.get("trust_remote_code"):
             lines.append(f"- `{r['case_id']}`: ran the hub's remote code (--trust-remote-code)")
     return (["## Notes", ""] + lines + [""]) if lines else []
+
+
+def _resumed(r: Mapping) -> str:
+    """"318 of 954 answers (...)": the part of the case the store gave, not a count that reads as all of it."""
+    k = (r.get("orders") or {}).get("orders")  # with --orders K, one answer per image and order
+    images = ((r.get("metrics") or {}).get("n") or 0) + (r.get("not_run") or 0)
+    what = f"answers (image x order, {k} orders)" if k else "samples"
+    return f"{r['resumed']} of {images * (k or 1)} {what}"
+
+
+def _count(n: int, thing: str) -> str:
+    return f"{n} {thing}{'' if n == 1 else 's'}"
 
 
 def prompt_section(rows: Sequence[Mapping]) -> list[str]:
@@ -253,8 +263,10 @@ def unreadable_section(rows: Sequence[Mapping]) -> list[str]:
         return []
     shown = list(files.items())[:INPUT_ERRORS_LISTED]
     lines = ["## Unreadable images", "",
-             f"{count} images of the subset could not be read; each is an error row counted as a wrong prediction, "
-             "and none fails a smoke case's plumbing check (the data's fault, not the pipeline's).", ""]
+             f"{_count(count, 'image')} of the subset could not be read; "
+             + ("it is an error row counted as a wrong prediction, and it does not fail" if count == 1 else
+                "each is an error row counted as a wrong prediction, and none fails")
+             + " a smoke case's plumbing check (the data's fault, not the pipeline's).", ""]
     lines += [f"- `{cell(sid)}`: {cell(err)}" for sid, err in shown]
     if count > len(shown):
         lines.append(f"- … and {count - len(shown)} more (every error row is in samples/*.jsonl)")
