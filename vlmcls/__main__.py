@@ -1,6 +1,6 @@
 """`vlmcls` / `python -m vlmcls`: tools over stored runs (no model is loaded here).
 
-    vlmcls report                         # re-render the latest run under ./reports (with its recorded --baseline)
+    vlmcls report                         # re-render the newest run under ./reports (by when it ran; with its recorded --baseline)
     vlmcls report RUN                     # re-render RUN in place (tables, comparisons, plots)
     vlmcls report RUN1 RUN2 --out DIR     # merge runs; the same case in two runs: the later one wins
     vlmcls report RUN --baseline OLD      # add McNemar's test of each case against a saved run
@@ -8,9 +8,12 @@
 from __future__ import annotations
 
 import argparse
+import json
+import re
 import sys
 import time
 import uuid
+from datetime import datetime
 from pathlib import Path
 from typing import Sequence
 
@@ -44,7 +47,7 @@ def _parser() -> argparse.ArgumentParser:
     rep = sub.add_parser("report", help="re-render (and merge) stored runs: tables, comparisons, plots",
                          description="Re-render report.md from stored results.json + samples/*.jsonl. Several runs "
                                      "are merged in order: a case in two runs is taken from the later one.")
-    rep.add_argument("runs", nargs="*", metavar="RUN_DIR", help="run folders (default: the latest under ./reports)")
+    rep.add_argument("runs", nargs="*", metavar="RUN_DIR", help="run folders (default: the newest run under ./reports, by when it ran)")
     rep.add_argument("--out", type=Path, help="output folder (default: in place for one run, "
                                               "a new merged-<time> folder beside the last run for several)")
     rep.add_argument("--baseline", metavar="RUN_DIR", help="a saved run to test each case against (McNemar)")
@@ -131,11 +134,40 @@ def _catalog(path: str | None):
 
 
 def latest_run(reports: Path) -> Path:
-    """The newest run folder under `reports` (by results.json time: run ids sort by start, not end)."""
+    """The run under `reports` that ran last (see ran_at): not the one re-rendered last, since every
+    re-render rewrites results.json, so its file time says nothing about when the run was made."""
     found = [p.parent for p in reports.glob("*/results.json")] if reports.is_dir() else []
     if not found:
         raise RunError(f"no run folder given and none found under ./{reports}")
-    return max(found, key=lambda d: (d / "results.json").stat().st_mtime)
+    return max(found, key=lambda d: (ran_at(d), d.name))
+
+
+_RUN_TIME = re.compile(r"(\d{8}-\d{6})")  # run ids: 20261127-182806-3421f9, merged-20261127-182806-3421f9
+
+
+def ran_at(run: Path) -> float:
+    """When a run folder's run was made, in epoch seconds: the date its provenance recorded as it
+    finished (a merge: when merged), else the start time in its run id, else (a foreign folder)
+    results.json's file time. None of these changes when the run is re-rendered."""
+    meta = _read_meta(run)
+    provenance = meta.get("provenance") if isinstance(meta.get("provenance"), dict) else {}
+    for date in (provenance.get("date"), meta.get("merged_at")):
+        try:
+            return datetime.strptime(str(date), "%Y-%m-%dT%H:%M:%S%z").timestamp()
+        except ValueError:
+            pass
+    for name in (str(meta.get("run_id") or ""), run.name):
+        if found := _RUN_TIME.search(name):
+            return time.mktime(time.strptime(found.group(1), "%Y%m%d-%H%M%S"))
+    return (run / "results.json").stat().st_mtime
+
+
+def _read_meta(run: Path) -> dict:
+    try:
+        meta = json.loads((run / "results.json").read_text(encoding="utf-8")).get("meta")
+    except (OSError, ValueError, AttributeError):  # unreadable: load_run says why, if it is picked
+        return {}
+    return meta if isinstance(meta, dict) else {}
 
 
 def merge(runs: Sequence[Run]) -> tuple[dict[str, tuple[Run, dict]], list[str]]:
@@ -191,7 +223,8 @@ def _meta(runs: Sequence[Run], out: Path, notes: Sequence[str], mixed: str = "")
         return meta
     return {"run_id": out.name, "merged_from": [{"path": str(r.path), "run_id": r.meta.get("run_id"),
                                                  "provenance": r.meta.get("provenance")} for r in runs],
-            "merge_notes": list(notes), "merge_warning": mixed or None}
+            "merge_notes": list(notes), "merge_warning": mixed or None,
+            "merged_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}  # what `vlmcls report` calls the latest run
 
 
 def sources_section(runs: Sequence[Run], notes: Sequence[str], mixed: str = "") -> str:

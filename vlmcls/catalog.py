@@ -120,11 +120,25 @@ class ModelEntry:
         return {**named, "quant": self.quant, "dtype": self.dtype, "extra": dict(self.options)}
 
 
-def _int_keys(table: Mapping[str, Any], where: str) -> dict[int, float]:
+def _int_keys(table: Mapping[str, Any], where: str, what: str) -> dict[int, float]:
+    """`{ 20 = 0.85 }` -> {20: 0.85}: each value an accuracy in [0, 1], checked at load."""
     try:
-        return {int(k): float(v) for k, v in table.items()}
+        table = {int(k): v for k, v in table.items()}
+    except (TypeError, ValueError, AttributeError):
+        raise ValueError(f"{where}: {what} keys must be N (integers) and values accuracies") from None
+    return {n: _fraction(v, where, f"{what} at {n}-way") for n, v in table.items()}
+
+
+def _fraction(value: Any, where: str, what: str) -> float:
+    """An accuracy-like figure in [0, 1]. A percent (85 for 0.85) would otherwise load, run every case
+    (paid API calls included) and only then fail the gate, or never gate at all."""
+    try:
+        number = float(value)
     except (TypeError, ValueError):
-        raise ValueError(f"{where}: keys must be N (integers) and values accuracies") from None
+        number = float("nan")
+    if not 0.0 <= number <= 1.0:  # NaN fails too
+        raise ValueError(f"{where}: {what} is {value}; it must be a fraction in [0, 1] (0.85, not 85)")
+    return number
 
 
 def _entry(name: str, raw: Mapping[str, Any], source: Path) -> ModelEntry:
@@ -142,13 +156,13 @@ def _entry(name: str, raw: Mapping[str, Any], source: Path) -> ModelEntry:
         data["options"] = {**data["options"], "layout": canonical("layout", data["options"]["layout"])}
         if data["options"]["layout"] not in LAYOUTS:
             raise ValueError(f"{where} has layout {raw['options']['layout']!r}; allowed: {', '.join(LAYOUTS)} (or thesis)")
-    data["reference"] = _int_keys(raw.get("reference", {}), where)
-    data["thresholds"] = _int_keys(raw.get("thresholds", {}), where)
+    data["reference"] = _int_keys(raw.get("reference", {}), where, "reference")
+    data["thresholds"] = _int_keys(raw.get("thresholds", {}), where, "thresholds")
     data["study"] = _study_rows(name, raw.get("study", []), where, raw.get("backend"))
     # the study's accuracies are the reference; an explicit `reference` adds N the rows lack
     data["reference"] = {**data["reference"], **{r.ways: r.accuracy for r in data["study"]}}
     if "top1" in raw:
-        data["top1"] = float(raw["top1"])
+        data["top1"] = _fraction(raw["top1"], where, "top1")
     if "price" in raw:
         data["price"] = tuple(float(p) for p in raw["price"])
     return ModelEntry(name=name, **data)
@@ -175,7 +189,7 @@ def _study_rows(name: str, raw: Any, where: str, backend: str | None) -> tuple[S
         if quantized and "quant" not in r:
             raise ValueError(f"{where}: a study row of a local VLM needs the quant the study ran it with")
         rows.append(StudyRow(name, int(r["ways"]), images=int(r["images"]), quant=r.get("quant"),
-                             **{m: float(r[m]) for m in STUDY_METRICS}))
+                             **{m: _fraction(r[m], where, f"the {r['ways']}-way study row's {m}") for m in STUDY_METRICS}))
     if len({r.ways for r in rows}) != len(rows):
         raise ValueError(f"{where}: two study rows for the same N")
     return tuple(rows)

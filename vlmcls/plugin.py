@@ -88,6 +88,8 @@ def pytest_unconfigure(config: pytest.Config) -> None:
         return
     session.close()
     tr = config.pluginmanager.get_plugin("terminalreporter")
+    if session.interrupt_line and tr is not None:  # below pytest's KeyboardInterrupt lines
+        tr.write_line(session.interrupt_line)
     if session.written and tr is not None:  # after pytest's own summary: the path is the last line a user sees
         tr.write_line(f"report: {session.written}")
 
@@ -97,6 +99,7 @@ class SessionHooks:
 
     def __init__(self, session: BenchSession):
         self.bench = session
+        self._deselected: list[Case] = []  # pytest_deselected may come more than once (-k, then -m)
 
     def pytest_sessionstart(self) -> None:
         if not self.bench.is_worker:  # workers trust their controller
@@ -108,6 +111,20 @@ class SessionHooks:
         items.sort(key=lambda item: (_group(item), order[id(item)]))
         if any("vlmcls_case" in getattr(getattr(i, "callspec", None), "params", {}) for i in items):
             self.bench.validate()
+
+    def pytest_deselected(self, items: list[pytest.Item]) -> None:
+        self._deselected += [c for c in map(_case, items) if c is not None]
+
+    def pytest_collection_finish(self, session: pytest.Session) -> None:
+        self.bench.collected([c for c in map(_case, session.items) if c is not None], self._deselected)
+
+    @pytest.hookimpl(optionalhook=True)
+    def pytest_xdist_node_collection_finished(self, node, ids: list[str]) -> None:
+        self.bench.collected_ids(ids)
+
+    def pytest_keyboard_interrupt(self, excinfo: pytest.ExceptionInfo) -> None:
+        if excinfo.errisinstance(KeyboardInterrupt):  # not pytest.exit(), which says why itself
+            self.bench.interrupted()
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         if not self.bench.is_worker:
@@ -127,6 +144,8 @@ class SessionHooks:
             terminalreporter.section("vlmcls results")
         for line in lines:
             terminalreporter.write_line(line)
+        if not self.bench.is_worker and (hint := self.bench.selection_hint()):
+            terminalreporter.write_line(hint)
         # the report path is printed last of all, in pytest_unconfigure
 
 
@@ -201,8 +220,13 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
 
 
 def _group(item: pytest.Item) -> str:
+    case = _case(item)
+    return case.group if case is not None else ""
+
+
+def _case(item: pytest.Item) -> Case | None:
     case = getattr(getattr(item, "callspec", None), "params", {}).get("vlmcls_case")
-    return case.group if isinstance(case, Case) else ""  # no case at all: pytest's NOTSET stand-in
+    return case if isinstance(case, Case) else None  # no case at all: pytest's NOTSET stand-in
 
 
 @pytest.fixture

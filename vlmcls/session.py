@@ -8,8 +8,11 @@ only run cases and send their rows back inside each test report's user_propertie
 from __future__ import annotations
 
 import json
+import os
 import re
+import sqlite3
 import sys
+import tempfile
 import time
 import uuid
 from dataclasses import replace
@@ -41,7 +44,11 @@ class BenchSession:
         self.rows: list[dict] = []
         self.crashed: list[str] = []
         self.written: Path | None = None
+        self.selected: list[str] = []  # ids of the cases collected to run (here, or on the xdist workers)
+        self.deselected: list[Case] = []  # cases -k / -m left out
+        self.interrupt_line: str | None = None  # what Ctrl-C left in the store, for the last lines
         self._validated = False
+        self._paths_checked = False
         self._backends: dict[str, Any] = {}
         self._resolvers: dict[tuple, Any] = {}
 
@@ -101,11 +108,18 @@ class BenchSession:
         except RunError as exc:
             raise pytest.UsageError(f"--baseline: {exc}") from None
 
+    @property
+    def store_path(self) -> Path:
+        """--store (relative to where pytest was invoked), else <report-dir>/store.sqlite."""
+        if self.opt.store:
+            return Path(self.config.invocation_params.dir, self.opt.store)
+        return self.reports_root / "store.sqlite"
+
     @cached_property
     def store(self):
         from .store import Store
 
-        return Store(self.opt.store or self.reports_root / "store.sqlite")
+        return Store(self.store_path)
 
     @cached_property
     def _cases(self) -> tuple[Case, ...]:
@@ -147,6 +161,69 @@ class BenchSession:
             raise pytest.UsageError(f"--study: the catalog has no study row{' at --ways ' + ','.join(map(str, o.ways)) if o.ways else ''}")
         if o.baseline:
             _ = self.baseline  # an unreadable --baseline is a usage error now, not a failed case later
+        if o.report_dir != "reports" or o.store:  # asked for: a bench run (the defaults wait for its cases)
+            self.check_paths()
+
+    def check_paths(self) -> None:
+        """--report-dir and --store as one usage line before any case runs: each case would otherwise
+        fail on them with an OSError traceback. Not under --collect-only, which writes nothing."""
+        if self._paths_checked or getattr(self.config.option, "collectonly", False):
+            return
+        given = f"--store {self.opt.store}" if self.opt.store else f"the result store {self.store_path}"
+        problem = folder_problem(self.reports_root)
+        if problem:
+            raise pytest.UsageError(f"--report-dir {self.opt.report_dir}: {problem}")
+        problem = store_problem(self.store_path)
+        if problem:
+            raise pytest.UsageError(f"{given}: {problem}")
+        try:
+            _ = self.store  # opened now: a file that is no SQLite database is a usage line too
+        except (OSError, sqlite3.Error) as exc:
+            self.__dict__.pop("store", None)
+            raise pytest.UsageError(f"{given}: cannot open it as the result store (SQLite: {exc})") from None
+        self._paths_checked = True
+
+    def collected(self, selected: list[Case], deselected: list[Case]) -> None:
+        """The cases this process will run and those -k / -m left out; the paths are checked as soon
+        as a case is to run (the defaults too: only a bench run writes under them)."""
+        self.selected += [c.case_id for c in selected if c.case_id not in self.selected]
+        self.deselected += deselected
+        if selected and not self.is_worker:  # workers trust their controller
+            self.check_paths()
+
+    def collected_ids(self, nodeids: list[str]) -> None:
+        """An xdist worker's collection (node ids): the controller does not collect, but must know
+        whether cases run (for Ctrl-C)."""
+        mine = {c.case_id for c in self._cases}
+        params = (n[n.rfind("[") + 1:-1] for n in nodeids if n.endswith("]"))
+        self.selected += [p for p in params if p in mine and p not in self.selected]
+
+    def selection_hint(self) -> str | None:
+        """-k / -m matched none of the cases: how to list them and what their ids look like."""
+        if self.selected or not self.deselected:
+            return None
+        example = next((c for c in self.deselected if c.spec.model.info.quantized), self.deselected[0]).case_id
+        args = self.config.args if self.config.args_source == pytest.Config.ArgsSource.ARGS else []
+        listing = " ".join(["pytest", *args, "--co", "-q"])
+        return (f"vlmcls: the selection matched none of the {len(self.deselected)} benchmark cases; list their ids "
+                f"with `{listing}`. An id is <model>[-<quant>]-<N>way, the quantization only for local VLMs "
+                f"(e.g. {example}); -k matches any part of it")
+
+    def interrupted(self) -> None:
+        """Ctrl-C: say what survived. Every finished batch is in the store, which the same command
+        resumes from; without a word the user would assume the work was lost."""
+        if self.is_worker or not self.selected:
+            return
+        from .store import case_key
+
+        keys = {case_key(c.spec.key_fields()) for c in self._cases if c.case_id in self.selected}
+        try:
+            done = sum(self.store.count(k) for k in keys)
+        except (OSError, sqlite3.Error):  # the store never opened: nothing to promise
+            return
+        again = "the same command without --refresh" if self.opt.refresh else "the same command"
+        self.interrupt_line = (f"interrupted: {done} finished samples of the selected cases are in the result store "
+                               f"{self.store_path}; {again} resumes from there")
 
     # ------------------------------------------------------------------ running
     def requirements(self, spec: CaseSpec) -> str | None:
@@ -309,6 +386,34 @@ class BenchSession:
         self._backends.clear()
         if "store" in self.__dict__:
             self.store.close()
+
+
+def folder_problem(folder: Path, itself: str = "it") -> str | None:
+    """Why `folder` (called `itself` when it is the culprit) cannot take a run's files (it is created
+    if missing), or None."""
+    blocker = next((p for p in (folder, *folder.parents) if p.exists() and not p.is_dir()), None)
+    if blocker is not None:
+        return f"{itself if blocker == folder else blocker} is a file, where a folder is needed"
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        return f"the folder {folder} cannot be created ({exc.strerror or exc})"
+    try:  # os.access says yes to root on a read-only file system: try it
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as exc:
+        return f"the folder {folder} is not writable ({exc.strerror or exc})"
+    return None
+
+
+def store_problem(path: Path) -> str | None:
+    """Why the result store cannot be at `path` (its folder is created if missing), or None."""
+    if path.is_dir():
+        return "it is a folder, where the store's SQLite file is needed"
+    problem = folder_problem(path.parent, itself=str(path.parent))
+    if problem is None and path.exists() and not os.access(path, os.R_OK | os.W_OK):
+        problem = "the file is not writable"
+    return problem
 
 
 class Progress:

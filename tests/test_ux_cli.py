@@ -1,0 +1,208 @@
+"""What a newcomer's walkthrough of the command line tripped on: `vlmcls report` re-rendering the
+run re-rendered last instead of the newest, percent typos in catalog accuracies, a bad --report-dir /
+--store failing every case with a traceback, a silent Ctrl-C, and a -k that matches no case."""
+from __future__ import annotations
+
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from vlmcls import metrics, report
+from vlmcls.__main__ import latest_run, main
+from vlmcls.catalog import ModelEntry, load_catalog
+from vlmcls.runner import CaseResult, CaseSpec
+from vlmcls.settings import BackendSettings
+from vlmcls.types import Prediction
+
+BENCH = Path(__file__).resolve().parents[1] / "bench" / "test_classify.py"
+CATALOG = """
+[models.echo-a]
+backend = "echo"
+weights = "smoke:echo"
+smoke = true
+
+[models.vlm-q]
+backend = "hf-vlm"
+weights = "smoke:qwen2-vl"
+smoke = true
+"""
+
+
+@pytest.fixture
+def bench(pytester: pytest.Pytester) -> pytest.Pytester:
+    pytester.makefile(".toml", catalog=CATALOG)
+    (pytester.path / "bench").mkdir()
+    (pytester.path / "bench" / "test_classify.py").write_text(BENCH.read_text())
+    return pytester
+
+
+def run(p: pytest.Pytester, *args: str) -> pytest.RunResult:
+    return p.runpytest_subprocess("bench", "--catalog", "catalog.toml", "-p", "no:cacheprovider", *args)
+
+
+# ------------------------------------------------------------------ 1. `vlmcls report`: the newest run
+def write_run(root: Path, run_id: str, meta: dict | None = None) -> Path:
+    preds = [Prediction(f"s{i}", 1, "cat", ("cat", "dog"), "cat", 1, "cat", "match") for i in range(5)]
+    spec = CaseSpec(model=ModelEntry(name="m", backend="echo", weights="smoke:echo", smoke=True), ways=2,
+                    settings=BackendSettings())
+    row = report.case_row(CaseResult(spec, preds, metrics.compute(preds), images_per_s=1.0), status="passed", threshold=None)
+    report.write_run(root / run_id, [row], {"run_id": run_id, **(meta or {})}, plots=False)
+    return root / run_id
+
+
+def test_report_without_a_folder_takes_the_newest_run_not_the_last_rerendered(tmp_path, monkeypatch, capsys):
+    reports = tmp_path / "reports"
+    older = write_run(reports, "20251127-182806-3421f9", {"provenance": {"date": "2025-11-27T18:29:00+0000"}})
+    newer = write_run(reports, "20251128-090000-aaaaaa", {"provenance": {"date": "2025-11-28T09:01:00+0000"}})
+    hour_ago = time.time() - 3600  # the newer run finished an hour before the user re-rendered the older
+    os.utime(newer / "results.json", (hour_ago, hour_ago))
+    monkeypatch.chdir(tmp_path)
+    assert main(["report", str(older), "--no-plots"]) == 0
+    assert (older / "results.json").stat().st_mtime > (newer / "results.json").stat().st_mtime
+    capsys.readouterr()
+    assert main(["report", "--no-plots"]) == 0
+    assert capsys.readouterr().out.strip() == f"report: {Path('reports', newer.name, 'report.md')}"
+
+
+def test_the_newest_run_comes_from_the_run_id_without_provenance_and_a_merge_counts_when_merged(tmp_path, monkeypatch):
+    reports = tmp_path / "reports"
+    old = write_run(reports, "20251127-182806-3421f9")  # written before provenance was recorded
+    new = write_run(reports, "20251128-090000-aaaaaa")
+    os.utime(old / "results.json")  # touched last
+    assert latest_run(reports) == new
+    monkeypatch.chdir(tmp_path)
+    assert main(["report", str(old), str(new), "--out", "reports/combined", "--no-plots"]) == 0
+    assert latest_run(reports) == reports / "combined"  # merged after both ran, and named without a time
+    later = write_run(reports, "merged-29991231-000000-bbbbbb")  # an older merge, before merged_at
+    assert latest_run(reports) == later
+
+
+# ------------------------------------------------------------------ 2. catalog accuracies in [0, 1]
+@pytest.mark.parametrize("line, what, given", [
+    ("thresholds = { 20 = 1.5 }", "thresholds at 20-way", "1.5"),
+    ("thresholds = { 20 = 85 }", "thresholds at 20-way", "85"),
+    ("thresholds = { 100 = -0.1 }", "thresholds at 100-way", "-0.1"),
+    ("thresholds = { 20 = nan }", "thresholds at 20-way", "nan"),
+    ("reference = { 20 = 92 }", "reference at 20-way", "92"),
+    ("top1 = 79.26", "top1", "79.26"),
+    ('study = [{ ways = 20, images = 10, precision = 0.9, recall = 0.9, f1 = 0.9, accuracy = 90 }]',
+     "the 20-way study row's accuracy", "90"),
+    ('study = [{ ways = 20, images = 10, precision = 93.0, recall = 0.9, f1 = 0.9, accuracy = 0.9 }]',
+     "the 20-way study row's precision", "93.0"),
+])
+def test_a_catalog_accuracy_outside_0_1_is_one_error_at_load(tmp_path, line, what, given):
+    path = tmp_path / "catalog.toml"
+    path.write_text(f'[models.m]\nbackend = "echo"\nweights = "smoke:echo"\n{line}\n')
+    with pytest.raises(ValueError) as err:
+        load_catalog(path)
+    assert str(err.value) == f"{path}: model 'm': {what} is {given}; it must be a fraction in [0, 1] (0.85, not 85)"
+
+
+def test_catalog_accuracies_at_the_ends_of_0_1_load(tmp_path):
+    path = tmp_path / "catalog.toml"
+    path.write_text('[models.m]\nbackend = "echo"\nweights = "smoke:echo"\nthresholds = { 20 = 0, 100 = 1 }\n'
+                    'reference = { 20 = 0.85 }\ntop1 = 1.0\n')
+    entry = load_catalog(path)["m"]
+    assert entry.thresholds == {20: 0.0, 100: 1.0} and entry.reference == {20: 0.85} and entry.top1 == 1.0
+
+
+def test_a_percent_threshold_stops_the_bench_before_any_case(bench):
+    bench.makefile(".toml", typo='[models.m]\nbackend = "echo"\nweights = "smoke:echo"\nthresholds = { 20 = 85 }\n')
+    out = bench.runpytest_subprocess("bench", "--catalog", "typo.toml", "-p", "no:cacheprovider")
+    err = out.stderr.str()
+    assert out.ret == pytest.ExitCode.USAGE_ERROR and "thresholds at 20-way is 85" in err and "Traceback" not in err
+    assert not (bench.path / "reports").exists()
+
+
+# ------------------------------------------------------------------ 3. --report-dir / --store
+@pytest.mark.parametrize("args, message", [
+    (["--report-dir", "afile"], "ERROR: --report-dir afile: it is a file, where a folder is needed"),
+    (["--report-dir", "afile/runs"], "ERROR: --report-dir afile/runs: {path}/afile is a file, where a folder is needed"),
+    (["--store", "/proc/nope/store.sqlite"],
+     "ERROR: --store /proc/nope/store.sqlite: the folder /proc/nope cannot be created (No such file or directory)"),
+    (["--store", "adir"], "ERROR: --store adir: it is a folder, where the store's SQLite file is needed"),
+    (["--store", "afile/store.sqlite"], "ERROR: --store afile/store.sqlite: {path}/afile is a file, where a folder is needed"),
+    (["--store", "notes.txt"], "ERROR: --store notes.txt: cannot open it as the result store (SQLite: file is not a database)"),
+])
+def test_a_bad_report_dir_or_store_is_one_usage_line_before_any_case(bench, args, message):
+    if args[1].startswith("/proc/") and not Path("/proc").is_dir():
+        pytest.skip("needs /proc (a folder no one can create a folder in)")
+    (bench.path / "afile").write_text("not a folder")
+    (bench.path / "adir").mkdir()
+    (bench.path / "notes.txt").write_text("not a database, " * 100)
+    out = run(bench, "-k", "echo-a", "--ways", "20", "--samples", "10", *args)
+    err = out.stderr.str()
+    assert out.ret == pytest.ExitCode.USAGE_ERROR, out.stdout.str()[-2000:]
+    assert message.format(path=bench.path) in err.splitlines() and "Traceback" not in err
+    assert (bench.path / "notes.txt").read_text() == "not a database, " * 100
+
+
+def test_a_file_in_place_of_the_default_reports_folder_is_a_usage_line_too(bench):
+    (bench.path / "reports").write_text("my notes")
+    out = run(bench, "-k", "echo-a", "--ways", "20", "--samples", "10")
+    assert out.ret == pytest.ExitCode.USAGE_ERROR and "Traceback" not in out.stderr.str()
+    assert "ERROR: --report-dir reports: it is a file, where a folder is needed" in out.stderr.lines
+
+
+def test_other_test_suites_never_see_the_report_paths(pytester: pytest.Pytester):
+    """The plugin is installed for every pytest run: a project's own `reports` file is none of its business."""
+    (pytester.path / "reports").write_text("someone else's file")
+    pytester.makepyfile(test_plain="def test_ok():\n    pass\n")
+    pytester.runpytest_subprocess("-p", "no:cacheprovider").assert_outcomes(passed=1)
+
+
+# ------------------------------------------------------------------ 4. Ctrl-C
+def stored(db: Path) -> int:
+    try:
+        with sqlite3.connect(db, timeout=1) as con:
+            return con.execute("SELECT COUNT(*) FROM results").fetchone()[0]
+    except sqlite3.Error:  # not created yet
+        return 0
+
+
+def test_ctrl_c_says_what_the_store_kept_and_that_the_same_command_resumes(bench):
+    bench.makefile(".toml", slow='[models.echo-slow]\nbackend = "echo"\nweights = "smoke:echo"\nsmoke = true\n'
+                                 'options = { delay_s = 0.02 }\n')
+    cmd = [sys.executable, "-m", "pytest", "bench", "--catalog", "slow.toml", "--ways", "20", "-p", "no:cacheprovider",
+           "--batch-size", "10", "--samples", "150", "--report-dir", "runs"]
+    proc = subprocess.Popen(cmd, cwd=bench.path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    db = bench.path / "runs" / "store.sqlite"
+    deadline = time.time() + 60
+    while time.time() < deadline and stored(db) < 40 and proc.poll() is None:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)  # what Ctrl-C sends
+    out, _ = proc.communicate(timeout=120)
+    kept = stored(db)
+    assert proc.returncode == pytest.ExitCode.INTERRUPTED and 40 <= kept < 150, out[-3000:]
+    assert out.splitlines()[-1] == (f"interrupted: {kept} finished samples of the selected cases are in the result "
+                                    f"store {db}; the same command resumes from there")
+
+
+def test_ctrl_c_in_a_run_without_cases_says_nothing_of_a_store(pytester: pytest.Pytester):
+    pytester.makepyfile(test_plain="def test_interrupted():\n    raise KeyboardInterrupt\n")
+    out = pytester.runpytest_subprocess("-p", "no:cacheprovider")
+    assert out.ret == pytest.ExitCode.INTERRUPTED and "result store" not in out.stdout.str()
+    assert not (pytester.path / "reports").exists()
+
+
+# ------------------------------------------------------------------ 5. a selection that matches no case
+def test_a_selection_matching_no_case_says_how_to_list_the_ids(bench):
+    out = run(bench, "-k", "smoke-gpt")
+    assert out.ret == pytest.ExitCode.NO_TESTS_COLLECTED
+    hint = [line for line in out.stdout.lines if line.startswith("vlmcls: ")]
+    assert hint == ["vlmcls: the selection matched none of the 4 benchmark cases; list their ids with "
+                    "`pytest bench --co -q`. An id is <model>[-<quant>]-<N>way, the quantization only for local "
+                    "VLMs (e.g. vlm-q-none-20way); -k matches any part of it"]
+    listed = run(bench, "--co", "-q")
+    assert "bench/test_classify.py::test_classify[vlm-q-none-20way]" in listed.stdout.lines
+
+
+def test_a_selection_matching_a_case_gives_no_hint(bench):
+    out = run(bench, "-k", "echo-a and 20way", "--samples", "10", "--co", "-q")
+    assert out.ret == pytest.ExitCode.OK and not any(line.startswith("vlmcls: ") for line in out.stdout.lines)
