@@ -213,11 +213,15 @@ def test_report_merges_two_runs_later_run_wins(run_copy):
     assert cases["smoke-echo-20way"]["metrics"]["n"] == 40  # from run2, the later one
     assert cases["smoke-echo-100way"]["metrics"]["n"] == 60  # run2 only skipped it: run1's result stays
     assert "merged 2 runs into 3 cases: 1 taken from a later run (the later run wins), 1 kept" in proc.stderr
+    # run2 scored 40 images where run1 had 60: the later one wins, and both the summary and Sources say so
+    assert "; 1 of those taken from a later run scored fewer samples than the result they replace;" in proc.stderr
     # one summary line, not one per case; run2 was written with another NLI model: a warning says so
     assert proc.stderr.splitlines()[1].startswith("vlmcls: warning: the merged runs differ in settings (nli_model: ")
     assert len(proc.stderr.strip().splitlines()) == 2
     text = (merged / "report.md").read_text()
     assert "## Sources" in text and "the later run wins" in text and str(run2) in text
+    assert f"(the later run wins); it scored 40 samples, where {run_copy} had 60" in text
+    assert text.count("; it scored ") == 1  # not for other-20way, which only run2 has
     assert (merged / "samples" / "smoke-echo-20way.jsonl").read_text() == (run2 / "samples" / "smoke-echo-20way.jsonl").read_text()
     assert (merged / "samples" / "smoke-echo-100way.jsonl").is_file()
     assert is_png(merged / "plots" / "accuracy_vs_n.png")

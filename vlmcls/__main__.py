@@ -15,7 +15,7 @@ import time
 import uuid
 from datetime import datetime
 from pathlib import Path
-from typing import Sequence
+from typing import Mapping, Sequence
 
 from . import provenance, report
 from .report import Run, RunError, load_run
@@ -23,6 +23,7 @@ from .report.compare import baseline_warning
 from .report.plots import SETTING_KEYS
 
 DEFAULT_REPORTS = Path("reports")
+FEWER = "; it scored "  # a merge note's mark: the later result has fewer samples (see _fewer)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -120,8 +121,10 @@ def mixed_settings(rows: Sequence[dict]) -> str:
 def merge_summary(runs: Sequence[Run], rows: Sequence[dict], notes: Sequence[str]) -> str:
     replaced = sum("(the later run wins)" in n for n in notes)
     kept = sum(": kept the result of " in n for n in notes)
+    fewer = sum(FEWER in n for n in notes)
+    warn = f"; {fewer} of those taken from a later run scored fewer samples than the result they replace" if fewer else ""
     return (f"merged {len(runs)} runs into {len(rows)} cases: {replaced} taken from a later run (the later run wins), "
-            f"{kept} kept from an earlier run where the later one has no result; the list is in report.md (Sources)")
+            f"{kept} kept from an earlier run where the later one has no result{warn}; the list is in report.md (Sources)")
 
 
 def _catalog(path: str | None):
@@ -183,9 +186,18 @@ def merge(runs: Sequence[Run]) -> tuple[dict[str, tuple[Run, dict]], list[str]]:
                 if old.get("metrics") and not row.get("metrics"):
                     notes.append(f"{cid}: kept the result of {old_run.name}; {run.name} has none ({row.get('status')})")
                     continue
-                notes.append(f"{cid}: {run.name} replaces {old_run.name} (the later run wins)")
+                notes.append(f"{cid}: {run.name} replaces {old_run.name} (the later run wins){_fewer(old, row, old_run)}")
             chosen[cid] = (run, row)
     return chosen, notes
+
+
+def _fewer(old: Mapping, new: Mapping, old_run: Run) -> str:
+    """A later result scored on fewer samples than the one it replaces (a quick rerun merged after the
+    full run) is said: the merge keeps the later one, which may not be what the user wanted."""
+    n_old, n_new = ((r.get("metrics") or {}).get("n") for r in (old, new))
+    if n_old and n_new is not None and n_new < n_old:
+        return f"{FEWER}{n_new} samples, where {old_run.name} had {n_old}"
+    return ""
 
 
 def output_dir(out: Path | None, runs: Sequence[Run]) -> Path:

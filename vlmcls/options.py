@@ -127,7 +127,7 @@ def add_options(parser) -> None:
     add("--nli-model", default=None, help="NLI model for the study/nli resolver (default facebook/bart-large-mnli; smoke models use a tiny one)")
     add("--nli-overlap", action="store_true", default=False,
         help="study/nli resolver: resolve each window of answers in a thread while the model answers the next "
-             "(off by default until measured on a GPU: bench/perf_nli.py --overlap; ignored with --max-cost)")
+             "(off by default until measured on a GPU: bench/perf_nli.py --overlap; not applied with --max-cost, and the case notes say so)")
     add("--nli-compile", action="store_true", default=False,
         help="study/nli resolver: compile the NLI model with torch.compile (once per process: ~2 min for "
              "BART-large on a 2-core CPU; same decisions; off by default until measured on a GPU: bench/perf_nli.py --compile both)")

@@ -31,7 +31,8 @@ CALIBRATION_NOTE = ("Cases whose backend scores every candidate (`--resolver ran
                     "candidates where that token identifies them (top-5 may list fewer); Anthropic's API has no "
                     "scores.")
 SMOKE_NOTE = ("*smoke* marks a random-weight model (or a scripted stand-in): its accuracy is chance "
-              "level by construction and measures only that the pipeline runs.")
+              "level by construction and measures only that the pipeline runs, so its gate checks just that: "
+              "every sample answered, no error row (a *passed* beside 0.000 is no contradiction).")
 SIMULATED_NOTE = ("A *smoke* API model's cost is simulated: a scripted stand-in answered, its token counts priced at "
                   "the catalog's rates; no money was spent.")
 
