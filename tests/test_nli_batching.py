@@ -334,6 +334,9 @@ def test_report_shows_resolver_stage_times(nli_model, tmp_path):
     expected = f"match {report._duration(stored['match'])}, nli {report._duration(stored['nli'])} (NLI {share} of wall)"
     assert cell == report.cell(expected)  # html-escaped like every cell: "&gt;99%" renders as ">99%"
     assert [report._duration(x) for x in (0.0001, 0.0123, 2.345)] == ["<1 ms", "12 ms", "2.35 s"]
+    # the report says what the column holds: summed seconds per stage, fresh samples only
+    assert "*resolver time*: seconds spent in each stage over the case's fresh samples, summed" in \
+        (tmp_path / "report.md").read_text()
 
 
 def test_report_has_no_time_column_without_a_resolver(tmp_path):
@@ -341,3 +344,5 @@ def test_report_has_no_time_column_without_a_resolver(tmp_path):
              "metrics": {"precision": 1, "recall": 1, "f1": 1, "accuracy": 1, "accuracy_ci": [1, 1], "n": 1},
              "stages": {"direct": 1.0}, "resolver_s": {}}]
     assert "resolver time" not in report.study_table(rows)
+    note = report.render_markdown(rows)
+    assert "*resolver stages*: the share" in note and "*resolver time*" not in note

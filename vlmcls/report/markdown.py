@@ -161,7 +161,7 @@ def render_markdown(rows: Sequence[Mapping], title: str = "vlmcls report") -> st
         parts += [f"## {ways}-way", "", _context(group), "", study_table(group), ""]
     for average in dict.fromkeys(r["metrics"].get("average", "present") for r in done):
         parts += [AVERAGE_NOTES.get(average, MACRO_NOTE), ""]
-    parts += [interval_note(done), ""]
+    parts += [interval_note(done), "", columns_note(done), ""]
     parts += prompt_section(done)
     parts += calibration_section(done) + notes(done) + order_section(done) + unreadable_section(done) + _others(other)
     return "\n".join(parts).rstrip() + "\n"
@@ -175,6 +175,16 @@ def interval_note(rows: Sequence[Mapping]) -> str:
     if old:
         note += (f" The interval of {', '.join(cell(c) for c in old)} is a seeded percentile bootstrap instead "
                  "(written before 2026-11-27), which is too narrow near 0 and 1 on small samples.")
+    return note
+
+
+def columns_note(rows: Sequence[Mapping]) -> str:
+    """What the resolver columns hold (a newcomer read "resolver time" as one figure per answer)."""
+    note = ("*resolver stages*: the share of the case's answers each stage decided (match, synonym, nli, "
+            "constrained: generation limited to the candidates, direct: a baseline's own choice, unresolved, error).")
+    if any(r.get("resolver_s") for r in rows):
+        note += (" *resolver time*: seconds spent in each stage over the case's fresh samples, summed (rows "
+                 "from the result store cost nothing), and the NLI model's share of the case's wall time.")
     return note
 
 
