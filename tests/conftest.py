@@ -51,3 +51,16 @@ def smoke_model():
     from vlmcls.smoke import ensure
 
     return ensure
+
+
+BENCH = Path(__file__).resolve().parents[1] / "bench" / "test_classify.py"
+
+
+@pytest.fixture
+def bench(pytester: pytest.Pytester) -> pytest.Pytester:
+    """A pytester folder with the benchmark's cases (bench/test_classify.py), as a checkout has them: the
+    plugin runs there as users run it. A module that needs more (a catalog, a conftest) overrides
+    `bench`, asking for this one by the same name."""
+    (pytester.path / "bench").mkdir()
+    (pytester.path / "bench" / "test_classify.py").write_text(BENCH.read_text())
+    return pytester

@@ -8,7 +8,6 @@ import os
 import subprocess
 import sys
 from dataclasses import asdict
-from pathlib import Path
 
 import pytest
 from PIL import Image
@@ -27,7 +26,6 @@ from vlmcls.types import LabelSet, Sample
 IMAGENET = imagenet_labelset()
 TEN = LabelSet(names=tuple(f"class{i}" for i in range(10)), synonyms=tuple((f"class{i}",) for i in range(10)))
 ECHO = ModelEntry(name="echo", backend="echo", weights="smoke:echo", smoke=True)
-BENCH = Path(__file__).resolve().parents[1] / "bench" / "test_classify.py"
 
 
 def jpeg(color) -> bytes:
@@ -226,10 +224,9 @@ smoke = true
 """
 
 
-def test_plugin_rows_are_the_same_serially_and_with_xdist(pytester: pytest.Pytester):
+def test_plugin_rows_are_the_same_serially_and_with_xdist(bench: pytest.Pytester):
+    pytester = bench
     pytester.makefile(".toml", catalog=CATALOG)
-    (pytester.path / "bench").mkdir()
-    (pytester.path / "bench" / "test_classify.py").write_text(BENCH.read_text())
     got = {}
     for name, extra in (("serial", ()), ("xdist", ("-n", "2"))):
         res = pytester.runpytest_subprocess("bench", "--catalog", "catalog.toml", "-p", "no:cacheprovider", "--ways", "20,50",

@@ -13,7 +13,6 @@ from pathlib import Path
 
 import pytest
 
-BENCH = Path(__file__).resolve().parents[1] / "bench" / "test_classify.py"
 
 CATALOG = """
 [models.echo-a]
@@ -45,11 +44,9 @@ weights = "gpt-4o-mini"
 
 
 @pytest.fixture
-def bench(pytester: pytest.Pytester):
-    pytester.makefile(".toml", catalog=CATALOG)
-    (pytester.path / "bench").mkdir()
-    (pytester.path / "bench" / "test_classify.py").write_text(BENCH.read_text())
-    return pytester
+def bench(bench: pytest.Pytester) -> pytest.Pytester:
+    bench.makefile(".toml", catalog=CATALOG)
+    return bench
 
 
 def run(p: pytest.Pytester, *args: str) -> pytest.RunResult:

@@ -16,7 +16,6 @@ from vlmcls import plan, prompts
 from vlmcls.catalog import load_catalog
 from vlmcls.report.compare import unlike_study
 
-BENCH = Path(__file__).resolve().parents[1] / "bench" / "test_classify.py"
 CATALOG = '[models.echo-a]\nbackend = "echo"\nweights = "smoke:echo"\nsmoke = true\n'
 # wraps the real backend: every query it answers, as it got it, one JSON line per query
 RECORDER = """
@@ -38,13 +37,11 @@ MINE = "Which of these is it: {labels}?\n\nReply <b>only</b> with the name | no 
 
 
 @pytest.fixture
-def bench(pytester: pytest.Pytester) -> pytest.Pytester:
-    pytester.makefile(".toml", catalog=CATALOG)
-    (pytester.path / "bench").mkdir()
-    (pytester.path / "bench" / "test_classify.py").write_text(BENCH.read_text())
-    (pytester.path / "conftest.py").write_text(RECORDER)
-    (pytester.path / "mine.txt").write_text(MINE, encoding="utf-8")
-    return pytester
+def bench(bench: pytest.Pytester) -> pytest.Pytester:
+    bench.makefile(".toml", catalog=CATALOG)
+    (bench.path / "conftest.py").write_text(RECORDER)
+    (bench.path / "mine.txt").write_text(MINE, encoding="utf-8")
+    return bench
 
 
 def run(p: pytest.Pytester, *args: str) -> pytest.RunResult:

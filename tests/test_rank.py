@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import math
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -29,7 +28,6 @@ from vlmcls.backends import hf_vlm  # noqa: E402
 # "crane" / "crane fly": a label that is the start of another (the end-of-turn token tells them apart)
 NAMES = ("crane", "crane fly", "tench", "goldfish", "great white shark", "tiger shark", "hen")
 LABELS = LabelSet(NAMES, tuple((n,) for n in NAMES))
-BENCH = Path(__file__).resolve().parents[1] / "bench" / "test_classify.py"
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -364,9 +362,8 @@ def test_scores_survive_the_store_and_old_rows_still_load(tmp_path):
 
 # ---------------------------------------------------------------- the benchmark, as users run it
 
-def test_bench_runs_in_rank_mode(pytester):
-    (pytester.path / "bench").mkdir()
-    (pytester.path / "bench" / "test_classify.py").write_text(BENCH.read_text())
+def test_bench_runs_in_rank_mode(bench):
+    pytester = bench
     out = pytester.runpytest_subprocess("bench", "-k", "smoke-qwen2-vl-none-20way", "--resolver", "rank",
                                         "--samples", "6", "-p", "no:cacheprovider")
     out.assert_outcomes(passed=1)

@@ -21,7 +21,6 @@ pytest.importorskip("transformers")
 
 from transformers.cache_utils import DynamicCache  # noqa: E402
 
-BENCH = Path(__file__).resolve().parents[1] / "bench" / "test_classify.py"
 
 # Phi-3-vision's modeling_phi3_v.py (2024), the lines that meet later transformers
 PHI3_V = '''
@@ -129,10 +128,9 @@ def test_loading_such_a_model_is_unavailable_before_any_code_runs(tmp_path):
         hf_load.load_model(entry, BackendSettings(trust_remote_code=True, device="cpu"))
 
 
-def test_the_case_is_skipped_with_the_line_and_fails_under_strict(pytester: pytest.Pytester, tmp_path):
+def test_the_case_is_skipped_with_the_line_and_fails_under_strict(bench: pytest.Pytester, tmp_path):
+    pytester = bench
     path = folder(tmp_path / "phi3v", modeling_phi3_v=PHI3_V)
-    (pytester.path / "bench").mkdir()
-    (pytester.path / "bench" / "test_classify.py").write_text(BENCH.read_text())
     pytester.makefile(".toml", catalog=f'[models.old-remote]\nbackend = "hf-vlm"\nweights = "{path}"\n'
                                        'trust_remote_code = true\n')
     args = ("bench", "--catalog", "catalog.toml", "-p", "no:cacheprovider", "--ways", "20", "--samples", "4",

@@ -17,7 +17,6 @@ from vlmcls.runner import CaseResult, CaseSpec
 from vlmcls.settings import AVERAGES, BackendSettings
 from vlmcls.types import Prediction
 
-BENCH = Path(__file__).resolve().parents[1] / "bench" / "test_classify.py"
 
 # The study's tables as issue #15 quotes them (precision, recall, F1, accuracy), verbatim.
 ISSUE_TABLE = """
@@ -132,11 +131,9 @@ def pytest_collection_finish(session):
 
 
 @pytest.fixture
-def bench(pytester: pytest.Pytester):
-    (pytester.path / "bench").mkdir()
-    (pytester.path / "bench" / "test_classify.py").write_text(BENCH.read_text())
-    (pytester.path / "bench" / "conftest.py").write_text(SPEC_DUMP)
-    return pytester
+def bench(bench: pytest.Pytester) -> pytest.Pytester:
+    (bench.path / "bench" / "conftest.py").write_text(SPEC_DUMP)
+    return bench
 
 
 def collect(p: pytest.Pytester, *args: str) -> tuple[list[str], dict]:

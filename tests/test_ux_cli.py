@@ -20,7 +20,6 @@ from vlmcls.runner import CaseResult, CaseSpec
 from vlmcls.settings import BackendSettings
 from vlmcls.types import Prediction
 
-BENCH = Path(__file__).resolve().parents[1] / "bench" / "test_classify.py"
 CATALOG = """
 [models.echo-a]
 backend = "echo"
@@ -35,11 +34,9 @@ smoke = true
 
 
 @pytest.fixture
-def bench(pytester: pytest.Pytester) -> pytest.Pytester:
-    pytester.makefile(".toml", catalog=CATALOG)
-    (pytester.path / "bench").mkdir()
-    (pytester.path / "bench" / "test_classify.py").write_text(BENCH.read_text())
-    return pytester
+def bench(bench: pytest.Pytester) -> pytest.Pytester:
+    bench.makefile(".toml", catalog=CATALOG)
+    return bench
 
 
 def run(p: pytest.Pytester, *args: str) -> pytest.RunResult:

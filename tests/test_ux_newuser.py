@@ -23,16 +23,8 @@ from vlmcls.runner import CaseRunner, CaseSpec
 from vlmcls.settings import BackendSettings
 from vlmcls.types import Answer, LabelSet, Sample
 
-BENCH = Path(__file__).resolve().parents[1] / "bench" / "test_classify.py"
 ECHO = '[models.echo-a]\nbackend = "echo"\nweights = "smoke:echo"\nsmoke = true\n'
 KEYLESS = '[models.api-needs-key]\nbackend = "openai"\nweights = "gpt-4o-mini"\n'
-
-
-@pytest.fixture
-def bench(pytester: pytest.Pytester) -> pytest.Pytester:
-    (pytester.path / "bench").mkdir()
-    (pytester.path / "bench" / "test_classify.py").write_text(BENCH.read_text())
-    return pytester
 
 
 def run(p: pytest.Pytester, catalog: str, *args: str) -> pytest.RunResult:

@@ -7,7 +7,6 @@ store; the study section described a table a smoke-only run does not have; "1 un
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 
@@ -23,7 +22,6 @@ from vlmcls.settings import BackendSettings
 from vlmcls.store import Store
 from vlmcls.types import Answer, Prediction
 
-BENCH = Path(__file__).resolve().parents[1] / "bench" / "test_classify.py"
 GATE_NEEDS_ALL = "the gate needs them all (raise --max-cost or lower --samples)"
 
 
@@ -72,13 +70,6 @@ def test_the_gate_reads_the_field_not_the_notes_words():
 
 
 ECHO_SPEC = CaseSpec(model=ECHO, ways=20, settings=BackendSettings())
-
-
-@pytest.fixture
-def bench(pytester: pytest.Pytester) -> pytest.Pytester:
-    (pytester.path / "bench").mkdir()
-    (pytester.path / "bench" / "test_classify.py").write_text(BENCH.read_text())
-    return pytester
 
 
 def rows_of(p: pytest.Pytester) -> dict[str, dict]:
