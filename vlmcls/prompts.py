@@ -113,7 +113,7 @@ def load_template(path: str | os.PathLike, shown: str | None = None) -> Template
         raise PromptError(f"prompt file {shown} is not UTF-8 text") from None
     except OSError as exc:
         raise PromptError(f"cannot read prompt file {shown} ({exc.strerror or exc})") from None
-    text = text[:-2] if text.endswith("\r\n") else text[:-1] if text.endswith("\n") else text
+    text = text.removesuffix("\n")  # read_text made "\r\n" a "\n" already
     check_text(text, shown)
     return Template(f"{p.name}@{text_hash(text)}", text, f"read from {p}", str(p.resolve()))
 

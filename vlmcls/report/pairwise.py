@@ -65,19 +65,19 @@ def outcome_key(pred) -> tuple:
             frozenset(map(str, pred_field(pred, "candidates") or ())))
 
 
-def versus(a_preds: Sequence, b_preds: Sequence, alpha: float = ALPHA) -> Paired:
+def versus(a_preds: Sequence, b_preds: Sequence) -> Paired:
     """McNemar of case a against case b on the samples they share with the same label and candidates.
 
     `stats.pair(current, baseline)` counts b = right in the baseline only: with a as the baseline,
     b = a right only and c = b right only."""
     shared = {outcome_key(p) for p in a_preds} & {outcome_key(p) for p in b_preds}
     keep = lambda preds: [p for p in preds if outcome_key(p) in shared]
-    return pair(keep(b_preds), keep(a_preds), alpha)
+    return pair(keep(b_preds), keep(a_preds))  # its p; significance is judged on the Holm-adjusted one
 
 
-def comparisons(cases: Sequence[tuple[Mapping, Sequence]], alpha: float = ALPHA) -> list[Versus]:
+def comparisons(cases: Sequence[tuple[Mapping, Sequence]]) -> list[Versus]:
     """Every pair of (row, predictions), Holm-corrected over the pairs that share a sample."""
-    raw = [(a, b, versus(pa, pb, alpha)) for (a, pa), (b, pb) in combinations(cases, 2)]
+    raw = [(a, b, versus(pa, pb)) for (a, pa), (b, pb) in combinations(cases, 2)]
     tested = [i for i, (_, _, p) in enumerate(raw) if p.n]
     adjusted = dict(zip(tested, holm([raw[i][2].p for i in tested])))
     return [Versus(a, b, p, adjusted.get(i)) for i, (a, b, p) in enumerate(raw)]
@@ -148,7 +148,7 @@ def adjacent_table(order: Sequence[tuple[int, Mapping]], pairs: Sequence[Versus]
 def ways_section(ways: int, cases: Sequence[tuple[Mapping, Sequence]], remarks: Sequence[str] = (),
                  alpha: float = ALPHA) -> list[str]:
     """One N: a line of counts (and `remarks`), the ranking, the adjacent pairs."""
-    pairs = comparisons(cases, alpha)
+    pairs = comparisons(cases)
     k = sum(v.tested for v in pairs)
     order = ranked([r for r, _ in cases])
     untested = [f"{cell(_name(v.a))} – {cell(_name(v.b))}" for v in pairs if not v.tested]
