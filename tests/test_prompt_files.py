@@ -230,13 +230,26 @@ def test_a_script_plans_a_sweep_with_the_same_rules(tmp_path):
     assert single.case_id == "smoke-echo-5way" and single.key_fields() == specs[1].key_fields()
 
 
+def test_a_model_that_scores_the_candidates_itself_runs_once_per_sweep():
+    """CLIP and classifiers take no prompt: a sweep would recompute identical results once per prompt."""
+    catalog = {name: load_catalog()[name] for name in ("smoke-echo", "smoke-clip", "smoke-resnet")}
+    specs = plan.cases(catalog, plan.RunOptions(ways=(5,), prompt="label-only,thesis"))
+    assert [s.case_id for s in specs] == ["smoke-echo-5way-label-only", "smoke-echo-5way-thesis",
+                                          "smoke-clip-5way", "smoke-resnet-5way"]
+    alone = plan.cases(catalog, plan.RunOptions(ways=(5,), prompt="label-only"))
+    assert [s.key_fields() for s in specs[2:]] == [s.key_fields() for s in alone[1:]]  # as a one-prompt run: stored rows serve
+
+
 def test_study_with_a_sweep_runs_each_study_row_once_per_prompt_and_says_where_it_differs():
     """--study: an explicit option wins (plan.py), a sweep too; the comparison names the prompt."""
     catalog = load_catalog()
     study = plan.cases(catalog, plan.RunOptions(study=True))
     sweep = plan.cases(catalog, plan.RunOptions(study=True, prompt="thesis,label-only"))
-    assert [s.case_id for s in sweep] == [f"{s.case_id}-{p}" for s in study for p in ("thesis", "label-only")]
-    assert [(s.model.name, s.ways, s.samples, s.settings.quant) for s in sweep[::2]] == \
+    generative = lambda s: s.model.info.answers == "generative"
+    assert [s.case_id for s in sweep] == [
+        i for s in study for i in ([f"{s.case_id}-{p}" for p in ("thesis", "label-only")] if generative(s) else [s.case_id])]
+    assert any(not generative(s) for s in study)  # the baselines: once each
+    assert [(s.model.name, s.ways, s.samples, s.settings.quant) for s in sweep if s.prompt_id != "label-only"] == \
         [(s.model.name, s.ways, s.samples, s.settings.quant) for s in study]
     row = next(r for r in catalog.values() if r.study).study[0]
     assert unlike_study({"prompt": "label-only"}, row) == ["prompt label-only (study's: thesis)"]

@@ -102,7 +102,7 @@ def spec(entry: ModelEntry, ways: int, opts: RunOptions, row: StudyRow | None = 
         model=entry, ways=ways, settings=settings, dataset=opts.dataset,
         samples=opts.samples or (row.images if row is not None else entry.samples),
         seed=opts.seed, prompt=prompt.name if TEMPLATES.get(prompt.name) == prompt else prompt,  # a built-in by name, as before
-        prompt_id=prompt.slug if len(opts.prompts) > 1 else "", labels_mode=opts.labels, resolver=opts.resolver,
+        prompt_id=prompt.slug if len(prompts_for(entry, opts)) > 1 else "", labels_mode=opts.labels, resolver=opts.resolver,
         nli_model=opts.nli_model or (SMOKE_NLI if entry.smoke else DEFAULT_NLI),
         max_cost=opts.max_cost, refresh=opts.refresh, orders=opts.orders, nli_overlap=opts.nli_overlap,
         nli_compile=opts.nli_compile,
@@ -112,14 +112,21 @@ def spec(entry: ModelEntry, ways: int, opts: RunOptions, row: StudyRow | None = 
 def cases(catalog: Mapping[str, ModelEntry], opts: RunOptions,
           auto_device: Callable[[], str] = lambda: "auto") -> list[CaseSpec]:
     """Every case of the run: each catalog model at each N, or with --study the study's rows (only
-    those at --ways, when given), each with its own settings; each once per --prompt. A prompt sweep
+    those at --ways, when given), each with its own settings; each once per --prompt (`prompts_for`). A prompt sweep
     with --study runs each study row once per prompt: an explicit option wins under --study, and the
     comparison with the study names the prompt where it is not the study's."""
     if opts.study:
         return [spec(entry, row.ways, opts, row, auto_device, p)
-                for entry, row in study_cases(catalog, opts.ways) for p in opts.prompts]
+                for entry, row in study_cases(catalog, opts.ways) for p in prompts_for(entry, opts)]
     return [spec(entry, w, opts, auto_device=auto_device, prompt=p)
-            for entry in catalog.values() for w in opts.ways_or_default for p in opts.prompts]
+            for entry in catalog.values() for w in opts.ways_or_default for p in prompts_for(entry, opts)]
+
+
+def prompts_for(entry: ModelEntry, opts: RunOptions) -> tuple[Template, ...]:
+    """The prompts a model's cases run with: a sweep's every one for a model that reads the prompt; the
+    first only for one that scores the candidates itself (CLIP, classifiers), which a prompt cannot change:
+    it runs once, under its usual case id, not once per prompt with identical results."""
+    return opts.prompts if entry.info.answers == "generative" else opts.prompts[:1]
 
 
 def subset_size(case: CaseSpec, opts: RunOptions, dataset_size: int | None) -> int | None:
