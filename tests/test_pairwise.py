@@ -50,7 +50,11 @@ def run_folder(path: Path, *cases: tuple[str, int, list[Prediction]] | tuple[str
     return rows
 
 
-def tables(text: str) -> list[list[dict[str, str]]]:
+def tables(text: str, folded: bool = False) -> list[list[dict[str, str]]]:
+    """The ranking and adjacent-pair tables (`folded`: only the tables inside <details>, all the pairs)."""
+    parts = text.split("<details>")
+    text = "".join(p.split("</details>", 1)[0] for p in parts[1:]) if folded else \
+        "".join([parts[0], *(p.split("</details>", 1)[-1] for p in parts[1:])])
     blocks = [b for b in text.split("\n\n") if b.lstrip().startswith("|")]
     return [parse_table(b) for b in blocks]
 
@@ -180,6 +184,22 @@ def test_many_alike_cases_are_said_briefly(tmp_path):
     three = run_folder(tmp_path / "three", *weak[:3])
     ranking, _ = tables(pairwise.pairwise_section(three, tmp_path / "three"))
     assert {r["Not significantly different from"] for r in ranking} == {"every other case"}
+
+
+def test_every_tested_pair_is_in_the_report_folded(tmp_path):
+    """The Holm p of a line depends on every pair at that N: all of them are listed, folded, so a reader
+    can retrace it; with two cases the one adjacent pair is all and nothing is folded."""
+    text = pairwise.pairwise_section(designed(tmp_path), tmp_path)
+    (folded,) = tables(ways_part(text, 100), folded=True)
+    assert "<summary>All 3 pairs tested</summary>" in text
+    assert [(p["A"], p["B"]) for p in folded] == [("model-a", "model-b"), ("model-a", "model-c"), ("model-b", "model-c")]
+    adjacent = tables(ways_part(text, 100))[1]
+    assert all(line in folded for line in adjacent)  # the same figures, line for line
+    a_c = folded[1]
+    raw = [float(p["McNemar p"]) for p in folded]
+    assert float(a_c["Holm p"]) == pytest.approx(pairwise.holm(raw)[1], rel=1e-2)
+    two = run_folder(tmp_path / "two", ("model-a", 20, answers("rrww")), ("model-b", 20, answers("rwrw")))
+    assert "<details>" not in pairwise.pairwise_section(two, tmp_path / "two")
 
 
 def test_holm_is_applied_over_all_pairs_at_one_n(tmp_path):

@@ -131,11 +131,16 @@ def _alike_cell(alike: Sequence[Mapping], others: Sequence[Mapping]) -> str:
 
 def adjacent_table(order: Sequence[tuple[int, Mapping]], pairs: Sequence[Versus]) -> str:
     """The pairs next to each other in the ranking, the better-ranked one as A."""
+    return pair_table([(a, b) for (_, a), (_, b) in zip(order, order[1:])], pairs)
+
+
+def pair_table(couples: Sequence[tuple[Mapping, Mapping]], pairs: Sequence[Versus]) -> str:
+    """One line per (A, B) row couple, A first as given."""
     from tabulate import tabulate
 
     by = _lookup(pairs)
     body = []
-    for (_, a), (_, b) in zip(order, order[1:]):
+    for a, b in couples:
         v = by[(a["case_id"], b["case_id"])]
         p = v.paired
         a_only, b_only = (p.b, p.c) if v.a is a else (p.c, p.b)
@@ -143,6 +148,18 @@ def adjacent_table(order: Sequence[tuple[int, Mapping]], pairs: Sequence[Versus]
         body.append([cell(_name(a)), cell(_name(b)), str(p.n), str(a_only), str(b_only), diff,
                      _fmt_p(p.p if p.n else None), _fmt_p(v.holm)])
     return tabulate(body, headers=PAIR_HEADERS, tablefmt="github", disable_numparse=True)
+
+
+def all_pairs(order: Sequence[tuple[int, Mapping]], pairs: Sequence[Versus]) -> list[str]:
+    """Every tested pair, folded (GitHub renders <details>): the Holm p of each line depends on all of
+    them, so a reader can only retrace it from the whole family. Nothing when the adjacent pairs are all."""
+    rows = [r for _, r in order]
+    couples = [(a, b) for i, a in enumerate(rows) for b in rows[i + 1:]
+               if _lookup(pairs)[(a["case_id"], b["case_id"])].tested]
+    if len(couples) <= len(rows) - 1:
+        return []
+    return [f"<details><summary>All {len(couples)} pairs tested</summary>", "", pair_table(couples, pairs), "",
+            "</details>", ""]
 
 
 def ways_section(ways: int, cases: Sequence[tuple[Mapping, Sequence]], remarks: Sequence[str] = (),
@@ -156,7 +173,7 @@ def ways_section(ways: int, cases: Sequence[tuple[Mapping, Sequence]], remarks: 
     if untested:
         said.append(f"Not compared (no image with the same label and candidates): {', '.join(untested)}.")
     return [f"### {ways}-way", "", " ".join(said), "", rank_table(order, pairs, alpha), "",
-            adjacent_table(order, pairs), ""]
+            adjacent_table(order, pairs), "", *all_pairs(order, pairs)]
 
 
 def _remarks(group: Sequence[Mapping], real: Sequence[Mapping], no_records: Sequence[Mapping]) -> list[str]:
