@@ -178,7 +178,41 @@ def test_ctrl_c_says_what_the_store_kept_and_that_the_same_command_resumes(bench
     kept = stored(db)
     assert proc.returncode == pytest.ExitCode.INTERRUPTED and 40 <= kept < 150, out[-3000:]
     assert out.splitlines()[-1] == (f"interrupted: {kept} finished samples of the selected cases are in the result "
-                                    f"store {db}; the same command resumes from there")
+                                    f"store {db} ({kept} from this run); the same command resumes from there")
+
+
+def test_ctrl_c_counts_this_runs_rows_apart_and_under_refresh_only_them(tmp_path):
+    """What the store held before the run is not this run's work; under --refresh it is what the user
+    asked to replace, so the line counts only this run's rows and says how each rerun treats them."""
+    from vlmcls.session import BenchSession
+    from vlmcls.store import Store, case_key
+    from vlmcls.types import Prediction
+
+    store = Store(tmp_path / "store.sqlite")
+    pred = lambda i: Prediction(f"s{i}", 1, "cat", ("cat", "dog"), "cat", 1, "cat", "match")
+    store.put("k", [pred(i) for i in range(5)], now=100.0)  # an earlier run
+    store.put("k", [pred(i) for i in range(3, 7)], now=200.0)  # this one: replaces s3, s4; adds s5, s6
+    assert store.count("k") == 7 and store.count("k", since=150.0) == 4 and store.count("k", since=201.0) == 0
+
+    class Case:  # what interrupted() reads of the session's cases
+        case_id = "m-20way"
+        spec = type("Spec", (), {"key_fields": lambda self: {}})()
+
+    for refresh in (False, True):
+        s = object.__new__(BenchSession)  # only what interrupted() reads
+        s.__dict__.update(started=150.0, selected=["m-20way"], _cases=(Case(),), store=store, is_worker=False,
+                          opt=type("O", (), {"refresh": refresh, "store": str(tmp_path / "store.sqlite")})(),
+                          config=type("C", (), {"invocation_params": type("I", (), {"dir": tmp_path})()})())
+        key = case_key({})
+        store.put(key, [pred(i) for i in range(2)], now=100.0)
+        store.put(key, [pred(i) for i in range(1, 4)], now=200.0)
+        s.interrupted()
+        if refresh:
+            assert s.interrupt_line.startswith("interrupted: 3 samples finished in this run are in the result store ")
+            assert s.interrupt_line.endswith("with --refresh it starts over")
+        else:
+            assert s.interrupt_line.endswith("(3 from this run); the same command resumes from there")
+            assert s.interrupt_line.startswith("interrupted: 4 finished samples of the selected cases")
 
 
 def test_ctrl_c_in_a_run_without_cases_says_nothing_of_a_store(pytester: pytest.Pytester):

@@ -41,6 +41,7 @@ class BenchSession:
         self.config = config
         self.opt = options or RunOptions.from_namespace(config.option)
         self.run_id = run_id or time.strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:6]
+        self.started = time.time()  # rows the store holds from then on are this run's (Ctrl-C's count)
         self.rows: list[dict] = []
         self.crashed: list[str] = []
         self.written: Path | None = None
@@ -219,11 +220,16 @@ class BenchSession:
         keys = {case_key(c.spec.key_fields()) for c in self._cases if c.case_id in self.selected}
         try:
             done = sum(self.store.count(k) for k in keys)
+            fresh = sum(self.store.count(k, since=self.started) for k in keys)
         except (OSError, sqlite3.Error):  # the store never opened: nothing to promise
             return
-        again = "the same command without --refresh" if self.opt.refresh else "the same command"
+        if self.opt.refresh:  # the older rows are what --refresh was asked to replace: not "resumable" work
+            self.interrupt_line = (f"interrupted: {fresh} samples finished in this run are in the result store "
+                                   f"{self.store_path}; a rerun without --refresh resumes from them (and keeps the "
+                                   "older rows this run had not replaced yet), with --refresh it starts over")
+            return
         self.interrupt_line = (f"interrupted: {done} finished samples of the selected cases are in the result store "
-                               f"{self.store_path}; {again} resumes from there")
+                               f"{self.store_path} ({fresh} from this run); the same command resumes from there")
 
     # ------------------------------------------------------------------ running
     def requirements(self, spec: CaseSpec) -> str | None:

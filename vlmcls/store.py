@@ -100,8 +100,12 @@ class Store:
             db.execute("ROLLBACK")
             raise
 
-    def count(self, key: str) -> int:
-        return self._conn().execute("SELECT COUNT(*) FROM results WHERE case_key = ?", (key,)).fetchone()[0]
+    def count(self, key: str, since: float | None = None) -> int:
+        """Rows of a case; `since` (a time.time()): only those written from then on (this run's)."""
+        if since is None:
+            return self._conn().execute("SELECT COUNT(*) FROM results WHERE case_key = ?", (key,)).fetchone()[0]
+        return self._conn().execute("SELECT COUNT(*) FROM results WHERE case_key = ? AND created >= ?",
+                                    (key, since)).fetchone()[0]
 
     def close(self) -> None:
         db = getattr(self._local, "db", None)
