@@ -160,6 +160,7 @@ def test_the_text_hash_is_the_first_8_hex_digits_of_the_utf8_sha256():
 
 
 USE = "use {labels} or {numbered} (and {{ }} for literal braces)"
+PLAIN = "write {{{}}} plain, without a conversion or format spec"
 
 
 @pytest.mark.parametrize("text, message", [
@@ -169,9 +170,9 @@ USE = "use {labels} or {numbered} (and {{ }} for literal braces)"
     ("Pick {labels} }", "prompt file p.txt has a stray brace (Single '}' encountered in format string); "
                         "write {{ or }} for a literal brace"),
     ("Pick one of {label}.", f"prompt file p.txt has an unknown field {{label}}; {USE}"),
-    ("Pick one of {labels!r}.", f"prompt file p.txt has an unknown field {{labels!r}}; {USE}"),
-    ("Pick one of {labels:>9}.", f"prompt file p.txt has an unknown field {{labels:>9}}; {USE}"),
-    ("Pick one of {numbered!s:^9}.", f"prompt file p.txt has an unknown field {{numbered!s:^9}}; {USE}"),
+    ("Pick one of {labels!r}.", f"prompt file p.txt has {{labels!r}}: {PLAIN.format('labels')}"),
+    ("Pick one of {labels:>9}.", f"prompt file p.txt has {{labels:>9}}: {PLAIN.format('labels')}"),
+    ("Pick one of {numbered!s:^9}.", f"prompt file p.txt has {{numbered!s:^9}}: {PLAIN.format('numbered')}"),
     ("Pick {labels}, not {0}.", f"prompt file p.txt has an unknown field {{0}}; {USE}"),
     ("Name the {{object}}.", "prompt file p.txt has no {labels} or {numbered} placeholder for the candidate list"),
 ])

@@ -100,3 +100,13 @@ def test_study_rows_this_run_selected_but_could_not_run_get_why_not_the_circular
     assert half == f"1 study row not run: {published[0].model} {published[0].ways}-way (`pytest bench --study` runs them all)."
     nothing = compare.study_section([], catalog)
     assert f"{len(published)} study rows not run: " in nothing and "--study` runs them all" in nothing and "selected" not in nothing
+
+
+def test_one_selected_study_row_not_run_is_said_in_the_singular():
+    from vlmcls.report.compare import _not_run_line
+
+    one = _not_run_line(["phi-3-vision 20-way (skipped)"])
+    assert "1 study row not run: phi-3-vision 20-way (skipped): this run selected it, and it did not run here " \
+           "(e.g. its weights" in one
+    two = _not_run_line(["a 20-way (skipped)", "b 20-way (failed)"])
+    assert "this run selected them, and they did not run here (e.g. their weights" in two

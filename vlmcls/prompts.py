@@ -95,6 +95,9 @@ def check_text(text: str, where: str) -> None:
     for f, conv, spec in fields:
         if f not in PLACEHOLDERS or conv or spec:
             shown = "{" + f + (f"!{conv}" if conv else "") + (f":{spec}" if spec else "") + "}"
+            if f in PLACEHOLDERS:  # the field is right; what follows it is not
+                raise PromptError(f"prompt file {where} has {shown}: write {{{f}}} plain, without a conversion or "
+                                  "format spec")
             raise PromptError(f"prompt file {where} has an unknown field {shown}; use {{labels}} or {{numbered}} "
                               "(and {{ }} for literal braces)")
     if not fields:

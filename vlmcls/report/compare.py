@@ -97,8 +97,9 @@ def _not_run_line(missing: Sequence[str]) -> str:
     if unselected:
         lines.append(f"{_count(unselected)} not run: {_names(unselected)} (`pytest bench --study` runs them all).")
     if tried:
-        lines.append(f"{_count(tried)} not run: {_names(tried)}: this run selected them, and they did not run here "
-                     "(e.g. their weights or API key are not on this machine); each case's reason is under *Not run* above.")
+        them, they, their = ("them", "they", "their") if len(tried) > 1 else ("it", "it", "its")
+        lines.append(f"{_count(tried)} not run: {_names(tried)}: this run selected {them}, and {they} did not run here "
+                     f"(e.g. {their} weights or API key are not on this machine); each case's reason is under *Not run* above.")
     return "\n\n".join(lines)
 
 
