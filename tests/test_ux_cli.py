@@ -227,11 +227,31 @@ def test_a_selection_matching_no_case_says_how_to_list_the_ids(bench):
     out = run(bench, "-k", "smoke-gpt")
     assert out.ret == pytest.ExitCode.NO_TESTS_COLLECTED
     hint = [line for line in out.stdout.lines if line.startswith("vlmcls: ")]
-    assert hint == ["vlmcls: the selection matched none of the 4 benchmark cases; list their ids with "
-                    "`pytest bench --co -q`. An id is <model>[-<quant>]-<N>way, the quantization only for local "
-                    "VLMs (e.g. vlm-q-none-20way); -k matches any part of it"]
+    # the listing command is this one without its -k: same catalog, so it lists these very cases (pytester
+    # adds its own --basetemp first)
+    (line,) = hint
+    assert line.startswith("vlmcls: the selection matched none of the 4 benchmark cases; list their ids with `pytest ")
+    assert line.endswith(" bench --catalog catalog.toml -p no:cacheprovider --co -q`. An id is "
+                         "<model>[-<quant>]-<N>way, the quantization only for local VLMs (e.g. vlm-q-none-20way); "
+                         "-k matches any part of it") and "smoke-gpt" not in line
     listed = run(bench, "--co", "-q")
     assert "bench/test_classify.py::test_classify[vlm-q-none-20way]" in listed.stdout.lines
+
+
+def test_in_a_sweep_the_hint_gives_the_prompt_part_and_keeps_the_prompts(bench):
+    out = run(bench, "-k", "mine.txt", "--prompt", "thesis,label-only")
+    (hint,) = [line for line in out.stdout.lines if line.startswith("vlmcls: ")]
+    assert " bench --catalog catalog.toml -p no:cacheprovider --prompt thesis,label-only --co -q`" in hint
+    assert "An id is <model>[-<quant>]-<N>way-<prompt>, the quantization only for local VLMs, then the prompt" in hint
+    assert "(e.g. vlm-q-none-20way-thesis)" in hint
+
+
+def test_the_listing_command_drops_every_form_of_selection():
+    from vlmcls.session import without_selection
+
+    assert without_selection(["bench", "-k", "a and b", "-kx", "-m", "slow", "--max-cost", "1", "-mfoo", "-n", "2"]) == \
+        ["bench", "--max-cost", "1", "-n", "2"]
+    assert without_selection(["bench", "--prompt", "my file.txt"]) == ["bench", "--prompt", "'my file.txt'"]
 
 
 def test_a_selection_matching_a_case_gives_no_hint(bench):

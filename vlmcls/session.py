@@ -18,7 +18,7 @@ import uuid
 from dataclasses import replace
 from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import pytest
 
@@ -204,10 +204,12 @@ class BenchSession:
         if self.selected or not self.deselected:
             return None
         example = next((c for c in self.deselected if c.spec.model.info.quantized), self.deselected[0]).case_id
-        args = self.config.args if self.config.args_source == pytest.Config.ArgsSource.ARGS else []
-        listing = " ".join(["pytest", *args, "--co", "-q"])
+        listing = " ".join(["pytest", *without_selection(self.config.invocation_params.args), "--co", "-q"])
+        sweep = len(self.opt.prompts) > 1
+        form = "<model>[-<quant>]-<N>way" + ("-<prompt>" if sweep else "")
+        prompt = ", then the prompt (a file by its stem; baselines, which take none, without it)" if sweep else ""
         return (f"vlmcls: the selection matched none of the {len(self.deselected)} benchmark cases; list their ids "
-                f"with `{listing}`. An id is <model>[-<quant>]-<N>way, the quantization only for local VLMs "
+                f"with `{listing}`. An id is {form}, the quantization only for local VLMs{prompt} "
                 f"(e.g. {example}); -k matches any part of it")
 
     def interrupted(self) -> None:
@@ -392,6 +394,22 @@ class BenchSession:
         self._backends.clear()
         if "store" in self.__dict__:
             self.store.close()
+
+
+def without_selection(args: Sequence[str]) -> list[str]:
+    """The command line without its -k / -m selection (`-k EXPR`, `-kEXPR`, `-k=EXPR`): the same run, listing
+    every case. Arguments with spaces are quoted, so the line can be pasted."""
+    import shlex
+
+    out, skip = [], False
+    for a in args:
+        if skip:
+            skip = False
+        elif a in ("-k", "-m"):
+            skip = True
+        elif not a.startswith(("-k", "-m")) or a.startswith("--"):
+            out.append(shlex.quote(a))
+    return out
 
 
 def folder_problem(folder: Path, itself: str = "it") -> str | None:
