@@ -177,8 +177,13 @@ def test_ctrl_c_says_what_the_store_kept_and_that_the_same_command_resumes(bench
     out, _ = proc.communicate(timeout=120)
     kept = stored(db)
     assert proc.returncode == pytest.ExitCode.INTERRUPTED and 40 <= kept < 150, out[-3000:]
-    assert out.splitlines()[-1] == (f"interrupted: {kept} finished samples of the selected cases are in the result "
-                                    f"store {db} ({kept} from this run); the same command resumes from there")
+    *_, line, written = out.splitlines()
+    assert line == (f"interrupted: {kept} finished samples of the selected cases are in the result "
+                    f"store {db} ({kept} from this run); the same command resumes from there")
+    # the report, which would look complete, names the case left undone
+    report_md = Path(written.removeprefix("report: ")).read_text()
+    assert "- `echo-slow-20way` (interrupted): the run was interrupted (Ctrl-C) before this case finished; " \
+           "the same command resumes it" in report_md
 
 
 def test_ctrl_c_counts_this_runs_rows_apart_and_under_refresh_only_them(tmp_path):

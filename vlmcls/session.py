@@ -48,6 +48,7 @@ class BenchSession:
         self.selected: list[str] = []  # ids of the cases collected to run (here, or on the xdist workers)
         self.deselected: list[Case] = []  # cases -k / -m left out
         self.interrupt_line: str | None = None  # what Ctrl-C left in the store, for the last lines
+        self.was_interrupted = False
         self._validated = False
         self._paths_checked = False
         self._backends: dict[str, Any] = {}
@@ -217,6 +218,7 @@ class BenchSession:
         resumes from; without a word the user would assume the work was lost."""
         if self.is_worker or not self.selected:
             return
+        self.was_interrupted = True  # finish() lists the cases left undone in the report
         from .store import case_key
 
         keys = {case_key(c.spec.key_fields()) for c in self._cases if c.case_id in self.selected}
@@ -368,6 +370,8 @@ class BenchSession:
 
     def finish(self) -> None:
         """results.json and report.md, each written once (samples/ is already there)."""
+        if self.was_interrupted:
+            self.rows += self.interrupted_rows()
         if not self.rows:
             return
         from . import provenance
@@ -378,6 +382,14 @@ class BenchSession:
             meta["baseline"] = str(self.baseline.path.resolve())
         self.written = report.write_run(self.report_dir, self.rows, meta, catalog=self.catalog,
                                         baseline=self.baseline, provenance=provenance.markdown(meta))
+
+    def interrupted_rows(self) -> list[dict]:
+        """After Ctrl-C, a row for each selected case without one (the one running, those not reached), so
+        that report.md, which would otherwise look complete, says what is missing and how to finish it."""
+        done = {r["case_id"] for r in self.rows}
+        reason = "the run was interrupted (Ctrl-C) before this case finished; the same command resumes it"
+        return [report.skipped_row(c.spec, "interrupted", reason) for c in self._cases
+                if c.case_id in self.selected and c.case_id not in done]
 
     def summary_lines(self, skips_shown: bool) -> list[str]:
         lines = summary_lines(self.rows, self.crashed, skips_shown)
