@@ -483,6 +483,11 @@ def test_requirements_remote_code_and_missing_weights_are_said_together():
     assert "hf download nobody/no-such-remote-vlm" in reason and "\n" not in reason
     opted_in = hf_vlm.requirements(entry, BackendSettings(trust_remote_code=True), LABELS)
     assert "hf download nobody/no-such-remote-vlm" in opted_in and "--trust-remote-code" not in opted_in
+    # its code may not fit this transformers (vlmcls.remote_code): the code alone first, not 8 GB of weights
+    assert opted_in.endswith("also, its hub code alone (`hf download nobody/no-such-remote-vlm --include '*.py' "
+                             "'*.json'`) lets the case say first whether this transformers can run it")
+    native = hf_vlm.requirements(_entry("nobody/no-such-vlm"), BackendSettings(), LABELS)
+    assert "--include" not in native
 
 
 def test_requirements_a_mistyped_path_is_one_line_not_a_hub_question():

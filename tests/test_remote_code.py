@@ -140,3 +140,30 @@ def test_the_case_is_skipped_with_the_line_and_fails_under_strict(bench: pytest.
     out.stdout.fnmatch_lines(["*old-remote: its hub code was written for an older transformers: modeling_phi3_v.py: *"])
     strict = pytester.runpytest_subprocess(*args, "--strict-cases")
     strict.assert_outcomes(failed=1)
+
+
+def test_with_only_its_code_cached_the_skip_is_the_verdict_not_a_weights_download(monkeypatch):
+    """`hf download REPO --include '*.py' '*.json'` (what the not-cached line suggests) is enough to learn,
+    before fetching the weights, that this transformers cannot run the code."""
+    from huggingface_hub import constants
+
+    from vlmcls.backends import hf_load
+    from vlm_inputs import LABELS as labels
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    repo = Path(constants.HF_HUB_CACHE) / "models--someone--old-remote-vlm"
+    snapshot = repo / "snapshots" / ("1" * 40)
+    (repo / "refs").mkdir(parents=True, exist_ok=True)
+    (repo / "refs" / "main").write_text("1" * 40)
+    snapshot.mkdir(parents=True, exist_ok=True)
+    folder(snapshot, modeling_phi3_v=PHI3_V)  # code and config only: no weights
+    entry = ModelEntry(name="phi-3-vision", backend="hf-vlm", weights="someone/old-remote-vlm", trust_remote_code=True)
+    verdict = hf_load.requirements(entry, BackendSettings(trust_remote_code=True), labels)
+    assert verdict == remote_code.unavailable_reason("phi-3-vision", str(snapshot))
+    assert verdict.startswith("phi-3-vision: its hub code was written for an older transformers")
+    # without the opt-in nothing is read: the line asks for it (and for the weights) as before
+    assert "allow it with --trust-remote-code" in hf_load.requirements(entry, BackendSettings(), labels)
+    # code that fits: the usual "not cached" line, and no hint to fetch the code it already has
+    (snapshot / "modeling_phi3_v.py").write_text(CURRENT)
+    fits = hf_load.requirements(entry, BackendSettings(trust_remote_code=True), labels)
+    assert "hf download someone/old-remote-vlm`" in fits and "--include" not in fits

@@ -89,6 +89,17 @@ def code_folder(path: str) -> Path | None:
         return None
 
 
+def cached_code(repo_id: str) -> Path | None:
+    """The hub model's code files where they are cached (weights or not), else None. Never downloads."""
+    from huggingface_hub import snapshot_download
+
+    try:
+        folder = Path(snapshot_download(repo_id, allow_patterns=["*.py", "*.json"], local_files_only=True))
+    except Exception:  # not cached, or not a repo id
+        return None
+    return folder if any(folder.glob("*.py")) else None
+
+
 def unavailable_reason(name: str, path: str) -> str | None:
     """Why the catalog entry `name` cannot run its hub code (at `path`) here, as one line, or None."""
     folder = code_folder(path)

@@ -87,6 +87,13 @@ def requirements(entry: "ModelEntry", settings: "BackendSettings", labels: "Labe
         return f"{settings.quant} quantization needs bitsandbytes (pip install bitsandbytes)"
     # Both at once: a user who downloads the weights should not learn only then that the opt-in is missing.
     reasons = [hub.weights_reason(entry.weights)]
+    if _needs_remote_code(entry) and reasons[0]:  # its code may not fit this transformers: say so before 8 GB
+        code = remote_code.cached_code(entry.weights) if settings.trust_remote_code else None
+        if code is not None and (verdict := remote_code.unavailable_reason(entry.name, str(code))):
+            return verdict  # (reading it imports transformers; this runs only once a case is about to run)
+        if code is None:
+            reasons.append(f"its hub code alone (`hf download {entry.weights} --include '*.py' '*.json'`) lets "
+                           "the case say first whether this transformers can run it")
     if _needs_remote_code(entry) and not settings.trust_remote_code:
         reasons.insert(0, f"{entry.name} runs the hub's remote code; allow it with --trust-remote-code")
     return "; also, ".join(r for r in reasons if r) or None
