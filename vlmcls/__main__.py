@@ -8,7 +8,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import re
 import sys
 import time
@@ -167,10 +166,9 @@ def ran_at(run: Path) -> float:
 
 def _read_meta(run: Path) -> dict:
     try:
-        meta = json.loads((run / "results.json").read_text(encoding="utf-8")).get("meta")
-    except (OSError, ValueError, AttributeError):  # unreadable: load_run says why, if it is picked
+        return load_run(run).meta
+    except (RunError, TypeError, ValueError):  # unreadable: load_run says why again, if it is picked
         return {}
-    return meta if isinstance(meta, dict) else {}
 
 
 def merge(runs: Sequence[Run]) -> tuple[dict[str, tuple[Run, dict]], list[str]]:

@@ -99,7 +99,6 @@ class SessionHooks:
 
     def __init__(self, session: BenchSession):
         self.bench = session
-        self._deselected: list[Case] = []  # pytest_deselected may come more than once (-k, then -m)
 
     def pytest_sessionstart(self) -> None:
         if not self.bench.is_worker:  # workers trust their controller
@@ -113,10 +112,10 @@ class SessionHooks:
             self.bench.validate()
 
     def pytest_deselected(self, items: list[pytest.Item]) -> None:
-        self._deselected += [c for c in map(_case, items) if c is not None]
+        self.bench.deselected += [c for c in map(_case, items) if c is not None]  # may come twice: -k, then -m
 
     def pytest_collection_finish(self, session: pytest.Session) -> None:
-        self.bench.collected([c for c in map(_case, session.items) if c is not None], self._deselected)
+        self.bench.collected([c for c in map(_case, session.items) if c is not None])
 
     @pytest.hookimpl(optionalhook=True)
     def pytest_xdist_node_collection_finished(self, node, ids: list[str]) -> None:

@@ -126,12 +126,17 @@ def resolve(value: str, base: str | os.PathLike | None = None) -> Template:
     current directory: where pytest was started)."""
     if value in TEMPLATES:
         return TEMPLATES[value]
-    path = Path(base or os.getcwd()) / Path(value).expanduser()
+    path = _path(value, base)
     if not path.exists():
         raise PromptError(f"--prompt {value!r} is neither a template ({', '.join(TEMPLATES)}) nor an existing file")
     if path.is_dir():
         raise PromptError(f"--prompt {value!r} is a directory, not a prompt file")
     return load_template(path, value)
+
+
+def _path(value: str, base: str | os.PathLike | None) -> Path:
+    """A --prompt file as the user wrote it, relative to `base` (default: where pytest was started)."""
+    return Path(base or os.getcwd()) / Path(value).expanduser()
 
 
 def parse_prompts(value: str | Template | Iterable[str | Template],
@@ -141,7 +146,7 @@ def parse_prompts(value: str | Template | Iterable[str | Template],
     if isinstance(value, Template):
         return (value,)
     if isinstance(value, str):
-        whole = value not in TEMPLATES and (Path(base or os.getcwd()) / Path(value).expanduser()).is_file()
+        whole = value not in TEMPLATES and _path(value, base).is_file()
         value = [value] if whole else [v.strip() for v in value.split(",") if v.strip()]
     chosen = tuple(dict.fromkeys(v if isinstance(v, Template) else resolve(v, base) for v in value))
     if not chosen:
@@ -155,7 +160,7 @@ def check_slugs(chosen: Sequence[Template]) -> None:
     seen: dict[str, Template] = {}
     for t in chosen:
         other = seen.setdefault(t.slug, t)
-        if other is not t and len(chosen) > 1:
+        if other is not t:
             raise PromptError(f"--prompt {other.name} and {t.name} would share the case-id part {t.slug!r}; "
                               "rename one of the files")
 

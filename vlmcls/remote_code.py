@@ -76,27 +76,19 @@ def _version() -> str:
     return f"transformers {transformers.__version__}"
 
 
-def code_folder(path: str) -> Path | None:
+def code_folder(path: str, cached_only: bool = False) -> Path | None:
     """The folder holding a model's code: a local folder, or the hub snapshot's code files (downloaded
-    alone where they are not cached: a few kB, and no code runs). None where neither can be had."""
+    alone where they are not cached, a few kB and no code run; `cached_only`: never downloaded). None
+    where there is no Python file to be had."""
     if Path(path).expanduser().is_dir():
-        return Path(path).expanduser()
-    from huggingface_hub import snapshot_download
+        folder = Path(path).expanduser()
+    else:
+        from huggingface_hub import snapshot_download
 
-    try:
-        return Path(snapshot_download(path, allow_patterns=["*.py", "*.json"]))
-    except Exception:  # offline and not cached, gated: the load that follows says so in its own words
-        return None
-
-
-def cached_code(repo_id: str) -> Path | None:
-    """The hub model's code files where they are cached (weights or not), else None. Never downloads."""
-    from huggingface_hub import snapshot_download
-
-    try:
-        folder = Path(snapshot_download(repo_id, allow_patterns=["*.py", "*.json"], local_files_only=True))
-    except Exception:  # not cached, or not a repo id
-        return None
+        try:
+            folder = Path(snapshot_download(path, allow_patterns=["*.py", "*.json"], local_files_only=cached_only))
+        except Exception:  # offline and not cached, gated: the load that follows says so in its own words
+            return None
     return folder if any(folder.glob("*.py")) else None
 
 

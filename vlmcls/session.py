@@ -46,7 +46,7 @@ class BenchSession:
         self.crashed: list[str] = []
         self.written: Path | None = None
         self.selected: list[str] = []  # ids of the cases collected to run (here, or on the xdist workers)
-        self.deselected: list[Case] = []  # cases -k / -m left out
+        self.deselected: list[Case] = []  # cases -k / -m left out (the plugin's pytest_deselected adds them)
         self.interrupt_line: str | None = None  # what Ctrl-C left in the store, for the last lines
         self.was_interrupted = False
         self._validated = False
@@ -185,11 +185,10 @@ class BenchSession:
             raise pytest.UsageError(f"{given}: cannot open it as the result store (SQLite: {exc})") from None
         self._paths_checked = True
 
-    def collected(self, selected: list[Case], deselected: list[Case]) -> None:
-        """The cases this process will run and those -k / -m left out; the paths are checked as soon
-        as a case is to run (the defaults too: only a bench run writes under them)."""
+    def collected(self, selected: list[Case]) -> None:
+        """The cases this process will run (those -k / -m left out are in `deselected`); the paths are
+        checked as soon as a case is to run (the defaults too: only a bench run writes under them)."""
         self.selected += [c.case_id for c in selected if c.case_id not in self.selected]
-        self.deselected += deselected
         if selected and not self.is_worker:  # workers trust their controller
             self.check_paths()
 

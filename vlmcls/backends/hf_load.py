@@ -88,7 +88,7 @@ def requirements(entry: "ModelEntry", settings: "BackendSettings", labels: "Labe
     # Both at once: a user who downloads the weights should not learn only then that the opt-in is missing.
     reasons = [hub.weights_reason(entry.weights)]
     if _needs_remote_code(entry) and reasons[0]:  # its code may not fit this transformers: say so before 8 GB
-        code = remote_code.cached_code(entry.weights) if settings.trust_remote_code else None
+        code = remote_code.code_folder(entry.weights, cached_only=True) if settings.trust_remote_code else None
         if code is not None and (verdict := remote_code.unavailable_reason(entry.name, str(code))):
             return verdict  # (reading it imports transformers; this runs only once a case is about to run)
         if code is None:

@@ -8,7 +8,7 @@ from typing import Any, Mapping, Sequence
 
 from .runs import Run
 from .stats import ALPHA, pair
-from .text import cell
+from .text import cell, plural
 
 # ---------------------------------------------------------------------------------- the study
 STUDY_HEADERS = ["Model", "N", "Precision", "Recall", "F1-score", "Accuracy", "P/R/F1 average", "Accuracy 95% CI",
@@ -104,7 +104,7 @@ def _not_run_line(missing: Sequence[str]) -> str:
 
 
 def _count(rows: Sequence[str]) -> str:
-    return f"{len(rows)} study row{'s' if len(rows) != 1 else ''}"
+    return plural(len(rows), "study row")
 
 
 def _names(rows: Sequence[str]) -> str:

@@ -10,7 +10,7 @@ from typing import Mapping, Sequence
 from ..backends.registry import find
 from .rows import INPUT_ERRORS_LISTED
 from ..vocab import STUDY_LABELS, canonical
-from .text import cell, plain, prose
+from .text import cell, plain, plural, prose
 
 STUDY_COLUMNS = ["Model", "Precision", "Recall", "F1-score", "Accuracy"]
 CONTEXT_KEYS = (("dataset", "dataset", True), ("seed", "seed", False), ("prompt", "prompt", True),
@@ -204,7 +204,7 @@ def notes(rows: Sequence[Mapping]) -> list[str]:
             lines.append(f"- `{r['case_id']}`: {backend_errors} error rows (failed request or model), "
                          f"counted as wrong predictions{first}")
         if r.get("input_errors"):
-            lines.append(f"- `{r['case_id']}`: {_count(r['input_errors'], 'unreadable image')} (see Unreadable images), "
+            lines.append(f"- `{r['case_id']}`: {plural(r['input_errors'], 'unreadable image')} (see Unreadable images), "
                          "counted as wrong predictions")
         if r.get("cost_usd") is not None:
             lines.append(f"- `{r['case_id']}`: {_cost(r)}")
@@ -225,10 +225,6 @@ def _resumed(r: Mapping) -> str:
     images = ((r.get("metrics") or {}).get("n") or 0) + (r.get("not_run") or 0)
     what = f"answers (image x order, {k} orders)" if k else "samples"
     return f"{r['resumed']} of {images * (k or 1)} {what}"
-
-
-def _count(n: int, thing: str) -> str:
-    return f"{n} {thing}{'' if n == 1 else 's'}"
 
 
 def prompt_section(rows: Sequence[Mapping]) -> list[str]:
@@ -274,7 +270,7 @@ def unreadable_section(rows: Sequence[Mapping]) -> list[str]:
         return []
     shown = list(files.items())[:INPUT_ERRORS_LISTED]
     lines = ["## Unreadable images", "",
-             f"{_count(count, 'image')} of the subset could not be read; "
+             f"{plural(count, 'image')} of the subset could not be read; "
              + ("it is an error row counted as a wrong prediction, and it does not fail" if count == 1 else
                 "each is an error row counted as a wrong prediction, and none fails")
              + " a smoke case's plumbing check (the data's fault, not the pipeline's).", ""]

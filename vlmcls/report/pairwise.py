@@ -15,7 +15,7 @@ from typing import Mapping, Sequence
 from .markdown import _name, model_tag
 from .runs import Run, pred_field
 from .stats import ALPHA, EXACT_BELOW, Paired, pair
-from .text import cell
+from .text import cell, plural
 
 HEADING = "## Model against model (paired)"
 RANK_HEADERS = ["Rank", "Model", "Accuracy", "n", "Not significantly different from"]
@@ -169,7 +169,7 @@ def ways_section(ways: int, cases: Sequence[tuple[Mapping, Sequence]], remarks: 
     k = sum(v.tested for v in pairs)
     order = ranked([r for r, _ in cases])
     untested = [f"{cell(_name(v.a))} – {cell(_name(v.b))}" for v in pairs if not v.tested]
-    said = [f"{len(cases)} cases, {k} pair{'s' if k != 1 else ''} tested (Holm over {k}).", *remarks]
+    said = [f"{len(cases)} cases, {plural(k, 'pair')} tested (Holm over {k}).", *remarks]
     if untested:
         said.append(f"Not compared (no image with the same label and candidates): {', '.join(untested)}.")
     return [f"### {ways}-way", "", " ".join(said), "", rank_table(order, pairs, alpha), "",

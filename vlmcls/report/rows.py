@@ -58,7 +58,7 @@ def spec_fields(spec) -> dict:
     e = spec.model
     device = spec.settings.device
     # a prompt sweep's rows differ only in their prompt: the model column (the tag) says which ran
-    tag = e.case_tag(spec.settings.quant) + (f" [{spec.prompt_id}]" if getattr(spec, "prompt_id", "") else "")
+    tag = e.case_tag(spec.settings.quant) + (f" [{spec.prompt_id}]" if spec.prompt_id else "")
     return {
         "case_id": spec.case_id, "tag": tag, "model": e.name, "backend": e.backend, "weights": e.weights, "smoke": e.smoke,
         "ways": spec.ways, "quant": spec.settings.quant if e.info.quantized else None,

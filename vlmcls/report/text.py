@@ -47,3 +47,8 @@ def prose(value: Any) -> str:
     text = "" if value is None else str(value)
     text = html.escape(" ".join(text.split()), quote=False)  # newlines and runs of spaces -> one space
     return text.replace("|", "\\|")
+
+
+def plural(n: int, thing: str) -> str:
+    """"1 image", "3 images": a count a reader takes as a sentence."""
+    return f"{n} {thing}{'' if n == 1 else 's'}"
