@@ -227,6 +227,56 @@ def test_report_merges_two_runs_later_run_wins(run_copy):
     assert is_png(merged / "plots" / "accuracy_vs_n.png")
 
 
+def _row(name: str, predictions, backend: str = "echo", **spec) -> tuple[dict, list[Prediction]]:
+    entry = ModelEntry(name=name, backend=backend, weights="smoke:echo")
+    result = CaseResult(CaseSpec(model=entry, ways=20, settings=BackendSettings(), **spec), predictions,
+                        metrics.compute(predictions), images_per_s=10.0)
+    return report.case_row(result, status="passed", threshold=None), predictions
+
+
+def test_merging_runs_of_other_prompts_keeps_each_prompt_as_its_own_case(tmp_path):
+    """Two one-prompt runs of a model share the case id `m-20way`: merged as they were, the later
+    (label-only) result replaced the thesis one under a tag that named no prompt. They become the
+    cases a sweep would have made, beside a sweep's own rows; a model that takes no prompt keeps its id."""
+    thesis = write_run(tmp_path / "a", _row("m", preds(30, wrong=3)), _row("c", preds(30, wrong=9), backend="clip"))
+    label_only = write_run(tmp_path / "b", _row("m", preds(30, wrong=12), prompt="label-only"))
+    sweep = write_run(tmp_path / "c", _row("m", preds(30, wrong=20), prompt="numbered", prompt_id="numbered"))
+    assert main(["report", str(thesis), str(label_only), str(sweep), "--out", str(tmp_path / "out"), "--no-plots"]) == 0
+    cases = {c["case_id"]: c for c in json.loads((tmp_path / "out" / "results.json").read_text())["cases"]}
+    assert set(cases) == {"m-20way-thesis", "m-20way-label-only", "m-20way-numbered", "c-20way"}
+    assert {k: c["metrics"]["accuracy"] for k, c in cases.items()} == {
+        "m-20way-thesis": 0.9, "m-20way-label-only": 0.6, "m-20way-numbered": pytest.approx(1 / 3), "c-20way": 0.7}
+    assert cases["m-20way-label-only"]["tag"] == "m [label-only]" and cases["c-20way"]["tag"] == "c"
+    # each renamed case's samples are copied from the file its run wrote, under the new id
+    out = tmp_path / "out" / "samples"
+    assert (out / "m-20way-thesis.jsonl").read_text() == (thesis / "samples" / "m-20way.jsonl").read_text()
+    assert (out / "m-20way-label-only.jsonl").read_text() == (label_only / "samples" / "m-20way.jsonl").read_text()
+    assert "| m [thesis]" in (tmp_path / "out" / "report.md").read_text()
+
+
+def test_merging_runs_of_one_prompt_keeps_the_case_ids(tmp_path):
+    a = write_run(tmp_path / "a", _row("m", preds(30, wrong=3), prompt="label-only"))
+    b = write_run(tmp_path / "b", _row("m", preds(20, wrong=3), prompt="label-only"))
+    assert main(["report", str(a), str(b), "--out", str(tmp_path / "out"), "--no-plots"]) == 0
+    (only,) = json.loads((tmp_path / "out" / "results.json").read_text())["cases"]
+    assert only["case_id"] == "m-20way" and only["metrics"]["n"] == 20 and "source_case_id" not in only
+
+
+def test_a_replacement_that_ran_other_settings_is_named(tmp_path, capsys):
+    """The later run wins, but where it ran another seed or resolver under the same case id, the
+    earlier result is gone from the report: the note and the summary say which settings changed."""
+    a = write_run(tmp_path / "a", _row("m", preds(30, wrong=3)))
+    b = write_run(tmp_path / "b", _row("m", preds(30, wrong=3), seed=1, resolver="exact"))
+    assert main(["report", str(a), str(b), "--out", str(tmp_path / "out"), "--no-plots"]) == 0
+    err = capsys.readouterr().err
+    assert "; 1 of those ran other settings than the result they replace (named in the list)" in err
+    text = (tmp_path / "out" / "report.md").read_text()
+    assert "(the later run wins); it ran other settings (seed 0 → 1, resolver study → exact)" in text
+    c = write_run(tmp_path / "c", _row("m", preds(30, wrong=3), seed=1, resolver="exact"))
+    assert main(["report", str(b), str(c), "--out", str(tmp_path / "out2"), "--no-plots"]) == 0
+    assert "other settings" not in capsys.readouterr().err + (tmp_path / "out2" / "report.md").read_text()
+
+
 def test_report_compares_with_a_baseline(tmp_path):
     base = write_run(tmp_path / "base", case("m", 20, preds(100)), case("gone", 20, preds(10)), run_id="base-run")
     now = write_run(tmp_path / "now", case("m", 20, preds(100, wrong=40) + preds(7, prefix="new")), case("fresh", 20, preds(10)))

@@ -3,6 +3,7 @@
     vlmcls report                         # re-render the newest run under ./reports (by when it ran; with its recorded --baseline)
     vlmcls report RUN                     # re-render RUN in place (tables, comparisons, plots)
     vlmcls report RUN1 RUN2 --out DIR     # merge runs; the same case in two runs: the later one wins
+                                          # (runs of other prompts: one case per prompt, as a sweep)
     vlmcls report RUN --baseline OLD      # add McNemar's test of each case against a saved run
 """
 from __future__ import annotations
@@ -23,6 +24,7 @@ from .report.plots import SETTING_KEYS
 
 DEFAULT_REPORTS = Path("reports")
 FEWER = "; it scored "  # a merge note's mark: the later result has fewer samples (see _fewer)
+OTHER = "; it ran other settings ("  # ... and other settings than the result it replaces (see _other_settings)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -121,7 +123,9 @@ def merge_summary(runs: Sequence[Run], rows: Sequence[dict], notes: Sequence[str
     replaced = sum("(the later run wins)" in n for n in notes)
     kept = sum(": kept the result of " in n for n in notes)
     fewer = sum(FEWER in n for n in notes)
+    other = sum(OTHER in n for n in notes)
     warn = f"; {fewer} of those taken from a later run scored fewer samples than the result they replace" if fewer else ""
+    warn += f"; {other} of those ran other settings than the result they replace (named in the list)" if other else ""
     return (f"merged {len(runs)} runs into {len(rows)} cases: {replaced} taken from a later run (the later run wins), "
             f"{kept} kept from an earlier run where the later one has no result{warn}; the list is in report.md (Sources)")
 
@@ -173,20 +177,61 @@ def _read_meta(run: Path) -> dict:
 
 def merge(runs: Sequence[Run]) -> tuple[dict[str, tuple[Run, dict]], list[str]]:
     """case_id -> (run, row); a later run replaces an earlier one, except that a case which only
-    got skipped in the later run keeps its earlier result (a missing API key must not erase data)."""
+    got skipped in the later run keeps its earlier result (a missing API key must not erase data).
+    Where the runs asked their models different prompts, each case is named by its prompt first
+    (see with_prompt_id), so a thesis run and a label-only run of one model stay two rows."""
+    swept = _prompts_differ([row for run in runs for row in run.rows])
     chosen: dict[str, tuple[Run, dict]] = {}
     notes = []
     for run in runs:
         for row in run.rows:
+            row = with_prompt_id(row) if swept else row
             cid = row["case_id"]
             if cid in chosen:
                 old_run, old = chosen[cid]
                 if old.get("metrics") and not row.get("metrics"):
                     notes.append(f"{cid}: kept the result of {old_run.name}; {run.name} has none ({row.get('status')})")
                     continue
-                notes.append(f"{cid}: {run.name} replaces {old_run.name} (the later run wins){_fewer(old, row, old_run)}")
+                notes.append(f"{cid}: {run.name} replaces {old_run.name} (the later run wins)"
+                             f"{_fewer(old, row, old_run)}{_other_settings(old, row)}")
             chosen[cid] = (run, row)
     return chosen, notes
+
+
+def _generative(row: Mapping) -> bool:
+    """Whether the row's model read the prompt (CLIP and classifiers score the candidates themselves)."""
+    from .backends.registry import info
+
+    try:
+        return info(str(row.get("backend"))).answers == "generative"
+    except (KeyError, ValueError):  # a backend this version does not know: assume it read the prompt
+        return True
+
+
+def _prompts_differ(rows: Sequence[Mapping]) -> bool:
+    return len({r.get("prompt") for r in rows if _generative(r)}) > 1
+
+
+def with_prompt_id(row: dict) -> dict:
+    """The row under the case id a prompt sweep would have given it (`…-20way-label-only`, tag
+    `… [label-only]`); a row that has it already (from a sweep) or whose model takes no prompt is
+    returned as it is. `source_case_id` keeps the id its run filed its samples under."""
+    from .prompts import Template
+
+    name = str(row.get("prompt"))
+    slug = Template(name, "", "", row.get("prompt_file")).slug
+    tag = str(row.get("tag") or row["case_id"])
+    if not _generative(row) or tag.endswith(f" [{slug}]"):
+        return row
+    return {**row, "case_id": f"{row['case_id']}-{slug}", "tag": f"{tag} [{slug}]",
+            "source_case_id": row.get("source_case_id", row["case_id"])}
+
+
+def _other_settings(old: Mapping, new: Mapping) -> str:
+    """A replacement that ran other settings under the same case id (another seed, label mode,
+    resolver...) is said, setting by setting: the earlier result is not in the merged report."""
+    changed = [f"{k} {old.get(k)} → {new.get(k)}" for k in SETTING_KEYS if str(old.get(k)) != str(new.get(k))]
+    return f"{OTHER}{', '.join(changed)})" if changed else ""
 
 
 def _fewer(old: Mapping, new: Mapping, old_run: Run) -> str:
@@ -215,8 +260,8 @@ def _same(a: Path, b: Path) -> bool:
 def copy_samples(chosen: dict[str, tuple[Run, dict]], out: Path) -> None:
     """Each kept case's samples file goes into out/samples, so the output is itself a run folder
     (usable as a --baseline, re-renderable); a stale file from an earlier render is removed."""
-    for cid, (run, _) in chosen.items():
-        src, dst = run.samples_path(cid), Run(out, {}, []).samples_path(cid)
+    for cid, (run, row) in chosen.items():
+        src, dst = run.samples_path(row.get("source_case_id", cid)), Run(out, {}, []).samples_path(cid)
         if src is None or dst is None or _same(src.parent, dst.parent):
             continue
         if src.is_file():
