@@ -193,3 +193,17 @@ def test_synset_folder_split_is_chosen_with_path_colon_split(tmp_path):
     assert open_dataset(f"{tmp_path}:train").size == 3
     with pytest.raises(DatasetError, match=r"has no split 'test'; it has \['train', 'val'\]"):
         open_dataset(f"{tmp_path}:test")
+
+
+@pytest.mark.parametrize(("amount", "shown"), [
+    (0.0123, "0.0123"), (12.5, "12.5000"), (0.0, "0.0000"),
+    (0.00012, "0.00012"), (0.000041, "0.000041"), (0.0000999, "0.000100")])
+def test_costs_keep_two_significant_digits_below_a_hundredth_of_a_cent(amount, shown):
+    """A few gpt-4o-mini images cost ~0.0002 USD; at 4 fixed decimals 0.00004 printed as 0.0000."""
+    assert report.text.usd(amount) == shown
+
+
+def test_a_tiny_cost_shows_in_the_table_and_the_notes():
+    row = make_row([pred(0, cost=0.00002), pred(1, cost=0.00002)])
+    assert "cost 0.000040 USD" in "\n".join(report._notes([row]))
+    assert report.parse_table(report.study_table([row]))[0]["Cost (USD)"] == "0.000040"

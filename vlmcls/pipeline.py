@@ -95,7 +95,9 @@ class _Loop:
     def _budget_stop(self) -> str:
         done, budget, k = self.already + len(self.fresh), self.r.spec.max_cost, self.r.spec.orders
         self.budget = BudgetStop(budget, done, self.total, k)
-        why = f"spent {self.r.spent[0]:.4f} USD, this run and stored runs of this case"
+        from .report.text import usd
+
+        why = f"spent {usd(self.r.spent[0])} USD, this run and stored runs of this case"
         if k > 1:  # each image is K requests: counting them as "samples" read as more images than the table's n
             return f"stopped by --max-cost {budget:g} USD after {done} requests ({k} per image, one per order; {why})"
         return f"stopped by --max-cost {budget:g} USD after {done} samples ({why})"

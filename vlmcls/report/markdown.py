@@ -10,7 +10,7 @@ from typing import Mapping, Sequence
 from ..backends.registry import find
 from .rows import INPUT_ERRORS_LISTED
 from ..vocab import STUDY_LABELS, canonical
-from .text import cell, plain, plural, prose
+from .text import cell, plain, plural, prose, usd
 
 STUDY_COLUMNS = ["Model", "Precision", "Recall", "F1-score", "Accuracy"]
 CONTEXT_KEYS = (("dataset", "dataset", True), ("seed", "seed", False), ("prompt", "prompt", True),
@@ -86,7 +86,7 @@ def study_table(rows: Sequence[Mapping], terminal: bool = False) -> str:
 
 def _cost_cell(row: Mapping) -> str:
     """USD over every answer the case paid for (all its --orders); a stand-in's cost is not money."""
-    cost = _fmt(row.get("cost_usd"), 4)
+    cost = "" if row.get("cost_usd") is None else usd(row["cost_usd"])
     return f"{cost} (simulated)" if cost and row.get("smoke") else cost
 
 
@@ -252,11 +252,11 @@ def _cost(r: Mapping) -> str:
     every order's answers (`cost_usd` counts them all). A smoke stand-in's cost is simulated."""
     total, now = r["cost_usd"], r.get("cost_now_usd")
     k = (r.get("orders") or {}).get("orders")
-    head = f"{'simulated ' if r.get('smoke') else ''}cost {total:.4f} USD" + (f" (all {k} orders)" if k else "")
+    head = f"{'simulated ' if r.get('smoke') else ''}cost {usd(total)} USD" + (f" (all {k} orders)" if k else "")
     if now is None:  # a row written before the split
         return head
     now_words, stored_words = ("this run", "from earlier runs") if r.get("smoke") else ("spent now", "paid by earlier runs")
-    return f"{head}: {now:.4f} {now_words}, {max(0.0, total - now):.4f} stored ({stored_words})"
+    return f"{head}: {usd(now)} {now_words}, {usd(max(0.0, total - now))} stored ({stored_words})"
 
 
 def unreadable_section(rows: Sequence[Mapping]) -> list[str]:

@@ -6,6 +6,7 @@ Model answers, labels and even case ids are untrusted: every table cell goes thr
 from __future__ import annotations
 
 import html
+import math
 import os
 import tempfile
 from pathlib import Path
@@ -27,6 +28,14 @@ def atomic_write(path: str | Path, text: str) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def usd(amount: float) -> str:
+    """A dollar amount to 4 decimals, more where it needs them for 2 significant digits: one
+    gpt-4o-mini image costs about 0.0002 USD, and a few at 4 fixed decimals printed as 0.0000."""
+    if amount == 0 or not math.isfinite(amount):
+        return f"{amount:.4f}"
+    return f"{amount:.{max(4, 1 - math.floor(math.log10(abs(amount))))}f}"
 
 
 def cell(value: Any) -> str:
