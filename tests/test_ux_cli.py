@@ -243,6 +243,16 @@ def test_a_selection_matching_no_case_says_how_to_list_the_ids(bench):
     assert "bench/test_classify.py::test_classify[vlm-q-none-20way]" in listed.stdout.lines
 
 
+def test_under_xdist_the_controller_gives_the_hint_too(bench):
+    """The workers deselect there, and the controller, which prints the summary, saw none of it."""
+    out = run(bench, "-k", "smoke-gpt", "-n", "2")
+    (line,) = [line for line in out.stdout.lines if line.startswith("vlmcls: ")]
+    assert line.startswith("vlmcls: the selection matched none of the 4 benchmark cases; list their ids with `pytest ")
+    assert " -n 2 --co -q`" in line
+    matched = run(bench, "-k", "20way", "-n", "2")
+    assert matched.ret == pytest.ExitCode.OK and not [x for x in matched.stdout.lines if "matched none" in x]
+
+
 def test_in_a_sweep_the_hint_gives_the_prompt_part_and_keeps_the_prompts(bench):
     out = run(bench, "-k", "mine.txt", "--prompt", "thesis,label-only")
     (hint,) = [line for line in out.stdout.lines if line.startswith("vlmcls: ")]

@@ -46,6 +46,7 @@ class BenchSession:
         self.crashed: list[str] = []
         self.written: Path | None = None
         self.selected: list[str] = []  # ids of the cases collected to run (here, or on the xdist workers)
+        self.worker_collections = 0  # xdist workers whose collection the controller heard of
         self.deselected: list[Case] = []  # cases -k / -m left out (the plugin's pytest_deselected adds them)
         self.interrupt_line: str | None = None  # what Ctrl-C left in the store, for the last lines
         self.was_interrupted = False
@@ -196,21 +197,28 @@ class BenchSession:
         """An xdist worker's collection (node ids): the controller does not collect, but must know
         whether cases run (for Ctrl-C)."""
         mine = {c.case_id for c in self._cases}
+        self.worker_collections += 1
         params = (n[n.rfind("[") + 1:-1] for n in nodeids if n.endswith("]"))
         self.selected += [p for p in params if p in mine and p not in self.selected]
 
     def selection_hint(self) -> str | None:
         """-k / -m matched none of the cases: how to list them and what their ids look like."""
-        if self.selected or not self.deselected:
+        # under xdist the workers deselect and the controller never sees it: there, every case is left
+        # out when the workers collected none of them under a -k / -m
+        left_out = self.deselected or (list(self._cases) if self.worker_collections and self._selecting() else [])
+        if self.selected or not left_out:
             return None
-        example = next((c for c in self.deselected if c.spec.model.info.quantized), self.deselected[0]).case_id
+        example = next((c for c in left_out if c.spec.model.info.quantized), left_out[0]).case_id
         listing = " ".join(["pytest", *without_selection(self.config.invocation_params.args), "--co", "-q"])
         sweep = len(self.opt.prompts) > 1
         form = "<model>[-<quant>]-<N>way" + ("-<prompt>" if sweep else "")
         prompt = ", then the prompt (a file by its stem; baselines, which take none, without it)" if sweep else ""
-        return (f"vlmcls: the selection matched none of the {len(self.deselected)} benchmark cases; list their ids "
+        return (f"vlmcls: the selection matched none of the {len(left_out)} benchmark cases; list their ids "
                 f"with `{listing}`. An id is {form}, the quantization only for local VLMs{prompt} "
                 f"(e.g. {example}); -k matches any part of it")
+
+    def _selecting(self) -> bool:
+        return bool(self.config.getoption("keyword", "") or self.config.getoption("markexpr", ""))
 
     def interrupted(self) -> None:
         """Ctrl-C: say what survived. Every finished batch is in the store, which the same command
