@@ -127,7 +127,7 @@ def clip_backend(model, processor, labels: LabelSet, settings: "BackendSettings"
         import torch
 
         with torch.inference_mode():
-            feats = _pooled(model.get_image_features(pixel_values=pixels.to(device, dtype)))
+            feats = _pooled(model.get_image_features(**_image_inputs(pixels, device, dtype)))
             return _normalise(feats.float()) @ text.T
 
     backend = DirectBackend(_image_preprocessor(processor.image_processor), score, len(labels), settings,
@@ -168,13 +168,21 @@ def _encode_texts(model, tokenizer, texts: list[str]) -> "torch.Tensor":
     import torch
 
     max_len = model.config.text_config.max_position_embeddings
-    siglip = model.config.model_type.startswith("siglip")
+    siglip = model.config.model_type.startswith("siglip")  # SigLIP, and SigLIP 2 (NaFlex "siglip2", fixed-res "siglip")
     # SigLIP was trained on prompts padded to the full length with the padding attended to (no mask:
     # the hub weights were verified against big_vision that way) and pools the last position; CLIP
     # pools the EOS position, which its causal mask keeps blind to the padding after it.
     padding = "max_length" if siglip else True
     keep = ("input_ids",) if siglip else ("input_ids", "attention_mask")
-    enc = tokenizer(texts, padding=padding, truncation=True, max_length=max_len, return_tensors="pt")
+    side = {"padding_side": "right"} if siglip else {}
+    if siglip:
+        # SigLIP 2 was trained on lowercased text, right-padded (transformers' convert_siglip2_to_hf.py).
+        # Its hub tokenizer is Gemma's, which lowercases only where transformers swaps in Siglip2Tokenizer
+        # (5.24 does for model_type "siglip2"; the fixed-res checkpoints are model_type "siglip"), and
+        # whose class default is left padding, which would move the pooled last position onto the
+        # prompt. SigLIP's own tokenizer lowercases anyway and pads right: for it neither changes anything.
+        texts = [t.lower() for t in texts]
+    enc = tokenizer(texts, padding=padding, truncation=True, max_length=max_len, return_tensors="pt", **side)
     enc = {k: v.to(model.device) for k, v in enc.items() if k in keep}
     with torch.inference_mode():
         return _normalise(_pooled(model.get_text_features(**enc)).float())
@@ -257,15 +265,27 @@ def _processor_kwargs(settings: "BackendSettings") -> dict[str, Any]:
     return {"backend": backend} if backend else {}
 
 
-def _image_preprocessor(image_processor) -> Callable[[Any], "torch.Tensor"]:
-    """One image -> (1, 3, H, W) float32. Runs in pool threads; one image per call measured fastest."""
+def _image_preprocessor(image_processor) -> Callable[[Any], "torch.Tensor | dict[str, torch.Tensor]"]:
+    """One image -> (1, 3, H, W) float32, or where the processor returns more than pixels (SigLIP 2's
+    NaFlex: patches padded to max_num_patches, with pixel_attention_mask and spatial_shapes) all of it
+    as a dict of batch-1 tensors, which DirectBackend concatenates key by key. Runs in pool threads;
+    one image per call measured fastest."""
 
     def preprocess(image):
         if image.mode != "RGB":  # grey-scale and CMYK JPEGs exist in ImageNet val
             image = image.convert("RGB")
-        return image_processor(images=[image], return_tensors="pt")["pixel_values"]
+        out = image_processor(images=[image], return_tensors="pt")
+        return out["pixel_values"] if set(out) == {"pixel_values"} else dict(out)
 
     return preprocess
+
+
+def _image_inputs(pixels, device, dtype) -> dict[str, "torch.Tensor"]:
+    """get_image_features' keyword arguments: the pixels in the model's dtype; NaFlex's patch mask and
+    grid shapes moved as they are (integers: a float16 mask or shape would be wrong, not just slow)."""
+    if not isinstance(pixels, dict):
+        return {"pixel_values": pixels.to(device, dtype)}
+    return {k: v.to(device, dtype) if k == "pixel_values" else v.to(device) for k, v in pixels.items()}
 
 
 def _spec(image_processor) -> "Spec | None":

@@ -169,7 +169,9 @@ def _answer(pick: tuple[tuple[int, ...], float] | str, latency: float) -> Answer
     return Answer(class_id=top[0], stage="direct", latency_s=latency, top5=top, top1_prob=prob)
 
 
-def _stack(pixels: list["torch.Tensor"]) -> "torch.Tensor":
+def _stack(pixels: list) -> "torch.Tensor | dict[str, torch.Tensor]":
     import torch
 
+    if isinstance(pixels[0], dict):  # SigLIP 2 NaFlex: pixel_values, pixel_attention_mask, spatial_shapes
+        return {k: torch.cat([p[k] for p in pixels]) for k in pixels[0]}
     return torch.cat(pixels)

@@ -25,6 +25,7 @@ BUILDERS: dict[str, str] = {
     "bart-mnli": "vlmcls.smoke.nli:build_bart_mnli",
     "clip": "vlmcls.smoke.baselines:build_clip",
     "siglip": "vlmcls.smoke.siglip:build_siglip",  # needs sentencepiece + protobuf, as the hub's SigLIP does
+    "siglip2": "vlmcls.smoke.siglip2:build_siglip2",  # NaFlex: Siglip2Model, Gemma tokenizer (tokenizers only)
     "resnet": "vlmcls.smoke.baselines:build_resnet",
     "vit": "vlmcls.smoke.baselines:build_vit",
 }
