@@ -59,7 +59,8 @@ _EMPHASIS = re.compile(
     re.MULTILINE,
 )
 _SENTENCE_END = re.compile(r"[.!?](?=\s)|\n")
-_CLAUSE_BREAK = re.compile(r"[.,;:!?\n]")
+_CLAUSE_BREAK = re.compile(r"[.,;:!?\n—–…]")  # a dash or an ellipsis ends a clause as a comma does
+_LINE = re.compile(r"^[^\S\n]*\S", re.MULTILINE)  # the start of a non-blank line
 
 
 # ---------------------------------------------------------------- normalisation
@@ -153,6 +154,21 @@ class _Parsed:
     def sentence(self, m: _Mention) -> int:
         return bisect.bisect_left(self.sentence_ends, self.starts[m.start])
 
+    @cached_property
+    def line_starts(self) -> list[int]:
+        return [m.start() for m in _LINE.finditer(self.text)]  # non-blank lines only
+
+    def line(self, m: _Mention) -> int:
+        """The mention's line, counting non-blank lines (a loose list's blank lines do not part its items)."""
+        return bisect.bisect_right(self.line_starts, self.starts[m.start]) - 1
+
+    def bare(self, m: _Mention) -> bool:
+        """The mention is all its line says, bar list marks, a number and an article ("2. a **tabby**")."""
+        end = self.text.find("\n", self.ends[m.end - 1])
+        first = bisect.bisect_left(self.starts, self.line_starts[self.line(m)])
+        last = bisect.bisect_left(self.starts, len(self.text) if end < 0 else end)
+        return last == m.end and all(w.isdigit() or w in _ARTICLES for w in self.words[first:m.start])
+
 
 def _spans(words: list[str], index: PhraseIndex) -> list[tuple[int, int, dict[int, int]]]:
     """All label phrases in the answer, minus those inside a longer one ("tiger" in "tiger shark").
@@ -215,7 +231,10 @@ def _negated(m: _Mention, p: _Parsed) -> bool:
 def _modifier(m: _Mention, starts: dict[int, _Mention], p: _Parsed) -> bool:
     """In "an orange tabby cat" the label "orange" only describes the tabby: English puts the head last."""
     head = starts.get(m.end)
-    return head is not None and not p.text[p.ends[m.end - 1]:p.starts[head.start]].strip()
+    if head is None:
+        return False
+    gap = p.text[p.ends[m.end - 1]:p.starts[head.start]]
+    return not gap.strip() and "\n" not in gap  # "tabby\ntiger cat ...": a line ends the phrase
 
 
 def _cued(cues: _Cues) -> Callable[[_Mention, _Parsed], bool]:
@@ -232,9 +251,16 @@ def _emphasised(m: _Mention, p: _Parsed) -> bool:
 
 
 def _first_sentence(alive: list[_Mention], p: _Parsed) -> list[_Mention]:
-    """Mentions in the earliest sentence or line that mentions any candidate."""
+    """Mentions in the earliest sentence or line that mentions any candidate; none when that line is an
+    item of a list of candidates ("1. tabby\\n2. tiger cat"): a list points at none of its items, on one
+    line ("tabby, tiger cat") or one per line (a model echoing the `numbered` prompt)."""
     first = min(p.sentence(m) for m in alive)
-    return [m for m in alive if p.sentence(m) == first]
+    chosen = [m for m in alive if p.sentence(m) == first]
+    items: dict[int, set[int]] = {}  # non-blank line -> classes named alone on it
+    for m in alive:
+        if p.bare(m):
+            items.setdefault(p.line(m), set()).update(m.ids)
+    return [] if any(items.get(p.line(m) + 1, set()) - items.get(p.line(m), set()) for m in chosen) else chosen
 
 
 def _keep(rule: Callable[[_Mention, _Parsed], bool]) -> Callable[[list[_Mention], _Parsed], list[_Mention]]:
