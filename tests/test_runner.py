@@ -166,3 +166,24 @@ def test_a_case_gets_only_the_resolver_stages_that_ran_in_its_own_calls():
     assert case == {"match": 0.75, "nli": 0.5}
     add_stage_seconds(case, {}, {"match": 0.25})  # a stage new to the resolver counts from zero
     assert case == {"match": 1.0, "nli": 0.5}
+
+
+def test_raw_labels_count_a_prediction_ambiguous_only_where_its_namesake_is_a_candidate():
+    """Under --labels raw, 134 and 517 are both "crane": an answer cannot tell them apart when both
+    are offered. With one of them alone among the candidates the name is as clear as any other, and
+    counting it inflated the report's ambiguity note (about every 20-way prediction of a crane)."""
+    from vlmcls.candidates import CandidateSet
+    from vlmcls.types import Answer
+
+    raw = imagenet_labelset("raw")
+    spec = CaseSpec(model=ECHO, ways=3, settings=BackendSettings(), labels_mode="raw")
+    r = CaseRunner(spec, raw, None, None, None)
+    crane = Sample("s", 134, b"")
+    both, alone = CandidateSet("s", 3, 134, (134, 517, 1)), CandidateSet("s", 3, 134, (134, 7, 1))
+    pick = lambda cs, cid: r.record(crane, cs, Answer(class_id=cid, stage="direct")).ambiguous
+    assert pick(both, 134) and pick(both, 1)  # the true class's namesake is offered: whatever is picked
+    assert not pick(alone, 134) and not pick(alone, 1)
+    cardigans = CandidateSet("s", 3, 264, (264, 474, 1))  # "Cardigan" and "cardigan": alike but for case
+    assert r.record(Sample("s", 264, b""), cardigans, Answer(class_id=1, stage="direct")).ambiguous
+    unique = CaseRunner(CaseSpec(model=ECHO, ways=3, settings=BackendSettings()), LABELS, None, None, None)
+    assert not unique.record(crane, both, Answer(class_id=134, stage="direct")).ambiguous

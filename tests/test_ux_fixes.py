@@ -114,7 +114,7 @@ def test_thesis_ambiguity_note_names_no_imagenet_class():
     row = {**make_row([pred(0)]), "ambiguous": 2, "labels": "thesis"}
     note = "\n".join(report._notes([row]))
     assert "crane" not in note and "maillot" not in note
-    assert "a class whose raw (study) label is shared with another class, or an answer naming several candidates" in note
+    assert "a class whose raw (study) label another of its candidates shares, or an answer naming several candidates" in note
 
 
 def test_notes_show_the_first_error_and_the_cost_and_the_table_a_cost_column():

@@ -230,7 +230,7 @@ class CaseRunner:
             pred_id, stage, ambiguous = resolution.class_id, resolution.stage, resolution.ambiguous
         if pred_id is not None and pred_id not in cs.class_ids:
             pred_id, stage = None, "unresolved"  # a backend bug must never score outside the candidates
-        ambiguous = ambiguous or bool(self.ambiguous and {s.label, pred_id} & self.ambiguous)
+        ambiguous = ambiguous or bool({s.label, pred_id} & self._colliding(cs.class_ids))
         return Prediction(
             fingerprint=self._fingerprints.get(s.sample_id) or fingerprint(s), sample_id=s.sample_id, order=getattr(s, "order", 0), true_id=s.label, true_label=self.labels.names[s.label],
             candidates=cs.labels(self.labels), answer=answer.text, pred_id=pred_id,
@@ -239,6 +239,13 @@ class CaseRunner:
             completion_tokens=answer.completion_tokens, cost_usd=answer.cost_usd, error=answer.error, ambiguous=ambiguous,
             top5=answer.top5, top1_prob=answer.top1_prob,
         )
+
+    def _colliding(self, class_ids: Sequence[int]) -> set[int]:
+        """--labels raw: the candidates whose name another candidate shares ("crane" and "crane"), which
+        no answer can tell apart; a class whose namesake is not among them is as clear as any other."""
+        shared = [c for c in class_ids if c in self.ambiguous]
+        names = [self.labels.names[c].casefold() for c in shared]
+        return {c for c, name in zip(shared, names) if names.count(name) > 1}
 
     def run_batch(self, batch: Sequence[Sample], images: Sequence[Any] | None = None) -> list[Prediction]:
         return self.resolve_batch(self.answer_batch(batch, images))

@@ -195,7 +195,7 @@ def notes(rows: Sequence[Mapping]) -> list[str]:
             lines.append(f"- `{r['case_id']}`: {cell(text)}")
         if r.get("ambiguous") and canonical("labels", r.get("labels")) == STUDY_LABELS:  # saved before: "thesis"
             lines.append(f"- `{r['case_id']}`: {r['ambiguous']} predictions are ambiguous: they involve a class whose "
-                         "raw (study) label is shared with another class, or an answer naming several candidates")
+                         "raw (study) label another of its candidates shares, or an answer naming several candidates")
         elif r.get("ambiguous"):
             lines.append(f"- `{r['case_id']}`: {r['ambiguous']} answers named several candidates; the resolver did not guess")
         backend_errors = (r.get("errors") or 0) - (r.get("input_errors") or 0)
