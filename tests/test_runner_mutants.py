@@ -194,7 +194,7 @@ def test_each_row_holds_its_own_samples_answer_read_back_from_the_store(tmp_path
 
 def test_with_the_studys_raw_labels_a_row_is_ambiguous_by_its_label_or_by_its_resolution():
     """The study's raw labels name two classes "crane" (134 and 517): a row whose true class is one of
-    them is ambiguous, so is one the resolver marks ambiguous, and no other. Kills
+    them, with the other among its candidates, is ambiguous, so is one the resolver marks ambiguous, and no other. Kills
     runner.xǁCaseRunnerǁrecord__mutmut_19-23 (ambiguity None, needing both reasons at once, or every
     row ambiguous)."""
     raw = imagenet_labelset("thesis")
@@ -205,10 +205,13 @@ def test_with_the_studys_raw_labels_a_row_is_ambiguous_by_its_label_or_by_its_re
             return [Resolution(ids[0] if ids[0] not in (134, 517) else ids[1], "nli", ambiguous=text.endswith("s1"))
                     for text, ids in items]
 
-    data = [Sample("s0", 134, _jpeg("red")), Sample("s1", 3, _jpeg("green")), Sample("s2", 5, _jpeg("blue"))]
+    # c15's 20 candidates hold both cranes; s0's only its own (the name is then as clear as any other)
+    assert 517 in cand.candidate_set("c15", 134, 20, 1000, 0).class_ids and 517 not in cand.candidate_set("s0", 134, 20, 1000, 0).class_ids
+    data = [Sample("c15", 134, _jpeg("red")), Sample("s0", 134, _jpeg("red")), Sample("s1", 3, _jpeg("green")),
+            Sample("s2", 5, _jpeg("blue"))]
     case = CaseSpec(model=ECHO, ways=20, settings=BackendSettings(batch_size=4), resolver="nli", labels_mode="raw")
     result = CaseRunner(case, raw, Scripted(), MarksS1(), None).run(data)
-    assert {p.sample_id: p.ambiguous for p in result.predictions} == {"s0": True, "s1": True, "s2": False}
+    assert {p.sample_id: p.ambiguous for p in result.predictions} == {"c15": True, "s0": False, "s1": True, "s2": False}
 
 
 class ClassOnly(Scripted):
