@@ -90,6 +90,39 @@ def test_no_key_reaches_any_written_file(tmp_path):
         assert secret.encode() not in path.read_bytes(), path
 
 
+def test_credentials_in_a_base_url_reach_no_written_file(tmp_path):
+    """`--base-url http://ci:PASSWORD@host/v1`: results.json kept it twice (the argv and each case's
+    settings) and the store's key once. The request still goes to the server the URL names."""
+    password = "hunter2-VERYSECRET-pass"
+    (tmp_path / "bench").mkdir()
+    (tmp_path / "bench" / "test_classify.py").write_text((Path(__file__).parents[1] / "bench" / "test_classify.py").read_text())
+    (tmp_path / "catalog.toml").write_text('[models.local-vllm]\nbackend = "openai-compatible"\nweights = "served-model"\n')
+    with ApiServer() as server:
+        url = server.url.replace("://", f"://ci:{password}@") + "/v1"
+        out = subprocess.run([sys.executable, "-m", "pytest", "bench", "--catalog", "catalog.toml", "--base-url", url,
+                              "--ways", "20", "--samples", "12", "--resolver", "exact", "-p", "no:cacheprovider"],
+                             cwd=tmp_path, capture_output=True, text=True)
+        assert len(server.records) == 12
+    assert out.returncode == 0, out.stdout[-2000:]
+    assert password not in out.stdout + out.stderr
+    written = [p for p in (tmp_path / "reports").rglob("*") if p.is_file()]
+    assert any(p.name == "store.sqlite" for p in written)
+    for path in written:
+        assert password.encode() not in path.read_bytes(), path
+    results = next(p for p in written if p.name == "results.json").read_text()
+    assert server.url.replace("://", "://***@") + "/v1" in results  # which server answered stays on record
+
+
+def test_redact_urls_masks_credentials_and_query_values_only():
+    from vlmcls.settings import redact_urls
+
+    assert redact_urls("--base-url=http://ci:pw@h:8000/v1,https://k@g/v1") == "--base-url=http://***@h:8000/v1,https://***@g/v1"
+    assert redact_urls("https://h/v1?token=abc&mode=x#top") == "https://h/v1?token=***&mode=***#top"
+    assert redact_urls("failed on http://u:p@h/v1/chat?key (timeout)") == "failed on http://***@h/v1/chat?*** (timeout)"
+    for same in ("http://127.0.0.1:8000/v1", "http://a/v1,http://b/v1", "no url here: a@b"):
+        assert redact_urls(same) == same
+
+
 def test_max_cost_counts_what_stored_runs_already_spent(tmp_path):
     entry = ModelEntry(name="paid", backend="openai-compatible", weights="smoke:openai", smoke=True, price=(1000.0, 1000.0))
     settings = BackendSettings(batch_size=4, concurrency=2)

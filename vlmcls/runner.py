@@ -16,7 +16,7 @@ from .catalog import ModelEntry
 from .devices import device_kind  # noqa: F401 (re-exported: callers import it from here)
 from .images import ImageError, decode
 from .pipeline import FAIL_FAST, BudgetStop, run_windows  # noqa: F401 (FAIL_FAST, BudgetStop: re-exported, callers import them from here)
-from .settings import BackendSettings, server_urls
+from .settings import BackendSettings, redact_urls, server_urls
 from .store import Store, case_key, row_key
 from .types import Answer, Backend, LabelSet, Prediction, Query, Sample
 from .vocab import LABELS_FIRST, NLI_RESOLVERS, STUDY_LABELS, STUDY_PROMPT, STUDY_RESOLVER, LabelMode, ResolverMode
@@ -82,7 +82,8 @@ class CaseSpec:
         for k in info.key_drops():  # what cannot change this backend's answers (the registry says)
             s.pop(k)
         if s.get("base_url"):  # several servers: one deployment, whatever the order they were listed in
-            s["base_url"] = ",".join(sorted(server_urls(s["base_url"])))
+            # ... and without the credentials a URL may carry: a key is stored, and they change no answer
+            s["base_url"] = ",".join(sorted(redact_urls(u) for u in server_urls(s["base_url"])))
         # keys hold the names used before image-first / raw / study had their own (vocab.STORED_AS):
         # stores written then still resume
         if "layout" in s:

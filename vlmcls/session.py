@@ -383,7 +383,10 @@ class BenchSession:
             return
         from . import provenance
 
-        meta = {"run_id": self.run_id, "argv": [a for a in sys.argv[1:]], "crashed_workers": self.crashed,
+        from .settings import redact_urls
+
+        # a --base-url's credentials stay out of results.json (the argv would carry them)
+        meta = {"run_id": self.run_id, "argv": [redact_urls(a) for a in sys.argv[1:]], "crashed_workers": self.crashed,
                 "provenance": provenance.collect()}
         if self.baseline is not None:  # `vlmcls report` re-renders the comparison from it
             meta["baseline"] = str(self.baseline.path.resolve())

@@ -50,3 +50,29 @@ def resolve_settings(cli: Mapping[str, Any], entry_defaults: Mapping[str, Any]) 
     for source in (entry_defaults, cli):
         merged.update({k: v for k, v in source.items() if v is not None and k in fields})
     return BackendSettings(**merged)
+
+
+_URL = re.compile(r"[a-z][a-z0-9+.-]*://[^\s,'\"<>]+", re.IGNORECASE)
+_QUERY_VALUE = re.compile(r"([^&=]+)=[^&]*")
+
+
+def redact_urls(text: str) -> str:
+    """`text` with every URL's credentials (`user:password@`) and query values masked: a --base-url may
+    carry them (`http://ci:pass@host/v1`, `?token=...`), and results.json, the store and logs keep
+    what they are given. A URL without either is unchanged, so store keys stay as they were."""
+    return _URL.sub(lambda m: _redact(m.group(0)), text)
+
+
+def _redact(url: str) -> str:
+    scheme, rest = url.split("://", 1)
+    cut = min((i for i in (rest.find(c) for c in "/?#") if i >= 0), default=len(rest))
+    netloc, tail = rest[:cut], rest[cut:]
+    if "@" in netloc:
+        netloc = "***@" + netloc.rsplit("@", 1)[1]
+    if "?" in tail:
+        path, query = tail.split("?", 1)
+        query, hash_, fragment = query.partition("#")
+        masked = "&".join(_QUERY_VALUE.sub(r"\1=***", q) if "=" in q else "***" for q in query.split("&"))
+        tail = f"{path}?{masked}{hash_}{fragment}"
+    return f"{scheme}://{netloc}{tail}"
+

@@ -49,7 +49,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 from ..errors import Unavailable
-from ..settings import server_urls
+from ..settings import redact_urls, server_urls
 from ..smoke import is_smoke
 from ..types import Answer, Query
 from . import api_rank
@@ -134,7 +134,7 @@ _KEY_LIKE = (
 
 def scrub(text: str, secrets: Sequence[str] = ()) -> str:
     """`text` with the given secrets and anything key-like (sk-..., Bearer ..., api_key=...) masked."""
-    text = mask(text, secrets)
+    text = redact_urls(mask(text, secrets))  # an SDK error may quote the URL it failed on
     for pattern, replacement in _KEY_LIKE:
         text = pattern.sub(replacement, text)
     return text

@@ -8,6 +8,7 @@ import json
 from dataclasses import fields
 
 from .. import calibration
+from ..settings import redact_urls
 
 ERROR_CHARS = 200  # the first error message kept in a row (the full ones are in the samples file)
 # The messages of images.ImageError, which the runner stores as an unreadable image's error row
@@ -80,6 +81,8 @@ def prompt_file_fields(spec) -> dict:
 def _settings(settings) -> dict:
     """Every effective setting, for reproducing the case; `extra` (catalog options) made JSON-safe."""
     plain = {f.name: getattr(settings, f.name) for f in fields(settings) if f.name != "extra"}
+    if plain.get("base_url"):  # the servers, without credentials a URL may carry
+        plain["base_url"] = redact_urls(plain["base_url"])
     return {**plain, "extra": json.loads(json.dumps(dict(settings.extra), default=str))}
 
 
