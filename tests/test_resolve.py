@@ -348,7 +348,9 @@ def test_nli_model_folder_smoke_name_and_cached_hub_id_are_accepted(nli_model, s
     name = f"someone/cached-nli-{uuid.uuid4().hex[:8]}"  # a fresh id: the hub cache outlives one run of this test
     reason = nli.model_reason(name)  # offline (tests/conftest.py) and not cached
     assert reason == (f"NLI model {name} is not reachable offline (run `hf download {name}`); "
-                      "use --resolver exact, or --nli-model PATH")
+                      "use --resolver exact, or --nli-model PATH (smoke:bart-mnli: a tiny random one, to rehearse)")
+    assert nli.model_reason("smoke:bart-mnli") is None
+    assert nli.model_reason("smoke:nli") == "--nli-model smoke:nli: no such smoke model; the tiny random NLI model is smoke:bart-mnli"
     repo = Path(constants.HF_HUB_CACHE) / ("models--" + name.replace("/", "--"))  # what `hf download` leaves
     (repo / "refs").mkdir(parents=True, exist_ok=True)
     (repo / "refs" / "main").write_text("0" * 40)

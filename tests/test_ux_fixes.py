@@ -207,3 +207,47 @@ def test_a_tiny_cost_shows_in_the_table_and_the_notes():
     row = make_row([pred(0, cost=0.00002), pred(1, cost=0.00002)])
     assert "cost 0.000040 USD" in "\n".join(report._notes([row]))
     assert report.parse_table(report.study_table([row]))[0]["Cost (USD)"] == "0.000040"
+
+
+def test_smoke_weights_make_a_smoke_entry_whatever_its_name(tmp_path):
+    """A user's own entry on `smoke:openai` (a rehearsal of a served model) was reported as a real model:
+    no *smoke* mark, its simulated cost read as money spent."""
+    from vlmcls.catalog import load_catalog
+
+    path = tmp_path / "mine.toml"
+    path.write_text('[models.acme]\nbackend = "openai-compatible"\nweights = "smoke:openai"\nprice = [1.0, 2.0]\n'
+                    '[models.real]\nbackend = "openai-compatible"\nweights = "acme/vlm-7b"\n')
+    catalog = load_catalog(path)
+    assert catalog["acme"].smoke and not catalog["real"].smoke
+    path.write_text('[models.acme]\nbackend = "echo"\nweights = "smoke:echo"\nsmoke = false\n')
+    with pytest.raises(ValueError, match=r"model 'acme' has weights 'smoke:echo', a random-weight or scripted stand-in, "
+                                         r"and smoke = false: .* drop `smoke = false`"):
+        load_catalog(path)
+
+
+def test_the_smoke_note_says_when_a_smoke_entry_is_held_to_thresholds():
+    """A smoke entry with `thresholds` failed its accuracy gate right above a note saying smoke gates
+    check only the plumbing."""
+    from vlmcls.report.markdown import smoke_note
+
+    smoke = {**make_row([pred(0)]), "smoke": True}
+    assert report.SMOKE_NOTE in smoke_note([smoke]) and "held to that accuracy gate" not in smoke_note([smoke])
+    gated = {**smoke, "threshold": 0.5}
+    assert "a *smoke* entry whose catalog sets `thresholds` is held to that accuracy gate as well" in smoke_note([gated]).lower()
+
+
+def test_an_nli_model_that_fails_to_load_is_named_in_one_line(bench):
+    """It read "cannot load the model" (the VLM had loaded), and under --strict-cases the JUnit reason
+    carried pytest's "During handling of the above exception" chain."""
+    (bench.path / "catalog.toml").write_text('[models.acme]\nbackend = "echo"\nweights = "smoke:echo"\n')
+    broken = bench.path / "my-nli"
+    broken.mkdir()
+    (broken / "config.json").write_text("{not json")
+    out = bench.runpytest_subprocess("bench", "--catalog", "catalog.toml", "--ways", "20", "--samples", "4",
+                                     "--nli-model", str(broken), "--strict-cases", "-p", "no:cacheprovider",
+                                     "--junitxml", "junit.xml")
+    assert out.ret == pytest.ExitCode.TESTS_FAILED
+    text = out.stdout.str()
+    assert f"acme-20way: cannot load the NLI model ({broken}): " in text
+    junit = (bench.path / "junit.xml").read_text()
+    assert "cannot load the NLI model" in junit and "During handling of the above exception" not in junit + text

@@ -165,6 +165,11 @@ def _entry(name: str, raw: Mapping[str, Any], source: Path) -> ModelEntry:
         data["top1"] = _fraction(raw["top1"], where, "top1")
     if "price" in raw:
         data["price"] = tuple(float(p) for p in raw["price"])
+    if str(raw["weights"]).startswith("smoke:"):  # random weights or a scripted stand-in, whatever the entry's name
+        if raw.get("smoke") is False:
+            raise ValueError(f"{where} has weights {raw['weights']!r}, a random-weight or scripted stand-in, and smoke = "
+                             "false: its results would read as a real model's; drop `smoke = false`")
+        data["smoke"] = True
     return ModelEntry(name=name, **data)
 
 

@@ -42,6 +42,10 @@ def model_reason(model: str) -> str | None:
     cannot be loaded here, or None. Imports no torch: it runs before any case, not inside the load."""
     from vlmcls import hub
 
+    from vlmcls import smoke
+
+    if smoke.is_smoke(model) and model[len(smoke.PREFIX):] not in smoke.BUILDERS:
+        return f"--nli-model {model}: no such smoke model; the tiny random NLI model is {smoke.PREFIX}bart-mnli"
     reason = hub.weights_reason(model)
     if reason is None:
         return None
@@ -49,7 +53,7 @@ def model_reason(model: str) -> str | None:
         return f"--nli-model {model!r}: no such folder, and not a hub repo id"
     if hub.offline():
         return (f"NLI model {model} is not reachable offline (run `hf download {model}`); "
-                "use --resolver exact, or --nli-model PATH")
+                "use --resolver exact, or --nli-model PATH (smoke:bart-mnli: a tiny random one, to rehearse)")
     return f"NLI model {reason}; use --resolver exact, or --nli-model PATH"
 
 

@@ -290,22 +290,31 @@ class BenchSession:
         samples = self.samples_for(self.subset_size(spec))
         resolver = self.resolver(spec)
 
+        loading = ["the model"]
+
         def load():
             model = self.backend(spec)
             if model.kind == "text":
+                loading[0] = f"the NLI model ({spec.nli_model})"
                 resolver.warm()  # load the NLI model now, not inside the first timed batch
             return model
 
         backend = LazyBackend(load)
         runner = CaseRunner(spec, self.labels, backend, resolver, self.store, progress=self._progress(spec))
+        unavailable = failed = None
         try:
             result = runner.run(samples)
         except Unavailable as exc:  # found while running: this model lacks what the case needs
-            self._cannot_run(run, one_line(exc))
+            unavailable = one_line(exc)
         except Exception as exc:  # cannot load, bad key, lost server: one line, a row, no traceback
-            what = "cannot load the model" if not backend.loaded else "the backend failed"
-            reason = f"{what}: {type(exc).__name__}: {one_line(exc)}"
-            run.not_run("error", reason, f"{spec.case_id}: {reason}")
+            what = f"cannot load {loading[0]}" if not backend.loaded else "the backend failed"
+            failed = f"{what}: {type(exc).__name__}: {one_line(exc)}"
+        # skipped or failed out here, not inside the except: pytest would print the exception's
+        # whole chain ("During handling of the above exception ...") under the one line
+        if unavailable is not None:
+            self._cannot_run(run, unavailable)
+        if failed is not None:
+            run.not_run("error", failed, f"{spec.case_id}: {failed}")
         run.spent_now = backend.spent_usd
         if result.metrics is not None and result.metrics.average != self.opt.average:
             result = replace(result, metrics=result.metrics.with_average(self.opt.average))

@@ -33,6 +33,8 @@ CALIBRATION_NOTE = ("Cases whose backend scores every candidate (`--resolver ran
 SMOKE_NOTE = ("*smoke* marks a random-weight model (or a scripted stand-in): its accuracy is chance "
               "level by construction and measures only that the pipeline runs, so its gate checks just that: "
               "every sample answered, no error row (a *passed* beside 0.000 is no contradiction).")
+SMOKE_GATED_NOTE = ("A *smoke* entry whose catalog sets `thresholds` is held to that accuracy gate as well (a "
+                    "rehearsal of a CI gate): its *failed* says only that the stand-in scored below it.")
 SIMULATED_NOTE = ("A *smoke* API model's cost is simulated: a scripted stand-in answered, its token counts priced at "
                   "the catalog's rates; no money was spent.")
 
@@ -56,7 +58,8 @@ def smoke_note(rows: Sequence[Mapping]) -> str:
     if not any(r.get("smoke") for r in rows):
         return ""
     costed = any(r.get("smoke") and r.get("cost_usd") is not None for r in rows)
-    return SMOKE_NOTE + (" " + SIMULATED_NOTE if costed else "")
+    gated = any(r.get("smoke") and r.get("threshold") for r in rows)
+    return SMOKE_NOTE + (" " + SMOKE_GATED_NOTE if gated else "") + (" " + SIMULATED_NOTE if costed else "")
 
 
 def study_table(rows: Sequence[Mapping], terminal: bool = False) -> str:
