@@ -251,3 +251,32 @@ def test_an_nli_model_that_fails_to_load_is_named_in_one_line(bench):
     assert f"acme-20way: cannot load the NLI model ({broken}): " in text
     junit = (bench.path / "junit.xml").read_text()
     assert "cannot load the NLI model" in junit and "During handling of the above exception" not in junit + text
+
+
+def _gated(status, threshold, n=40, right=0, smoke=False, reason=None, name="m"):
+    row = make_row([Prediction(f"s{i}", 1, "c1", (), "x", 1 if i < right else 2, "c1" if i < right else "c2", "match")
+                    for i in range(n)], name)
+    return {**row, "status": status, "threshold": threshold, "smoke": smoke, "reason": reason}
+
+
+def test_the_gate_column_says_what_each_case_was_judged_against():
+    rows = [_gated("passed", 0.72, right=40, name="a"), _gated("failed", 0.5, name="b"), _gated("no gate", None, name="c"),
+            _gated("passed", 0.0, smoke=True, name="d"), _gated("skipped", None, name="e")]
+    gates = [r["gate"] for r in report.parse_table(report.study_table(rows))]
+    assert gates == ["passed (gate 0.72)", "failed (gate 0.5)", "no gate", "passed (plumbing)", "skipped"]
+
+
+def test_the_report_lists_each_failed_cases_reasons_and_the_gates_that_check_nothing():
+    failed = _gated("failed", 0.5, reason="m-20way: accuracy 0.000 (95% CI 0.0000-0.0881, n=40): the CI's upper bound "
+                                          "0.0881 is below the gate 0.5", name="m")
+    weak = _gated("passed", 0.05, name="weak")  # 0 of 40 right: upper bound 0.088 >= 0.05
+    enough = _gated("passed", 0.05, n=72, name="enough")  # 1 - 0.025^(1/72) = 0.0500 < 0.05: can fail
+    ungated = _gated("no gate", None, name="free")
+    text = report.render_markdown([failed, weak, enough, ungated])
+    assert "## Gate failures\n\n- m-20way: accuracy 0.000 (95% CI 0.0000-0.0881, n=40): the CI's upper bound 0.0881 " in text
+    assert ("- `weak-20way`: at n=40 its gate 0.05 cannot fail (0 of 40 right still has a 95% upper bound of 0.088); "
+            "it needs n ≥ 72 (`--samples`)") in text
+    assert "`enough-20way`: at n=" not in text
+    assert ("- 1 case with no accuracy gate (no threshold at its N: it passes whatever it scores, unless every sample "
+            "fails): `free-20way`; set `thresholds = { N = accuracy }` in the catalog entry to gate it") in text
+    assert "## Gate failures" not in report.render_markdown([weak, enough])

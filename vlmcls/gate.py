@@ -42,7 +42,11 @@ class Verdict:
 
     @property
     def reason(self) -> str:
-        return "; ".join(self.reasons)
+        """The reasons in one line, the case id said once (each reason starts with it, to stand alone)."""
+        if not self.reasons:
+            return ""
+        head = self.reasons[0].split(": ", 1)[0] + ": "
+        return "; ".join([self.reasons[0], *(r.removeprefix(head) for r in self.reasons[1:])])
 
 
 def baseline_of(run: Any, case_id: str) -> Baseline | None:

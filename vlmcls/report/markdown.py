@@ -4,6 +4,7 @@ Every cell goes through `text.cell`: model answers are untrusted text.
 """
 from __future__ import annotations
 
+import math
 import re
 from typing import Mapping, Sequence
 
@@ -80,11 +81,47 @@ def study_table(rows: Sequence[Mapping], terminal: bool = False) -> str:
             esc(m.get("average", "present")), f"{m['accuracy_ci'][0]:.3f}–{m['accuracy_ci'][1]:.3f}", m["n"], _fmt(r.get("images_per_s"), 1),
             esc(stages), *([esc(_resolver_time(r))] if timed else []),
             *(_calibration_cells(r) if ranked else []), r.get("errors", 0),
-            *([_cost_cell(r)] if costed else []), esc(r["status"]),
+            *([_cost_cell(r)] if costed else []), esc(gate_cell(r)),
         ])
     headers = (STUDY_COLUMNS + ["P/R/F1 average", "Accuracy 95% CI", "n", "img/s", "resolver stages"] + (["resolver time"] if timed else [])
                + (["Top-5 accuracy", "ECE"] if ranked else []) + ["errors"] + (["Cost (USD)"] if costed else []) + ["gate"])
     return tabulate(body, headers=headers, tablefmt="github", disable_numparse=True)
+
+
+def gate_cell(row: Mapping) -> str:
+    """The verdict and what it was judged against, so a published table says why a case passed:
+    `passed (gate 0.72)`, a smoke model's `passed (plumbing)`, or `no gate` (no threshold at that N)."""
+    status, threshold = row["status"], row.get("threshold")
+    if status not in ("passed", "failed") or threshold is None:
+        return status
+    return f"{status} (plumbing)" if row.get("smoke") and not threshold else f"{status} (gate {threshold:g})"
+
+
+def gate_section(rows: Sequence[Mapping]) -> list[str]:
+    """Each failed case's reasons, as the CI log gave them: the table says only *failed*."""
+    failed = [r for r in rows if r.get("status") == "failed" and r.get("reason")]
+    if not failed:
+        return []
+    return ["## Gate failures", "", *[f"- {cell(r['reason'])}" for r in failed], ""]
+
+
+def gate_notes(rows: Sequence[Mapping]) -> list[str]:
+    """Gates that check nothing: a case with no threshold at its N (it passes whatever it scores), and a
+    threshold that no result could fail at the case's n, since even 0 right leaves the exact interval's
+    upper bound 1 - 0.025^(1/n) above it (0.088 at n = 40: a gate of 0.05 needs n >= 72)."""
+    lines = []
+    ungated = [r["case_id"] for r in rows if r.get("status") == "no gate"]
+    if ungated:
+        lines.append(f"- {plural(len(ungated), 'case')} with no accuracy gate (no threshold at its N: it passes whatever it "
+                     f"scores, unless every sample fails): {', '.join(f'`{cell(c)}`' for c in ungated)}; set "
+                     "`thresholds = { N = accuracy }` in the catalog entry to gate it")
+    for r in rows:
+        t, n = r.get("threshold"), r["metrics"]["n"]
+        if t and n and 1 - 0.025 ** (1 / n) >= t:
+            need = math.floor(math.log(0.025) / math.log(1 - t)) + 1
+            lines.append(f"- `{cell(r['case_id'])}`: at n={n} its gate {t:g} cannot fail (0 of {n} right still has a 95% "
+                         f"upper bound of {1 - 0.025 ** (1 / n):.3f}); it needs n ≥ {need} (`--samples`)")
+    return lines
 
 
 def _cost_cell(row: Mapping) -> str:
@@ -162,6 +199,7 @@ def render_markdown(rows: Sequence[Mapping], title: str = "vlmcls report") -> st
     for ways in sorted({r["ways"] for r in done}):
         group = [r for r in done if r["ways"] == ways]
         parts += [f"## {ways}-way", "", _context(group), "", study_table(group), ""]
+    parts += gate_section(done)
     for average in dict.fromkeys(r["metrics"].get("average", "present") for r in done):
         parts += [AVERAGE_NOTES.get(average, MACRO_NOTE), ""]
     parts += [interval_note(done), "", columns_note(done), ""]
@@ -219,6 +257,7 @@ def notes(rows: Sequence[Mapping]) -> list[str]:
                          "than bf16 (shared H200 reference); `--quant none` for speed")
         if r.get("trust_remote_code"):
             lines.append(f"- `{r['case_id']}`: ran the hub's remote code (--trust-remote-code)")
+    lines += gate_notes(rows)
     return (["## Notes", ""] + lines + [""]) if lines else []
 
 
