@@ -109,6 +109,21 @@ def test_a_baseline_significantly_better_fails_the_case_by_mcnemar():
 
 
 
+def test_a_baseline_of_other_weights_or_another_server_is_named_beside_the_verdict():
+    """What a served model's regression gate compares is a new deployment: the notes say which, as
+    they do for another prompt (found by the ninth walkthrough: a weights change passed unremarked)."""
+    from vlmcls.settings import BackendSettings as Settings
+
+    served = CaseSpec(model=ModelEntry("acme", "openai-compatible", "acme/vlm-8b"), ways=20,
+                      settings=Settings(base_url="http://new:8000/v1"))
+    old = {**spec_fields(served), "weights": "acme/vlm-7b",
+           "settings": {**spec_fields(served)["settings"], "base_url": "http://old:8000/v1"}}
+    assert gate.judge(result(served, preds(100, 60)), gate.Baseline(preds(100, 60), old)).notes == (
+        "the --baseline run differs in weights (acme/vlm-7b vs acme/vlm-8b), server (http://old:8000/v1 vs "
+        "http://new:8000/v1)",)
+    assert not gate.judge(result(served, preds(100, 60)), gate.Baseline(preds(100, 60), spec_fields(served))).notes
+
+
 def test_a_baseline_saved_under_the_old_thesis_names_is_the_same_context():
     """Runs stored before the rename say "thesis" for the study's labels, resolver and layout: they
     compare as the same setting, while a real difference in one of them is still named."""

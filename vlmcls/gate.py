@@ -128,9 +128,14 @@ def plumbing(result: CaseResult) -> list[str]:
 
 def unlike_baseline(result: CaseResult, row: Mapping[str, Any]) -> list[str]:
     """A paired test on the same sample ids still compares apples and oranges if the baseline ran
-    another prompt, dataset, label mode, resolver or seed: say so next to the verdict."""
+    another prompt, dataset, label mode, resolver or seed: say so next to the verdict. Other weights,
+    quantization or server are said too: not a flaw, but what a regression gate then compares (a new
+    deployment of a served model)."""
     now = spec_fields(result.spec)
     # a baseline saved before the rename says "thesis" where this run says raw / study / image-first
     same = lambda k: (canonical(k, row[k]) if k in ALIASES else row[k]) == now[k]  # noqa: E731
-    differ = [k for k in CONTEXT if k in row and not same(k)]
-    return [f"the --baseline run differs in {', '.join(f'{k} ({row[k]} vs {now[k]})' for k in differ)}"] if differ else []
+    differ = [(k, row[k], now[k]) for k in CONTEXT if k in row and not same(k)]
+    differ += [(k, row[k], now[k]) for k in ("weights", "quant") if k in row and row[k] != now[k]]
+    served = [(s.get("base_url"), now["settings"].get("base_url")) for s in [row.get("settings")] if isinstance(s, Mapping)]
+    differ += [("server", was, is_) for was, is_ in served if was != is_]
+    return [f"the --baseline run differs in {', '.join(f'{k} ({was} vs {is_})' for k, was, is_ in differ)}"] if differ else []
