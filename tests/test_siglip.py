@@ -14,6 +14,8 @@ from vlmcls.labels import imagenet_annotations
 from vlmcls.settings import BackendSettings
 from vlmcls.types import LabelSet, Query
 
+from vlm_inputs import block_images
+
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 # The hub's SigLIP tokenizer is SentencePiece: without these two, AutoProcessor cannot load it either.
@@ -34,14 +36,7 @@ def labels() -> LabelSet:
 
 @pytest.fixture(scope="module")
 def images():
-    import numpy as np
-    from PIL import Image
-
-    rng = np.random.default_rng(0)
-    sizes = [(40, 30), (64, 64), (33, 80), (100, 50), (48, 48), (70, 36)]
-    # coarse colour blocks: at 32 px noise averages to grey and every image would score alike
-    out = [Image.fromarray((rng.random((3, 3, 3)) * 255).astype("uint8")).resize(s, Image.NEAREST) for s in sizes]
-    return out + [out[0].convert("L")]  # grey-scale JPEGs exist in ImageNet val
+    return block_images()
 
 
 @pytest.fixture(scope="module")

@@ -17,6 +17,8 @@ from vlmcls.labels import imagenet_annotations
 from vlmcls.settings import BackendSettings
 from vlmcls.types import LabelSet, Query
 
+from vlm_inputs import block_images
+
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
@@ -42,14 +44,7 @@ def labels() -> LabelSet:
 
 @pytest.fixture(scope="module")
 def images():
-    import numpy as np
-    from PIL import Image
-
-    rng = np.random.default_rng(0)
-    # wide, tall and square: NaFlex keeps the aspect, so the patch grids (and the padding) differ
-    sizes = [(40, 30), (64, 64), (33, 80), (100, 50), (48, 48), (70, 36)]
-    out = [Image.fromarray((rng.random((3, 3, 3)) * 255).astype("uint8")).resize(s, Image.NEAREST) for s in sizes]
-    return out + [out[0].convert("L")]  # grey-scale JPEGs exist in ImageNet val
+    return block_images()
 
 
 @pytest.fixture(scope="module")

@@ -79,3 +79,15 @@ def run(entry, queries, **settings) -> tuple[list[Answer], list[list[int]], obje
     backend = load(entry, **settings)
     rows = record(backend)
     return backend.answer(queries), rows, backend
+
+
+def block_images() -> list:
+    """Coarse random colour blocks (at 32 px noise averages to grey and every image would score alike)
+    in wide, tall and square sizes (a NaFlex processor keeps the aspect: the patch grids differ), and
+    a grey-scale copy (grey-scale JPEGs exist in ImageNet val): the baselines' test images."""
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    sizes = [(40, 30), (64, 64), (33, 80), (100, 50), (48, 48), (70, 36)]
+    out = [Image.fromarray((rng.random((3, 3, 3)) * 255).astype("uint8")).resize(s, Image.NEAREST) for s in sizes]
+    return out + [out[0].convert("L")]
