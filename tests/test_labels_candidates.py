@@ -152,3 +152,19 @@ def test_labels_first_split_keeps_every_template(name):
     prefix, suffix = prompts.render_split(template, ["tench", "goldfish"])
     assert "tench" in prefix and "goldfish" in prefix and "tench" not in suffix and suffix
     assert " ".join((prefix + " " + suffix).split()) == " ".join(prompts.render(template, ["tench", "goldfish"]).split())
+
+
+def test_names_the_resolver_cannot_tell_apart_collide_and_are_settled():
+    """Outside ImageNet, "T-shirt" and "t shirt" (or "cafe" and "café") were two names to the
+    collision rule, which compared case only, but one phrase to the resolver: an answer naming either
+    matched both, and neither class could ever be predicted by a match."""
+    from vlmcls.resolve import Resolver
+
+    simplify = labels.simplify
+    names = simplify(["T-shirt", "t shirt, jersey", "cafe", "café", "dog"])
+    assert names.names == ("T-shirt", "jersey", "cafe (class 2)", "café (class 3)", "dog")
+    resolver = Resolver("exact", names)
+    assert resolver.resolve("It is a t-shirt.", [0, 1, 4]).class_id == 0
+    assert resolver.resolve("A jersey.", [0, 1, 4]).class_id == 1
+    raw = simplify(["T-shirt", "t shirt", "dog"], mode="raw")
+    assert raw.names == ("T-shirt", "t shirt", "dog") and raw.ambiguous_ids() == {0, 1}

@@ -1,7 +1,8 @@
 """Class names: the study's first-synonym simplification and a deterministic collision rule.
 
 The rule (mode "unique", the default): every class takes the first synonym of its annotation.
-Names that then collide, ignoring case, are settled within their group:
+Names that then collide, as the resolver reads them (case, accents and punctuation ignored:
+vlmcls.words), are settled within their group:
   1. a class whose annotation has another synonym that no other class uses takes the first such
      synonym ("maillot, tank suit" 639 -> "tank suit"; "Cardigan, Cardigan Welsh corgi" 264 ->
      "Cardigan Welsh corgi");
@@ -21,6 +22,7 @@ from typing import Mapping, Sequence
 
 from .types import LabelSet
 from .vocab import LABEL_MODES, STUDY_LABELS, LabelMode, canonical
+from .words import name_key
 
 # WordNet glosses: 134 "large long-necked wading bird", 517 "lifts and moves heavy objects".
 IMAGENET_QUALIFIERS: Mapping[int, str] = {134: "bird", 517: "machine"}
@@ -31,23 +33,26 @@ def split_synonyms(annotation: str) -> tuple[str, ...]:
     return tuple(s.strip() for s in annotation.split(",") if s.strip())
 
 
+_key = name_key  # names the resolver cannot tell apart collide here too
+
+
 def _groups(names: Sequence[str]) -> list[list[int]]:
-    by_key: dict[str, list[int]] = {}
+    by_key: dict[tuple[str, ...] | str, list[int]] = {}
     for i, name in enumerate(names):
-        by_key.setdefault(name.casefold(), []).append(i)
+        by_key.setdefault(_key(name), []).append(i)
     return [ids for ids in by_key.values() if len(ids) > 1]
 
 
 def _settle(group: list[int], names: list[str], synonyms, qualifiers: Mapping[int, str]) -> None:
-    used = {n.casefold() for n in names}
+    used = {_key(n) for n in names}
     left = []
     for i in group:
-        alt = next((s for s in synonyms[i][1:] if s.casefold() not in used), None)
+        alt = next((s for s in synonyms[i][1:] if _key(s) not in used), None)
         if alt is None:
             left.append(i)
         else:
             names[i] = alt
-            used.add(alt.casefold())
+            used.add(_key(alt))
     if len(left) > 1:
         for i in left:
             names[i] = f"{names[i]} ({qualifiers.get(i, f'class {i}')})"

@@ -10,17 +10,18 @@ from __future__ import annotations
 
 import bisect
 import re
-import unicodedata
 from dataclasses import dataclass
 from functools import cached_property, lru_cache
 from typing import Callable, Sequence
 
 from vlmcls.types import LabelSet
+from vlmcls.words import TOKEN as _TOKEN
+from vlmcls.words import norm_token as _norm_token
+from vlmcls.words import phrase
 
 # Ranks of a phrase for a class, best first: the prompt label is what the model was shown.
 NAME, NAME_PLURAL, SYNONYM, SYNONYM_PLURAL = range(4)
 
-_TOKEN = re.compile(r"[^\W_]+(?:['’][^\W_]+)*")  # words; "_" is markdown, not a letter
 _ARTICLES = frozenset({"a", "an", "the"})
 # Words allowed between a cue and the label: "is most likely a tabby cat".
 _FILLERS = _ARTICLES | {"most", "likely", "probably", "definitely", "clearly", "certainly",
@@ -64,19 +65,6 @@ _LINE = re.compile(r"^[^\S\n]*\S", re.MULTILINE)  # the start of a non-blank lin
 
 
 # ---------------------------------------------------------------- normalisation
-
-def _norm_token(token: str) -> str:
-    token = token.casefold().replace("'", "").replace("’", "")
-    if token.isascii():
-        return token
-    # "Pokémon" and "Pokemon" are one word to a reader.
-    return "".join(c for c in unicodedata.normalize("NFKD", token) if not unicodedata.combining(c))
-
-
-def phrase(text: str) -> tuple[str, ...]:
-    """Normalised words of a label or answer: case, accents, apostrophes and punctuation dropped."""
-    return tuple(_norm_token(m.group()) for m in _TOKEN.finditer(text))
-
 
 def _plurals(words: tuple[str, ...]) -> list[tuple[str, ...]]:
     """Simple English plurals of the last word (s / es / y -> ies); irregular ones are not guessed."""

@@ -244,8 +244,10 @@ class CaseRunner:
     def _colliding(self, class_ids: Sequence[int]) -> set[int]:
         """--labels raw: the candidates whose name another candidate shares ("crane" and "crane"), which
         no answer can tell apart; a class whose namesake is not among them is as clear as any other."""
+        from .words import name_key
+
         shared = [c for c in class_ids if c in self.ambiguous]
-        names = [self.labels.names[c].casefold() for c in shared]
+        names = [name_key(self.labels.names[c]) for c in shared]
         return {c for c, name in zip(shared, names) if names.count(name) > 1}
 
     def run_batch(self, batch: Sequence[Sample], images: Sequence[Any] | None = None) -> list[Prediction]:

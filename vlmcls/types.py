@@ -37,11 +37,13 @@ class LabelSet:
         return len(self.names)
 
     def ambiguous_ids(self) -> frozenset[int]:
-        """Class ids whose prompt label is shared with another class, ignoring case (thesis mode:
+        """Class ids whose prompt label another class shares, as the resolver reads names (raw mode:
         "crane" 134/517, "maillot" 638/639, "Cardigan" 264 / "cardigan" 474)."""
-        seen: dict[str, list[int]] = {}
+        from .words import name_key
+
+        seen: dict[object, list[int]] = {}
         for i, n in enumerate(self.names):
-            seen.setdefault(n.casefold(), []).append(i)
+            seen.setdefault(name_key(n), []).append(i)
         return frozenset(i for ids in seen.values() if len(ids) > 1 for i in ids)
 
 
