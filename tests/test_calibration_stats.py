@@ -223,8 +223,9 @@ def test_run_confusions_by_hand(tmp_path):
             {"case_id": "gone-20way", "metrics": {"n": 1}}]  # no samples file
     got = stats.run_confusions(rows, tmp_path)
     # (3, 4): 2 in m + 3 in k = 5; (1, 2): 4 in m; (5, 6): 1 + 1 = 2; labels of the first case that had the pair
-    assert got == [("eel", "4", 5, ["m-20way", "k-20way"]), ("cat", "dog", 4, ["m-20way"]),
-                   ("fox", "yak", 2, ["m-20way", "k-20way"])]
+    # each case's own count, most first (a tie in the order the cases came)
+    assert got == [("eel", "4", 5, [("k-20way", 3), ("m-20way", 2)]), ("cat", "dog", 4, [("m-20way", 4)]),
+                   ("fox", "yak", 2, [("m-20way", 1), ("k-20way", 1)])]
     assert stats.run_confusions(rows, tmp_path, k=1) == got[:1]
     assert stats.run_confusions(rows, tmp_path, at_least=3) == got[:2]
     assert stats.run_confusions(rows, tmp_path, at_least=1, k=100) == got  # no other pair: d0 and e0 are no confusion
@@ -234,4 +235,4 @@ def test_run_confusions_keeps_twenty_lines_by_default(tmp_path):
     write_samples(tmp_path / "samples" / "m-20way.jsonl", [Prediction(f"s{i}-{j}", i, f"c{i}", (), None, 100 + i, "x", "match")
                                                             for i in range(22) for j in range(2)])
     got = stats.run_confusions([{"case_id": "m-20way", "metrics": {"n": 44}}], tmp_path)
-    assert got == [(f"c{i}", "x", 2, ["m-20way"]) for i in range(20)]
+    assert got == [(f"c{i}", "x", 2, [("m-20way", 2)]) for i in range(20)]

@@ -192,7 +192,7 @@ def test_hostile_label_cannot_break_the_confusion_table(tmp_path):
     assert "<script>" not in text and "<b>" not in text
     table = report.parse_table(section(text, "## Most frequent confusions"))
     assert len(table) == 2 and all(len(line) == 4 for line in table)
-    assert table[0]["True label"].startswith("cat | dog") and table[0]["Count"] == "6" and table[0]["Cases"] == "m-20way"
+    assert table[0]["True label"].startswith("cat | dog") and table[0]["Count (all cases)"] == "6" and table[0]["Cases (their count)"] == "m-20way (6)"
     assert table[0]["Predicted label"] == "dog|&lt;b&gt;x&lt;/b&gt; row"
     assert is_png(run / "plots" / "confusions.png")
 

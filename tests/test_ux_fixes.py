@@ -280,3 +280,25 @@ def test_the_report_lists_each_failed_cases_reasons_and_the_gates_that_check_not
     assert ("- 1 case with no accuracy gate (no threshold at its N: it passes whatever it scores, unless every sample "
             "fails): `free-20way`; set `thresholds = { N = accuracy }` in the catalog entry to gate it") in text
     assert "## Gate failures" not in report.render_markdown([weak, enough])
+
+
+def test_top5_is_no_result_at_five_candidates_or_fewer_and_chance_stands_beside_each_table():
+    """At N <= 5 the top 5 are all the candidates: a top-5 of 1.000 there is arithmetic, not a model."""
+    scored = lambda ways: {**make_row([pred(i) for i in range(6)], ways=ways),
+                           "calibration": {"n": 6, "top1_accuracy": 0.5, "top5_accuracy": 1.0, "ece": 0.1,
+                                           "mean_confidence": 0.6, "bins": 15, "reliability": []}}
+    small, large = scored(3), scored(20)
+    assert report.parse_table(report.study_table([small]))[0]["Top-5 accuracy"] == "n/a (N ≤ 5)"
+    assert report.parse_table(report.study_table([large]))[0]["Top-5 accuracy"] == "1.000"
+    assert "top-1 0.500, top-5 n/a (N ≤ 5)," in "\n".join(report.calibration_section([small]))
+    text = report.render_markdown([small, large])
+    assert "Chance at 3-way (a uniform guess among the candidates): accuracy 0.333." in text
+    assert "Chance at 20-way (a uniform guess among the candidates): accuracy 0.050, top-5 0.250." in text
+
+
+def test_a_case_whose_every_answer_was_unresolved_says_what_to_try():
+    lost = make_row([pred(i, stage="unresolved") for i in range(4)], "lost")
+    some = make_row([pred(0, stage="unresolved"), pred(1)], "some")
+    note = "\n".join(report._notes([lost, some]))
+    assert "- `lost-20way`: every answer was unresolved: none named a candidate" in note
+    assert "`some-20way`: every answer" not in note

@@ -132,7 +132,21 @@ def _cost_cell(row: Mapping) -> str:
 
 def _calibration_cells(row: Mapping) -> list[str]:
     c = row.get("calibration") or {}
-    return [_fmt(c.get("top5_accuracy")), _fmt(c.get("ece"))]
+    return [_top5(row, c), _fmt(c.get("ece"))]
+
+
+def _top5(row: Mapping, c: Mapping) -> str:
+    """Top-5 accuracy, except at N <= 5, where all the candidates are the top 5 and it is 1 by
+    construction (a 1.000 there read as a result)."""
+    if c.get("top5_accuracy") is not None and row["ways"] <= 5:
+        return "n/a (N ≤ 5)"
+    return _fmt(c.get("top5_accuracy"))
+
+
+def chance_line(ways: int, ranked: bool) -> str:
+    """What guessing scores at N-way, beside the table: at small N a figure means little without it."""
+    top5 = f", top-5 {5 / ways:.3f}" if ranked and ways > 5 else ""
+    return f"Chance at {ways}-way (a uniform guess among the candidates): accuracy {1 / ways:.3f}{top5}."
 
 
 def calibration_section(rows: Sequence[Mapping]) -> list[str]:
@@ -148,7 +162,7 @@ def calibration_section(rows: Sequence[Mapping]) -> list[str]:
         body = [[f"{b['low']:.2f}–{b['high']:.2f}", b["n"], _fmt(b["confidence"]), _fmt(b["accuracy"])]
                 for b in c["reliability"] if b["n"]]
         lines += [f"`{cell(r['case_id'])}`: {c['n']} scored samples, top-1 {_fmt(c['top1_accuracy'])}, "
-                  f"top-5 {_fmt(c['top5_accuracy'])}, mean confidence {_fmt(c['mean_confidence'])}, "
+                  f"top-5 {_top5(r, c)}, mean confidence {_fmt(c['mean_confidence'])}, "
                   f"ECE ({c['bins']} bins) {_fmt(c['ece'])}", "",
                   tabulate(body, headers=["confidence", "n", "mean confidence", "accuracy"], tablefmt="github",
                            disable_numparse=True), ""]
@@ -198,7 +212,8 @@ def render_markdown(rows: Sequence[Mapping], title: str = "vlmcls report") -> st
     parts = [f"# {title}", ""] + ([smoke, ""] if smoke else [])
     for ways in sorted({r["ways"] for r in done}):
         group = [r for r in done if r["ways"] == ways]
-        parts += [f"## {ways}-way", "", _context(group), "", study_table(group), ""]
+        parts += [f"## {ways}-way", "", _context(group), "", study_table(group), "",
+                  chance_line(ways, any(r.get("calibration") for r in group)), ""]
     parts += gate_section(done)
     for average in dict.fromkeys(r["metrics"].get("average", "present") for r in done):
         parts += [AVERAGE_NOTES.get(average, MACRO_NOTE), ""]
@@ -249,6 +264,10 @@ def notes(rows: Sequence[Mapping]) -> list[str]:
                          "counted as wrong predictions")
         if r.get("cost_usd") is not None:
             lines.append(f"- `{r['case_id']}`: {_cost(r)}")
+        if r["metrics"]["n"] and (r.get("stages") or {}).get("unresolved", 0) >= 1:
+            lines.append(f"- `{r['case_id']}`: every answer was unresolved: none named a candidate the resolver could "
+                         "read (the raw answers are in its samples file); try another --prompt, or --resolver study, "
+                         "which sends them to NLI")
         if r.get("resumed"):
             lines.append(f"- `{r['case_id']}`: {_resumed(r)} came from the result store (not recomputed; "
                          "images/s counts only the fresh ones)")

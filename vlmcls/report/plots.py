@@ -182,7 +182,8 @@ def write_plots(rows: Sequence[Mapping], out: str | Path, k: int = RUN_TOP_K,
     if confusions is None:
         confusions = run_confusions(rows, out, k)
     pairs = [(t, p, n) for t, p, n, _ in confusions]
-    written["confusions"] = confusion_chart("Most frequent confusions across the run", pairs, plots / "confusions.png")
+    written["confusions"] = confusion_chart("Most frequent confusions, summed over the run's cases", pairs,
+                                            plots / "confusions.png")
     written["reliability"] = reliability_diagram(rows, plots / "reliability.png")  # cases with scores only
     return {key: path for key, path in written.items() if path is not None}
 
@@ -213,7 +214,9 @@ def report_section(rows: Sequence[Mapping], out: str | Path, draw: bool = True, 
         if len(stages) == 1:
             parts += [f"Every answer was decided by the `{cell(next(iter(stages)))}` stage (no stage plot).", ""]
     if any(r.get("metrics") for r in rows):
-        parts += ["## Most frequent confusions", "", link("confusions", "confusions"), "", confusion_table(confusions), ""]
+        parts += ["## Most frequent confusions", "", "Pairs summed over the run's cases (each case's own count beside it; "
+                  "per-class precision, recall and F1 of each case are in `per_class/<case>.json`).", "",
+                  link("confusions", "confusions (all cases)"), "", confusion_table(confusions), ""]
     parts.append(order_section(rows, out, draw and not missing))  # --orders K > 1 only
     return re.sub(r"\n{3,}", "\n\n", "\n".join(parts))  # a plot not drawn leaves no blank run
 
@@ -232,13 +235,13 @@ def confusion_table(pairs: Sequence[tuple]) -> str:
     if not pairs:
         return f"No (true, predicted) pair occurred {MIN_PAIR} times or more across the run."
     body = [[cell(p[0]), cell(p[1]), str(p[2]), cell(_cases(p[3]) if len(p) > 3 else "")] for p in pairs]
-    return tabulate(body, headers=["True label", "Predicted label", "Count", "Cases"], tablefmt="github",
-                    disable_numparse=True)
+    return tabulate(body, headers=["True label", "Predicted label", "Count (all cases)", "Cases (their count)"],
+                    tablefmt="github", disable_numparse=True)
 
 
-def _cases(ids: Sequence[str], shown: int = 4) -> str:
-    more = f" and {len(ids) - shown} more" if len(ids) > shown else ""
-    return ", ".join(ids[:shown]) + more
+def _cases(counts: Sequence[tuple[str, int]], shown: int = 4) -> str:
+    more = f" and {len(counts) - shown} more" if len(counts) > shown else ""
+    return ", ".join(f"{case} ({n})" for case, n in counts[:shown]) + more
 
 
 # ---------------------------------------------------------------------------------- candidate order

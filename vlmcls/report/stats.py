@@ -132,14 +132,15 @@ def top_confusions(preds: Iterable[Any], k: int = TOP_K) -> list[tuple[str, str,
 
 
 def run_confusions(rows: Sequence[Mapping], run_dir: Path, k: int = RUN_TOP_K,
-                   at_least: int = MIN_PAIR) -> list[tuple[str, str, int, list[str]]]:
-    """(true label, predicted label, count, case ids) of the pairs seen at least `at_least` times
-    across the run's cases, most frequent first: a pair seen once among thousands is noise, not a
-    confusion worth a line (a random smoke model makes hundreds of those)."""
+                   at_least: int = MIN_PAIR) -> list[tuple[str, str, int, list[tuple[str, int]]]]:
+    """(true label, predicted label, count, [(case id, its count), ...]) of the pairs seen at least
+    `at_least` times across the run's cases, most frequent first: a pair seen once among thousands is
+    noise, not a confusion worth a line (a random smoke model makes hundreds of those). The count sums
+    the cases; each case's own share comes with it, most first, so no model is read as making all."""
     run = Run(Path(run_dir), {}, list(rows))
     counts: Counter = Counter()
     names: dict[tuple, tuple[str, str]] = {}
-    cases: dict[tuple, list[str]] = {}
+    cases: dict[tuple, Counter] = {}
     for r in rows:
         for p in (run.predictions(r["case_id"]) or []) if r.get("metrics") else []:
             true, pred = pred_field(p, "true_id"), pred_field(p, "pred_id")
@@ -148,6 +149,5 @@ def run_confusions(rows: Sequence[Mapping], run_dir: Path, k: int = RUN_TOP_K,
             key = (true, pred)
             counts[key] += 1
             names.setdefault(key, (str(pred_field(p, "true_label")), str(pred_field(p, "pred_label") or pred)))
-            if r["case_id"] not in cases.setdefault(key, []):
-                cases[key].append(r["case_id"])
-    return [(*names[key], n, cases[key]) for key, n in counts.most_common() if n >= at_least][:k]
+            cases.setdefault(key, Counter())[r["case_id"]] += 1
+    return [(*names[key], n, cases[key].most_common()) for key, n in counts.most_common() if n >= at_least][:k]
