@@ -94,6 +94,11 @@ def test_alpha_reaches_the_ranking_and_the_intro(tmp_path):
 
 
 # ---------------------------------------------------------------------------------- the section's text
+# 4 images per case here: too few for any difference to be significant, and the section says so
+FEW = ("With 4 paired images no difference can be significant (McNemar's exact test needs 6 images right in one "
+       "case only): these cases are not compared in any real sense.")
+
+
 def test_an_adjacent_pair_with_nothing_in_common_shows_dashes(tmp_path):
     rows = run_folder(tmp_path, ("model-a", 20, answers("rrrr")), ("model-b", 20, answers("wwww", ("cat", "emu", "owl"))))
     text = pairwise.pairwise_section(rows, tmp_path)
@@ -107,7 +112,7 @@ def test_every_untested_pair_is_named(tmp_path):
     rows = run_folder(tmp_path, ("model-a", 20, answers("rrrr", ("cat", "emu", "owl"))),
                       ("model-b", 20, answers("rrww")), ("model-c", 20, answers("rwww")))
     text = pairwise.pairwise_section(rows, tmp_path)
-    assert ("3 cases, 1 pair tested (Holm over 1). Not compared (no image with the same label and candidates): "
+    assert ("3 cases, 1 pair tested (Holm over 1). " + FEW + " Not compared (no image with the same label and candidates): "
             "model-a – model-b, model-a – model-c.") in text
 
 
@@ -122,9 +127,9 @@ def test_the_section_layout_with_two_n_and_every_remark(tmp_path):
     text = pairwise.pairwise_section(rows, tmp_path)
     blocks = text.split("\n\n")
     assert blocks[:3] == [pairwise.HEADING, pairwise.INTRO.format(exact=25, pct=5), "### 20-way"]
-    assert blocks[3] == "2 cases, 1 pair tested (Holm over 1). *Smoke* cases left out (1): their accuracy is chance."
+    assert blocks[3] == "2 cases, 1 pair tested (Holm over 1). *Smoke* cases left out (1): their accuracy is chance. " + FEW
     assert blocks[6:8] == ["### 100-way", "2 cases, 1 pair tested (Holm over 1). Left out, no per-sample records: "
-                                          "model-c, model-d."]
+                                          "model-c, model-d. " + FEW]
     assert len(blocks) == 10
     for table in blocks[4:6] + blocks[8:10]:
         assert all(line.startswith("|") for line in table.split("\n"))
@@ -137,7 +142,7 @@ def test_only_smoke_cases_or_only_real_ones_say_nothing_about_left_out_smoke(tmp
     assert pairwise.SMOKE_ONLY in text and "left out" not in text
     real = run_folder(tmp_path / "r", ("model-a", 20, answers("rrww")), ("model-b", 20, answers("rwrw")))
     text = pairwise.pairwise_section(real, tmp_path / "r")
-    assert "*Smoke*" not in text and "2 cases, 1 pair tested (Holm over 1).\n" in text
+    assert "*Smoke*" not in text and f"2 cases, 1 pair tested (Holm over 1). {FEW}\n" in text
 
 
 # ================================================================================ prompts.py

@@ -285,3 +285,18 @@ def test_rerender_and_merge_through_the_cli(tmp_path, capsys):
     by_pair = {(p["A"], p["B"]): p for p in adjacent}
     assert by_pair[("model-b", "model-c")]["Paired n"] == "6"
     assert "3 cases, 3 pairs tested" in part
+
+
+def test_on_few_images_the_section_says_how_large_a_difference_must_be_to_count():
+    """"Not significantly different" at n = 12 rules out only gaps of half the images: said, with the
+    arithmetic (McNemar's exact test needs 6 discordant images all one way: 2 / 2^6 = 0.031 < 0.05)."""
+    from scipy.stats import binomtest
+
+    from vlmcls.report import stats
+
+    assert binomtest(6, 6).pvalue < 0.05 < binomtest(5, 5).pvalue
+    line = lambda n: " ".join(pairwise._power([pairwise.Versus({}, {}, stats.Paired(n, None, None, 0, 0, 1.0, 0, 0), 1.0)]))
+    assert line(12) == ("With 12 paired images, no difference smaller than 6 images (0.50 in accuracy) can be significant, "
+                        "even before Holm's correction: *not significantly different* here rules out only large gaps.")
+    assert line(5).startswith("With 5 paired images no difference can be significant")
+    assert line(120) and line(121) == ""  # 6/121 < 0.05: a gap that small is no longer worth the warning

@@ -169,11 +169,28 @@ def ways_section(ways: int, cases: Sequence[tuple[Mapping, Sequence]], remarks: 
     k = sum(v.tested for v in pairs)
     order = ranked([r for r, _ in cases])
     untested = [f"{cell(_name(v.a))} – {cell(_name(v.b))}" for v in pairs if not v.tested]
-    said = [f"{len(cases)} cases, {plural(k, 'pair')} tested (Holm over {k}).", *remarks]
+    said = [f"{len(cases)} cases, {plural(k, 'pair')} tested (Holm over {k}).", *remarks, *_power([v for v in pairs if v.tested])]
     if untested:
         said.append(f"Not compared (no image with the same label and candidates): {', '.join(untested)}.")
     return [f"### {ways}-way", "", " ".join(said), "", rank_table(order, pairs, alpha), "",
             adjacent_table(order, pairs), "", *all_pairs(order, pairs)]
+
+
+MIN_DISCORDANT = 6  # the fewest images right in one case only that McNemar's exact test can call (2 / 2^6 < 0.05)
+
+
+def _power(tested: Sequence[Versus]) -> list[str]:
+    """On few images "not significantly different" says little: the smallest difference the test could
+    call at all, in images and in accuracy (every discordant image one way, before Holm's correction)."""
+    n = min((v.paired.n for v in tested), default=0)
+    if not n or MIN_DISCORDANT / n < 0.05:
+        return []
+    if n < MIN_DISCORDANT:
+        return [f"With {n} paired images no difference can be significant (McNemar's exact test needs "
+                f"{MIN_DISCORDANT} images right in one case only): these cases are not compared in any real sense."]
+    return [f"With {n} paired images, no difference smaller than {MIN_DISCORDANT} images ({MIN_DISCORDANT / n:.2f} in "
+            "accuracy) can be significant, even before Holm's correction: *not significantly different* here "
+            "rules out only large gaps."]
 
 
 def _remarks(group: Sequence[Mapping], real: Sequence[Mapping], no_records: Sequence[Mapping]) -> list[str]:
