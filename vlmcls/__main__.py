@@ -5,6 +5,8 @@
     vlmcls report RUN1 RUN2 --out DIR     # merge runs; the same case in two runs: the later one wins
                                           # (runs of other prompts: one case per prompt, as a sweep)
     vlmcls report RUN --baseline OLD      # add McNemar's test of each case against a saved run
+    vlmcls report RUN --summary           # print a short markdown summary (a PR comment); writes nothing
+    vlmcls stub-server [--port N]         # a loopback OpenAI/Anthropic stand-in, to rehearse a served model offline
 """
 from __future__ import annotations
 
@@ -19,8 +21,10 @@ from typing import Mapping, Sequence
 
 from . import provenance, report
 from .report import Run, RunError, load_run
-from .report.compare import baseline_warning
+from .report.compare import baseline_meta, baseline_warning, with_baseline
 from .report.plots import SETTING_KEYS
+from .report.runs import catalog_changed, catalog_meta, recorded_baseline, recorded_catalog
+from .report.summary import summary_markdown
 
 DEFAULT_REPORTS = Path("reports")
 FEWER = "; it scored "  # a merge note's mark: the later result has fewer samples (see _fewer)
@@ -53,27 +57,45 @@ def _parser() -> argparse.ArgumentParser:
     rep.add_argument("--out", type=Path, help="output folder (default: in place for one run, "
                                               "a new merged-<time> folder beside the last run for several)")
     rep.add_argument("--baseline", metavar="RUN_DIR", help="a saved run to test each case against (McNemar)")
-    rep.add_argument("--catalog", help="model catalog TOML for the study comparison (default: the bundled one)")
+    rep.add_argument("--catalog", help="model catalog TOML for the study comparison (default: the one the run "
+                                       "was made with, as results.json recorded it; else the bundled one)")
     rep.add_argument("--no-plots", action="store_true", help="write no PNG (the confusion tables stay)")
+    rep.add_argument("--summary", action="store_true",
+                     help="print each run's short GitHub-markdown summary to stdout (cases, accuracy, interval, "
+                          "threshold, gate, verdict against the baseline, failure reasons) and write nothing: "
+                          "for a pull-request comment; every render also writes it as summary.md")
     rep.set_defaults(func=cmd_report)
+    stub = sub.add_parser("stub-server", help="serve a loopback stand-in for the OpenAI and Anthropic APIs "
+                                              "(offline rehearsal of a served model)",
+                          description="Serve the stand-in that smoke API models use, until Ctrl-C. It answers "
+                                      "any model name with one of the candidates in the prompt, picked by a hash "
+                                      "of the request: chance level, deterministic. It proves the plumbing, "
+                                      "never a model.")
+    stub.add_argument("--port", type=int, default=0, help="port to listen on (default: a free one, printed)")
+    stub.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1, this machine only)")
+    stub.set_defaults(func=cmd_stub_server)
     return parser
 
 
 def cmd_report(args: argparse.Namespace) -> int:
     runs = [load_run(p) for p in (args.runs or [latest_run(DEFAULT_REPORTS)])]
+    if args.summary:
+        return print_summaries(runs, args)
     baseline, dropped = choose_baseline(args.baseline, runs)
-    catalog = _catalog(args.catalog)
+    catalog, catalog_fields, catalog_note = choose_catalog(args.catalog, runs)
     chosen, notes = merge(runs)
     out = output_dir(args.out, runs)
-    rows = [row for _, row in chosen.values()]
-    mixed = mixed_settings(rows) if len(runs) > 1 else ""
-    meta = _meta(runs, out, notes, mixed)
+    mixed = mixed_settings([row for _, row in chosen.values()]) if len(runs) > 1 else ""
+    meta = {**_meta(runs, out, notes, mixed), **catalog_fields}
     if baseline is not None:  # recorded, so that the next re-render compares again
-        meta["baseline"] = str(baseline.path.resolve())
+        meta.update(baseline_meta(baseline.path, out))
     copy_samples(chosen, out)
+    rows = [row for _, row in chosen.values()]
     sources = "\n\n".join(filter(None, [sources_section(runs, notes, mixed), dropped_section(dropped)]))
     path = report.write_run(out, rows, meta, catalog=catalog, baseline=baseline, plots=not args.no_plots,
                             sources=sources, provenance=provenance.markdown(meta))
+    if catalog_note:
+        print(f"vlmcls: note: {catalog_note}", file=sys.stderr)
     if len(runs) > 1:
         print(f"vlmcls: {merge_summary(runs, rows, notes)}", file=sys.stderr)
     if mixed:
@@ -86,13 +108,27 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def print_summaries(runs: Sequence[Run], args: argparse.Namespace) -> int:
+    """--summary: each run's summary to stdout, compared with --baseline or the baseline it recorded
+    (computed again from the samples while that run is there; else as results.json stored it)."""
+    if args.out is not None:
+        raise RunError("--summary prints to stdout and writes nothing: drop --out (every render writes summary.md)")
+    blocks = []
+    for run in runs:
+        baseline, _ = choose_baseline(args.baseline, [run])
+        rows = with_baseline(run.rows, run.path, baseline) if baseline is not None else run.rows
+        blocks.append(summary_markdown(rows, run.meta, run.path.name))
+    sys.stdout.write("\n".join(blocks))
+    return 0
+
+
 def choose_baseline(given: str | None, runs: Sequence[Run]) -> tuple[Run | None, str]:
     """(the run to compare with, '' or why a recorded comparison was dropped). --baseline wins; else
     the baseline every run recorded (`pytest --baseline` writes it into meta), so a plain re-render
     keeps the comparison the run was made with."""
     if given:
         return load_run(given), ""
-    recorded = {r.meta.get("baseline") for r in runs}
+    recorded = {recorded_baseline(r) for r in runs}
     if len(recorded) != 1 or None in recorded:
         return None, ""
     (path,) = recorded
@@ -128,6 +164,33 @@ def merge_summary(runs: Sequence[Run], rows: Sequence[dict], notes: Sequence[str
     warn += f"; {other} of those ran other settings than the result they replace (named in the list)" if other else ""
     return (f"merged {len(runs)} runs into {len(rows)} cases: {replaced} taken from a later run (the later run wins), "
             f"{kept} kept from an earlier run where the later one has no result{warn}; the list is in report.md (Sources)")
+
+
+def choose_catalog(given: str | None, runs: Sequence[Run]) -> tuple[dict, dict, str]:
+    """(the catalog for the study comparison, what meta records of it, '' or a note). --catalog wins;
+    else the one the runs were made with: a run of an in-house catalog must not be compared with the
+    bundled study's rows. A recorded catalog that is gone gives no study rows at all, with a note:
+    the bundled ones would describe models the run never had."""
+    if given:
+        return _catalog(given), catalog_meta(given), ""
+    recorded = {recorded_catalog(r) for r in runs}
+    if len(recorded) > 1:
+        names = ", ".join(sorted(str(p) if p else "the bundled one" for p in recorded))
+        return _catalog(None), {}, (f"the runs were made with different catalogs ({names}): the study comparison "
+                                    "uses the bundled one (--catalog FILE picks another)")
+    (path,) = recorded
+    if path is None:
+        return _catalog(None), {"catalog": None}, ""
+    fields = {"catalog": str(path), "catalog_sha256": runs[0].meta.get("catalog_sha256")}
+    if not path.is_file():
+        return {}, fields, (f"the catalog this run was made with, {path}, is gone: the report compares with no "
+                            "study row (--catalog FILE gives one)")
+    try:
+        catalog = _catalog(str(path))
+    except RunError as exc:
+        return {}, fields, f"the catalog this run was made with cannot be read ({exc}): the report compares with no study row"
+    changed = catalog_changed(runs[0], path)
+    return catalog, fields, (f"the catalog {path} changed since the run: its current study rows are used" if changed else "")
 
 
 def _catalog(path: str | None):
@@ -258,16 +321,23 @@ def _same(a: Path, b: Path) -> bool:
 
 
 def copy_samples(chosen: dict[str, tuple[Run, dict]], out: Path) -> None:
-    """Each kept case's samples file goes into out/samples, so the output is itself a run folder
-    (usable as a --baseline, re-renderable); a stale file from an earlier render is removed."""
+    """Each kept case's per-case files go into out (samples/<case>.jsonl, with --orders its
+    samples/<case>.orders.jsonl, and per_class/<case>.json), so the output is itself a run folder
+    (usable as a --baseline, re-renderable, complete); a stale file from an earlier render is removed."""
     for cid, (run, row) in chosen.items():
         src, dst = run.samples_path(row.get("source_case_id", cid)), Run(out, {}, []).samples_path(cid)
         if src is None or dst is None or _same(src.parent, dst.parent):
             continue
-        if src.is_file():
-            report.atomic_write(dst, src.read_text(encoding="utf-8"))
-        else:
-            dst.unlink(missing_ok=True)
+        _copy(src, dst)
+        _copy(src.with_name(f"{src.stem}.orders.jsonl"), dst.with_name(f"{dst.stem}.orders.jsonl"))
+        _copy(run.path / "per_class" / f"{src.stem}.json", out / "per_class" / f"{dst.stem}.json")
+
+
+def _copy(src: Path, dst: Path) -> None:
+    if src.is_file():
+        report.atomic_write(dst, src.read_text(encoding="utf-8"))
+    else:
+        dst.unlink(missing_ok=True)
 
 
 def _meta(runs: Sequence[Run], out: Path, notes: Sequence[str], mixed: str = "") -> dict:
@@ -277,7 +347,7 @@ def _meta(runs: Sequence[Run], out: Path, notes: Sequence[str], mixed: str = "")
             meta["rendered_from"] = str(runs[0].path)
         return meta
     return {"run_id": out.name, "merged_from": [{"path": str(r.path), "run_id": r.meta.get("run_id"),
-                                                 "provenance": r.meta.get("provenance")} for r in runs],
+                                                 "provenance": r.meta.get("provenance"), "dataset": r.meta.get("dataset")} for r in runs],
             "merge_notes": list(notes), "merge_warning": mixed or None,
             "merged_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}  # what `vlmcls report` calls the latest run
 
@@ -292,6 +362,52 @@ def sources_section(runs: Sequence[Run], notes: Sequence[str], mixed: str = "") 
     if notes:
         lines += ["", *[f"- {report.cell(n)}" for n in notes]]
     return "\n".join(lines)
+
+
+def cmd_stub_server(args: argparse.Namespace) -> int:
+    """Serve the loopback stand-in until Ctrl-C (or SIGTERM), printing its URL and how to point a
+    catalog entry at it; on the way out, one line with the number of requests it answered."""
+    import signal
+
+    from .smoke.api_server import ApiServer
+
+    try:
+        server = ApiServer(host=args.host, port=args.port).start()
+    except OSError as exc:
+        raise OSError(f"cannot listen on {args.host}:{args.port}: {exc.strerror or exc}") from None
+    # Ctrl-C, and a script's `kill` / `kill -INT $!` (a shell starts `cmd &` with SIGINT ignored), stop it alike
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, signal.default_int_handler)
+    print(stub_server_text(server.url), flush=True)
+    served = 0
+    try:
+        while True:
+            time.sleep(0.5)
+            served += server.drain()
+    except KeyboardInterrupt:
+        served += server.drain()
+    finally:
+        server.stop()
+    print(f"vlmcls stub-server: stopped after {served} request{'' if served == 1 else 's'}", flush=True)
+    return 0
+
+
+def stub_server_text(url: str) -> str:
+    """What the stand-in prints when it starts: its URL first (a script reads the first line), then
+    a catalog entry and the command that points at it."""
+    return f"""base URL: {url}/v1
+vlmcls stub-server: a stand-in for the OpenAI (POST /v1/chat/completions) and Anthropic (POST /v1/messages) APIs.
+It answers any model name with one of the prompt's candidates, picked by a hash of the request: chance
+level, deterministic. It proves the plumbing (catalog entry, --base-url, requests, parsing, report), never a model.
+
+A catalog entry for it (my.toml); `weights` is the name your real server serves:
+  [models."my-served-model"]
+  backend = "openai-compatible"
+  weights = "my-org/my-vlm-7b"
+
+Then, in another shell:
+  pytest bench --catalog my.toml -k my-served-model --base-url {url}/v1 --resolver exact --samples 20
+(Anthropic models: ANTHROPIC_BASE_URL={url} ANTHROPIC_API_KEY=dummy.) Ctrl-C stops it."""
 
 
 if __name__ == "__main__":

@@ -262,3 +262,60 @@ def baseline_warning(rows: Sequence[Mapping], run_dir: str | Path, baseline: Run
     then = "--strict-cases failed them" if strict else "the baseline gate did not check them (--strict-cases fails them)"
     return (f"--baseline {baseline.path} gave nothing to compare for {len(gaps)} of {len(done)} cases ({why}); "
             f"{then}; see report.md")
+
+
+# ---------------------------------------------------------------------------------- the baseline in results.json
+def baseline_results(rows: Sequence[Mapping], run_dir: str | Path, baseline: Run, alpha: float = ALPHA) -> dict[str, dict]:
+    """case_id -> the case's comparison with the baseline, JSON-safe, for each case with a result: what
+    the report's baseline table says (paired n, lost, gained, p, verdict), so that a script reads
+    results.json instead of parsing report.md. A case with nothing to compare gets `compared: false`
+    and the reason the report gives."""
+    current = Run(Path(run_dir), {}, list(rows))
+    base_rows = {r["case_id"]: r for r in baseline.rows}
+    run_id = baseline.meta.get("run_id") or baseline.path.name
+    out = {}
+    for r in rows:
+        if not r.get("metrics"):
+            continue
+        cid = r["case_id"]
+        now = current.predictions(cid)
+        before = baseline.predictions(cid) if base_rows.get(cid) else None
+        head = {"run_id": run_id}
+        nothing = nothing_paired(now, before, base_rows.get(cid))
+        if nothing:
+            out[cid] = {**head, "compared": False, "verdict": "not compared", "why": nothing}
+            continue
+        p = pair(now, before, alpha)
+        out[cid] = {**head, "compared": True, "paired_n": p.n, "accuracy": p.accuracy,
+                    "baseline_accuracy": p.baseline_accuracy, "lost": p.b, "gained": p.c, "p": p.p, "test": p.test,
+                    "alpha": alpha, "worse": p.worse, "verdict": p.verdict, "only_here": p.only_current,
+                    "only_in_baseline": p.only_baseline}
+    return out
+
+
+def with_baseline(rows: Sequence[Mapping], run_dir: str | Path, baseline: Run | None) -> list[dict]:
+    """The rows, each case with a result carrying its `baseline` comparison (see `baseline_results`);
+    without a baseline, any comparison a row kept from an earlier render is dropped (it would be stale).
+    Recomputed from the samples every time: calling it twice gives the same rows."""
+    found = baseline_results(rows, run_dir, baseline) if baseline is not None else {}
+    out = []
+    for r in rows:
+        row = {k: v for k, v in r.items() if k != "baseline"}
+        if r["case_id"] in found:
+            row["baseline"] = found[r["case_id"]]
+        out.append(row)
+    return out
+
+
+def baseline_meta(baseline_path: str | Path, run_dir: str | Path) -> dict[str, str]:
+    """What results.json's meta records of the baseline: `baseline`, its absolute path (as before), and
+    `baseline_relative`, the path from the run folder (`../20261127-205339-2dbfd3`), which still finds
+    it when the reports folder is moved or published as a whole (see runs.recorded_baseline)."""
+    import os
+
+    absolute = Path(baseline_path).resolve()
+    try:
+        relative = Path(os.path.relpath(absolute, Path(run_dir).resolve())).as_posix()
+    except ValueError:  # another drive (Windows): no relative path exists
+        relative = None
+    return {"baseline": str(absolute), **({"baseline_relative": relative} if relative else {})}

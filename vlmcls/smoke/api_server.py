@@ -91,15 +91,17 @@ class _State:
 class ApiServer:
     """`with ApiServer() as srv:` — `srv.url` is the root (Anthropic); OpenAI wants `srv.url + "/v1"`."""
 
-    def __init__(self, delay_s: float = 0.0, answer: Any = None, logprobs: bool = True) -> None:
+    def __init__(self, delay_s: float = 0.0, answer: Any = None, logprobs: bool = True,
+                 host: str = "127.0.0.1", port: int = 0) -> None:
         self.state = _State(delay_s=delay_s, answer=answer, logprobs=logprobs)
         self._httpd: ThreadingHTTPServer | None = None
-        self._port = 0  # kept across kill() so that revive() comes back at the same URL
+        self._host = host  # `python -m vlmcls stub-server --host/--port`; tests take a free loopback port
+        self._port = port  # kept across kill() so that revive() comes back at the same URL
 
     # ------------------------------------------------------------------ lifecycle
     def start(self) -> "ApiServer":
         handler = type("Handler", (_Handler,), {"state": self.state, "server_obj": self})
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", self._port), handler)
+        self._httpd = ThreadingHTTPServer((self._host, self._port), handler)
         self._port = self._httpd.server_address[1]
         self._httpd.daemon_threads = True
         threading.Thread(target=self._httpd.serve_forever, args=(0.05,), name="vlmcls-api-server", daemon=True).start()
@@ -144,7 +146,8 @@ class ApiServer:
     @property
     def url(self) -> str:
         assert self._port, "server not started"
-        return f"http://127.0.0.1:{self._port}"
+        host = "127.0.0.1" if self._host in ("", "0.0.0.0") else self._host  # listening everywhere: this machine's
+        return f"http://{host}:{self._port}"
 
     # ------------------------------------------------------------------ scripting and records
     def script(self, *replies: Reply) -> None:
@@ -156,6 +159,14 @@ class ApiServer:
     def records(self) -> list[Record]:
         with self.state.lock:
             return list(self.state.records)
+
+    def drain(self) -> int:
+        """Forget the recorded requests and return how many there were: a long-lived stand-in
+        (`vlmcls stub-server`) must not keep every image it was sent."""
+        with self.state.lock:
+            n = len(self.state.records)
+            self.state.records.clear()
+        return n
 
     def max_overlap(self) -> int:
         """The most requests that were being served at the same moment."""
