@@ -142,13 +142,13 @@ def test_a_file_that_is_not_parquet_is_one_line(tmp_path):
     assert "is a file, not a dataset" in one_line(tmp_path / "notes.txt")
 
 
-def test_an_image_folder_without_the_default_split_names_the_ones_it_has(tmp_path):
+def test_an_image_folder_with_one_split_scores_it_under_its_own_name(tmp_path):
     images(tmp_path / "pets" / "test" / "cat", ["a.png", "b.png"])
     images(tmp_path / "pets" / "test" / "dog", ["c.png"], (0, 90, 0))
-    text = one_line(tmp_path / "pets")
-    assert text.endswith(f"has no split 'train'; it has ['test'] — use --dataset {tmp_path / 'pets'}:test")
-    src = open_dataset(f"{tmp_path / 'pets'}:test")  # the advice works
+    src = open_dataset(str(tmp_path / "pets"))  # a test split only: no longer "has no split 'train'"
     assert src.annotations == ("cat", "dog") and src.size == 3
+    assert src.split is None and data.dataset_name(str(tmp_path / "pets"), src) == str(tmp_path / "pets")
+    assert open_dataset(f"{tmp_path / 'pets'}:test").size == 3
 
 
 def test_synset_folders_under_a_train_split_only_name_the_split(tmp_path):

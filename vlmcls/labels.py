@@ -12,6 +12,10 @@ vlmcls.words), are settled within their group:
      ImageNet-1k (134 "crane (bird)", 517 "crane (machine)" -- both annotations are just "crane"),
      otherwise "(class <id>)".
 Mode "raw" (formerly "thesis") keeps the raw first synonyms, collisions included, for a faithful reproduction.
+
+A comma separates synonyms in annotations (ImageNet's, a ClassLabel's) only: a folder name is one
+name as the user typed it ("salt, pepper" is one class, not "salt" with the synonym "pepper"), since
+nothing in a folder tree says a comma was meant as WordNet's separator (`synonyms=False`).
 """
 from __future__ import annotations
 
@@ -59,12 +63,14 @@ def _settle(group: list[int], names: list[str], synonyms, qualifiers: Mapping[in
 
 
 def simplify(annotations: Sequence[str], mode: LabelMode = "unique",
-             qualifiers: Mapping[int, str] | None = None) -> LabelSet:
-    """Full annotations (index = class id) -> the LabelSet used in prompts."""
+             qualifiers: Mapping[int, str] | None = None, synonyms: bool = True) -> LabelSet:
+    """Full annotations (index = class id) -> the LabelSet used in prompts; `synonyms=False`: each
+    annotation is one name, commas included (a folder name)."""
     mode = canonical("labels", mode)  # "thesis", the older name of "raw"
     if mode not in LABEL_MODES:
         raise ValueError(f"unknown labels mode {mode!r}; choose {' or '.join(map(repr, LABEL_MODES))}")
-    synonyms = tuple(split_synonyms(a) or (a.strip() or f"class {i}",) for i, a in enumerate(annotations))
+    split = split_synonyms if synonyms else (lambda a: (a.strip(),) if a.strip() else ())
+    synonyms = tuple(split(a) or (a.strip() or f"class {i}",) for i, a in enumerate(annotations))
     names = [s[0] for s in synonyms]
     if mode == "unique":
         for group in _groups(names):
@@ -100,10 +106,20 @@ def is_imagenet(annotations: Sequence[str]) -> bool:
     return tuple(annotations) == imagenet_annotations()
 
 
-def labelset(annotations: Sequence[str], mode: LabelMode = "unique") -> LabelSet:
-    """LabelSet for any dataset; ImageNet-1k gets its curated qualifiers."""
+def labelset(annotations: Sequence[str], mode: LabelMode = "unique", synonyms: bool = True) -> LabelSet:
+    """LabelSet for any dataset; ImageNet-1k gets its curated qualifiers. `synonyms=False` for folder
+    names, where a comma is part of the name."""
     qualifiers = IMAGENET_QUALIFIERS if len(annotations) == 1000 and is_imagenet(annotations) else {}
-    return simplify(annotations, mode, qualifiers)
+    return simplify(annotations, mode, qualifiers, synonyms)
+
+
+def renamed(annotations: Sequence[str], labels: LabelSet) -> list[tuple[int, str, str]]:
+    """(class id, name as given, prompt label) for every class whose prompt label differs from its
+    name as given: a first synonym taken, a collision settled. None for ImageNet-1k, whose first-synonym
+    rule the README documents (all 1,000 would differ)."""
+    if len(annotations) == 1000 and is_imagenet(annotations):
+        return []
+    return [(i, a, n) for i, (a, n) in enumerate(zip(annotations, labels.names)) if a.strip() != n]
 
 
 def imagenet_labelset(mode: LabelMode = "unique") -> LabelSet:

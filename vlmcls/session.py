@@ -24,7 +24,7 @@ import pytest
 
 from . import backends, devices, plan, report
 from .catalog import ModelEntry, load_catalog
-from .data import DatasetError, open_dataset
+from .data import DatasetError, dataset_name, describe, open_dataset
 from .labels import labelset
 from .outcomes import ROW_KEY, Case, CaseRun, case_row, crash_reason, summary_lines
 from .plan import RunOptions
@@ -85,7 +85,15 @@ class BenchSession:
 
     @cached_property
     def labels(self):
-        return labelset(self.source.annotations, self.opt.labels)
+        return labelset(self.source.annotations, self.opt.labels, synonyms=self.source.synonyms)
+
+    @cached_property
+    def dataset_name(self) -> str:
+        """--dataset as the rows, the report and the store key name it: with the split picked among
+        several (`DIR:test`). The bundled sample and ImageNet are not opened for it."""
+        if self.opt.dataset in ("sample", "", None, "imagenet", "imagenet-1k"):
+            return self.opt.dataset
+        return dataset_name(self.opt.dataset, self.source)
 
     def samples_for(self, k: int | None):
         """The seeded subset (cached per size: a catalog entry may ask for a smaller default)."""
@@ -126,7 +134,8 @@ class BenchSession:
 
     @cached_property
     def _cases(self) -> tuple[Case, ...]:
-        return tuple(Case(s) for s in plan.cases(self.catalog, self.opt, auto_device=worker_device))
+        opts = replace(self.opt, dataset=self.dataset_name)  # the split picked is part of the name
+        return tuple(Case(s) for s in plan.cases(self.catalog, opts, auto_device=worker_device))
 
     def cases(self) -> list[Case]:
         return list(self._cases)
@@ -137,6 +146,10 @@ class BenchSession:
             return
         n = len(self.source.annotations)
         too_many = [] if self.opt.study else [w for w in self.opt.ways_or_default if w > n]  # --study: such rows skip
+        if too_many and self.opt.ways is None:  # the user never typed --ways: say it is the default
+            raise pytest.UsageError(f"the default --ways {','.join(map(str, self.opt.ways_or_default))} exceeds the {n} "
+                                    f"classes of dataset {self.opt.dataset!r}; pass --ways {n} (all classes) or less, "
+                                    f"e.g. --ways {','.join(map(str, sorted({min(5, n), n})))}")
         if too_many:
             raise pytest.UsageError(f"--ways {too_many[0]} exceeds the {n} classes of dataset {self.opt.dataset!r}; "
                                     f"use --ways {n} or less, or a dataset with more classes")
@@ -397,8 +410,17 @@ class BenchSession:
         # a --base-url's credentials stay out of results.json (the argv would carry them)
         meta = {"run_id": self.run_id, "argv": [redact_urls(a) for a in sys.argv[1:]], "crashed_workers": self.crashed,
                 "provenance": provenance.collect()}
+        from .report.compare import baseline_meta
+        from .report.runs import catalog_meta
+
+        # the catalog, so that `vlmcls report` compares with its study rows, not the bundled ones
+        meta.update(catalog_meta(self.opt.catalog, self.config.invocation_params.dir))
         if self.baseline is not None:  # `vlmcls report` re-renders the comparison from it
-            meta["baseline"] = str(self.baseline.path.resolve())
+            meta.update(baseline_meta(self.baseline.path, self.report_dir))
+        try:  # the report's Dataset section (the source is open by now, but for the bundled sample under xdist)
+            meta["dataset"] = describe(self.dataset_name, self.source, self.labels)
+        except pytest.UsageError:  # a dataset that cannot be opened has no rows to describe
+            pass
         self.written = report.write_run(self.report_dir, self.rows, meta, catalog=self.catalog,
                                         baseline=self.baseline, provenance=provenance.markdown(meta))
 

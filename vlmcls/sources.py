@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import hashlib
 import os
-from dataclasses import dataclass
-from typing import Callable
+from dataclasses import dataclass, field
+from typing import Callable, Mapping
 
 from .types import Sample
 
@@ -26,6 +26,12 @@ class Source:
     annotations: tuple[str, ...]
     select: Callable[[int | None, int], list[Sample]]  # (samples or None = all, seed) -> samples
     size: int | None = None  # number of images, when known without reading the data
+    # How the data was read, for the report's Dataset section (meta.dataset in results.json):
+    notes: tuple[str, ...] = ()  # what the user did not choose: the split picked, a tree read as an image folder, ...
+    split: str | None = None  # the split picked for the user among several (None: the only one, or the one named)
+    class_sizes: Mapping[int, int] = field(default_factory=dict)  # images per class id, when known ({} when not)
+    ignored: tuple[str, ...] = ()  # class folders without an image, which the reader left out
+    synonyms: bool = True  # annotations list comma-separated synonyms (ImageNet's); False: each is one name (folders)
 
 
 def seed_key(seed: int, sample_id: str) -> bytes:

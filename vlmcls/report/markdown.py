@@ -116,7 +116,7 @@ def gate_notes(rows: Sequence[Mapping]) -> list[str]:
                      f"scores, unless every sample fails): {', '.join(f'`{cell(c)}`' for c in ungated)}; set "
                      "`thresholds = { N = accuracy }` in the catalog entry to gate it")
     for r in rows:
-        t, n = r.get("threshold"), r["metrics"]["n"]
+        t, n = r.get("threshold"), (r.get("metrics") or {}).get("n")
         if t and n and 1 - 0.025 ** (1 / n) >= t:
             need = math.floor(math.log(0.025) / math.log(1 - t)) + 1
             lines.append(f"- `{cell(r['case_id'])}`: at n={n} its gate {t:g} cannot fail (0 of {n} right still has a 95% "
@@ -264,7 +264,7 @@ def notes(rows: Sequence[Mapping]) -> list[str]:
                          "counted as wrong predictions")
         if r.get("cost_usd") is not None:
             lines.append(f"- `{r['case_id']}`: {_cost(r)}")
-        if r["metrics"]["n"] and (r.get("stages") or {}).get("unresolved", 0) >= 1:
+        if (r.get("metrics") or {}).get("n") and (r.get("stages") or {}).get("unresolved", 0) >= 1:
             lines.append(f"- `{r['case_id']}`: every answer was unresolved: none named a candidate the resolver could "
                          "read (the raw answers are in its samples file); try another --prompt, or --resolver study, "
                          "which sends them to NLI")

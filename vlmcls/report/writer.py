@@ -11,10 +11,12 @@ from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
 from . import plots as plots_mod
-from .compare import baseline_section, study_section
+from .compare import baseline_section, study_section, with_baseline
+from .dataset import dataset_section
 from .markdown import render_markdown
 from .pairwise import pairwise_section
 from .runs import Run
+from .summary import write_summary
 from .text import atomic_write
 
 
@@ -23,10 +25,13 @@ def _sorted(rows: Sequence[Mapping]) -> list[Mapping]:
 
 
 def full_markdown(out: str | Path, rows: Sequence[Mapping], *, catalog: Mapping[str, Any] | None = None,
-                  baseline: Run | None = None, plots: bool = True, sources: str = "", provenance: str = "") -> str:
-    """The whole report.md text (drawing the plots under `out/plots/` when `plots`)."""
+                  baseline: Run | None = None, plots: bool = True, sources: str = "", provenance: str = "",
+                  meta: Mapping[str, Any] | None = None) -> str:
+    """The whole report.md text (drawing the plots under `out/plots/` when `plots`); `meta` (results.json's)
+    gives the Dataset section."""
     out, rows = Path(out), _sorted(rows)
-    parts = [render_markdown(rows).rstrip(), pairwise_section(rows, out), sources, study_section(rows, catalog)]
+    parts = [render_markdown(rows).rstrip(), dataset_section(meta, rows), pairwise_section(rows, out), sources,
+             study_section(rows, catalog)]
     if baseline is not None:
         parts.append(baseline_section(rows, out, baseline))
     parts.append(plots_mod.report_section(rows, out, draw=plots))
@@ -40,9 +45,11 @@ def write_run(out: str | Path, rows: Sequence[Mapping], meta: Mapping[str, Any] 
     """results.json and the full report.md of a run, each written once; returns report.md's path.
     (samples/*.jsonl must be there first: the confusions and the baseline comparison read them.)"""
     out = Path(out)
+    rows = with_baseline(rows, out, baseline)  # each case's verdict against the baseline, for scripts
     write_results(out, rows, meta)  # first: a failure while drawing keeps the results
+    write_summary(out, rows, meta)  # the PR-comment version (`vlmcls report --summary` prints it)
     atomic_write(out / "report.md", full_markdown(out, rows, catalog=catalog, baseline=baseline, plots=plots,
-                                                  sources=sources, provenance=provenance))
+                                                  sources=sources, provenance=provenance, meta=meta))
     return out / "report.md"
 
 
