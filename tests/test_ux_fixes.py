@@ -302,3 +302,16 @@ def test_a_case_whose_every_answer_was_unresolved_says_what_to_try():
     note = "\n".join(report._notes([lost, some]))
     assert "- `lost-20way`: every answer was unresolved: none named a candidate" in note
     assert "`some-20way`: every answer" not in note
+
+
+def test_a_run_on_the_users_own_images_gets_no_study_comparison():
+    """The study measured ImageNet: on a user's folder, "No study row was scored" and "18 study rows
+    not run" were noise; the averaging conventions stay (they describe this run)."""
+    from vlmcls.report.compare import study_section
+
+    own = [make_row([pred(i) for i in range(6)], dataset="/data/mine")]
+    text = study_section(own)
+    assert "Compared with the study" not in text and "study rows not run" not in text
+    assert text.startswith("## Averaging conventions on this run")
+    imagenet = study_section([make_row([pred(i) for i in range(6)], dataset="sample")])
+    assert imagenet.startswith("## Compared with the study") and "study rows not run" in imagenet

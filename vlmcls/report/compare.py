@@ -146,6 +146,10 @@ def study_section(rows: Sequence[Mapping], catalog: Mapping[str, Any] | None = N
 
         catalog = load_catalog()
     body, missing = study_lines(rows, catalog)
+    if not body and not _imagenet_run(rows):  # the user's own images: no study figure applies, no pointer to one
+        table = conventions_table([r for r in rows if r.get("metrics")])
+        return "\n".join(["## Averaging conventions on this run", "", AVERAGES_DEFINED + " `--average` picks the one "
+                          "reported.", "", CONVENTIONS_LEAD, "", table]) if table else ""
     parts = ["## Compared with the study", "", STUDY_INTRO if body else NO_STUDY_ROW]
     if body:
         parts += ["", AVERAGES_TEXT, *_dataset_line(rows), "",
@@ -160,9 +164,20 @@ def study_section(rows: Sequence[Mapping], catalog: Mapping[str, Any] | None = N
         parts += ["", "### Averaging conventions on this run", ""]
         if not body:  # defined above the comparison table when there is one
             parts += [AVERAGES_DEFINED + " `--average` picks the one reported.", ""]
-        parts += ["Precision, recall and F1 of each case under the three conventions (`--average`); the gap is the "
-                  "largest difference between two conventions on one metric.", "", table]
+        parts += [CONVENTIONS_LEAD, "", table]
     return "\n".join(parts)
+
+
+CONVENTIONS_LEAD = ("Precision, recall and F1 of each case under the three conventions (`--average`); the gap is the "
+                    "largest difference between two conventions on one metric.")
+
+
+def _imagenet_run(rows: Sequence[Mapping]) -> bool:
+    """Whether the run scored ImageNet (the hub's, the bundled sample of its classes, or an older row
+    with no dataset recorded): only then do the study's figures, or a pointer to them, belong here."""
+    from ..catalog import STUDY_DATASET
+
+    return any(str(r.get("dataset") or STUDY_DATASET) in (STUDY_DATASET, "imagenet-1k", "sample") for r in rows)
 
 
 def _dataset_line(rows: Sequence[Mapping]) -> list[str]:
