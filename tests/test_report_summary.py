@@ -138,7 +138,8 @@ def test_summary_of_a_plugin_run_is_a_short_table_with_gate_threshold_and_baseli
         m = c["metrics"]
         assert (line["Accuracy"], line["n"]) == (f"{m['accuracy']:.3f}", str(m["n"]))
         assert line["95 % CI"] == f"{m['accuracy_ci'][0]:.3f}–{m['accuracy_ci'][1]:.3f}"
-        assert line["Threshold"] == ("–" if c["threshold"] is None else f"{c['threshold']:g}")
+        assert line["Threshold"] == ("–" if c["threshold"] is None else "plumbing" if smoke and not c["threshold"]
+                                     else f"{c['threshold']:g}")
         assert line["Gate"] == (f"**{c['status']}**" if c["status"] == "failed" else c["status"])
         n, lost, gained = _lost_gained(now, base, c["case_id"])
         assert f": lost {lost}, gained {gained}, p=" in line["vs baseline"] and line["vs baseline"].endswith(f"(n={n})")
@@ -346,3 +347,14 @@ def test_a_plugin_run_records_its_catalog_each_cases_baseline_and_writes_summary
         assert (c["baseline"]["paired_n"], c["baseline"]["lost"], c["baseline"]["gained"]) == _lost_gained(now, base, c["case_id"])
     assert (now / "summary.md").read_text().startswith(f"### vlmcls {now.name}: **2 failed**")
     assert json.loads((base / "results.json").read_text())["meta"]["catalog"] == str((root / "ci.toml").resolve())
+
+
+def test_a_smoke_case_gated_on_its_plumbing_shows_no_threshold_of_zero():
+    """The smoke gate is every sample answered, no error row: a Threshold of 0 read as an accuracy gate."""
+    from vlmcls.report.summary import summary_markdown
+
+    row = {"case_id": "s-20way", "smoke": True, "threshold": 0.0, "status": "passed", "ways": 20,
+           "metrics": {"accuracy": 0.05, "accuracy_ci": [0.01, 0.2], "n": 40}}
+    (line,) = report.parse_table(summary_markdown([row, {**row, "case_id": "t-20way", "threshold": 0.3}]))[:1]
+    assert line["Threshold"] == "plumbing"
+    assert report.parse_table(summary_markdown([{**row, "threshold": 0.3}]))[0]["Threshold"] == "0.3"

@@ -71,7 +71,9 @@ def _line(r: Mapping, compared: bool) -> list[str]:
     m = r["metrics"]
     lo, hi = m["accuracy_ci"]
     case = cell(r["case_id"]) + (" *smoke*" if r.get("smoke") else "")
-    threshold = "–" if r.get("threshold") is None else f"{r['threshold']:g}"
+    # a smoke model's 0 is no accuracy gate: it is gated on the plumbing (every sample answered, no error row)
+    threshold = ("–" if r.get("threshold") is None else "plumbing" if r.get("smoke") and not r["threshold"]
+                 else f"{r['threshold']:g}")
     status = str(r.get("status"))
     gate = f"**{cell(status)}**" if status in FAILING else cell(status)
     return [case, f"{m['accuracy']:.3f}", f"{lo:.3f}–{hi:.3f}", str(m["n"]), threshold, gate,
