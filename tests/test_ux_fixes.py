@@ -261,9 +261,11 @@ def _gated(status, threshold, n=40, right=0, smoke=False, reason=None, name="m")
 
 def test_the_gate_column_says_what_each_case_was_judged_against():
     rows = [_gated("passed", 0.72, right=40, name="a"), _gated("failed", 0.5, name="b"), _gated("no gate", None, name="c"),
-            _gated("passed", 0.0, smoke=True, name="d"), _gated("skipped", None, name="e")]
+            _gated("passed", 0.0, smoke=True, name="d"), _gated("skipped", None, name="e"),
+            _gated("failed", 0.0, smoke=True, name="f")]
     gates = [r["gate"] for r in report.parse_table(report.study_table(rows))]
-    assert gates == ["passed (gate 0.72)", "failed (gate 0.5)", "no gate", "passed (plumbing)", "skipped"]
+    # a failed smoke case: its plumbing or a baseline failed it, and only Gate failures knows which
+    assert gates == ["passed (gate 0.72)", "failed (gate 0.5)", "no gate", "passed (plumbing)", "skipped", "failed"]
 
 
 def test_the_report_lists_each_failed_cases_reasons_and_the_gates_that_check_nothing():

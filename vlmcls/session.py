@@ -435,8 +435,12 @@ class BenchSession:
     def summary_lines(self, skips_shown: bool) -> list[str]:
         lines = summary_lines(self.rows, self.crashed, skips_shown)
         if self.baseline is not None:  # a gate that compared nothing must not pass quietly
-            from .report.compare import baseline_warning
+            from .report.compare import baseline_warning, with_baseline
+            from .report.summary import baseline_line
 
+            # what the comparison found, passed cases too (a CI log showed only the failures)
+            done = with_baseline([r for r in self.rows if r.get("metrics")], self.report_dir, self.baseline)
+            lines += baseline_line(done)[:1]
             warning = baseline_warning(self.rows, self.report_dir, self.baseline, strict=self.opt.strict)
             lines += [f"warning: {warning}"] if warning else []
         return lines

@@ -90,11 +90,14 @@ def study_table(rows: Sequence[Mapping], terminal: bool = False) -> str:
 
 def gate_cell(row: Mapping) -> str:
     """The verdict and what it was judged against, so a published table says why a case passed:
-    `passed (gate 0.72)`, a smoke model's `passed (plumbing)`, or `no gate` (no threshold at that N)."""
+    `passed (gate 0.72)`, a smoke model's `passed (plumbing)`, or `no gate` (no threshold at that N). A
+    failed case's reasons are listed under Gate failures (a baseline can fail a case its gate passed)."""
     status, threshold = row["status"], row.get("threshold")
     if status not in ("passed", "failed") or threshold is None:
         return status
-    return f"{status} (plumbing)" if row.get("smoke") and not threshold else f"{status} (gate {threshold:g})"
+    if row.get("smoke") and not threshold:  # failed: the plumbing, or a baseline (Gate failures says which)
+        return "passed (plumbing)" if status == "passed" else status
+    return f"{status} (gate {threshold:g})"
 
 
 def gate_section(rows: Sequence[Mapping]) -> list[str]:

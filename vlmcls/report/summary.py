@@ -35,7 +35,7 @@ def summary_markdown(rows: Sequence[Mapping], meta: Mapping[str, Any] | None = N
         lines += [_table(done), ""]
     if any(r.get("smoke") for r in done):
         lines += [SMOKE_LINE, ""]
-    lines += _baseline_line(done)
+    lines += baseline_line(done)
     lines += _failures([r for r in rows if r.get("status") in FAILING])
     lines += _not_run([r for r in other if r.get("status") not in FAILING])
     return "\n".join(lines).rstrip() + "\n"
@@ -90,7 +90,7 @@ def _versus(b: Mapping | None) -> str:
     return f"{verdict}: lost {b['lost']}, gained {b['gained']}, p={b['p']:.3g} (n={b['paired_n']})"
 
 
-def _baseline_line(rows: Sequence[Mapping]) -> list[str]:
+def baseline_line(rows: Sequence[Mapping]) -> list[str]:
     """One line naming the baseline and how many cases it checked ([] without one)."""
     found = [r["baseline"] for r in rows if r.get("baseline")]
     if not found:
