@@ -174,10 +174,11 @@ CONVENTIONS_LEAD = ("Precision, recall and F1 of each case under the three conve
 
 def _imagenet_run(rows: Sequence[Mapping]) -> bool:
     """Whether the run scored ImageNet (the hub's, the bundled sample of its classes, or an older row
-    with no dataset recorded): only then do the study's figures, or a pointer to them, belong here."""
+    with no dataset recorded; a run of no case says nothing else): only then do the study's figures,
+    or a pointer to them, belong here."""
     from ..catalog import STUDY_DATASET
 
-    return any(str(r.get("dataset") or STUDY_DATASET) in (STUDY_DATASET, "imagenet-1k", "sample") for r in rows)
+    return not rows or any(str(r.get("dataset") or STUDY_DATASET) in (STUDY_DATASET, "imagenet-1k", "sample") for r in rows)
 
 
 def _dataset_line(rows: Sequence[Mapping]) -> list[str]:
