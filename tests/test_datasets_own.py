@@ -272,3 +272,23 @@ def test_the_section_renders_each_run_of_a_merged_report_and_sums_up_a_sample():
     assert "- `ds6:test`: 3 classes, 6 images (2 per class); every class has fewer than 5 images" in text
     assert "  - ds6 has splits train, test" in text
     assert dataset_section({"run_id": "old"}, rows) == ""  # a run written before meta.dataset: no section
+
+
+def test_a_hidden_folder_in_a_synset_tree_is_no_class(tmp_path):
+    """A notebook's `val/.ipynb_checkpoints` made the whole tree fail ("1 folder (.ipynb_checkpoints) are
+    not ImageNet-1k synsets"): hidden folders are skipped, as the synset check and `datasets` skip them."""
+    import io
+
+    from PIL import Image
+
+    from vlmcls.data import open_dataset
+
+    for name in ("n01440764", "n01443537"):
+        folder = tmp_path / "val" / name
+        folder.mkdir(parents=True)
+        buf = io.BytesIO()
+        Image.new("RGB", (8, 8), (10, 20, 30)).save(buf, "JPEG")
+        (folder / f"{name}_1.JPEG").write_bytes(buf.getvalue())
+    (tmp_path / "val" / ".ipynb_checkpoints").mkdir()
+    source = open_dataset(str(tmp_path))
+    assert source.size == 2 and len(source.select(None, 0)) == 2

@@ -81,10 +81,12 @@ def _synset_folder(root: Path, split: str | None = None) -> Source:
         picked = "val" if others else None  # a choice among several splits: the run's name says it
         root = root / "val"
     position = {s: i for i, s in enumerate(labels_mod.imagenet_synsets())}  # ImageNet order, not alphabetical
-    unknown = sorted(d.name for d in root.iterdir() if d.is_dir() and d.name not in position)
+    # hidden folders (.ipynb_checkpoints) are no classes: skipped, as _has_synsets and `datasets` skip them
+    unknown = sorted(d.name for d in root.iterdir() if d.is_dir() and not d.name.startswith(".") and d.name not in position)
     if unknown:  # only a split named by hand gets here (an unnamed tree with such folders is an image folder)
         shown = ", ".join(unknown[:10]) + (f" and {len(unknown) - 10} more" if len(unknown) > 10 else "")
-        raise DatasetError(f"{root}: {_count(len(unknown), 'folder')} ({shown}) are not ImageNet-1k synsets; a tree of "
+        raise DatasetError(f"{root}: {_count(len(unknown), 'folder')} ({shown}) {'is' if len(unknown) == 1 else 'are'} "
+                           "not ImageNet-1k synsets; a tree of "
                            "synset folders must hold only ImageNet-1k ids (n01440764 ...); to use your own class "
                            "names, name no folder like a synset (n########)")
     folders = sorted(d for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
