@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import json
+import sys
 from pathlib import Path
 
 import pytest
@@ -254,7 +255,7 @@ def test_a_run_on_an_image_folder_writes_the_dataset_section(pytester: pytest.Py
     assert "left out of the classes: empty_class" in section
     assert "mine has splits train, test; scored test (pick one with --dataset mine:SPLIT)" in section
     assert "'Crane' (class 0) → 'Crane (class 0)'" in section
-    again = pytester.run("python", "-m", "vlmcls", "report", str(run), "--no-plots")  # a re-render says the same
+    again = pytester.run(sys.executable, "-m", "vlmcls", "report", str(run), "--no-plots")  # a re-render says the same
     assert again.ret == 0 and section in (run / "report.md").read_text()
 
 
