@@ -450,3 +450,113 @@ def test_the_gate_section_lists_failed_cases_only_and_the_chance_line_gives_top5
     assert gate_section([{"case_id": "a", "status": "skipped", "reason": "no key"}]) == []
     assert chance_line(5, True) == "Chance at 5-way (a uniform guess among the candidates): accuracy 0.200."
     assert chance_line(6, True) == "Chance at 6-way (a uniform guess among the candidates): accuracy 0.167, top-5 0.833."
+
+
+# ================================================================================ markdown.notes, gate_notes (rest of run 9)
+NOTES_ROWS = [
+    {"case_id": "a-20way", "stopped": "stopped at --max-cost: 1 | 2", "notes": ["a note with <b>", "another"],
+     "ambiguous": 3, "labels": "thesis", "errors": 5, "input_errors": 2, "first_error": "HTTP 500 | retry",
+     "cost_usd": 0.5, "metrics": {"n": 10}, "stages": {"direct": 0.0, "unresolved": 1.0}, "resumed": 4, "not_run": 2,
+     "quant": "int8", "device_kind": "cuda", "trust_remote_code": True},
+    {"case_id": "b-20way", "ambiguous": 2, "labels": "unique", "errors": 1, "metrics": {"n": 4},
+     "stages": {"unresolved": 0.5}, "quant": "int8", "device_kind": "cpu", "orders": {"orders": 3}, "resumed": 5},
+    {"case_id": "c-20way", "errors": 1, "input_errors": 1, "ambiguous": 0, "labels": "raw", "quant": "int8",
+     "status": "no gate"},
+    {"case_id": "d-20way", "status": "no gate", "stages": {"unresolved": 1.0}, "metrics": {"n": 0}},
+    # the gate exactly at the bound 0 right out of 40 leaves: the gate fails only below it, so it cannot fail
+    {"case_id": "e-20way", "status": "passed", "threshold": 1 - 0.025 ** (1 / 40), "metrics": {"n": 40}},
+]
+NOTES = [
+    "## Notes", "",
+    "- `a-20way`: stopped at --max-cost: 1 \\| 2",
+    "- `a-20way`: a note with &lt;b&gt;",
+    "- `a-20way`: another",
+    "- `a-20way`: 3 predictions are ambiguous: they involve a class whose raw (study) label another of its candidates "
+    "shares, or an answer naming several candidates",
+    "- `a-20way`: 3 error rows (failed request or model), counted as wrong predictions; first: HTTP 500 \\| retry",
+    "- `a-20way`: 2 unreadable images (see Unreadable images), counted as wrong predictions",
+    "- `a-20way`: cost 0.5000 USD",
+    "- `a-20way`: every answer was unresolved: none named a candidate the resolver could read (the raw answers are in "
+    "its samples file); try another --prompt, or --resolver study, which sends them to NLI",
+    "- `a-20way`: 4 of 12 samples came from the result store (not recomputed; images/s counts only the fresh ones)",
+    "- `a-20way`: on a GPU, bitsandbytes int8 (the study's setting) runs 4-6x slower than bf16 (shared H200 "
+    "reference); `--quant none` for speed",
+    "- `a-20way`: ran the hub's remote code (--trust-remote-code)",
+    "- `b-20way`: 2 answers named several candidates; the resolver did not guess",
+    "- `b-20way`: 1 error rows (failed request or model), counted as wrong predictions",
+    "- `b-20way`: 5 of 12 answers (image x order, 3 orders) came from the result store (not recomputed; images/s "
+    "counts only the fresh ones)",
+    "- `c-20way`: 1 unreadable image (see Unreadable images), counted as wrong predictions",
+    "- `c-20way`: on a GPU, bitsandbytes int8 (the study's setting) runs 4-6x slower than bf16 (shared H200 "
+    "reference); `--quant none` for speed",
+    "- 2 cases with no accuracy gate (no threshold at its N: it passes whatever it scores, unless every sample "
+    "fails): `c-20way`, `d-20way`; set `thresholds = { N = accuracy }` in the catalog entry to gate it",
+    "- `e-20way`: at n=40 its gate 0.0880973 cannot fail (0 of 40 right still has a 95% upper bound of 0.088); it "
+    "needs n ≥ 41 (`--samples`)",
+    "",
+]
+
+
+def test_the_notes_section_word_for_word():
+    """Every kind of note at once, in row order: a stopped case and its notes (escaped), the raw labels'
+    ambiguity (a row saved as "thesis") against the resolver's, backend errors apart from unreadable images
+    (with and without a first error; none when every error is an unreadable image), cost, an all-unresolved
+    case (not at a share below 1, nor with nothing scored), resumed samples and answers, int8 off the CPU
+    (no device: not the CPU either), remote code, two ungated cases, and a gate exactly at the bound 0 of n
+    right leaves (gate_notes 43: >=, since the gate fails only below it; gate_notes 19: the ", " between
+    cases). Kills the markdown.notes mutants that drop, reorder or change a line or a condition."""
+    from vlmcls.report.markdown import notes
+
+    assert notes(NOTES_ROWS) == NOTES
+    assert notes([]) == [] and notes([{"case_id": "q", "status": "passed", "metrics": {"n": 3}}]) == []
+
+
+# ================================================================================ match: a list's lines
+@pytest.mark.parametrize("answer, ids", [
+    ("- lion\n- tabby", (1, 0)),  # a bulleted list of candidates, each item one word: points at none
+    ("lion\ntabby", (1, 0)),  # the same without marks, the list's first word the answer's first
+    ("- a lion\n- the tabby", (1, 0)),  # an article before an item keeps it a bare item
+    ("1. the lion\n2. a tabby", (1, 0)),
+    ("tabby\ntabby\nlion", (0,)),  # the next line repeats the first line's class: no list, the first line counts
+])
+def test_a_list_of_one_word_items_points_at_none_of_them(answer, ids):
+    """_Parsed.bare 9 (the line's end looked up after the word before a one-word mention: the first word of a
+    line, or of the answer, was never bare), 29 (an article before the item made it no item); _first_sentence
+    26 (the next line's classes minus those of the mention's own line, not minus nothing)."""
+    from vlmcls import labels, match
+
+    index = match.phrase_index(labels.labelset(["tabby", "lion", "tiger cat"]))
+    assert match.find(answer, index, [0, 1, 2]).ids == ids
+
+
+# ================================================================================ markdown.gate_cell, pairwise._power
+def test_a_zero_gate_is_plumbing_only_for_a_smoke_model():
+    """gate_cell 14: a real model's gate of 0 is shown as the gate it is, a smoke model's real gate too."""
+    from vlmcls.report.markdown import gate_cell
+
+    assert gate_cell({"status": "passed", "threshold": 0}) == "passed (gate 0)"
+    assert gate_cell({"status": "failed", "threshold": 0.5, "smoke": True}) == "failed (gate 0.5)"
+    assert gate_cell({"status": "passed", "threshold": 0, "smoke": True}) == "passed (plumbing)"
+
+
+def test_the_power_line_at_six_paired_images_and_with_no_pair_tested():
+    """_power 12: at n = 6 a difference can be significant (all 6 one way: p = 0.031), so the line gives the
+    smallest one instead of saying none can be; _power 6: no tested pair says nothing (default n = 0)."""
+    from vlmcls.report import pairwise, stats
+
+    paired = pairwise.Versus({}, {}, stats.Paired(6, None, None, 0, 0, 1.0, 0, 0), 1.0)
+    assert pairwise._power([paired]) == [
+        "With 6 paired images, no difference smaller than 6 images (1.00 in accuracy) can be significant, even before "
+        "Holm's correction: *not significantly different* here rules out only large gaps."]
+    assert pairwise._power([]) == []
+
+
+# ================================================================================ words.norm_token, labels.simplify
+def test_apostrophes_are_dropped_from_a_word_and_a_blank_folder_name_is_named_by_its_class_id():
+    """words.norm_token 10, 11: "Dog's" is the word "dogs" ("dog's" and "dogs" are one name to the resolver);
+    labels.simplify 25: a blank folder name (synonyms=False) becomes "class <id>", not an empty label."""
+    from vlmcls import labels, words
+
+    assert words.phrase("Dog's bed, the Pokémon’s") == ("dogs", "bed", "the", "pokemons")
+    assert words.name_key("dog's") == words.name_key("DOGS")
+    assert labels.labelset(["cat, kitty", "  "], synonyms=False).names == ("cat, kitty", "class 1")
