@@ -37,26 +37,24 @@ def split_synonyms(annotation: str) -> tuple[str, ...]:
     return tuple(s.strip() for s in annotation.split(",") if s.strip())
 
 
-_key = name_key  # names the resolver cannot tell apart collide here too
-
-
 def _groups(names: Sequence[str]) -> list[list[int]]:
+    # keyed as the resolver reads names: ones it cannot tell apart collide here too
     by_key: dict[tuple[str, ...] | str, list[int]] = {}
     for i, name in enumerate(names):
-        by_key.setdefault(_key(name), []).append(i)
+        by_key.setdefault(name_key(name), []).append(i)
     return [ids for ids in by_key.values() if len(ids) > 1]
 
 
 def _settle(group: list[int], names: list[str], synonyms, qualifiers: Mapping[int, str]) -> None:
-    used = {_key(n) for n in names}
+    used = {name_key(n) for n in names}
     left = []
     for i in group:
-        alt = next((s for s in synonyms[i][1:] if _key(s) not in used), None)
+        alt = next((s for s in synonyms[i][1:] if name_key(s) not in used), None)
         if alt is None:
             left.append(i)
         else:
             names[i] = alt
-            used.add(_key(alt))
+            used.add(name_key(alt))
     if len(left) > 1:
         for i in left:
             names[i] = f"{names[i]} ({qualifiers.get(i, f'class {i}')})"

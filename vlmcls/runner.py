@@ -21,6 +21,7 @@ from .store import Store, case_key, row_key
 from .types import Answer, Backend, LabelSet, Prediction, Query, Sample
 from .vocab import LABELS_FIRST, NLI_RESOLVERS, STUDY_LABELS, STUDY_PROMPT, STUDY_RESOLVER, LabelMode, ResolverMode
 from .vocab import canonical, stored
+from .words import name_key
 
 
 @dataclass(frozen=True)
@@ -244,8 +245,8 @@ class CaseRunner:
     def _colliding(self, class_ids: Sequence[int]) -> set[int]:
         """--labels raw: the candidates whose name another candidate shares ("crane" and "crane"), which
         no answer can tell apart; a class whose namesake is not among them is as clear as any other."""
-        from .words import name_key
-
+        if not self.ambiguous:  # --labels unique: nothing collides (and no loop over 1000 candidates per sample)
+            return set()
         shared = [c for c in class_ids if c in self.ambiguous]
         names = [name_key(self.labels.names[c]) for c in shared]
         return {c for c, name in zip(shared, names) if names.count(name) > 1}
