@@ -483,7 +483,7 @@ NOTES = [
     "reference); `--quant none` for speed",
     "- `a-20way`: ran the hub's remote code (--trust-remote-code)",
     "- `b-20way`: 2 answers named several candidates; the resolver did not guess",
-    "- `b-20way`: 1 error rows (failed request or model), counted as wrong predictions",
+    "- `b-20way`: 1 error row (failed request or model), counted as wrong predictions",
     "- `b-20way`: 5 of 12 answers (image x order, 3 orders) came from the result store (not recomputed; images/s "
     "counts only the fresh ones)",
     "- `c-20way`: 1 unreadable image (see Unreadable images), counted as wrong predictions",

@@ -156,7 +156,8 @@ def test_a_smoke_case_with_some_error_rows_fails_the_plumbing_gate(n):
     for errors in sorted({1, n // 2, n - 1}):
         c = case(smoke=True)
         why = reasons(result(c, predictions(n, n - errors, errors=errors)))
-        assert any(f"smoke plumbing check: {errors} error rows" in w for w in why), (n, errors, why)
+        rows = "1 error row," if errors == 1 else f"{errors} error rows,"
+        assert any(f"smoke plumbing check: {rows}" in w for w in why), (n, errors, why)
     c = case(smoke=True)
     assert reasons(result(c, predictions(n, 0))) == []  # wrong answers are not plumbing
 
@@ -238,6 +239,7 @@ def test_a_smoke_run_with_backend_error_rows_fails_end_to_end(failing):
     r = CaseRunner(c.spec, LABELS, Scripted(failing=failing), Resolver("exact", LABELS), None).run(samples)
     assert r.metrics.errors == len(failing) < r.metrics.n
     why = reasons(r)
-    assert why == [f"{c.case_id}: smoke plumbing check: {len(failing)} error rows, 0 samples not run"]
+    rows = "1 error row" if len(failing) == 1 else f"{len(failing)} error rows"
+    assert why == [f"{c.case_id}: smoke plumbing check: {rows}, 0 samples not run"]
     healthy = CaseRunner(c.spec, LABELS, Scripted(), Resolver("exact", LABELS), None).run(samples)
     assert reasons(healthy) == []

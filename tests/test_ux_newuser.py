@@ -187,7 +187,7 @@ def gate(failing=(), corrupt=()) -> list[str]:
 def test_input_errors_pass_the_smoke_gate_but_backend_errors_fail_it():
     assert gate(corrupt={"s1", "s5"}) == []
     (why,) = gate(failing={"s2"}, corrupt={"s1", "s5"})
-    assert "smoke plumbing check: 1 error rows" in why  # the backend's error alone is counted
+    assert "smoke plumbing check: 1 error row," in why  # the backend's error alone is counted
     (why,) = gate(failing={"s2", "s3"})
     assert "smoke plumbing check: 2 error rows" in why
 

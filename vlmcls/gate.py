@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
 
 from .report.rows import is_input_error, spec_fields
+from .report.text import plural
 from .runner import BudgetStop, CaseResult
 from .vocab import ALIASES, canonical
 
@@ -122,7 +123,8 @@ def plumbing(result: CaseResult) -> list[str]:
     m = result.metrics
     errors = m.errors - sum(is_input_error(p.error) for p in result.predictions)
     if errors or (result.not_run and result.budget_stop is None):
-        return [f"{result.spec.case_id}: smoke plumbing check: {errors} error rows, {result.not_run} samples not run"]
+        return [f"{result.spec.case_id}: smoke plumbing check: {plural(errors, 'error row')}, "
+                f"{plural(result.not_run, 'sample')} not run"]
     return []
 
 

@@ -260,7 +260,7 @@ def notes(rows: Sequence[Mapping]) -> list[str]:
         backend_errors = (r.get("errors") or 0) - (r.get("input_errors") or 0)
         if backend_errors:
             first = f"; first: {cell(r['first_error'])}" if r.get("first_error") else ""
-            lines.append(f"- `{r['case_id']}`: {backend_errors} error rows (failed request or model), "
+            lines.append(f"- `{r['case_id']}`: {plural(backend_errors, 'error row')} (failed request or model), "
                          f"counted as wrong predictions{first}")
         if r.get("input_errors"):
             lines.append(f"- `{r['case_id']}`: {plural(r['input_errors'], 'unreadable image')} (see Unreadable images), "
