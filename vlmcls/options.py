@@ -71,6 +71,16 @@ def device(text: str) -> str:
     return text
 
 
+def run_id(text: str) -> str:
+    """`--run-id pr-123` -> the run folder's name under --report-dir: one plain name (letters, digits,
+    `.`, `_`, `-`; not starting with a dot), never a path that could reach outside it."""
+    import re
+
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}", text):
+        _fail(f"--run-id takes a folder name of letters, digits, '.', '_' and '-' (got {text!r})")
+    return text
+
+
 def base_urls(text: str) -> str:
     """`--base-url URL[,URL...]` or `--base-url FILE` (one URL per line, `#` comments) -> the URLs
     joined by commas: several servers of one deployment share the requests (vlmcls.backends.api).
@@ -150,6 +160,8 @@ def add_options(parser) -> None:
     add("--catalog", default=None, help="model catalog TOML (default: vlmcls/catalog.toml)")
     add("--report-dir", default="reports", help="where reports/<run-id>/ goes (default ./reports)")
     add("--store", default=None, help="per-sample result store (default <report-dir>/store.sqlite)")
+    add("--run-id", type=run_id, default=None,
+        help="name the run folder (<report-dir>/NAME instead of a timestamp); an earlier run of that name is replaced")
     add("--baseline", default=None, help="a saved run folder: a case also fails when McNemar's test finds it significantly worse")
     add("--refresh", action="store_true", default=False, help="ignore stored results and recompute every sample")
     add("--study", action="store_true", default=False,

@@ -51,6 +51,7 @@ class RunOptions:
     catalog: str | None = None
     report_dir: str = "reports"
     store: str | None = None
+    run_id: str | None = None  # --run-id: the run folder's name (else a timestamp)
     baseline: str | None = None
     refresh: bool = False
     study: bool = False

@@ -91,7 +91,8 @@ def pytest_unconfigure(config: pytest.Config) -> None:
     if session.interrupt_line and tr is not None:  # below pytest's KeyboardInterrupt lines
         tr.write_line(session.interrupt_line)
     if session.written and tr is not None:  # after pytest's own summary: the path is the last line a user sees
-        tr.write_line(f"report: {session.written}")
+        replaced = " (it replaced the earlier run of that --run-id)" if session.replaced else ""
+        tr.write_line(f"report: {session.written}{replaced}")
 
 
 class SessionHooks:

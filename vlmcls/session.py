@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import sqlite3
 import sys
 import tempfile
@@ -40,7 +41,8 @@ class BenchSession:
     def __init__(self, config: pytest.Config, options: RunOptions | None = None, run_id: str | None = None):
         self.config = config
         self.opt = options or RunOptions.from_namespace(config.option)
-        self.run_id = run_id or time.strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:6]
+        self.run_id = run_id or self.opt.run_id or time.strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:6]
+        self.replaced = False  # --run-id named the folder of an earlier run, whose files this run replaced
         self.started = time.time()  # rows the store holds from then on are this run's (Ctrl-C's count)
         self.rows: list[dict] = []
         self.crashed: list[str] = []
@@ -177,7 +179,7 @@ class BenchSession:
             raise pytest.UsageError(f"--study: the catalog has no study row{' at --ways ' + ','.join(map(str, o.ways)) if o.ways else ''}")
         if o.baseline:
             _ = self.baseline  # an unreadable --baseline is a usage error now, not a failed case later
-        if o.report_dir != "reports" or o.store:  # asked for: a bench run (the defaults wait for its cases)
+        if o.report_dir != "reports" or o.store or o.run_id:  # asked for: a bench run (the defaults wait for its cases)
             self.check_paths()
 
     def check_paths(self) -> None:
@@ -192,12 +194,36 @@ class BenchSession:
         problem = store_problem(self.store_path)
         if problem:
             raise pytest.UsageError(f"{given}: {problem}")
+        if self.opt.run_id:
+            self._take_run_folder()
         try:
             _ = self.store  # opened now: a file that is no SQLite database is a usage line too
         except (OSError, sqlite3.Error) as exc:
             self.__dict__.pop("store", None)
             raise pytest.UsageError(f"{given}: cannot open it as the result store (SQLite: {exc})") from None
         self._paths_checked = True
+
+    def _take_run_folder(self) -> None:
+        """--run-id NAME: the folder is this run's. An earlier run there (its results.json) is replaced:
+        its files go first, so that no samples/ of a case this run does not repeat stays beside the new
+        report. A folder that holds no run is someone else's, and --baseline may not be the folder."""
+        folder = self.report_dir
+        if self.opt.baseline and Path(self.config.invocation_params.dir, self.opt.baseline).resolve() == folder.resolve():
+            raise pytest.UsageError(f"--baseline {self.opt.baseline} is the folder --run-id {self.run_id} would replace: "
+                                    "give the new run another --run-id")
+        if folder.is_file():
+            raise pytest.UsageError(f"--run-id {self.run_id}: {folder} is a file, where the run's folder is needed")
+        if not folder.is_dir() or not any(folder.iterdir()):
+            return
+        if not (folder / "results.json").is_file():
+            raise pytest.UsageError(f"--run-id {self.run_id}: {folder} exists and holds no vlmcls run (no results.json): "
+                                    "choose another --run-id or remove the folder")
+        for path in folder.iterdir():  # only what a run writes; anything else (a --store put there) stays
+            if path.is_dir() and path.name in ("samples", "per_class"):
+                shutil.rmtree(path)
+            elif path.is_file() and path.suffix in (".md", ".json", ".png"):
+                path.unlink()
+        self.replaced = True
 
     def collected(self, selected: list[Case]) -> None:
         """The cases this process will run (those -k / -m left out are in `deselected`); the paths are
