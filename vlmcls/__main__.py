@@ -146,7 +146,8 @@ def dropped_section(dropped: str) -> str:
 def mixed_settings(rows: Sequence[dict]) -> str:
     """'' when the merged cases ran the same settings, else one sentence naming what differs."""
     done = [r for r in rows if r.get("metrics")]
-    differ = {k: sorted({str(r.get(k)) for r in done}) for k in SETTING_KEYS}  # what changes answers
+    # what changes answers; no NLI model (a resolver without that stage) differs from none by itself
+    differ = {k: sorted({str(r.get(k)) for r in done if k != "nli_model" or r.get(k)}) for k in SETTING_KEYS}
     differ = {k: v for k, v in differ.items() if len(v) > 1}
     if not differ:
         return ""
@@ -293,7 +294,8 @@ def with_prompt_id(row: dict) -> dict:
 def _other_settings(old: Mapping, new: Mapping) -> str:
     """A replacement that ran other settings under the same case id (another seed, label mode,
     resolver...) is said, setting by setting: the earlier result is not in the merged report."""
-    changed = [f"{k} {old.get(k)} → {new.get(k)}" for k in SETTING_KEYS if str(old.get(k)) != str(new.get(k))]
+    changed = [f"{k} {old.get(k)} → {new.get(k)}" for k in SETTING_KEYS if str(old.get(k)) != str(new.get(k))
+               and (k != "nli_model" or (old.get(k) and new.get(k)))]  # resolver study → exact says it
     return f"{OTHER}{', '.join(changed)})" if changed else ""
 
 

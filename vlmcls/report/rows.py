@@ -9,6 +9,7 @@ from dataclasses import fields
 
 from .. import calibration
 from ..settings import redact_urls
+from ..vocab import NLI_RESOLVERS
 
 ERROR_CHARS = 200  # the first error message kept in a row (the full ones are in the samples file)
 # The messages of images.ImageError, which the runner stores as an unreadable image's error row
@@ -67,7 +68,9 @@ def spec_fields(spec) -> dict:
         "prompt": spec.prompt_name, **prompt_file_fields(spec), "labels": spec.labels_mode, "resolver": spec.resolver,
         "reference": e.reference.get(spec.ways), "trust_remote_code": bool(e.trust_remote_code and spec.settings.trust_remote_code),
         "device_kind": "cuda" if device.startswith("cuda") else device,
-        "nli_model": spec.nli_model, "settings": _settings(spec.settings),
+        # the NLI model only where the resolver can call it (as the store's key): `exact` and `rank` runs
+        # that differ in --nli-model alone ran alike, and the report must not call their settings different
+        "nli_model": spec.nli_model if spec.resolver in NLI_RESOLVERS else None, "settings": _settings(spec.settings),
     }
 
 
