@@ -220,7 +220,7 @@ def test_server_cooldown_s_sets_how_long_a_failed_server_stays_out():
         now[0] += 6.0  # past the 5 s asked for, well inside the default 30 s
         assert backend.answer([query(1)])[0].error is None
         assert [r.status for r in a.records] == [200] and len(b.records) == 1
-        assert backend.notes == [f"servers (since the model was loaded; a request that failed on one was sent to "
+        assert backend.notes == [f"servers (this case; a request that failed on one was sent to "
                                  f"another): {a.url}/v1 2 requests, 1 failed, taken out 1x; "
                                  f"{b.url}/v1 1 requests, 0 failed"]
         backend.close()

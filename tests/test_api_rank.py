@@ -269,11 +269,11 @@ def test_tally_notes_count_every_answer_per_candidate_count():
     tally.add(20, api_rank.Ranking((5, 4), 0.5))
     tally.add(20, api_rank.Ranking(reason=api_rank.NO_LOGPROBS))
     assert tally.notes() == [
-        "rank (3-way, since the model was loaded): 1 of 6 answers ranked by the first token's top-20 log-probabilities; "
+        "rank (3-way): 1 of 6 answers ranked by the first token's top-20 log-probabilities; "
         "5 not ranked, resolved from their text instead: 2 first token shared by several candidates "
         "(e.g. 'great': a, b); 1 reply does not start with a candidate label (e.g. 'The cat'); 2 no logprobs "
         "(--prompt label-only asks for the bare label)",
-        "rank (20-way, since the model was loaded): 1 of 2 answers ranked by the first token's top-20 log-probabilities; "
+        "rank (20-way): 1 of 2 answers ranked by the first token's top-20 log-probabilities; "
         "1 not ranked, resolved from their text instead: 1 no logprobs",
     ]
     assert not tally.unavailable()

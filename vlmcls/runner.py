@@ -318,6 +318,8 @@ class CaseRunner:
 
     def run(self, samples: Sequence[Sample]) -> CaseResult:
         cand.check_ways(self.spec.ways, len(self.labels))
+        if hasattr(self.backend, "begin_case"):  # per-case tallies (requests per server, answers ranked)
+            self.backend.begin_case()
         stored = {} if (self.store is None or self.spec.refresh) else self.store.get(self.key)
         current = self._fingerprints = {s.sample_id: fingerprint(s) for s in samples}  # hashed once per sample
         # error rows are retried; rows for an image or label that changed since are recomputed

@@ -137,7 +137,9 @@ class Backend(Protocol):
 
     `kind` is "text" (free-text answers, resolved afterwards) or "direct" (returns class ids).
     `answer` must return one Answer per query, in order; a per-sample failure is an Answer with
-    `error` set, never an exception (an exception means the whole backend is broken)."""
+    `error` set, never an exception (an exception means the whole backend is broken). Optional: `notes`
+    (one-line remarks for the case's report) and `begin_case()`, called as each case begins, so that
+    counts in the notes are that case's (one backend serves all of a model's cases)."""
 
     kind: str
 

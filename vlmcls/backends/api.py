@@ -230,6 +230,11 @@ class ApiBackend:
         self._fatal: RuntimeError | None = None  # the error that ends the case (Unavailable: skipped)
         self._ranks = api_rank.Tally()
 
+    def begin_case(self) -> None:
+        """The runner calls it as a case begins: its notes count that case's answers and requests only."""
+        self._ranks = api_rank.Tally()
+        self._pool.begin_case()
+
     @property
     def notes(self) -> list[str]:
         ignored = ignored_base_url(self.entry, self.settings)

@@ -143,8 +143,8 @@ def _shared_example(first: FirstToken, labels: Sequence[str], names: Sequence[st
 
 
 class Tally:
-    """Why answers were not ranked, per candidate count (the cases of one model differ by their ways),
-    since the model was loaded; answered from several threads."""
+    """Why answers were not ranked, per candidate count, in one case (the backend starts a new tally
+    when a case begins: the cases of one model, a prompt sweep's too, share it); answered from several threads."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
@@ -169,7 +169,7 @@ class Tally:
 
     def _line(self, ways: int, counts: Counter[str]) -> str:
         n = sum(counts.values())
-        line = (f"rank ({ways}-way, since the model was loaded): {counts['ranked']} of {n} answers ranked "
+        line = (f"rank ({ways}-way): {counts['ranked']} of {n} answers ranked "
                 f"by the first token's top-{TOP_LOGPROBS} log-probabilities")
         why = [f"{counts[r]} {r}" + (f" (e.g. {self._examples[r]})" if r in self._examples else "")
                for r in (SHARED, NOT_A_LABEL, NO_LOGPROBS) if counts[r]]

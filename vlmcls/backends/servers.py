@@ -45,6 +45,12 @@ class Pool:
         self.servers, self.cooldown_s, self.faults = list(servers), cooldown_s, faults
         self.clock: Callable[[], float] = time.monotonic  # tests end a cool-down without sleeping
         self._lock = threading.Lock()
+        self._since: dict[int, tuple[int, int, int]] = {}  # each server's counts when the case began
+
+    def begin_case(self) -> None:
+        """The notes count from here: the cases of one model share its servers, not their tallies."""
+        with self._lock:
+            self._since = {id(s): (s.requests, s.errors, s.outages) for s in self.servers}
 
     def acquire(self, tried: Sequence[Server]) -> Server | None:
         """The server for a request's next try (None: it has tried them all)."""
@@ -93,8 +99,11 @@ class Pool:
     def notes(self) -> list[str]:
         if len(self.servers) < 2:
             return []
+        parts = []
         with self._lock:
-            parts = [f"{display_url(s.url)} {s.requests} requests, {s.errors} failed"
-                     + (f", taken out {s.outages}x" if s.outages else "") for s in self.servers]
-        return ["servers (since the model was loaded; a request that failed on one was sent to another): "
-                + "; ".join(parts)]
+            for s in self.servers:
+                requests, errors, outages = (now - then for now, then in
+                                             zip((s.requests, s.errors, s.outages), self._since.get(id(s), (0, 0, 0))))
+                parts.append(f"{display_url(s.url)} {requests} requests, {errors} failed"
+                             + (f", taken out {outages}x" if outages else ""))
+        return ["servers (this case; a request that failed on one was sent to another): " + "; ".join(parts)]
