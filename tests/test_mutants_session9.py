@@ -45,7 +45,7 @@ SUMMARY = """\
 | c-20way         | 0.750      | 0.100–0.900 | 12  | –           | no gate    | no significant difference: lost 1, gained 2, p=1 (n=12) |
 | b-100way        | 0.500      | 0.100–0.900 | 40  | 0.6         | **failed** | **worse**: lost 9, gained 1, p=0.0123 (n=40)            |
 
-*smoke*: a random-weight model or a scripted stand-in; its accuracy is chance by construction (it shows the pipeline runs, not how good a model is).
+*smoke*: a random-weight model or a scripted stand-in; its accuracy is chance in expectation (it shows the pipeline runs, not how good a model is; on few images its interval may miss chance by luck).
 
 Baseline r0, r1: 2 cases compared by McNemar's test on the same samples, 1 significantly worse; 1 not compared (see the table).
 

@@ -315,8 +315,8 @@ def test_terminal_table_columns_are_sized_on_the_printed_text_and_the_smoke_note
         assert len({len(line) for line in table}) == 1, "\n".join(table)
     text = "\n".join(lines)
     assert "a&b<c> *smoke*" in text and "&lt;" not in text and "&amp;" not in text and " 0 ms" not in text
-    assert text.count("chance level") == 1 and text.index("chance level") > text.rindex("| a&b<c>")
-    assert "chance level" not in "\n".join(summary_lines([{**r, "smoke": False} for r in rows], [], True))
+    assert text.count("chance in expectation") == 1 and text.index("chance in expectation") > text.rindex("| a&b<c>")
+    assert "chance in expectation" not in "\n".join(summary_lines([{**r, "smoke": False} for r in rows], [], True))
     assert report.SMOKE_NOTE in lines
 
 
@@ -326,7 +326,7 @@ def test_the_terminal_summary_of_a_real_run_lines_up_and_says_chance_once(bench)
     section = out.stdout.str().split("vlmcls results")[1].splitlines()
     tables = _table_blocks(section)
     assert len(tables) == 2 and all(len({len(line) for line in t}) == 1 for t in tables)
-    assert out.stdout.str().count("chance level") == 1
+    assert out.stdout.str().count("chance in expectation") == 1
 
 
 CLOCK = """

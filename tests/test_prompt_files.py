@@ -124,7 +124,8 @@ def test_a_file_prompt_reaches_the_backend_verbatim_and_the_report_shows_it(benc
 def test_a_single_builtin_prompt_report_has_no_prompt_section(bench):
     run(bench, "--prompt", "label-only", "--ways", "5", "--samples", "6").assert_outcomes(passed=1)
     (row,), run_dir = results(bench)
-    assert row["prompt"] == "label-only" and "prompt_text" not in row and row["tag"] == "echo-a"
+    assert row["prompt"] == "label-only" and "prompt_file" not in row and row["tag"] == "echo-a"
+    assert row["prompt_text"] == prompts.TEMPLATES["label-only"].text  # what was asked, if the built-in changes
     assert "## Prompts" not in (run_dir / "report.md").read_text()
     template = prompts.TEMPLATES["label-only"].text
     assert all(q["prompt"] == expected(template, q["labels"]) for q in asked(bench))

@@ -153,7 +153,7 @@ def test_summary_of_a_plugin_run_is_a_short_table_with_gate_threshold_and_baseli
                        for cid in ("acme-echo-2way", "acme-echo-20way")]
     assert "significantly worse than the baseline" in reasons[0] and "below the gate 0.5" in reasons[1]
     assert "Not run (2 skipped): acme-gpt-2way (OPENAI_API_KEY is not set); acme-gpt-20way (OPENAI_API_KEY" in text
-    assert "chance by construction" in text and f"Baseline {base.name}: 4 cases compared" in text
+    assert "chance in expectation" in text and f"Baseline {base.name}: 4 cases compared" in text
     assert "1 significantly worse" in text
     assert str(root) not in text and "/tmp" not in text and "![" not in text and len(text.splitlines()) < 25
 

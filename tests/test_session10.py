@@ -86,3 +86,72 @@ def test_a_case_notes_count_its_own_requests_and_ranked_answers_not_the_models_e
         (servers,) = [x for x in case_notes if x.startswith("servers (this case")]
         sent = [int(part.split(" requests")[0].rsplit(" ", 1)[1]) for part in servers.split("; ")[1:]]
         assert sum(sent) == n, servers
+
+
+# ---------------------------------------------------------------- what a paper needs to reproduce a run
+def test_revision_is_the_cached_snapshot_commit_of_a_repo_or_of_a_folder_inside_one(tmp_path, monkeypatch):
+    import huggingface_hub.constants as constants
+
+    from vlmcls import hub
+
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    snap = tmp_path / "models--org--vlm" / "snapshots" / commit
+    snap.mkdir(parents=True)
+    (snap / "model.safetensors").write_bytes(b"weights")
+    (snap / "config.json").write_text("{}")
+    (tmp_path / "models--org--vlm" / "refs").mkdir()
+    (tmp_path / "models--org--vlm" / "refs" / "main").write_text(commit)
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    assert hub.revision("org/vlm") == commit
+    assert hub.revision(str(snap)) == commit  # a catalog pointing into the cache
+    assert hub.revision("org/not-cached") is None
+    assert hub.revision(str(tmp_path)) is None  # a plain folder
+    assert hub.revision("smoke:qwen2-vl") is None
+
+
+def test_a_case_row_records_the_revisions_it_can_know(tmp_path, monkeypatch):
+    from vlmcls.report.rows import revisions
+
+    monkeypatch.setattr("vlmcls.hub.revision", lambda w: f"rev-of-{w}")
+    local = ModelEntry(name="v", backend="hf-vlm", weights="org/vlm")
+    served = ModelEntry(name="s", backend="openai-compatible", weights="served-model")
+    study = CaseSpec(model=local, ways=20, settings=BackendSettings(), resolver="study", nli_model="org/nli")
+    assert revisions(study) == {"weights": "rev-of-org/vlm", "nli_model": "rev-of-org/nli"}
+    exact = CaseSpec(model=served, ways=20, settings=BackendSettings(), resolver="exact")
+    assert revisions(exact) == {"weights": None, "nli_model": None}  # a served name is no hub repo; no NLI stage
+
+
+def test_a_dirty_checkout_is_identified_by_its_diff(tmp_path):
+    import hashlib
+    import subprocess
+
+    from vlmcls import provenance
+
+    git = lambda *a: subprocess.run(["git", *a], cwd=tmp_path, check=True, capture_output=True)  # noqa: E731
+    git("init", "-q")
+    (tmp_path / "a.py").write_text("x = 1\n")
+    git("add", "a.py")
+    git("-c", "user.email=t@t", "-c", "user.name=t", "commit", "-qm", "one")
+    assert provenance.git_diff(tmp_path) == hashlib.sha256(b"").hexdigest()[:12]
+    (tmp_path / "a.py").write_text("x = 2\n")
+    first = provenance.git_diff(tmp_path)
+    (tmp_path / "a.py").write_text("x = 3\n")
+    second = provenance.git_diff(tmp_path)
+    assert first != second and provenance.git_commit(tmp_path).endswith("-dirty")
+    diff = subprocess.run(["git", "diff", "HEAD", "--binary"], cwd=tmp_path, capture_output=True).stdout
+    assert second == hashlib.sha256(diff).hexdigest()[:12]  # matches a diff saved beside the results
+
+
+def test_provenance_names_the_libraries_the_metrics_come_from():
+    from importlib import metadata
+
+    from vlmcls import provenance
+
+    prov = provenance.collect()
+    for package in ("scikit-learn", "scipy", "numpy"):
+        assert prov[package] == metadata.version(package)
+    assert ("git_diff" in prov) == bool(prov["git_commit"] and prov["git_commit"].endswith("-dirty"))
+    text = provenance.markdown({"provenance": {**prov, "git_diff": "abc123def456"}})
+    assert "- scikit-learn: " in text and "- git diff: abc123def456" in text
+    assert "git diff" not in provenance.markdown({"provenance": {k: v for k, v in prov.items() if k != "git_diff"}})

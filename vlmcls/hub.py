@@ -63,6 +63,26 @@ def cached_snapshot(repo_id: str) -> Path | None:
     return folder if any(next(folder.glob(p), None) for p in WEIGHT_FILES) else None
 
 
+def revision(weights: str) -> str | None:
+    """The hub commit of the weights as cached here (their snapshot folder's name), for results.json:
+    a repo id names a moving target, the commit does not. A folder inside a hub cache snapshot gives
+    its commit too; other folders, smoke models and uncached repos give None. Never downloads."""
+    import re
+
+    from .smoke import is_smoke
+
+    if is_smoke(weights):
+        return None
+    folder = Path(weights).expanduser()
+    if not folder.is_dir():
+        folder = cached_snapshot(weights) if _repo_id_ok(weights) else None
+        if folder is None:
+            return None
+    commit = re.compile(r"[0-9a-f]{40}")
+    found = [p.name for p in (folder.resolve(), *folder.resolve().parents) if p.parent.name == "snapshots" and commit.fullmatch(p.name)]
+    return found[0] if found else None
+
+
 def hub_reason(repo_id: str) -> str | None:
     """Online and not cached: ask the hub whether we may download (gated / missing / unreachable)."""
     from huggingface_hub import auth_check

@@ -15,16 +15,21 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any, Mapping
 
-PACKAGES = ("vlmcls", "torch", "transformers")
-FIELDS = ("date", "vlmcls", "torch", "transformers", "python", "git_commit", "cpu", "gpu")
+# the models' libraries, and those the metrics and their intervals come from
+PACKAGES = ("vlmcls", "torch", "transformers", "scikit-learn", "scipy", "numpy")
+FIELDS = ("date", *PACKAGES, "python", "git_commit", "cpu", "gpu")
+OPTIONAL = ("git_diff",)  # shown only when there is one
 
 
 def collect() -> dict[str, Any]:
+    here = Path(__file__).resolve().parent
+    commit = git_commit(here)
     return {
         "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         **{name: _version(name) for name in PACKAGES},
         "python": platform.python_version(),
-        "git_commit": git_commit(Path(__file__).resolve().parent),
+        "git_commit": commit,
+        **({"git_diff": git_diff(here)} if commit and commit.endswith("-dirty") else {}),
         "cpu": cpu_name(),
         "gpu": gpu_name(),
     }
@@ -50,6 +55,18 @@ def git_commit(where: Path) -> str | None:
     if shutil.which("git") is None:
         return None
     return _run(["git", "describe", "--always", "--dirty", "--abbrev=12", "--exclude=*"], cwd=where)
+
+
+def git_diff(where: Path) -> str | None:
+    """A "-dirty" commit says only that something changed: the SHA-256 (first 12 digits) of `git diff
+    HEAD` tells two dirty runs of one commit apart, and matches a diff kept beside the results."""
+    import hashlib
+
+    try:
+        out = subprocess.run(["git", "diff", "HEAD", "--binary"], cwd=where, capture_output=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return hashlib.sha256(out.stdout).hexdigest()[:12] if out.returncode == 0 else None
 
 
 def cpu_name() -> str:
@@ -90,9 +107,9 @@ def markdown(meta: Mapping[str, Any]) -> str:
     if own:
         missing = {"gpu": "none visible"}
         lines += [f"- {key.replace('_', ' ')}: {cell(own[key] if own.get(key) is not None else missing.get(key, 'unknown'))}"
-                  for key in FIELDS]
+                  for key in FIELDS + tuple(k for k in OPTIONAL if own.get(k))]
     for run_id, prov in sources:
         if prov:
-            line = ", ".join(f"{k.replace('_', ' ')} {cell(prov.get(k))}" for k in FIELDS if prov.get(k) is not None)
+            line = ", ".join(f"{k.replace('_', ' ')} {cell(prov.get(k))}" for k in FIELDS + OPTIONAL if prov.get(k) is not None)
             lines.append(f"- run {cell(run_id)}: {line}")
     return "\n".join(lines)

@@ -32,7 +32,8 @@ CALIBRATION_NOTE = ("Cases whose backend scores every candidate (`--resolver ran
                     "candidates where that token identifies them (top-5 may list fewer); Anthropic's API has no "
                     "scores.")
 SMOKE_NOTE = ("*smoke* marks a random-weight model (or a scripted stand-in): its accuracy is chance "
-              "level by construction and measures only that the pipeline runs, so its gate checks just that: "
+              "in expectation (it knows no class; on few images about 1 case in 20 has an interval that misses "
+              "chance by luck alone) and measures only that the pipeline runs, so its gate checks just that: "
               "every sample answered, no error row (a *passed* beside 0.000 is no contradiction).")
 SMOKE_GATED_NOTE = ("A *smoke* entry whose catalog sets `thresholds` is held to that accuracy gate as well (a "
                     "rehearsal of a CI gate): its *failed* says only that the stand-in scored below it.")
@@ -299,7 +300,7 @@ def prompt_section(rows: Sequence[Mapping]) -> list[str]:
     used: dict[str, Mapping] = {}
     for r in rows:
         used.setdefault(str(r.get("prompt")), r)
-    if len(used) < 2 and not any(r.get("prompt_text") for r in used.values()):
+    if len(used) < 2 and not any(r.get("prompt_file") for r in used.values()):
         return []
     lines = []
     for name, r in used.items():

@@ -28,7 +28,7 @@ INTRO = ("Paired McNemar test of each pair of cases at one N on the images both 
          "that N: at most a {pct:g} % family-wise chance of calling any difference real when none is. Rank is by "
          "each case's accuracy on its own samples; the second table holds the pairs adjacent in the ranking.")
 SMOKE_ONLY = ("Every case here is *smoke*: random-weight models (or scripted stand-ins) whose accuracy is chance "
-              "level by construction, so these differences mean nothing; the tables only show that the test runs.")
+              "in expectation, so these differences mean nothing (with many pairs, a few reach significance by luck); the tables only show that the test runs.")
 
 
 @dataclass(frozen=True)

@@ -51,6 +51,7 @@ def case_row(result, *, status: str, threshold: float | None, reason: str = "", 
         "resolver_s": {k: round(v, 4) for k, v in sorted(result.stage_seconds.items())},
         "wall_s": result.wall_s,
         "notes": list(result.notes),
+        "revisions": revisions(spec),
         "calibration": calibration.summary(preds),  # top-5, ECE, reliability: None without scores
         **order_fields(result),
     }
@@ -65,7 +66,7 @@ def spec_fields(spec) -> dict:
         "case_id": spec.case_id, "tag": tag, "model": e.name, "backend": e.backend, "weights": e.weights, "smoke": e.smoke,
         "ways": spec.ways, "quant": spec.settings.quant if e.info.quantized else None,
         "layout": spec.settings.layout, "dataset": spec.dataset, "samples": spec.samples, "seed": spec.seed,
-        "prompt": spec.prompt_name, **prompt_file_fields(spec), "labels": spec.labels_mode, "resolver": spec.resolver,
+        "prompt": spec.prompt_name, **prompt_fields(spec), "labels": spec.labels_mode, "resolver": spec.resolver,
         "reference": e.reference.get(spec.ways), "trust_remote_code": bool(e.trust_remote_code and spec.settings.trust_remote_code),
         "device_kind": "cuda" if device.startswith("cuda") else device,
         # the NLI model only where the resolver can call it (as the store's key): `exact` and `rank` runs
@@ -74,11 +75,21 @@ def spec_fields(spec) -> dict:
     }
 
 
-def prompt_file_fields(spec) -> dict:
-    """A prompt file's text and path, so that results.json and the report say what was asked; nothing
-    for a built-in (its name says it: rows as before)."""
+def revisions(spec) -> dict:
+    """The hub commit of the model's and the NLI model's weights as cached when the case ended (None: a
+    local folder, a smoke model, a served model, or no NLI stage)."""
+    from .. import hub
+
+    nli = spec.nli_model if spec.resolver in NLI_RESOLVERS else None
+    return {"weights": hub.revision(spec.model.weights) if spec.model.info.local else None,
+            "nli_model": hub.revision(nli) if nli else None}
+
+
+def prompt_fields(spec) -> dict:
+    """The prompt's text, so that results.json says what was asked even after a built-in's wording
+    changes in a later release; a prompt file's path too."""
     t = spec.template
-    return {} if t.path is None else {"prompt_text": t.text, "prompt_file": t.path}
+    return {"prompt_text": t.text} if t.path is None else {"prompt_text": t.text, "prompt_file": t.path}
 
 
 def _settings(settings) -> dict:

@@ -17,8 +17,8 @@ from .text import atomic_write, cell, plural
 HEADERS = ["Case", "Accuracy", "95 % CI", "n", "Threshold", "Gate"]
 FAILING = ("failed", "error", "crashed")  # a status that fails the pytest run
 NOT_RUN_NAMED = 3  # cases that did not run, named in their line; more are counted only
-SMOKE_LINE = ("*smoke*: a random-weight model or a scripted stand-in; its accuracy is chance by construction "
-              "(it shows the pipeline runs, not how good a model is).")
+SMOKE_LINE = ("*smoke*: a random-weight model or a scripted stand-in; its accuracy is chance in expectation "
+              "(it shows the pipeline runs, not how good a model is; on few images its interval may miss chance by luck).")
 VERDICTS = {"significantly worse than the baseline": "**worse**", "significantly better": "better",
             "no significant difference": "no significant difference"}
 # an absolute path in a reason (a cache folder, a missing file): the comment shows its last part only
