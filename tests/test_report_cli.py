@@ -266,15 +266,38 @@ def test_a_replacement_that_ran_other_settings_is_named(tmp_path, capsys):
     """The later run wins, but where it ran another seed or resolver under the same case id, the
     earlier result is gone from the report: the note and the summary say which settings changed."""
     a = write_run(tmp_path / "a", _row("m", preds(30, wrong=3)))
-    b = write_run(tmp_path / "b", _row("m", preds(30, wrong=3), seed=1, resolver="exact"))
+    b = write_run(tmp_path / "b", _row("m", preds(30, wrong=3), seed=1, dataset="mine"))
     assert main(["report", str(a), str(b), "--out", str(tmp_path / "out"), "--no-plots"]) == 0
     err = capsys.readouterr().err
     assert "; 1 of those ran other settings than the result they replace (named in the list)" in err
     text = (tmp_path / "out" / "report.md").read_text()
-    assert "(the later run wins); it ran other settings (seed 0 → 1, resolver study → exact)" in text
-    c = write_run(tmp_path / "c", _row("m", preds(30, wrong=3), seed=1, resolver="exact"))
+    assert "(the later run wins); it ran other settings (dataset sample → mine, seed 0 → 1)" in text
+    c = write_run(tmp_path / "c", _row("m", preds(30, wrong=3), seed=1, dataset="mine"))
     assert main(["report", str(b), str(c), "--out", str(tmp_path / "out2"), "--no-plots"]) == 0
     assert "other settings" not in capsys.readouterr().err + (tmp_path / "out2" / "report.md").read_text()
+
+
+def test_merging_runs_of_other_resolvers_keeps_both_side_by_side(tmp_path):
+    """A study-resolver run and a rank run of one model are a comparison, not a rerun: merged, each
+    case is named by its resolver (and by its prompt too where those differ), as a sweep names them."""
+    study = write_run(tmp_path / "a", _row("m", preds(30, wrong=3)), _row("c", preds(30, wrong=9), backend="clip"))
+    ranked = write_run(tmp_path / "b", _row("m", preds(30, wrong=6), resolver="rank"),
+                       _row("c", preds(30, wrong=9), backend="clip", resolver="rank"))
+    swept = write_run(tmp_path / "c", _row("m", preds(30, wrong=12), resolver="rank", prompt="label-only",
+                                           prompt_id="label-only"))
+    assert main(["report", str(study), str(ranked), str(swept), "--out", str(tmp_path / "out"), "--no-plots"]) == 0
+    cases = {c["case_id"]: c for c in json.loads((tmp_path / "out" / "results.json").read_text())["cases"]}
+    assert set(cases) == {"m-20way-thesis-study", "m-20way-thesis-rank", "m-20way-label-only-rank", "c-20way"}
+    assert [cases[k]["metrics"]["accuracy"] for k in ("m-20way-thesis-study", "m-20way-thesis-rank",
+                                                      "m-20way-label-only-rank")] == [0.9, 0.8, 0.6]
+    assert cases["m-20way-label-only-rank"]["tag"] == "m [label-only, rank]"
+    assert cases["m-20way-label-only-rank"]["source_case_id"] == "m-20way-label-only"
+    out = tmp_path / "out" / "samples"
+    assert (out / "m-20way-thesis-rank.jsonl").read_text() == (ranked / "samples" / "m-20way.jsonl").read_text()
+    assert (out / "m-20way-label-only-rank.jsonl").read_text() == (swept / "samples" / "m-20way-label-only.jsonl").read_text()
+    text = (tmp_path / "out" / "report.md").read_text()
+    assert "m-20way" not in "".join(line for line in text.splitlines() if "replaces" in line)
+    assert "other settings" not in text  # CLIP's rank run ran as its study run: it reads no prompt, needs no resolver
 
 
 def test_report_compares_with_a_baseline(tmp_path):

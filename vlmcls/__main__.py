@@ -242,14 +242,15 @@ def _read_meta(run: Path) -> dict:
 def merge(runs: Sequence[Run]) -> tuple[dict[str, tuple[Run, dict]], list[str]]:
     """case_id -> (run, row); a later run replaces an earlier one, except that a case which only
     got skipped in the later run keeps its earlier result (a missing API key must not erase data).
-    Where the runs asked their models different prompts, each case is named by its prompt first
-    (see with_prompt_id), so a thesis run and a label-only run of one model stay two rows."""
-    swept = _prompts_differ([row for run in runs for row in run.rows])
+    Where the runs asked their models different prompts, or resolved or named the labels otherwise,
+    each case is named by those settings first (see with_setting_ids): a thesis run and a label-only
+    run of one model, or a study-resolver run and a rank run, stay two rows side by side."""
+    swept = _swept([row for run in runs for row in run.rows])
     chosen: dict[str, tuple[Run, dict]] = {}
     notes = []
     for run in runs:
         for row in run.rows:
-            row = with_prompt_id(row) if swept else row
+            row = with_setting_ids(row, swept) if swept else row
             cid = row["case_id"]
             if cid in chosen:
                 old_run, old = chosen[cid]
@@ -262,6 +263,10 @@ def merge(runs: Sequence[Run]) -> tuple[dict[str, tuple[Run, dict]], list[str]]:
     return chosen, notes
 
 
+# the settings a comparison sweeps over, in the order a case id names them (`…-20way-label-only-rank`)
+SWEPT = ("prompt", "resolver", "labels")
+
+
 def _generative(row: Mapping) -> bool:
     """Whether the row's model read the prompt (CLIP and classifiers score the candidates themselves)."""
     from .backends.registry import info
@@ -272,30 +277,44 @@ def _generative(row: Mapping) -> bool:
         return True
 
 
-def _prompts_differ(rows: Sequence[Mapping]) -> bool:
-    return len({r.get("prompt") for r in rows if _generative(r)}) > 1
+def _swept(rows: Sequence[Mapping]) -> tuple[str, ...]:
+    """The settings of SWEPT in which the generative models' rows differ."""
+    rows = [r for r in rows if _generative(r)]
+    return tuple(k for k in SWEPT if len({str(r.get(k)) for r in rows}) > 1)
 
 
-def with_prompt_id(row: dict) -> dict:
-    """The row under the case id a prompt sweep would have given it (`…-20way-label-only`, tag
-    `… [label-only]`); a row that has it already (from a sweep) or whose model takes no prompt is
-    returned as it is. `source_case_id` keeps the id its run filed its samples under."""
+def _prompt_slug(row: Mapping) -> str:
     from .prompts import Template
 
-    name = str(row.get("prompt"))
-    slug = Template(name, "", "", row.get("prompt_file")).slug
-    tag = str(row.get("tag") or row["case_id"])
-    if not _generative(row) or tag.endswith(f" [{slug}]"):
+    return Template(str(row.get("prompt")), "", "", row.get("prompt_file")).slug
+
+
+def with_setting_ids(row: dict, keys: Sequence[str] = ("prompt",)) -> dict:
+    """The row under the case id a sweep of `keys` would give it (`…-20way-label-only`, tag
+    `… [label-only]`; `…-20way-rank`; `…-20way-label-only-rank`, tag `… [label-only, rank]`); a row
+    whose model takes no prompt is returned as it is. A prompt sweep's own row (its id ends with its
+    prompt already) is named afresh from its base. `source_case_id` keeps the id its run filed its
+    samples under."""
+    if not _generative(row) or not keys:
         return row
-    return {**row, "case_id": f"{row['case_id']}-{slug}", "tag": f"{tag} [{slug}]",
+    cid, tag = row["case_id"], str(row.get("tag") or row["case_id"])
+    slug = _prompt_slug(row)
+    if tag.endswith(f" [{slug}]") and cid.endswith(f"-{slug}"):  # from a prompt sweep
+        cid, tag = cid[: -len(slug) - 1], tag[: -len(slug) - 3]
+    parts = [slug if k == "prompt" else str(row.get(k)) for k in keys]
+    named = f"{cid}-{'-'.join(parts)}"
+    if named == row["case_id"]:
+        return row
+    return {**row, "case_id": named, "tag": f"{tag} [{', '.join(parts)}]",
             "source_case_id": row.get("source_case_id", row["case_id"])}
 
 
 def _other_settings(old: Mapping, new: Mapping) -> str:
     """A replacement that ran other settings under the same case id (another seed, label mode,
     resolver...) is said, setting by setting: the earlier result is not in the merged report."""
+    moot = () if _generative(new) else ("prompt", "resolver", "nli_model")  # CLIP reads neither
     changed = [f"{k} {old.get(k)} → {new.get(k)}" for k in SETTING_KEYS if str(old.get(k)) != str(new.get(k))
-               and (k != "nli_model" or (old.get(k) and new.get(k)))]  # resolver study → exact says it
+               and k not in moot and (k != "nli_model" or (old.get(k) and new.get(k)))]  # resolver study → exact says it
     return f"{OTHER}{', '.join(changed)})" if changed else ""
 
 
