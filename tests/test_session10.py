@@ -155,3 +155,60 @@ def test_provenance_names_the_libraries_the_metrics_come_from():
     text = provenance.markdown({"provenance": {**prov, "git_diff": "abc123def456"}})
     assert "- scikit-learn: " in text and "- git diff: abc123def456" in text
     assert "git diff" not in provenance.markdown({"provenance": {k: v for k, v in prov.items() if k != "git_diff"}})
+
+
+# ---------------------------------------------------------------- a laptop user's walkthrough
+def test_a_catalog_that_is_a_folder_or_not_utf8_is_one_line(tmp_path):
+    from vlmcls.catalog import load_catalog
+
+    with pytest.raises(ValueError, match=r"^catalog .* is a folder: --catalog takes a TOML file \(e\.g\. my\.toml\)$"):
+        load_catalog(tmp_path)
+    latin = tmp_path / "my.toml"
+    latin.write_bytes('[models."caf\xe9"]\nbackend = "echo"\n'.encode("latin-1"))
+    with pytest.raises(ValueError, match=r"my\.toml is not UTF-8 text \(invalid .* at byte 12\): save it as UTF-8$"):
+        load_catalog(latin)
+
+
+def test_mps_asked_for_where_there_is_none_is_a_reason_to_skip(monkeypatch):
+    import torch
+
+    from vlmcls import devices
+
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: False)
+    assert devices.unavailable("mps") == "--device mps but this machine has no Apple GPU (MPS) torch can use"
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: True)
+    assert devices.unavailable("mps") is None
+    assert devices.unavailable("cpu") is None
+
+
+def test_a_stored_row_from_a_newer_vlmcls_is_read_without_its_unknown_fields():
+    from dataclasses import asdict
+
+    from vlmcls.store import from_record
+    from vlmcls.types import Prediction
+
+    p = Prediction("s1", 3, "cat", ("cat", "dog"), "cat", 3, "cat", "match")
+    assert from_record({**asdict(p), "newfield": 1}) == p
+
+
+STORE_FAILS = """
+import sqlite3
+import vlmcls.store
+
+def get(self, key):
+    raise sqlite3.DatabaseError("database disk image is malformed")
+
+vlmcls.store.Store.get = get
+"""
+
+
+def test_a_damaged_store_is_named_not_blamed_on_the_model(bench):
+    bench.makeconftest(STORE_FAILS)
+    bench.makefile(".toml", catalog='[models.echo-a]\nbackend = "echo"\nweights = "smoke:echo"\nsmoke = true\n')
+    out = bench.runpytest_subprocess("bench", "--catalog", "catalog.toml", "-p", "no:cacheprovider",
+                                     "--ways", "2", "--samples", "4")
+    out.assert_outcomes(failed=1)
+    text = out.stdout.str()
+    assert "cannot load the model" not in text
+    assert ("echo-a-2way: the result store " in text and "store.sqlite failed: DatabaseError: database disk image is "
+            "malformed (if it is damaged, move it aside or pass --store NEW" in text)

@@ -232,6 +232,11 @@ def load_catalog(path: str | Path | None = None) -> dict[str, ModelEntry]:
         raw = tomllib.loads(source.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise ValueError(f"catalog file {source} not found") from None
+    except IsADirectoryError:
+        raise ValueError(f"catalog {source} is a folder: --catalog takes a TOML file (e.g. my.toml)") from None
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"catalog file {source} is not UTF-8 text ({exc.reason} at byte {exc.start}): "
+                         "save it as UTF-8") from None
     except tomllib.TOMLDecodeError as exc:
         raise ValueError(f"catalog file {source} is not valid TOML: {exc}") from None
     return {name: _entry(name, table, source) for name, table in raw.get("models", {}).items()}

@@ -30,6 +30,10 @@ def device_kind(device: str) -> str:
 def unavailable(device: str) -> str | None:
     """Why `device` cannot be used here (a CUDA device asked for where torch sees none, or an index past
     the GPUs there are), or None: scripts stop on it with one line instead of a CUDA traceback."""
+    if device == "mps":
+        import torch
+
+        return None if torch.backends.mps.is_available() else "--device mps but this machine has no Apple GPU (MPS) torch can use"
     if not device.startswith("cuda"):
         return None
     if device_kind("auto") != "cuda":

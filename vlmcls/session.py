@@ -345,6 +345,9 @@ class BenchSession:
             result = runner.run(samples)
         except Unavailable as exc:  # found while running: this model lacks what the case needs
             unavailable = one_line(exc)
+        except sqlite3.Error as exc:  # the store, not the model: a damaged page, a full disk
+            failed = (f"the result store {self.store_path} failed: {type(exc).__name__}: {one_line(exc)} (if it is "
+                      "damaged, move it aside or pass --store NEW; its other cases' rows may still be readable)")
         except Exception as exc:  # cannot load, bad key, lost server: one line, a row, no traceback
             what = f"cannot load {loading[0]}" if not backend.loaded else "the backend failed"
             failed = f"{what}: {type(exc).__name__}: {one_line(exc)}"

@@ -13,7 +13,7 @@ import json
 import sqlite3
 import threading
 import time
-from dataclasses import asdict
+from dataclasses import asdict, fields
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
@@ -44,9 +44,13 @@ def to_record(p: Prediction) -> dict:
 
 
 def from_record(d: Mapping[str, Any]) -> Prediction:
-    d = dict(d)
+    """A stored row; fields this version does not know (a store a newer vlmcls wrote too) are left out."""
+    d = {k: v for k, v in d.items() if k in _FIELDS}
     d["candidates"] = tuple(d["candidates"])
     return Prediction(**d)
+
+
+_FIELDS = frozenset(f.name for f in fields(Prediction))
 
 
 def _retry_locked(action, seconds: float = 60.0):
