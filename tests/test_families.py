@@ -17,6 +17,7 @@ from vlmcls.types import Query
 from vlm_inputs import LABELS, NAMES, one_torch_thread
 from vlm_inputs import queries as _queries
 from vlm_inputs import run as _run
+from vlm_scores import assert_scores_close, run_scored
 
 pytest.importorskip("torch")
 pytest.importorskip("transformers")
@@ -34,6 +35,9 @@ CAUSAL_LM = {"phi4_multimodal"}
 UNBUILT = {
     "phi-3-vision": ("phi3_v", "remote code only (not native in transformers): cannot be built offline"),
 }
+
+# Catalog entries whose families are proven in tests/test_families_more.py (tiny models built there)
+MORE_FAMILIES = ("mistral-small-3.1", "llama-3.2", "aya-vision", "paligemma")
 
 one_thread = pytest.fixture(scope="module", autouse=True)(one_torch_thread)
 
@@ -58,7 +62,8 @@ def test_every_native_catalog_family_has_a_tiny_model(catalog):
     smoke_kinds = {e.weights.removeprefix("smoke:") for e in catalog.values() if e.smoke}
     assert {catalog[name].weights.removeprefix("smoke:") for name in FAMILIES} <= smoke_kinds & set(BUILDERS)
     real = [e for e in catalog.values() if e.backend == "hf-vlm" and not e.smoke]
-    covered = ("qwen2-vl", "qwen2.5-vl", "llava", "gemma-3", "internvl3", "smolvlm", "qwen3-vl", "phi-4-multimodal")
+    covered = ("qwen2-vl", "qwen2.5-vl", "llava", "gemma-3", "internvl3", "smolvlm", "qwen3-vl", "phi-4-multimodal",
+               *MORE_FAMILIES)
     assert [e.name for e in real if not e.name.startswith(covered) and e.name not in UNBUILT] == []
 
 
@@ -120,14 +125,20 @@ def test_constrained_answers_are_candidates(name, catalog, built):
 @pytest.mark.slow
 @pytest.mark.parametrize("name", FAMILIES)
 def test_labels_first_cache_matches_plain_computation(name, catalog, built, monkeypatch):
+    """The same prompts with the cached label list and without: the first-token scores, not only the greedy
+    ids (the tiny Gemma 3 answers the same tokens for every image, whatever its cache holds). The label
+    list (~240 tokens) is longer than the tiny Gemma 3's sliding window (64): its sliding layers keep only
+    the window's keys and the expanded cache must carry their token count over."""
     queries = _queries(4, labels_first=True)
-    plain, rows_plain, _ = _run(catalog[name], queries, batch_size=1, layout="image-first")
+    plain, rows_plain, scores_plain, _ = run_scored(catalog[name], queries, batch_size=1, layout="image-first")
     prefills = []
     monkeypatch.setattr(hf_vlm.HFVLMBackend, "_prefill",
                         lambda self, ids, f=hf_vlm.HFVLMBackend._prefill: prefills.append(ids) or f(self, ids))
-    cached, rows_cached, backend = _run(catalog[name], queries, batch_size=3, layout="labels-first")  # 3 + 1
+    cached, rows_cached, scores_cached, backend = run_scored(catalog[name], queries, batch_size=3,
+                                                             layout="labels-first")  # 3 + 1
     assert backend.notes == [] and len(prefills) == 1, "the label list must be prefilled once and reused"
     assert len(prefills[0]) > len(", ".join(NAMES)), "the cached prefix must hold the whole label list"
+    assert_scores_close(scores_cached, scores_plain)
     assert rows_cached == rows_plain
     assert [a.text for a in cached] == [a.text for a in plain]
 

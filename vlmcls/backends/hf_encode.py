@@ -24,6 +24,9 @@ class PromptEncoder:
 
     def render(self, query: "Query") -> str:
         """The chat-templated prompt text for one query (image placeholder included)."""
+        if not self.family.chat_template:  # plain text after the image (PaliGemma: the processor adds the rest)
+            text = f"{query.prefix}\n{query.prompt}" if query.prefix else query.prompt
+            return f"{self.family.image_placeholder}{text}"
         if self.family.string_content:
             text = f"{query.prefix}\n{self.family.image_placeholder}{query.prompt}" if query.prefix else \
                 f"{self.family.image_placeholder}{query.prompt}"
@@ -79,6 +82,7 @@ class PromptEncoder:
         text_kwargs = {} if prefix is None else {"add_special_tokens": False}
         inputs = self.processor(text=texts, images=images, return_tensors="pt", padding=True,
                                 **text_kwargs, **self._image_kwargs())
+        inputs.pop("labels", None)  # PaliGemma's processor adds training labels: the model would compute a loss
         if prefix is not None:
             prepend(inputs, prefix)
         inputs = inputs.to(self.model.device)

@@ -29,6 +29,8 @@ class Family:
     string_content: bool = False  # chat template takes a string with an image placeholder, not typed parts
     image_placeholder: str = ""  # that placeholder
     max_batch: int | None = None  # processors that cannot batch
+    chat_template: bool = True  # False: the prompt is plain text (after `image_placeholder`), no chat template
+    prefix_cache: bool = True  # False: the prompt attends both ways, a label list cached causally cannot match
 
 
 FAMILIES = {f.name: f for f in (
@@ -41,6 +43,10 @@ FAMILIES = {f.name: f for f in (
     # Native: its processor drops the chat template on load (its __init__ takes no `chat_template`), the
     # tokenizer keeps it; that template takes a string with "<|image|>" where the image goes.
     Family("phi4_multimodal", string_content=True, image_placeholder="<|image|>"),
+    # PaliGemma (1 and 2) ship no chat template: the prompt is the plain text after "<image>", and the
+    # processor expands the image tokens and adds "<bos>" after them and "\n" at the end. Its whole prompt
+    # (image and text) attends both ways, so the labels-first cache (computed causally) is refused.
+    Family("paligemma", chat_template=False, image_placeholder="<image>", prefix_cache=False),
 )}
 
 
@@ -155,6 +161,19 @@ def _resolve_path(weights: str) -> str:
 
 
 
+def chat_template_reason(entry: "ModelEntry", processor, family: Family) -> str | None:
+    """Why this checkpoint's prompts cannot be written, or None: the backend renders every prompt with its
+    chat template (the processor's; the tokenizer's for string-content families)."""
+    if not family.chat_template:
+        return None
+    owner = getattr(processor, "tokenizer", processor) if family.string_content else processor
+    if getattr(owner, "chat_template", None):
+        return None
+    where = "tokenizer" if family.string_content else "processor"
+    return (f"{entry.name}: {entry.weights} has no chat template (its {where} has none): add one to the model "
+            f"folder (chat_template.jinja, in the model's own prompt format) or use a checkpoint that ships one")
+
+
 def _attention_text(attention: Any) -> str:
     if isinstance(attention, Mapping):
         return ", ".join(f"{k} {v}" for k, v in attention.items())
@@ -183,6 +202,8 @@ def load_model(entry: "ModelEntry", settings: "BackendSettings") -> tuple[Any, A
         kwargs["attn_implementation"] = dict(attention) if isinstance(attention, Mapping) else attention
     model = _model_class(path, remote).from_pretrained(path, **kwargs).eval()
     processor = AutoProcessor.from_pretrained(path, trust_remote_code=remote)
+    if reason := chat_template_reason(entry, processor, family_of(model.config.model_type)):
+        raise RuntimeError(reason)  # else every sample would be an error row saying the same
     notes = [f"attention: {_attention_text(attention)}"] if attention is not None else []
     if remote:
         notes.append(f"{entry.name}: ran the hub's remote code (trust_remote_code)")

@@ -35,7 +35,7 @@ from .constrain import LabelConstraint, label_trie, walk_trie
 from .hf_encode import DEFAULT_MAX_PIXELS, PromptEncoder
 from .hf_rank import Ranking
 from .hf_load import FAMILIES, WEIGHT_FILES, Family, family_of, load_model, requirements, torch_dtype
-from .prefix_cache import LabelsFirstCache, cache_kwarg_of, forget_rope_deltas
+from .prefix_cache import LabelsFirstCache, cache_kwarg_of, cache_limits, forget_rope_deltas
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..catalog import ModelEntry
@@ -114,6 +114,8 @@ class HFVLMBackend(PromptEncoder, LabelsFirstCache, AutoBatchSize, Ranking):
         self._split: dict[str, tuple[int, ...] | None] = {}  # prefix text -> its token ids (None: not separable)
         self._adds_bos: bool | None = None  # whether the tokenizer adds <bos> itself (asked once)
         self._cache_kw = cache_kwarg_of(model)
+        # whether the labels-first cache can serve this model (asked here: the preparing process has no model)
+        self._cache_limits = cache_limits(model, self.family)
         self.rank = bool(getattr(settings, "rank", False))
         self.rank_path: str | None = None  # "tree" or "chunked": chosen at the first ranked image
         # catalog option static_cache: a fixed-shape KV cache, with which transformers compiles the decode
@@ -284,9 +286,11 @@ class HFVLMBackend(PromptEncoder, LabelsFirstCache, AutoBatchSize, Ranking):
         if self.rank:
             return self._prepare_rank(batch, prep, t0)
         try:
-            texts = [self.render(q) for q in batch]
-            prep.prefix, texts = self._split_prefix(batch, texts)
-            prep.inputs = self._encode(texts, [self._bound(q.image) for q in batch], prep.prefix)
+            full, images = [self.render(q) for q in batch], [self._bound(q.image) for q in batch]
+            prep.prefix, texts = self._split_prefix(batch, full)
+            prep.inputs = self._encode(texts, images, prep.prefix)
+            if prep.prefix is not None and not self._padding_fits_cache(prep.inputs, batch):
+                prep.prefix, prep.inputs = None, self._encode(full, images, None)
             prep.tries = [label_trie(self._label_ids(q)) for q in batch] if self.settings.constrained \
                 else [None] * len(batch)
         except Exception as exc:

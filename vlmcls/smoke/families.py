@@ -5,6 +5,10 @@ in the family's own format, saved so that `load()` reads them as it reads a hub 
 
 Phi-4-multimodal registers only a causal-LM class (`load()` falls back to it) and its processor wants an
 audio feature extractor beside the image processor; its builder keeps both.
+
+Below them, families outside the catalog's smoke entries (tests/test_families_more.py builds them into
+its own folder): LLaVA-OneVision, Mistral3, Mllama (cross-attention layers), Aya Vision (a sliding window
+shorter than the label list) and PaliGemma (no chat template, as its hub checkpoints).
 """
 from __future__ import annotations
 
@@ -240,3 +244,164 @@ def build_phi4mm(target: Path) -> None:
     processor = Phi4MultimodalProcessor(image_processor=image, audio_processor=Phi4MultimodalFeatureExtractor(),
                                         tokenizer=tok, chat_template=PHI4_TEMPLATE)
     _build(Phi4MultimodalForCausalLM, config, processor, tok, target)
+
+
+# ---------------------------------------------------------------- LLaVA-OneVision
+
+# ChatML as llava-onevision-qwen2-*-ov-hf, the image as "<image>\n" where it appears in the content
+ONEVISION_TEMPLATE = (
+    "{% for m in messages %}<|im_start|>{{ m.role }}\n"
+    "{% if m.content is string %}{{ m.content }}{% else %}{% for c in m.content %}"
+    "{% if c.type == 'image' %}<image>\n{% elif c.type == 'text' %}{{ c.text }}{% endif %}"
+    "{% endfor %}{% endif %}<|im_end|>\n{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+
+
+def build_llava_onevision(target: Path) -> None:
+    """SigLIP tower, Qwen2 text, AnyRes grids of 32 px tiles (image token counts differ with the shape)."""
+    from transformers import (LlavaOnevisionConfig, LlavaOnevisionForConditionalGeneration, LlavaOnevisionProcessor,
+                              LlavaOnevisionVideoProcessor)
+
+    tok = _chatml_tokenizer("Qwen2Tokenizer", ("<image>", "<video>"))
+    pinpoints = [[32, 32], [32, 64], [64, 32], [64, 64]]
+    vision = dict(SMALL, model_type="siglip_vision_model", image_size=32, patch_size=8, num_hidden_layers=2)
+    config = LlavaOnevisionConfig(text_config=_text(tok, "qwen2"), vision_config=vision, image_grid_pinpoints=pinpoints,
+                                  image_token_index=tok.convert_tokens_to_ids("<image>"),
+                                  video_token_index=tok.convert_tokens_to_ids("<video>"),
+                                  vision_feature_select_strategy="full", vision_feature_layer=-1)
+    image = image_processor("LlavaOnevisionImageProcessor", size={"height": 32, "width": 32},
+                            image_grid_pinpoints=pinpoints)
+    processor = LlavaOnevisionProcessor(image_processor=image, tokenizer=tok, num_image_tokens=16,
+                                        video_processor=LlavaOnevisionVideoProcessor(size={"height": 32, "width": 32}),
+                                        vision_feature_select_strategy="full", chat_template=ONEVISION_TEMPLATE)
+    _build(LlavaOnevisionForConditionalGeneration, config, processor, tok, target)
+
+
+# ---------------------------------------------------------------- Mistral3 (Mistral-Small-3.1)
+
+# As Mistral-Small-3.1's: "<s>[INST]...[/INST]", the image as [IMG] (the processor expands it to rows of
+# [IMG] separated by [IMG_BREAK], ended by [IMG_END])
+MISTRAL3_TEMPLATE = (
+    "{{ bos_token }}{% for m in messages %}{% if m.role == 'user' %}[INST]"
+    "{% if m.content is string %}{{ m.content }}{% else %}{% for c in m.content %}"
+    "{% if c.type == 'image' %}[IMG]{% elif c.type == 'text' %}{{ c.text }}{% endif %}{% endfor %}{% endif %}[/INST]"
+    "{% else %}{{ m.content }}{{ eos_token }}{% endif %}{% endfor %}"
+)
+
+
+def build_mistral3(target: Path) -> None:
+    """Pixtral vision tower (images keep their aspect), a 2x2 patch merger, Mistral text."""
+    from transformers import LlamaTokenizer, Mistral3Config, Mistral3ForConditionalGeneration, PixtralProcessor
+
+    vocab = {"<unk>": 0, "<s>": 1, "</s>": 2}
+    vocab.update({f"<0x{b:02X}>": 3 + b for b in range(256)})
+    vocab["▁"] = len(vocab)
+    tok = LlamaTokenizer(vocab=vocab, merges=[], padding_side="left")
+    add_specials(tok, ("[INST]", "[/INST]", "[IMG]", "[IMG_BREAK]", "[IMG_END]", "<pad>"))
+    tok.pad_token = "<pad>"
+    # no sliding window, as Mistral-Small-3.1's text config
+    text = _text(tok, "mistral", head_dim=32, sliding_window=None)
+    vision = dict(SMALL, model_type="pixtral", image_size=64, patch_size=8, num_hidden_layers=1, head_dim=32)
+    config = Mistral3Config(text_config=text, vision_config=vision, spatial_merge_size=2,
+                            image_token_index=tok.convert_tokens_to_ids("[IMG]"))
+    image = image_processor("PixtralImageProcessor", size={"longest_edge": 64}, patch_size=8)
+    processor = PixtralProcessor(image_processor=image, tokenizer=tok, patch_size=8, spatial_merge_size=2,
+                                 chat_template=MISTRAL3_TEMPLATE)
+    _build(Mistral3ForConditionalGeneration, config, processor, tok, target)
+
+
+# ---------------------------------------------------------------- Mllama (Llama 3.2 Vision)
+
+MLLAMA_SPECIALS = ("<|begin_of_text|>", "<|end_of_text|>", "<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>",
+                   "<|finetune_right_pad_id|>", "<|python_tag|>", "<|image|>")
+# As Llama-3.2-11B-Vision-Instruct's (its system prompt left out)
+MLLAMA_TEMPLATE = (
+    "{{ bos_token }}{% for m in messages %}<|start_header_id|>{{ m.role }}<|end_header_id|>\n\n"
+    "{% if m.content is string %}{{ m.content }}{% else %}{% for c in m.content %}"
+    "{% if c.type == 'image' %}<|image|>{% elif c.type == 'text' %}{{ c.text }}{% endif %}{% endfor %}{% endif %}"
+    "<|eot_id|>{% endfor %}{% if add_generation_prompt %}<|start_header_id|>assistant<|end_header_id|>\n\n{% endif %}"
+)
+
+
+def build_mllama(target: Path) -> None:
+    """Tiled vision encoder, and cross-attention layers in the text model (layer 1 of 2) that read it."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+    from transformers import MllamaConfig, MllamaForConditionalGeneration, MllamaProcessor, PreTrainedTokenizerFast
+
+    t = Tokenizer(models.BPE(vocab=_byte_vocab(), merges=[], ignore_merges=True))
+    t.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    t.decoder = decoders.ByteLevel()
+    tok = PreTrainedTokenizerFast(tokenizer_object=t, padding_side="left")
+    add_specials(tok, MLLAMA_SPECIALS)
+    tok.bos_token, tok.eos_token, tok.pad_token = "<|begin_of_text|>", "<|eot_id|>", "<|finetune_right_pad_id|>"
+    text = {key: value for key, value in _text(tok, "mllama_text_model").items() if key != "model_type"}
+    text.update(vocab_size=len(tok) + 8, cross_attention_layers=[1])  # + 8: as the real one's spare rows
+    vision = dict(initializer_range=0.5, hidden_size=64, intermediate_size=128, attention_heads=2, num_hidden_layers=2,
+                  num_global_layers=1, intermediate_layers_indices=[0], vision_output_dim=128, image_size=32,
+                  patch_size=8, max_num_tiles=4,
+                  supported_aspect_ratios=[[1, 1], [1, 2], [2, 1], [2, 2], [1, 3], [3, 1], [1, 4], [4, 1]])
+    config = MllamaConfig(text_config=text, vision_config=vision,
+                          image_token_index=tok.convert_tokens_to_ids("<|image|>"))
+    image = image_processor("MllamaImageProcessor", size={"height": 32, "width": 32}, max_image_tiles=4)
+    processor = MllamaProcessor(image_processor=image, tokenizer=tok, chat_template=MLLAMA_TEMPLATE)
+    _build(MllamaForConditionalGeneration, config, processor, tok, target)
+
+
+# ---------------------------------------------------------------- Aya Vision
+
+AYA_IMAGE = ("<|START_OF_IMG|>", "<|END_OF_IMG|>", "<|IMG_PATCH|>", "<|IMG_LINE_BREAK|>", "<image>")
+AYA_TEMPLATE = (
+    "<BOS_TOKEN>{% for m in messages %}<|START_OF_TURN_TOKEN|>"
+    "{{ '<|USER_TOKEN|>' if m.role == 'user' else '<|CHATBOT_TOKEN|>' }}"
+    "{% if m.content is string %}{{ m.content }}{% else %}{% for c in m.content %}"
+    "{% if c.type == 'image' %}<image>{% elif c.type == 'text' %}{{ c.text }}{% endif %}{% endfor %}{% endif %}"
+    "<|END_OF_TURN_TOKEN|>{% endfor %}"
+    "{% if add_generation_prompt %}<|START_OF_TURN_TOKEN|><|CHATBOT_TOKEN|>{% endif %}"
+)
+# Cohere2's sliding layers (aya-vision-8b: 4096) at 64 here: shorter than the tests' label list
+AYA_WINDOW = 64
+
+
+def build_aya_vision(target: Path) -> None:
+    """SigLIP tower, tiles as GotOcr2 (token counts differ with the shape), Cohere2 text with sliding layers."""
+    from transformers import AyaVisionConfig, AyaVisionForConditionalGeneration, AyaVisionProcessor, CohereTokenizer
+
+    tok = CohereTokenizer(vocab=_byte_vocab(), merges=[], padding_side="left")
+    add_specials(tok, ("<PAD>", "<BOS_TOKEN>", "<|END_OF_TURN_TOKEN|>", "<|START_OF_TURN_TOKEN|>", "<|USER_TOKEN|>",
+                       "<|CHATBOT_TOKEN|>") + AYA_IMAGE)
+    tok.bos_token, tok.eos_token, tok.pad_token = "<BOS_TOKEN>", "<|END_OF_TURN_TOKEN|>", "<PAD>"
+    text = _text(tok, "cohere2", head_dim=32, sliding_window=AYA_WINDOW,
+                 layer_types=["sliding_attention", "full_attention"])
+    vision = dict(SMALL, model_type="siglip_vision_model", image_size=32, patch_size=8, num_hidden_layers=1)
+    config = AyaVisionConfig(text_config=text, vision_config=vision, downsample_factor=2,
+                             image_token_index=tok.convert_tokens_to_ids("<|IMG_PATCH|>"))
+    image = image_processor("GotOcr2ImageProcessor", size={"height": 32, "width": 32}, crop_to_patches=True,
+                            max_patches=4)
+    processor = AyaVisionProcessor(image_processor=image, tokenizer=tok, patch_size=16, img_size=32,
+                                   chat_template=AYA_TEMPLATE)
+    _build(AyaVisionForConditionalGeneration, config, processor, tok, target)
+
+
+# ---------------------------------------------------------------- PaliGemma
+
+def build_paligemma(target: Path) -> None:
+    """SigLIP + Gemma, and no chat template, as google/paligemma*-* ship: the processor writes the prompt
+    (image tokens, <bos>, the text, a newline); its tokenizer has no image token of its own either."""
+    from transformers import (GemmaTokenizer, PaliGemmaConfig, PaliGemmaForConditionalGeneration,
+                              PaliGemmaProcessor)
+
+    vocab = {"<pad>": 0, "<eos>": 1, "<bos>": 2, "<unk>": 3}
+    vocab.update({f"<0x{b:02X}>": 4 + b for b in range(256)})
+    vocab["▁"] = len(vocab)
+    tok = GemmaTokenizer(vocab=vocab, merges=[], padding_side="left", add_bos_token=True)
+    add_specials(tok, ("<image>",))
+    vision = dict(SMALL, model_type="siglip_vision_model", image_size=32, patch_size=8, num_hidden_layers=1,
+                  projection_dim=64, initializer_range=GEMMA_STD)
+    image = image_processor("SiglipImageProcessor", size={"height": 32, "width": 32})
+    image.image_seq_length = 16
+    processor = PaliGemmaProcessor(image_processor=image, tokenizer=tok)  # adds 1,152 <loc>/<seg> tokens
+    text = _text(tok, "gemma", head_dim=32, initializer_range=GEMMA_STD)
+    config = PaliGemmaConfig(text_config=text, vision_config=vision, vocab_size=len(tok), projection_dim=64,
+                             hidden_size=64, image_token_index=tok.convert_tokens_to_ids("<image>"))
+    _build(PaliGemmaForConditionalGeneration, config, processor, tok, target)
