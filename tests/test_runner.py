@@ -160,6 +160,23 @@ def test_changed_images_or_labels_are_recomputed_not_served_stale(tmp_path):
     again = runner(store=store).run(changed)
     assert again.resumed == 4
     assert {p.sample_id: p.true_id for p in again.predictions}[data[1].sample_id] == data[1].label + 1
+    assert "2 stored answers were asked again: the image or label changed since" in "\n".join(again.notes)
+    assert not any("asked again" in n for n in runner(store=store).run(changed).notes)  # nothing stale now
+
+
+def test_a_copied_image_file_is_asked_again_and_the_notes_say_so(tmp_path):
+    """`cp -r` without -p gives every file a new modification time: the stored answers are asked (and an
+    API paid) again; the case's notes say how many and why, instead of nothing."""
+    store = Store(tmp_path / "s.sqlite")
+    files = []
+    for i in range(3):
+        files.append(tmp_path / f"img{i}.jpg")
+        files[-1].write_bytes(jpeg((i * 40, 90, 30)))
+    data = [Sample(f.name, i, str(f)) for i, f in enumerate(files)]
+    assert runner(store=store).run(data).resumed == 0
+    os.utime(files[1], ns=(1, 1))
+    again = runner(store=store).run(data)
+    assert again.resumed == 2 and "1 stored answer was asked again" in "\n".join(again.notes)
 
 
 def test_a_dead_endpoint_stops_the_case_after_a_few_samples():

@@ -144,6 +144,15 @@ def fingerprint(s: Sample) -> str:
         return f"{s.label}:missing"
 
 
+def stale_note(stale: int) -> str:
+    """Stored answers asked again are paid again (APIs): say how many, and the usual cause."""
+    if not stale:
+        return ""
+    return (f"{stale} stored {'answer was' if stale == 1 else 'answers were'} asked again: the image or label "
+            "changed since (for an image file: its size or modification time; a copy made without `cp -p` or "
+            "`rsync -t` counts as changed)")
+
+
 def _decode_one(s: Sample):
     """The decoded image, or the ImageError that becomes this sample's error row."""
     try:
@@ -324,6 +333,8 @@ class CaseRunner:
         current = self._fingerprints = {s.sample_id: fingerprint(s) for s in samples}  # hashed once per sample
         # error rows are retried; rows for an image or label that changed since are recomputed
         done = {k: p for k, p in stored.items() if p.error is None and p.fingerprint == current.get(p.sample_id)}
+        stale = sum(p.error is None and p.sample_id in current and p.fingerprint != current[p.sample_id]
+                    for p in stored.values())
         items = with_orders(samples, self.spec.orders)  # K=1: the samples themselves
         todo = [s for s in items if _key(s) not in done]
         if self.store is not None:
@@ -334,7 +345,8 @@ class CaseRunner:
         overlap = self.overlaps()
         fresh, elapsed, stopped, budget = run_windows(self, todo, len(items) - len(todo), len(items), overlap)
         notes = list(getattr(self.backend, "notes", []))
-        notes += [n for n in (self.overlap_note(overlap, len(fresh)), cand.orders_note(self.spec.orders, self.spec.ways)) if n]
+        notes += [n for n in (self.overlap_note(overlap, len(fresh)), cand.orders_note(self.spec.orders, self.spec.ways),
+                              stale_note(stale)) if n]
         if self.spec.nli_compile and self.stage_seconds.get("nli"):
             notes.append(self.resolver.compile_note())
         by_key = {**done, **{row_key(p.sample_id, p.order): p for p in fresh}}
