@@ -182,8 +182,46 @@ def test_ctrl_c_says_what_the_store_kept_and_that_the_same_command_resumes(bench
                     f"store {db} ({kept} from this run); the same command resumes from there")
     # the report, which would look complete, names the case left undone
     report_md = Path(written.removeprefix("report: ")).read_text()
-    assert "- `echo-slow-20way` (interrupted): the run was interrupted (Ctrl-C) before this case finished; " \
-           "the same command resumes it" in report_md
+    assert (f"- `echo-slow-20way` (interrupted): interrupted (Ctrl-C) after {kept} of its answers were stored; "
+            "the same command resumes it from there") in report_md
+
+
+SECOND_CTRL_C = """
+import os, signal
+import vlmcls.report
+
+write_run = vlmcls.report.write_run
+
+def pressed_again(*args, **kwargs):
+    os.kill(os.getpid(), signal.SIGINT)  # Ctrl-C again while the report is being written
+    return write_run(*args, **kwargs)
+
+vlmcls.report.write_run = pressed_again
+"""
+
+
+def test_a_second_ctrl_c_waits_for_the_report_and_a_case_not_reached_says_so(bench):
+    bench.makeconftest(SECOND_CTRL_C)
+    bench.makefile(".toml", slow='[models.echo-first]\nbackend = "echo"\nweights = "smoke:echo"\nsmoke = true\n'
+                                 'options = { delay_s = 0.02 }\n\n[models.echo-then]\nbackend = "echo"\n'
+                                 'weights = "smoke:echo"\nsmoke = true\n')
+    cmd = [sys.executable, "-m", "pytest", "bench", "--catalog", "slow.toml", "--ways", "20", "-p", "no:cacheprovider",
+           "--batch-size", "10", "--samples", "150", "--report-dir", "runs"]
+    proc = subprocess.Popen(cmd, cwd=bench.path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    db = bench.path / "runs" / "store.sqlite"
+    deadline = time.time() + 60
+    while time.time() < deadline and stored(db) < 40 and proc.poll() is None:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    out, _ = proc.communicate(timeout=120)
+    assert proc.returncode == pytest.ExitCode.INTERRUPTED, out[-3000:]
+    assert "vlmcls: writing the report of what ran, a moment (Ctrl-C again stops at once" in out
+    assert "Traceback" not in out
+    written = out.splitlines()[-1]
+    report_md = Path(written.removeprefix("report: ")).read_text()
+    assert ("- `echo-then-20way` (interrupted): not reached before the run was interrupted (Ctrl-C); "
+            "the same command runs it") in report_md
+    assert "- `echo-first-20way` (interrupted): interrupted (Ctrl-C) after " in report_md
 
 
 def test_ctrl_c_counts_this_runs_rows_apart_and_under_refresh_only_them(tmp_path):

@@ -11,15 +11,17 @@ import json
 import os
 import re
 import shutil
+import signal
 import sqlite3
 import sys
 import tempfile
+import threading
 import time
 import uuid
 from dataclasses import replace
 from functools import cached_property
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import pytest
 
@@ -52,6 +54,7 @@ class BenchSession:
         self.deselected: list[Case] = []  # cases -k / -m left out (the plugin's pytest_deselected adds them)
         self.interrupt_line: str | None = None  # what Ctrl-C left in the store, for the last lines
         self.was_interrupted = False
+        self._ctrl_c: Callable[[], None] | None = None  # restores Ctrl-C after the report is written
         self._validated = False
         self._paths_checked = False
         self._backends: dict[str, Any] = {}
@@ -265,6 +268,7 @@ class BenchSession:
         if self.is_worker or not self.selected:
             return
         self.was_interrupted = True  # finish() lists the cases left undone in the report
+        self._ctrl_c = hold_ctrl_c()  # a second Ctrl-C must not lose the report being written
         from .store import case_key
 
         keys = {case_key(c.spec.key_fields()) for c in self._cases if c.case_id in self.selected}
@@ -428,6 +432,17 @@ class BenchSession:
 
     def finish(self) -> None:
         """results.json and report.md, each written once (samples/ is already there)."""
+        try:
+            self._finish()
+        finally:
+            self.release_ctrl_c()
+
+    def release_ctrl_c(self) -> None:
+        if self._ctrl_c is not None:
+            self._ctrl_c()
+            self._ctrl_c = None
+
+    def _finish(self) -> None:
         if self.was_interrupted:
             self.rows += self.interrupted_rows()
         if not self.rows:
@@ -457,9 +472,22 @@ class BenchSession:
         """After Ctrl-C, a row for each selected case without one (the one running, those not reached), so
         that report.md, which would otherwise look complete, says what is missing and how to finish it."""
         done = {r["case_id"] for r in self.rows}
-        reason = "the run was interrupted (Ctrl-C) before this case finished; the same command resumes it"
-        return [report.skipped_row(c.spec, "interrupted", reason) for c in self._cases
+        return [report.skipped_row(c.spec, "interrupted", self._interrupted_reason(c)) for c in self._cases
                 if c.case_id in self.selected and c.case_id not in done]
+
+    def _interrupted_reason(self, case: Case) -> str:
+        """The case that was running says how far it got (its rows this run put in the store); the others
+        that they were not reached."""
+        from .store import case_key
+
+        try:
+            fresh = self.store.count(case_key(case.spec.key_fields()), since=self.started)
+        except (OSError, sqlite3.Error):
+            fresh = 0
+        if fresh:
+            return (f"interrupted (Ctrl-C) after {fresh} of its answers were stored; the same command resumes it "
+                    "from there")
+        return "not reached before the run was interrupted (Ctrl-C); the same command runs it"
 
     def summary_lines(self, skips_shown: bool) -> list[str]:
         lines = summary_lines(self.rows, self.crashed, skips_shown)
@@ -475,11 +503,32 @@ class BenchSession:
         return lines
 
     def close(self) -> None:
+        self.release_ctrl_c()
         for backend in self._backends.values():
             backend.close()
         self._backends.clear()
         if "store" in self.__dict__:
             self.store.close()
+
+
+def hold_ctrl_c() -> Callable[[], None] | None:
+    """After the first Ctrl-C the run winds down and writes what it has (a few seconds: the plots); a
+    second Ctrl-C then would lose the report in a traceback. Until the returned function is called, a
+    further Ctrl-C only says that the report is being written; a third one stops at once. None where
+    signals cannot be set (not the main thread)."""
+    if threading.current_thread() is not threading.main_thread():
+        return None
+    presses = []
+
+    def handler(signum, frame) -> None:
+        presses.append(signum)
+        if len(presses) > 1:
+            raise KeyboardInterrupt
+        sys.stderr.write("\nvlmcls: writing the report of what ran, a moment (Ctrl-C again stops at once; "
+                         "the result store keeps every finished sample either way)\n")
+
+    previous = signal.signal(signal.SIGINT, handler)
+    return lambda: signal.signal(signal.SIGINT, previous)
 
 
 def without_selection(args: Sequence[str]) -> list[str]:
