@@ -1,4 +1,4 @@
-"""Calibration (top-k, reliability bins, ECE) and McNemar statistics, against hand-worked cases and
+"""Calibration (top-k, reliability bins, ECE, the ECE of a perfectly calibrated model) and McNemar statistics, against hand-worked cases and
 independent references: the exact binomial tail from math.comb, the chi-square (1 df) tail from
 math.erfc. Found missing by mutation testing (README, "How it is tested")."""
 from __future__ import annotations
@@ -93,6 +93,65 @@ def test_summary_by_hand_with_its_own_bin_count():
     answered_other = [scored_pred(0, 1, (1, 2), 0.8, pred_id=2)]
     assert calibration.summary(answered_other)["top1_accuracy"] == 0.0
     assert calibration.summary(answered_other)["top5_accuracy"] == 1.0
+
+
+# ---------------------------------------------------------------------------------- ECE of a calibrated model
+def expected_ece(groups) -> float:
+    """The exact expected ECE of a perfectly calibrated model whose bins hold `groups`: (count, confidence)
+    with one confidence per bin, each sample right with that probability: sum over bins of
+    count/n x E|k/count - p|, k ~ Binomial(count, p), by math.comb (bins are independent)."""
+    n = sum(m for m, _ in groups)
+    return sum(m / n * sum(math.comb(m, k) * p ** k * (1 - p) ** (m - k) * abs(k / m - p) for k in range(m + 1))
+               for m, p in groups)
+
+
+def test_ece_many_is_ece_row_by_row():
+    import numpy as np
+
+    rng = np.random.default_rng(7)
+    conf = rng.uniform(0, 1, 40).tolist() + [0.0, 1 / 15, 1.0]  # bin edges included
+    rows = rng.random((25, len(conf))) < 0.5
+    for bins in (15, 4):
+        assert calibration.ece_many(conf, rows, bins).tolist() == pytest.approx(
+            [calibration.ece(conf, list(r), bins) for r in rows], abs=1e-12)
+    assert calibration.ece_many(CONF, RIGHT, bins=4).tolist() == pytest.approx([calibration.ece(CONF, RIGHT, bins=4)])
+
+
+@pytest.mark.parametrize("groups", [[(4, 0.5)], [(1, 0.6)], [(4, 0.5), (2, 0.9)], [(3, 0.3), (5, 0.7), (1, 0.95)]])
+def test_noise_is_the_expected_ece_of_a_perfectly_calibrated_model(groups):
+    # 0.5 x 4 in one bin: E|k/4 - 1/2| = 3/16; one sample at 0.6: 2 x 0.6 x 0.4 = 0.48
+    conf = [p for m, p in groups for _ in range(m)]
+    mean, p95 = calibration.noise(conf, draws=40_000)
+    assert mean == pytest.approx(expected_ece(groups), abs=0.006)
+    assert mean <= p95 <= 1
+    assert expected_ece([(4, 0.5)]) == pytest.approx(3 / 16) and expected_ece([(1, 0.6)]) == pytest.approx(0.48)
+
+
+def test_noise_shrinks_with_n_and_vanishes_for_certain_answers():
+    assert calibration.noise([0.6] * 20)[0] > calibration.noise([0.6] * 500)[0] > calibration.noise([0.6] * 5000)[0]
+    assert calibration.noise([0.6] * 20)[0] == pytest.approx(expected_ece([(20, 0.6)]), abs=0.01)
+    assert calibration.noise([1.0] * 7) == (0.0, 0.0)  # always right at confidence 1: ECE 0 in every run
+    assert calibration.noise([0.0] * 3) == (0.0, 0.0)
+    assert calibration.noise([]) is None
+
+
+def test_noise_is_seeded_and_chunking_does_not_change_it(monkeypatch):
+    conf = [0.3, 0.55, 0.62, 0.8, 0.97]
+    first = calibration.noise(conf)
+    assert calibration.noise(conf) == first and calibration.noise(conf, seed=1) != first
+    assert calibration.noise(conf, seed=calibration.NOISE_SEED, draws=calibration.NOISE_DRAWS) == first
+    monkeypatch.setattr(calibration, "NOISE_CELLS", 7)  # one run per chunk: the same random stream
+    assert calibration.noise(conf) == pytest.approx(first, abs=1e-12)
+    assert calibration.noise(conf, draws=1)[0] == calibration.noise(conf, draws=1)[1]
+
+
+def test_summary_records_the_noise_floor():
+    rows = [scored_pred(i, 1, (1, 2), c) for i, c in enumerate(CONF)]
+    s = calibration.summary(rows)
+    mean, p95 = calibration.noise(CONF)
+    assert (s["ece_noise"], s["ece_noise_p95"], s["ece_noise_draws"]) == (mean, p95, calibration.NOISE_DRAWS)
+    assert type(s["ece_noise"]) is float and type(s["ece_noise_p95"]) is float  # results.json, not numpy scalars
+    assert calibration.summary(rows, bins=4)["ece_noise"] == calibration.noise(CONF, bins=4)[0]
 
 
 # ---------------------------------------------------------------------------------- McNemar

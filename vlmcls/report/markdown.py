@@ -135,8 +135,15 @@ def _cost_cell(row: Mapping) -> str:
 
 
 def _calibration_cells(row: Mapping) -> list[str]:
+    """Top-5 and ECE cover the scored rows only (an API answer without usable logprobs has no ranking):
+    where that is fewer than the n column, the cells say over how many (`0.824 (of 17)`)."""
     c = row.get("calibration") or {}
-    return [_top5(row, c), _fmt(c.get("ece"))]
+    top5, ece = _top5(row, c), _fmt(c.get("ece"))
+    scored, n = c.get("n"), (row.get("metrics") or {}).get("n")
+    if scored is not None and n is not None and scored < n:
+        of = f" (of {scored})"
+        top5, ece = (top5 + of if top5 and not top5.startswith("n/a") else top5), (ece + of if ece else ece)
+    return [top5, ece]
 
 
 def _top5(row: Mapping, c: Mapping) -> str:
@@ -153,24 +160,55 @@ def chance_line(ways: int, ranked: bool) -> str:
     return f"Chance at {ways}-way (a uniform guess among the candidates): accuracy {1 / ways:.3f}{top5}."
 
 
+NOISE_SHOWN = 0.01  # a case's ECE noise floor from which the Calibration section spells it out ("small n")
+NOISE_NOTE = ("ECE over {bins} bins is biased upward on few samples: a bin's accuracy is a proportion of a handful of "
+              "samples, so even a perfectly calibrated model shows a positive ECE. Where that floor is {shown} or more, "
+              "the case's line gives it, computed with the case's own confidences: the mean ECE of {draws} simulated "
+              "perfectly calibrated runs (each sample right with probability equal to its confidence; seeded), and the "
+              "95th percentile of those runs. An ECE within that range does not by itself show miscalibration; the "
+              "bins' `n` says how far each row of a table can be trusted.")
+
+
 def calibration_section(rows: Sequence[Mapping]) -> list[str]:
     """Accuracy against confidence (the top candidate's probability over the candidates), per case with
-    scores; the bins that hold no sample are left out."""
+    scores; the bins that hold no sample are left out. A case whose ECE noise floor (`ece_noise`, results
+    written before it have none) reaches NOISE_SHOWN gets it beside its ECE, and the section a note on why."""
     from tabulate import tabulate
 
-    lines = []
+    lines, noisy = [], None
     for r in rows:
         c = r.get("calibration")
         if not c:
             continue
         body = [[f"{b['low']:.2f}–{b['high']:.2f}", b["n"], _fmt(b["confidence"]), _fmt(b["accuracy"])]
                 for b in c["reliability"] if b["n"]]
-        lines += [f"`{cell(r['case_id'])}`: {c['n']} scored samples, top-1 {_fmt(c['top1_accuracy'])}, "
+        n = (r.get("metrics") or {}).get("n")
+        of = f" of {n}" if n is not None and n > c["n"] else ""
+        lines += [f"`{cell(r['case_id'])}`: {c['n']}{of} samples scored, top-1 {_fmt(c['top1_accuracy'])}, "
                   f"top-5 {_top5(r, c)}, mean confidence {_fmt(c['mean_confidence'])}, "
-                  f"ECE ({c['bins']} bins) {_fmt(c['ece'])}", "",
+                  f"ECE ({c['bins']} bins) {_fmt(c['ece'])}" + _noise(c), "",
                   tabulate(body, headers=["confidence", "n", "mean confidence", "accuracy"], tablefmt="github",
                            disable_numparse=True), ""]
-    return (["## Calibration", "", CALIBRATION_NOTE, ""] + lines) if lines else []
+        if (c.get("ece_noise") or 0) >= NOISE_SHOWN:
+            noisy = noisy or c
+    if not lines:
+        return []
+    note = [NOISE_NOTE.format(bins=noisy["bins"], shown=NOISE_SHOWN, draws=noisy.get("ece_noise_draws", "several hundred")),
+            ""] if noisy else []
+    return ["## Calibration", "", CALIBRATION_NOTE, "", *note] + lines
+
+
+def _noise(c: Mapping) -> str:
+    """`; a perfectly calibrated model would show ~0.120 on these 20 samples by sampling noise alone (95% of
+    simulated runs ≤ 0.190); this ECE ...`, where that floor is material (NOISE_SHOWN)."""
+    floor, p95, ece = c.get("ece_noise"), c.get("ece_noise_p95"), c.get("ece")
+    if floor is None or floor < NOISE_SHOWN:
+        return ""
+    text = f"; a perfectly calibrated model would show ~{floor:.3f} on these {c['n']} samples by sampling noise alone"
+    if p95 is None or ece is None:
+        return text
+    verdict = "this ECE alone does not show miscalibration" if ece <= p95 else "this ECE is more than sampling noise"
+    return f"{text} (95% of simulated runs ≤ {p95:.3f}); {verdict}"
 
 
 def _resolver_time(row: Mapping) -> str:

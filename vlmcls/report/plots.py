@@ -305,23 +305,47 @@ def order_section(rows: Sequence[Mapping], out: str | Path, draw: bool = True) -
 
 
 def reliability_diagram(rows: Sequence[Mapping], path: str | Path) -> Path | None:
-    """Accuracy against confidence per bin (results.json's `calibration.reliability`), one line per case
-    with scores, against the diagonal of perfect calibration; ECE in the legend. None without scores."""
+    """Accuracy against confidence per bin (results.json's `calibration.reliability`) for each case with
+    scores, against the diagonal of perfect calibration, as calibration practice draws it (Guo et al.
+    2017; scikit-learn's CalibrationDisplay): one point per non-empty bin, its area and a label giving the
+    samples it holds, no line joining the bins (a 1-sample bin is a 0 or a 1, and a line through it
+    reads as a trend); below, the samples per bin. ECE and n in the legend. None without scores."""
     scored = [r for r in rows if r.get("calibration")]
     if not scored:
         return None
-    fig = _figure(6.0, 5.0)
-    ax = fig.add_subplot()
+    from matplotlib.lines import Line2D
+    from matplotlib.ticker import MaxNLocator
+
+    fig = _figure(6.0, 6.4)
+    ax, hist = fig.subplots(2, 1, sharex=True, height_ratios=[3, 1])
     ax.plot([0, 1], [0, 1], color="#999999", linestyle="--", linewidth=1)
-    for r in scored:
-        c = r["calibration"]
+    largest = max((b["n"] for r in scored for b in r["calibration"]["reliability"]), default=1) or 1
+    handles = []
+    for i, r in enumerate(scored):
+        c, color = r["calibration"], f"C{i % 10}"
         bins = [b for b in c["reliability"] if b["n"]]
-        ax.plot([b["confidence"] for b in bins], [b["accuracy"] for b in bins], marker="o",
-                label=f"{short(_smoke(r['case_id'], r))} (ECE {c['ece']:.3f})")
+        ax.scatter([b["confidence"] for b in bins], [b["accuracy"] for b in bins], s=[_area(b["n"], largest) for b in bins],
+                   color=color, alpha=0.7, edgecolors="black", linewidths=0.5, zorder=3)
+        for b in bins:  # beside the disc (its radius in points), not over it
+            ax.annotate(str(b["n"]), (b["confidence"], b["accuracy"]), textcoords="offset points",
+                        xytext=((_area(b["n"], largest) / 3.14159) ** 0.5 + 2, -3), fontsize=7, color=color)
+        edges = [b["low"] for b in c["reliability"]] + [c["reliability"][-1]["high"]]
+        hist.stairs([b["n"] for b in c["reliability"]], edges, color=color, linewidth=1.5,
+                    fill=len(scored) == 1, alpha=0.6 if len(scored) == 1 else 1.0)
+        noise = f", noise ~{c['ece_noise']:.3f}" if c.get("ece_noise") is not None else ""
+        handles.append(Line2D([], [], marker="o", linestyle="none", color=color,
+                              label=f"{short(_smoke(r['case_id'], r))} (n={c['n']}, ECE {c['ece']:.3f}{noise})"))
     ax.set_xlim(0, 1)
-    ax.set_ylim(0, 1)
-    ax.set_xlabel("confidence (top candidate's probability)")
+    ax.set_ylim(-0.03, 1.03)
     ax.set_ylabel("accuracy")
-    ax.set_title(f"Reliability ({scored[0]['calibration']['bins']} equal-width bins)")
-    _plain(ax.legend(fontsize=7, loc="upper left").get_texts())
+    ax.set_title(f"Reliability ({scored[0]['calibration']['bins']} equal-width bins; label: samples in the bin)", fontsize=10)
+    _plain(ax.legend(handles=handles, fontsize=7, loc="upper left").get_texts())
+    hist.set_xlabel("confidence (top candidate's probability)")
+    hist.set_ylabel("samples")
+    hist.yaxis.set_major_locator(MaxNLocator(integer=True))
     return _save(fig, Path(path))
+
+
+def _area(n: int, largest: int) -> float:
+    """Marker area (points^2) growing with the bin's samples: 1 sample a dot, the fullest bin a disc."""
+    return 12 + 228 * n / largest
