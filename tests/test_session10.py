@@ -212,3 +212,20 @@ def test_a_damaged_store_is_named_not_blamed_on_the_model(bench):
     assert "cannot load the model" not in text
     assert ("echo-a-2way: the result store " in text and "store.sqlite failed: DatabaseError: database disk image is "
             "malformed (if it is damaged, move it aside or pass --store NEW" in text)
+
+
+def test_through_the_plugin_a_sweeps_second_case_counts_its_own_ranked_answers(bench):
+    """The session wraps each case's backend (loaded once per model) in a LazyBackend: the per-case
+    tallies must restart there too, not only when a script drives the runner itself."""
+    import json
+
+    pytest.importorskip("openai")
+    out = bench.runpytest_subprocess("bench", "-p", "no:cacheprovider", "-k", "smoke-openai", "--resolver", "rank",
+                                     "--prompt", "thesis,label-only", "--ways", "20", "--samples", "6")
+    out.assert_outcomes(passed=2)
+    (results,) = (bench.path / "reports").glob("*/results.json")
+    cases = json.loads(results.read_text())["cases"]
+    assert len(cases) == 2
+    for case in cases:
+        (rank,) = [n for n in case["notes"] if n.startswith("rank (")]
+        assert " of 6 answers ranked" in rank, (case["case_id"], rank)

@@ -628,6 +628,8 @@ class LazyBackend:
             t0 = time.perf_counter()
             self._backend = self._load()
             self.load_s = time.perf_counter() - t0
+            if hasattr(self._backend, "begin_case"):  # one LazyBackend per case: its first batch begins it
+                self._backend.begin_case()
         answers = self._backend.answer(queries)
         self.spent_usd += sum(a.cost_usd or 0.0 for a in answers)
         return answers
