@@ -253,13 +253,13 @@ def test_rerender_follows_the_catalog_the_run_was_made_with(copied, capsys):
     root, _, now = copied
     bundled = now.parent / "bundled"
     assert main(["report", str(now), "--out", str(bundled), "--no-plots", "--catalog", str(DEFAULT_CATALOG)]) == 0
-    assert "study rows not run" in (bundled / "report.md").read_text()  # what the bundled catalog adds
+    assert "`pytest bench --study` runs the study's 18 rows" in (bundled / "report.md").read_text()  # the bundled catalog's
     capsys.readouterr()
     out = now.parent / "rr"
     assert main(["report", str(now), "--out", str(out), "--no-plots"]) == 0
     assert capsys.readouterr().err == ""
     text = (out / "report.md").read_text()
-    assert "study rows not run" not in text and "cannot be top-1 accuracy" not in text
+    assert "runs the study's" not in text and "cannot be top-1 accuracy" not in text
     meta = json.loads((out / "results.json").read_text())["meta"]
     assert meta["catalog"] == str((root / "ci.toml").resolve())
     # --out copies every per-case file: samples and per-class metrics
@@ -273,7 +273,7 @@ def test_rerender_follows_the_catalog_the_run_was_made_with(copied, capsys):
     err = capsys.readouterr().err
     assert err == (f"vlmcls: note: the catalog this run was made with, {(root / 'ci.toml').resolve()}, is gone: "
                    "the report compares with no study row (--catalog FILE gives one)\n")
-    assert "study rows not run" not in (out / "report.md").read_text()
+    assert "runs the study's" not in (out / "report.md").read_text()
 
 
 def test_a_recorded_catalog_that_changed_is_followed_with_a_note(tmp_path, capsys):

@@ -229,3 +229,54 @@ def test_through_the_plugin_a_sweeps_second_case_counts_its_own_ranked_answers(b
     for case in cases:
         (rank,) = [n for n in case["notes"] if n.startswith("rank (")]
         assert " of 6 answers ranked" in rank, (case["case_id"], rank)
+
+
+def test_the_report_says_where_local_models_ran_and_in_what_precision():
+    import torch
+
+    from vlmcls import devices
+    from vlmcls.report.markdown import notes
+
+    model = torch.nn.Linear(2, 2)
+    model.device, model.dtype = torch.device("cpu"), torch.float32  # what a transformers model exposes
+    assert devices.ran_on(model) == "cpu, float32"
+    model.dtype = torch.bfloat16
+    assert devices.ran_on(model) == "cpu, bfloat16 (half precision on the CPU: slower than float32 there)"
+    rows = [{"case_id": "a-20way", "ran_on": "cuda:0, bfloat16"}, {"case_id": "b-20way", "ran_on": "cuda:0, bfloat16"},
+            {"case_id": "gpt-20way", "ran_on": None}]
+    assert "- local models ran on cuda:0, bfloat16" in notes(rows)
+    rows[1]["ran_on"] = "cuda:1, float16"
+    text = notes(rows)
+    assert "- ran on cuda:0, bfloat16: `a-20way`" in text and "- ran on cuda:1, float16: `b-20way`" in text
+    assert not any("ran on" in n for n in notes([rows[2]]))
+
+
+def test_results_record_where_a_loaded_model_ran_and_nothing_for_a_stand_in(bench):
+    import json
+
+    out = bench.runpytest_subprocess("bench", "-p", "no:cacheprovider", "-k", "smoke-qwen2-vl or smoke-echo",
+                                     "--ways", "20", "--samples", "4", "--dtype", "bfloat16")
+    out.assert_outcomes(passed=2)
+    (results,) = (bench.path / "reports").glob("*/results.json")
+    ran = {c["model"]: c["ran_on"] for c in json.loads(results.read_text())["cases"]}
+    assert ran == {"smoke-qwen2-vl": "cpu, bfloat16 (half precision on the CPU: slower than float32 there)",
+                   "smoke-echo": None}
+    rerun = bench.runpytest_subprocess("bench", "-p", "no:cacheprovider", "-k", "smoke-qwen2-vl",
+                                       "--ways", "20", "--samples", "4", "--dtype", "bfloat16")
+    rerun.assert_outcomes(passed=1)
+    newest = max((bench.path / "reports").glob("*/results.json"), key=lambda p: p.stat().st_mtime)
+    (case,) = json.loads(newest.read_text())["cases"]
+    assert case["ran_on"] is None  # every answer from the store: no model was loaded
+
+
+def test_loading_real_weights_is_said_before_the_wait_and_smoke_models_stay_quiet(bench):
+    from vlmcls import smoke
+
+    folder = smoke.ensure("clip")  # a local folder of weights, as a user's own checkpoint is
+    bench.makefile(".toml", catalog=f'[models.my-clip]\nbackend = "clip"\nweights = "{folder}"\n\n'
+                                    '[models.smoke-clip]\nbackend = "clip"\nweights = "smoke:clip"\nsmoke = true\n')
+    out = bench.runpytest_subprocess("bench", "--catalog", "catalog.toml", "-p", "no:cacheprovider",
+                                     "--ways", "20,100", "--samples", "4")
+    out.assert_outcomes(passed=4)
+    loading = [line for line in out.stdout.lines if ": loading " in line]
+    assert loading == [f"  my-clip-20way: loading {folder} on cpu"], loading  # once per model, not per case

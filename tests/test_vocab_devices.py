@@ -122,7 +122,8 @@ def test_a_cuda_device_where_there_is_none_is_one_line_for_the_perf_scripts():
 
     from vlmcls import devices
 
-    assert devices.unavailable("cpu") is None and devices.unavailable("mps") is None
+    assert devices.unavailable("cpu") is None
+    assert (devices.unavailable("mps") is None) == torch.backends.mps.is_available()
     if torch.cuda.is_available():
         assert devices.unavailable("cuda") is None
         assert "CUDA GPU(s)" in devices.unavailable(f"cuda:{torch.cuda.device_count()}")

@@ -68,6 +68,16 @@ def half_dtype() -> str:
     return "bfloat16" if torch.cuda.is_bf16_supported() else "float16"
 
 
+def ran_on(model) -> str:
+    """Where a loaded model runs and in what precision ("cuda:0, bfloat16"), for the report: "auto" in the
+    settings says what was asked, this what it became."""
+    device, dtype = getattr(model, "device", None), getattr(model, "dtype", None)
+    text = f"{device}, {str(dtype).removeprefix('torch.')}"
+    if str(device).startswith("cpu") and str(dtype).removeprefix("torch.") in ("float16", "bfloat16"):
+        text += " (half precision on the CPU: slower than float32 there)"
+    return text
+
+
 def pick_dtype(dtype: str | None, device: str, gpu: str | Callable[[], str] = "bfloat16") -> str:
     """The dtype's canonical name ("bf16" -> "bfloat16"). "auto" (or None): `gpu` on a CUDA device (a
     name, or a function asked only there), float32 elsewhere, where half precision is slow."""

@@ -118,6 +118,7 @@ class CaseResult:
     order_rows: list[Prediction] = field(default_factory=list)
     # --max-cost stopped the case before all its samples (the gate fails it); `stopped` says it in words
     budget_stop: BudgetStop | None = None
+    ran_on: str | None = None  # a local model's device and dtype as loaded ("cuda:0, bfloat16"); None: not loaded
 
     def stage_shares(self) -> dict[str, float]:
         n = len(self.predictions) or 1
@@ -358,7 +359,7 @@ class CaseRunner:
             resumed=len(items) - len(todo), not_run=len(samples) - len(preds), stopped=stopped,
             notes=notes, stage_seconds=dict(self.stage_seconds),
             wall_s=elapsed - getattr(self.backend, "load_s", 0.0), order_rows=rows if self.spec.orders > 1 else [],
-            budget_stop=budget,
+            budget_stop=budget, ran_on=getattr(self.backend, "ran_on", None),
         )
 
     def next_batch(self, todo: Sequence[Sample], start: int) -> Sequence[Sample]:

@@ -307,6 +307,9 @@ class BenchSession:
                       "logprobs have them)")
         return reason
 
+    def has_backend(self, spec: CaseSpec) -> bool:
+        return repr((spec.model, spec.settings)) in self._backends
+
     def backend(self, spec: CaseSpec):
         key = repr((spec.model, spec.settings))
         if key not in self._backends:
@@ -336,6 +339,10 @@ class BenchSession:
         loading = ["the model"]
 
         def load():
+            if spec.model.info.local and not spec.model.smoke and not self.has_backend(spec):
+                # real weights take minutes on a laptop: say what the wait is before the first progress line
+                quant = f" ({spec.settings.quant})" if spec.settings.quant not in (None, "none") else ""
+                self._say(f"  {spec.case_id}: loading {spec.model.weights} on {devices.pick_device(spec.settings.device)}{quant}")
             model = self.backend(spec)
             if model.kind == "text":
                 loading[0] = f"the NLI model ({spec.nli_model})"
@@ -373,26 +380,29 @@ class BenchSession:
             run.not_run("failed", reason, f"{run.spec.case_id}: cannot run here (--strict-cases / --strict): {reason}")
         run.not_run("skipped", reason)
 
-    def _progress(self, spec: CaseSpec):
-        """Progress lines for long cases (see Progress). An xdist worker writes them to its stderr,
-        which it shares with the controller's terminal (its stdout goes nowhere)."""
+    def _say(self, line: str) -> None:
+        """One line on the terminal while a case runs, past pytest's capture. An xdist worker writes it to
+        its stderr, which it shares with the controller's terminal (its stdout goes nowhere)."""
         tr = self.config.pluginmanager.get_plugin("terminalreporter")
         capman = self.config.pluginmanager.get_plugin("capturemanager")
         worker = getattr(self.config, "workerinput", {}).get("workerid")
         if capman is None or (tr is None and not worker):
-            return lambda done, total: None
+            return
+        with capman.global_and_fixture_disabled():
+            if worker:
+                sys.stderr.write(f"\n[{worker}]{line}\n")
+                sys.stderr.flush()
+            else:
+                tr.write_line(line)
+
+    def _progress(self, spec: CaseSpec):
+        """Progress lines for long cases (see Progress)."""
         pace = Progress(spec.case_id, time.monotonic())
 
         def show(done: int, total: int) -> None:
             line = pace.update(done, total, time.monotonic())
-            if line is None:
-                return
-            with capman.global_and_fixture_disabled():
-                if worker:
-                    sys.stderr.write(f"\n[{worker}]{line}\n")
-                    sys.stderr.flush()
-                else:
-                    tr.write_line(line)
+            if line is not None:
+                self._say(line)
         return show
 
     def _write_samples(self, spec: CaseSpec, result: CaseResult) -> None:
@@ -641,6 +651,10 @@ class LazyBackend:
     @property
     def notes(self) -> list[str]:
         return list(getattr(self._backend, "notes", []))
+
+    @property
+    def ran_on(self) -> str | None:
+        return getattr(self._backend, "ran_on", None)
 
     def close(self) -> None:
         pass  # the session owns loaded backends and closes them

@@ -133,6 +133,7 @@ def clip_backend(model, processor, labels: LabelSet, settings: "BackendSettings"
     backend = DirectBackend(_image_preprocessor(processor.image_processor), score, len(labels), settings,
                             _spec(processor.image_processor), str(device))
     backend.text_embeddings = text
+    backend.ran_on = devices.ran_on(model)
     # A softmax over the candidates needs the model's temperature. SigLIP's logit_bias is left out
     # rightly: a softmax ignores a constant shift, and the softmax of SigLIP's sigmoid logits is its
     # own P(this candidate is the match | exactly one candidate matches).
@@ -223,8 +224,10 @@ def classifier_backend(model, image_processor, labels: LabelSet, settings: "Back
         with torch.inference_mode():
             return model(pixel_values=pixels.to(device, dtype)).logits
 
-    return DirectBackend(_image_preprocessor(image_processor), score, len(labels), settings,
-                         _spec(image_processor), str(device))
+    backend = DirectBackend(_image_preprocessor(image_processor), score, len(labels), settings,
+                            _spec(image_processor), str(device))
+    backend.ran_on = devices.ran_on(model)
+    return backend
 
 
 def check_label_order(config, labels: LabelSet, weights: str) -> None:

@@ -27,6 +27,7 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Sequence
 
+from .. import devices
 from ..errors import one_line
 from ..types import Answer, Query
 from . import autobatch, rank
@@ -53,6 +54,7 @@ def load(entry: "ModelEntry", settings: "BackendSettings", labels: "LabelSet") -
         raise RuntimeError(reason)
     model, processor, notes = load_model(entry, settings)
     backend = HFVLMBackend(model, processor, settings, name=entry.name)
+    backend.ran_on = devices.ran_on(model)
     for note in notes:
         backend.note(note)
     return backend

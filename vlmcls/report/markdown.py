@@ -286,8 +286,20 @@ def columns_note(rows: Sequence[Mapping]) -> str:
     return note
 
 
+def ran_on_line(rows: Sequence[Mapping]) -> list[str]:
+    """Where the local models ran and in what precision, once for all when they agree ("auto" in the
+    settings says only what was asked); nothing for a run of APIs or of stored answers alone."""
+    where: dict[str, list[str]] = {}
+    for r in rows:
+        if r.get("ran_on"):
+            where.setdefault(str(r["ran_on"]), []).append(str(r["case_id"]))
+    if len(where) == 1:
+        return [f"- local models ran on {cell(next(iter(where)))}"]
+    return [f"- ran on {cell(on)}: " + ", ".join(f"`{cell(c)}`" for c in cases) for on, cases in where.items()]
+
+
 def notes(rows: Sequence[Mapping]) -> list[str]:
-    lines = []
+    lines = ran_on_line(rows)
     for r in rows:
         for text in ([r["stopped"]] if r.get("stopped") else []) + list(r.get("notes") or []):
             lines.append(f"- `{r['case_id']}`: {cell(text)}")

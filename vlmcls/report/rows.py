@@ -51,7 +51,7 @@ def case_row(result, *, status: str, threshold: float | None, reason: str = "", 
         "resolver_s": {k: round(v, 4) for k, v in sorted(result.stage_seconds.items())},
         "wall_s": result.wall_s,
         "notes": list(result.notes),
-        "revisions": revisions(spec),
+        "revisions": revisions(spec), "ran_on": getattr(result, "ran_on", None),
         "calibration": calibration.summary(preds),  # top-5, ECE, reliability: None without scores
         **order_fields(result),
     }
