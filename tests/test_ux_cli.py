@@ -163,9 +163,9 @@ def stored(db: Path) -> int:
         return 0
 
 
-def test_ctrl_c_says_what_the_store_kept_and_that_the_same_command_resumes(bench):
-    bench.makefile(".toml", slow='[models.echo-slow]\nbackend = "echo"\nweights = "smoke:echo"\nsmoke = true\n'
-                                 'options = { delay_s = 0.02 }\n')
+def interrupted_run(bench: pytest.Pytester) -> tuple[int, str, Path]:
+    """`pytest bench --catalog slow.toml` in a subprocess, sent SIGINT (what Ctrl-C sends) once 40 samples
+    are stored: (exit code, its output, the store's path)."""
     cmd = [sys.executable, "-m", "pytest", "bench", "--catalog", "slow.toml", "--ways", "20", "-p", "no:cacheprovider",
            "--batch-size", "10", "--samples", "150", "--report-dir", "runs"]
     proc = subprocess.Popen(cmd, cwd=bench.path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
@@ -173,10 +173,17 @@ def test_ctrl_c_says_what_the_store_kept_and_that_the_same_command_resumes(bench
     deadline = time.time() + 60
     while time.time() < deadline and stored(db) < 40 and proc.poll() is None:
         time.sleep(0.05)
-    proc.send_signal(signal.SIGINT)  # what Ctrl-C sends
+    proc.send_signal(signal.SIGINT)
     out, _ = proc.communicate(timeout=120)
+    return proc.returncode, out, db
+
+
+def test_ctrl_c_says_what_the_store_kept_and_that_the_same_command_resumes(bench):
+    bench.makefile(".toml", slow='[models.echo-slow]\nbackend = "echo"\nweights = "smoke:echo"\nsmoke = true\n'
+                                 'options = { delay_s = 0.02 }\n')
+    returncode, out, db = interrupted_run(bench)
     kept = stored(db)
-    assert proc.returncode == pytest.ExitCode.INTERRUPTED and 40 <= kept < 150, out[-3000:]
+    assert returncode == pytest.ExitCode.INTERRUPTED and 40 <= kept < 150, out[-3000:]
     *_, line, written = out.splitlines()
     assert line == (f"interrupted: {kept} finished samples of the selected cases are in the result "
                     f"store {db} ({kept} from this run); the same command resumes from there")
@@ -205,16 +212,8 @@ def test_a_second_ctrl_c_waits_for_the_report_and_a_case_not_reached_says_so(ben
     bench.makefile(".toml", slow='[models.echo-first]\nbackend = "echo"\nweights = "smoke:echo"\nsmoke = true\n'
                                  'options = { delay_s = 0.02 }\n\n[models.echo-then]\nbackend = "echo"\n'
                                  'weights = "smoke:echo"\nsmoke = true\n')
-    cmd = [sys.executable, "-m", "pytest", "bench", "--catalog", "slow.toml", "--ways", "20", "-p", "no:cacheprovider",
-           "--batch-size", "10", "--samples", "150", "--report-dir", "runs"]
-    proc = subprocess.Popen(cmd, cwd=bench.path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    db = bench.path / "runs" / "store.sqlite"
-    deadline = time.time() + 60
-    while time.time() < deadline and stored(db) < 40 and proc.poll() is None:
-        time.sleep(0.05)
-    proc.send_signal(signal.SIGINT)
-    out, _ = proc.communicate(timeout=120)
-    assert proc.returncode == pytest.ExitCode.INTERRUPTED, out[-3000:]
+    returncode, out, _ = interrupted_run(bench)
+    assert returncode == pytest.ExitCode.INTERRUPTED, out[-3000:]
     assert "vlmcls: writing the report of what ran, a moment (Ctrl-C again stops at once" in out
     assert "Traceback" not in out
     written = out.splitlines()[-1]
