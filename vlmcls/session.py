@@ -307,11 +307,15 @@ class BenchSession:
                       "logprobs have them)")
         return reason
 
+    @staticmethod
+    def _backend_key(spec: CaseSpec) -> str:
+        return repr((spec.model, spec.settings))
+
     def has_backend(self, spec: CaseSpec) -> bool:
-        return repr((spec.model, spec.settings)) in self._backends
+        return self._backend_key(spec) in self._backends
 
     def backend(self, spec: CaseSpec):
-        key = repr((spec.model, spec.settings))
+        key = self._backend_key(spec)
         if key not in self._backends:
             for other in list(self._backends):  # one model in memory at a time (GPU memory)
                 self._backends.pop(other).close()
