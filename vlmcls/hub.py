@@ -78,9 +78,9 @@ def revision(weights: str) -> str | None:
         folder = cached_snapshot(weights) if _repo_id_ok(weights) else None
         if folder is None:
             return None
-    commit = re.compile(r"[0-9a-f]{40}")
-    found = [p.name for p in (folder.resolve(), *folder.resolve().parents) if p.parent.name == "snapshots" and commit.fullmatch(p.name)]
-    return found[0] if found else None
+    folder = folder.resolve()
+    return next((p.name for p in (folder, *folder.parents)
+                 if p.parent.name == "snapshots" and re.fullmatch(r"[0-9a-f]{40}", p.name)), None)
 
 
 def hub_reason(repo_id: str) -> str | None:
