@@ -280,3 +280,9 @@ def test_loading_real_weights_is_said_before_the_wait_and_smoke_models_stay_quie
     out.assert_outcomes(passed=4)
     loading = [line for line in out.stdout.lines if ": loading " in line]
     assert loading == [f"  my-clip-20way: loading {folder} on cpu"], loading  # once per model, not per case
+
+
+def test_the_nli_model_follows_the_case_onto_its_accelerator():
+    from vlmcls.session import nli_device
+
+    assert [nli_device(d) for d in ("cuda:3", "cuda", "mps", "cpu", "auto")] == ["cuda:3", "cuda", "mps", "auto", "auto"]

@@ -325,7 +325,7 @@ class BenchSession:
     def resolver(self, spec: CaseSpec):
         from .resolve import Resolver
 
-        device = spec.settings.device if spec.settings.device.startswith("cuda") else "auto"  # this worker's GPU
+        device = nli_device(spec.settings.device)
         key = (spec.resolver, spec.nli_model, device, spec.nli_compile)
         if key not in self._resolvers:
             self._resolvers[key] = Resolver(spec.resolver, self.labels, nli_model=spec.nli_model, device=device,
@@ -523,6 +523,12 @@ class BenchSession:
         self._backends.clear()
         if "store" in self.__dict__:
             self.store.close()
+
+
+def nli_device(model_device: str) -> str:
+    """The NLI model goes where the case's model went when that is an accelerator (this xdist worker's
+    GPU, or a Mac's MPS); else "auto". A CPU-only case still gets a GPU for NLI where there is one."""
+    return model_device if model_device.startswith(("cuda", "mps")) else "auto"
 
 
 def hold_ctrl_c() -> Callable[[], None] | None:
