@@ -3,6 +3,7 @@ run re-rendered last instead of the newest, percent typos in catalog accuracies,
 --store failing every case with a traceback, a silent Ctrl-C, and a -k that matches no case."""
 from __future__ import annotations
 
+import json
 import os
 import signal
 import sqlite3
@@ -163,17 +164,20 @@ def stored(db: Path) -> int:
         return 0
 
 
-def interrupted_run(bench: pytest.Pytester) -> tuple[int, str, Path]:
+def interrupted_run(bench: pytest.Pytester, *extra: str, presses: int = 1) -> tuple[int, str, Path]:
     """`pytest bench --catalog slow.toml` in a subprocess, sent SIGINT (what Ctrl-C sends) once 40 samples
-    are stored: (exit code, its output, the store's path)."""
+    are stored, `presses` times 0.05 s apart: (exit code, its output, the store's path)."""
     cmd = [sys.executable, "-m", "pytest", "bench", "--catalog", "slow.toml", "--ways", "20", "-p", "no:cacheprovider",
-           "--batch-size", "10", "--samples", "150", "--report-dir", "runs"]
+           "--batch-size", "10", "--samples", "150", "--report-dir", "runs", *extra]
     proc = subprocess.Popen(cmd, cwd=bench.path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     db = bench.path / "runs" / "store.sqlite"
     deadline = time.time() + 60
     while time.time() < deadline and stored(db) < 40 and proc.poll() is None:
         time.sleep(0.05)
-    proc.send_signal(signal.SIGINT)
+    for i in range(presses):
+        if i:
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGINT)
     out, _ = proc.communicate(timeout=120)
     return proc.returncode, out, db
 
@@ -223,6 +227,25 @@ def test_a_second_ctrl_c_waits_for_the_report_and_a_case_not_reached_says_so(ben
     assert "- `echo-first-20way` (interrupted): interrupted (Ctrl-C) after " in report_md
 
 
+@pytest.mark.parametrize("extra", [(), ("--refresh",)])
+def test_two_quick_ctrl_c_still_leave_a_report_that_names_every_case_left_undone(bench, extra):
+    """A second press 0.05 s after the first once landed while pytest was handling the first: the report
+    was written as if complete ("1 passed") and the unfinished cases were missing from it."""
+    bench.makefile(".toml", slow='[models.echo-first]\nbackend = "echo"\nweights = "smoke:echo"\nsmoke = true\n'
+                                 'options = { delay_s = 0.02 }\n\n[models.echo-then]\nbackend = "echo"\n'
+                                 'weights = "smoke:echo"\nsmoke = true\n')
+    returncode, out, _ = interrupted_run(bench, *extra, presses=2)
+    assert returncode == pytest.ExitCode.INTERRUPTED, out[-3000:]
+    assert "Traceback" not in out
+    written = out.splitlines()[-1]
+    results = json.loads((Path(written.removeprefix("report: ")).parent / "results.json").read_text())
+    status = {c["case_id"]: (c["status"], c["reason"]) for c in results["cases"]}
+    assert status["echo-first-20way"][0] == status["echo-then-20way"][0] == "interrupted", status
+    resumes = ("a rerun without --refresh resumes from them, with --refresh it starts over" if extra
+               else "the same command resumes it from there")
+    assert status["echo-first-20way"][1].endswith(resumes)
+
+
 def test_ctrl_c_counts_this_runs_rows_apart_and_under_refresh_only_them(tmp_path):
     """What the store held before the run is not this run's work; under --refresh it is what the user
     asked to replace, so the line counts only this run's rows and says how each rerun treats them."""
@@ -242,7 +265,7 @@ def test_ctrl_c_counts_this_runs_rows_apart_and_under_refresh_only_them(tmp_path
 
     for refresh in (False, True):
         s = object.__new__(BenchSession)  # only what interrupted() reads
-        s.__dict__.update(started=150.0, selected=["m-20way"], _cases=(Case(),), store=store, is_worker=False,
+        s.__dict__.update(started=150.0, selected=["m-20way"], _cases=(Case(),), store=store, is_worker=False, was_interrupted=False,
                           opt=type("O", (), {"refresh": refresh, "store": str(tmp_path / "store.sqlite")})(),
                           config=type("C", (), {"invocation_params": type("I", (), {"dir": tmp_path})()})())
         key = case_key({})

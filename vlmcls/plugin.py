@@ -122,6 +122,7 @@ class SessionHooks:
     def pytest_xdist_node_collection_finished(self, node, ids: list[str]) -> None:
         self.bench.collected_ids(ids)
 
+    @pytest.hookimpl(tryfirst=True)  # before the terminal reporter's, which takes a while
     def pytest_keyboard_interrupt(self, excinfo: pytest.ExceptionInfo) -> None:
         if excinfo.errisinstance(KeyboardInterrupt):  # not pytest.exit(), which says why itself
             self.bench.interrupted()

@@ -150,8 +150,8 @@ def stale_note(stale: int) -> str:
     if not stale:
         return ""
     return (f"{stale} stored {'answer was' if stale == 1 else 'answers were'} asked again: the image or label "
-            "changed since (for an image file: its size or modification time; a copy made without `cp -p` or "
-            "`rsync -t` counts as changed)")
+            "changed since (for an image file: its size or modification time; a copy made without cp -p or "
+            "rsync -t counts as changed)")
 
 
 def _decode_one(s: Sample):

@@ -21,7 +21,7 @@ import uuid
 from dataclasses import replace
 from functools import cached_property
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Sequence
 
 import pytest
 
@@ -54,7 +54,7 @@ class BenchSession:
         self.deselected: list[Case] = []  # cases -k / -m left out (the plugin's pytest_deselected adds them)
         self.interrupt_line: str | None = None  # what Ctrl-C left in the store, for the last lines
         self.was_interrupted = False
-        self._ctrl_c: Callable[[], None] | None = None  # restores Ctrl-C after the report is written
+        self.ctrl_c = CtrlC()  # counts Ctrl-C presses on the controller (see CtrlC)
         self._validated = False
         self._paths_checked = False
         self._backends: dict[str, Any] = {}
@@ -234,6 +234,7 @@ class BenchSession:
         self.selected += [c.case_id for c in selected if c.case_id not in self.selected]
         if selected and not self.is_worker:  # workers trust their controller
             self.check_paths()
+            self.ctrl_c.install()  # a bench run from here on: a second Ctrl-C waits for its report
 
     def collected_ids(self, nodeids: list[str]) -> None:
         """An xdist worker's collection (node ids): the controller does not collect, but must know
@@ -242,6 +243,8 @@ class BenchSession:
         self.worker_collections += 1
         params = (n[n.rfind("[") + 1:-1] for n in nodeids if n.endswith("]"))
         self.selected += [p for p in params if p in mine and p not in self.selected]
+        if self.selected:
+            self.ctrl_c.install()
 
     def selection_hint(self) -> str | None:
         """-k / -m matched none of the cases: how to list them and what their ids look like."""
@@ -265,10 +268,9 @@ class BenchSession:
     def interrupted(self) -> None:
         """Ctrl-C: say what survived. Every finished batch is in the store, which the same command
         resumes from; without a word the user would assume the work was lost."""
-        if self.is_worker or not self.selected:
+        if self.is_worker or not self.selected or self.was_interrupted:
             return
         self.was_interrupted = True  # finish() lists the cases left undone in the report
-        self._ctrl_c = hold_ctrl_c()  # a second Ctrl-C must not lose the report being written
         from .store import case_key
 
         keys = {case_key(c.spec.key_fields()) for c in self._cases if c.case_id in self.selected}
@@ -449,14 +451,11 @@ class BenchSession:
         try:
             self._finish()
         finally:
-            self.release_ctrl_c()
-
-    def release_ctrl_c(self) -> None:
-        if self._ctrl_c is not None:
-            self._ctrl_c()
-            self._ctrl_c = None
+            self.ctrl_c.release()
 
     def _finish(self) -> None:
+        if self.ctrl_c.presses:  # also when a second press cut pytest's own Ctrl-C handling (and our hook) short
+            self.interrupted()
         if self.was_interrupted:
             self.rows += self.interrupted_rows()
         if not self.rows:
@@ -498,6 +497,9 @@ class BenchSession:
             fresh = self.store.count(case_key(case.spec.key_fields()), since=self.started)
         except (OSError, sqlite3.Error):
             fresh = 0
+        if fresh and self.opt.refresh:
+            return (f"interrupted (Ctrl-C) after {fresh} of its answers were stored; a rerun without --refresh "
+                    "resumes from them, with --refresh it starts over")
         if fresh:
             return (f"interrupted (Ctrl-C) after {fresh} of its answers were stored; the same command resumes it "
                     "from there")
@@ -517,7 +519,7 @@ class BenchSession:
         return lines
 
     def close(self) -> None:
-        self.release_ctrl_c()
+        self.ctrl_c.release()
         for backend in self._backends.values():
             backend.close()
         self._backends.clear()
@@ -531,24 +533,32 @@ def nli_device(model_device: str) -> str:
     return model_device if model_device.startswith(("cuda", "mps")) else "auto"
 
 
-def hold_ctrl_c() -> Callable[[], None] | None:
-    """After the first Ctrl-C the run winds down and writes what it has (a few seconds: the plots); a
-    second Ctrl-C then would lose the report in a traceback. Until the returned function is called, a
-    further Ctrl-C only says that the report is being written; a third one stops at once. None where
-    signals cannot be set (not the main thread)."""
-    if threading.current_thread() is not threading.main_thread():
-        return None
-    presses = []
+class CtrlC:
+    """Ctrl-C on the controller, counted. The first press interrupts the run as Python's own handler does
+    (KeyboardInterrupt); the run then winds down and writes what it has (a few seconds: the plots). A
+    second press there would lose the report in a traceback, or, arriving while pytest handles the first,
+    leave a report that looks complete: it only says that the report is being written. A third stops
+    at once. Installed for the session's length, in the main thread only."""
 
-    def handler(signum, frame) -> None:
-        presses.append(signum)
-        if len(presses) > 1:
+    def __init__(self) -> None:
+        self.presses = 0
+        self._previous: Any = None
+
+    def install(self) -> None:
+        if threading.current_thread() is threading.main_thread() and self._previous is None:
+            self._previous = signal.signal(signal.SIGINT, self._pressed)
+
+    def release(self) -> None:
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
+            self._previous = None
+
+    def _pressed(self, signum, frame) -> None:
+        self.presses += 1
+        if self.presses != 2:
             raise KeyboardInterrupt
         sys.stderr.write("\nvlmcls: writing the report of what ran, a moment (Ctrl-C again stops at once; "
                          "the result store keeps every finished sample either way)\n")
-
-    previous = signal.signal(signal.SIGINT, handler)
-    return lambda: signal.signal(signal.SIGINT, previous)
 
 
 def without_selection(args: Sequence[str]) -> list[str]:
