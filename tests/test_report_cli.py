@@ -300,6 +300,30 @@ def test_merging_runs_of_other_resolvers_keeps_both_side_by_side(tmp_path):
     assert "other settings" not in text  # CLIP's rank run ran as its study run: it reads no prompt, needs no resolver
 
 
+def test_in_a_merge_only_the_cases_that_ran_otherwise_are_renamed(tmp_path):
+    """A merged folder serves as a baseline and as input to scripts: a case that ran one way in every run
+    keeps `e-20way` (it was renamed `e-20way-study` because another model had a rank run)."""
+    a = write_run(tmp_path / "a", _row("m", preds(30, wrong=3)), _row("e", preds(30, wrong=5)))
+    b = write_run(tmp_path / "b", _row("m", preds(30, wrong=6), resolver="rank"))
+    assert main(["report", str(a), str(b), "--out", str(tmp_path / "out"), "--no-plots"]) == 0
+    cases = {c["case_id"] for c in json.loads((tmp_path / "out" / "results.json").read_text())["cases"]}
+    assert cases == {"m-20way-study", "m-20way-rank", "e-20way"}
+    later = write_run(tmp_path / "later", _row("e", preds(30, wrong=5)))
+    assert main(["report", str(later), "--baseline", str(tmp_path / "out"), "--out", str(tmp_path / "vs"),
+                 "--no-plots"]) == 0
+    (e,) = json.loads((tmp_path / "vs" / "results.json").read_text())["cases"]
+    assert e["baseline"]["compared"] and e["baseline"]["paired_n"] == 30
+
+
+def test_a_run_is_not_its_own_baseline(tmp_path, capsys):
+    a = write_run(tmp_path / "a", _row("m", preds(30, wrong=3)))
+    before = (a / "results.json").read_text()
+    assert main(["report", str(a), "--baseline", str(a) + "/", "--no-plots"]) == 2
+    assert capsys.readouterr().err == (f"vlmcls: error: --baseline {a}/ is one of the runs being rendered: "
+                                       "compare with another run\n")
+    assert (a / "results.json").read_text() == before
+
+
 def test_report_compares_with_a_baseline(tmp_path):
     base = write_run(tmp_path / "base", case("m", 20, preds(100)), case("gone", 20, preds(10)), run_id="base-run")
     now = write_run(tmp_path / "now", case("m", 20, preds(100, wrong=40) + preds(7, prefix="new")), case("fresh", 20, preds(10)))

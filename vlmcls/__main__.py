@@ -127,6 +127,10 @@ def choose_baseline(given: str | None, runs: Sequence[Run]) -> tuple[Run | None,
     the baseline every run recorded (`pytest --baseline` writes it into meta), so a plain re-render
     keeps the comparison the run was made with."""
     if given:
+        if any(Path(given).resolve() == Path(r.path).resolve() for r in runs):
+            # every case would be "no significant difference" from itself, and the run's own recorded
+            # baseline would be overwritten by it
+            raise RunError(f"--baseline {given} is one of the runs being rendered: compare with another run")
         return load_run(given), ""
     recorded = {recorded_baseline(r) for r in runs}
     if len(recorded) != 1 or None in recorded:
@@ -250,7 +254,8 @@ def merge(runs: Sequence[Run]) -> tuple[dict[str, tuple[Run, dict]], list[str]]:
     notes = []
     for run in runs:
         for row in run.rows:
-            row = with_setting_ids(row, swept) if swept else row
+            keys = swept.get(_base_id(row), ())
+            row = with_setting_ids(row, keys) if keys else row
             cid = row["case_id"]
             if cid in chosen:
                 old_run, old = chosen[cid]
@@ -277,16 +282,36 @@ def _generative(row: Mapping) -> bool:
         return True
 
 
-def _swept(rows: Sequence[Mapping]) -> tuple[str, ...]:
-    """The settings of SWEPT in which the generative models' rows differ."""
-    rows = [r for r in rows if _generative(r)]
-    return tuple(k for k in SWEPT if len({str(r.get(k)) for r in rows}) > 1)
+def _swept(rows: Sequence[Mapping]) -> dict[str, tuple[str, ...]]:
+    """Case id (without a sweep's prompt) -> the settings of SWEPT in which its rows differ, for the
+    generative models' cases that ran otherwise in one run than in another. A case that ran one way
+    everywhere keeps its id, so a baseline or a script still finds `model-20way`."""
+    values: dict[str, dict[str, set[str]]] = {}
+    for r in rows:
+        if _generative(r):
+            seen = values.setdefault(_base_id(r), {k: set() for k in SWEPT})
+            for k in SWEPT:
+                seen[k].add(str(r.get(k)))
+    return {cid: keys for cid, seen in values.items() if (keys := tuple(k for k in SWEPT if len(seen[k]) > 1))}
 
 
 def _prompt_slug(row: Mapping) -> str:
     from .prompts import Template
 
     return Template(str(row.get("prompt")), "", "", row.get("prompt_file")).slug
+
+
+def _sweep_suffix(row: Mapping) -> str:
+    """"-label-only" for a row of a prompt sweep (its id and tag end with its prompt), else ""."""
+    slug = _prompt_slug(row)
+    cid, tag = row["case_id"], str(row.get("tag") or row["case_id"])
+    return f"-{slug}" if tag.endswith(f" [{slug}]") and cid.endswith(f"-{slug}") else ""
+
+
+def _base_id(row: Mapping) -> str:
+    """The case id without a prompt sweep's suffix: what every run of the model at that N shares."""
+    suffix = _sweep_suffix(row)
+    return row["case_id"][: -len(suffix)] if suffix else row["case_id"]
 
 
 def with_setting_ids(row: dict, keys: Sequence[str] = ("prompt",)) -> dict:
@@ -299,7 +324,7 @@ def with_setting_ids(row: dict, keys: Sequence[str] = ("prompt",)) -> dict:
         return row
     cid, tag = row["case_id"], str(row.get("tag") or row["case_id"])
     slug = _prompt_slug(row)
-    if tag.endswith(f" [{slug}]") and cid.endswith(f"-{slug}"):  # from a prompt sweep
+    if _sweep_suffix(row):  # from a prompt sweep: named afresh from its base
         cid, tag = cid[: -len(slug) - 1], tag[: -len(slug) - 3]
     parts = [slug if k == "prompt" else str(row.get(k)) for k in keys]
     named = f"{cid}-{'-'.join(parts)}"
