@@ -291,7 +291,7 @@ def test_merging_runs_of_other_resolvers_keeps_both_side_by_side(tmp_path):
     assert [cases[k]["metrics"]["accuracy"] for k in ("m-20way-thesis-study", "m-20way-thesis-rank",
                                                       "m-20way-label-only-rank")] == [0.9, 0.8, 0.6]
     assert cases["m-20way-label-only-rank"]["tag"] == "m [label-only, rank]"
-    assert cases["m-20way-label-only-rank"]["source_case_id"] == "m-20way-label-only"
+    assert "source_case_id" not in cases["m-20way-label-only-rank"]  # the merged folder files it under its own id
     out = tmp_path / "out" / "samples"
     assert (out / "m-20way-thesis-rank.jsonl").read_text() == (ranked / "samples" / "m-20way.jsonl").read_text()
     assert (out / "m-20way-label-only-rank.jsonl").read_text() == (swept / "samples" / "m-20way-label-only.jsonl").read_text()

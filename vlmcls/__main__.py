@@ -90,7 +90,8 @@ def cmd_report(args: argparse.Namespace) -> int:
     if baseline is not None:  # recorded, so that the next re-render compares again
         meta.update(baseline_meta(baseline.path, out))
     copy_samples(chosen, out)
-    rows = [row for _, row in chosen.values()]
+    # the output files each case's samples under its own id: a later render of this folder must look there
+    rows = [{k: v for k, v in row.items() if k != "source_case_id"} for _, row in chosen.values()]
     sources = "\n\n".join(filter(None, [sources_section(runs, notes, mixed), dropped_section(dropped)]))
     path = report.write_run(out, rows, meta, catalog=catalog, baseline=baseline, plots=not args.no_plots,
                             sources=sources, provenance=provenance.markdown(meta))
