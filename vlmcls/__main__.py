@@ -255,8 +255,7 @@ def merge(runs: Sequence[Run]) -> tuple[dict[str, tuple[Run, dict]], list[str]]:
     notes = []
     for run in runs:
         for row in run.rows:
-            keys = swept.get(_base_id(row), ())
-            row = with_setting_ids(row, keys) if keys else row
+            row = with_setting_ids(row, swept.get(_base_id(row), ()))
             cid = row["case_id"]
             if cid in chosen:
                 old_run, old = chosen[cid]
@@ -315,10 +314,10 @@ def _base_id(row: Mapping) -> str:
     return row["case_id"][: -len(suffix)] if suffix else row["case_id"]
 
 
-def with_setting_ids(row: dict, keys: Sequence[str] = ("prompt",)) -> dict:
+def with_setting_ids(row: dict, keys: Sequence[str]) -> dict:
     """The row under the case id a sweep of `keys` would give it (`…-20way-label-only`, tag
     `… [label-only]`; `…-20way-rank`; `…-20way-label-only-rank`, tag `… [label-only, rank]`); a row
-    whose model takes no prompt is returned as it is. A prompt sweep's own row (its id ends with its
+    whose model takes no prompt, or with no `keys`, is returned as it is. A prompt sweep's own row (its id ends with its
     prompt already) is named afresh from its base. `source_case_id` keeps the id its run filed its
     samples under."""
     if not _generative(row) or not keys:
