@@ -42,7 +42,7 @@ def test_a_confidence_rounded_just_above_one_counts_in_the_top_bin():
 
 
 # ---------------------------------------------------------------- runner: stored answers asked again
-def test_a_rerun_with_nothing_changed_has_no_note_and_a_stale_one_says_how_to_copy(tmp_path):
+def test_a_rerun_with_nothing_changed_has_no_note_and_a_stale_one_says_why(tmp_path):
     from test_runner import jpeg, runner, samples
 
     from vlmcls.store import Store
@@ -55,7 +55,7 @@ def test_a_rerun_with_nothing_changed_has_no_note_and_a_stale_one_says_how_to_co
     changed = [Sample(data[0].sample_id, data[0].label, jpeg("yellow")), *data[1:]]
     (note,) = runner(store=store).run(changed).notes
     assert note == ("1 stored answer was asked again: the image or label changed since (for an image file: its "
-                    "size or modification time; a copy made without cp -p or rsync -t counts as changed)")
+                    "content; for a row an earlier vlmcls stored without a content hash, its size or modification time)")
 
 
 # ---------------------------------------------------------------- hub: the revision a row records

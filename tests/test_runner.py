@@ -1,6 +1,8 @@
 """The runner end to end without pytest: error rows, --max-cost, resume, and secrets in written files."""
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import io
 import os
 import subprocess
@@ -13,7 +15,7 @@ from vlmcls import backends
 from vlmcls.catalog import ModelEntry
 from vlmcls.labels import imagenet_labelset
 from vlmcls.resolve import Resolver
-from vlmcls.runner import CaseRunner, CaseSpec
+from vlmcls.runner import CaseRunner, CaseSpec, fingerprint
 from vlmcls.settings import BackendSettings
 from vlmcls.smoke.api_server import ApiServer
 from vlmcls.store import Store
@@ -164,19 +166,52 @@ def test_changed_images_or_labels_are_recomputed_not_served_stale(tmp_path):
     assert not any("asked again" in n for n in runner(store=store).run(changed).notes)  # nothing stale now
 
 
-def test_a_copied_image_file_is_asked_again_and_the_notes_say_so(tmp_path):
-    """`cp -r` without -p gives every file a new modification time: the stored answers are asked (and an
-    API paid) again; the case's notes say how many and why, instead of nothing."""
+def test_a_copied_or_touched_image_file_keeps_its_stored_answer_and_a_changed_one_is_asked_again(tmp_path):
+    """`cp -r` without -p gives every file a new modification time: the rows' content hashes still match,
+    so nothing is asked (or paid) again; a file whose bytes changed is asked again, and the notes say so."""
+    import shutil
+
     store = Store(tmp_path / "s.sqlite")
-    files = []
+    (tmp_path / "a").mkdir()
     for i in range(3):
-        files.append(tmp_path / f"img{i}.jpg")
-        files[-1].write_bytes(jpeg((i * 40, 90, 30)))
-    data = [Sample(f.name, i, str(f)) for i, f in enumerate(files)]
-    assert runner(store=store).run(data).resumed == 0
-    os.utime(files[1], ns=(1, 1))
+        (tmp_path / "a" / f"img{i}.jpg").write_bytes(jpeg((i * 40, 90, 30)))
+
+    def data(folder):
+        return [Sample(f"img{i}.jpg", i, str(tmp_path / folder / f"img{i}.jpg")) for i in range(3)]
+
+    first = runner(store=store).run(data("a"))
+    assert first.resumed == 0
+    assert all(p.fingerprint.partition("#")[2] == hashlib.sha1((tmp_path / "a" / p.sample_id).read_bytes()).hexdigest()[:16]
+               for p in first.predictions)
+    os.utime(tmp_path / "a" / "img1.jpg", ns=(1, 1))
+    shutil.copytree(tmp_path / "a", tmp_path / "b", copy_function=shutil.copy)  # new mtimes, same bytes
+    for folder in ("a", "b"):
+        again = runner(store=store).run(data(folder))
+        assert again.resumed == 3 and again.notes == []
+    (tmp_path / "b" / "img2.jpg").write_bytes(jpeg("yellow"))
+    changed = runner(store=store).run(data("b"))
+    assert changed.resumed == 2 and "1 stored answer was asked again" in "\n".join(changed.notes)
+    relabelled = [Sample(s.sample_id, (s.label + 1) % 3, s.image) for s in data("b")]
+    assert runner(store=store).run(relabelled).resumed == 0  # same bytes, another label: every row asked again
+
+
+def test_a_row_stored_without_a_content_hash_is_asked_again_when_its_file_is_touched(tmp_path):
+    """Rows an earlier vlmcls wrote carry size + mtime only: a touched file cannot be told from a changed
+    one, so it is asked again (as before), and the rows written then carry the content hash."""
+    store = Store(tmp_path / "s.sqlite")
+    f = tmp_path / "img.jpg"
+    f.write_bytes(jpeg("red"))
+    data = [Sample("img.jpg", 0, str(f))]
+    r = runner(store=store)
+    old = dataclasses.replace(r.run(data).predictions[0], fingerprint=fingerprint(data[0]))
+    store.put(r.key, [old], 0.0)
+    assert runner(store=store).run(data).resumed == 1  # untouched: the quick fingerprint still agrees
+    os.utime(f, ns=(1, 1))
     again = runner(store=store).run(data)
-    assert again.resumed == 2 and "1 stored answer was asked again" in "\n".join(again.notes)
+    assert again.resumed == 0 and "its size or modification time" in again.notes[0]
+    assert "#" in again.predictions[0].fingerprint
+    os.utime(f, ns=(2, 2))
+    assert runner(store=store).run(data).resumed == 1
 
 
 def test_a_dead_endpoint_stops_the_case_after_a_few_samples():

@@ -133,11 +133,11 @@ def _rate(n: int, seconds: float) -> float | None:
 
 
 def fingerprint(s: Sample) -> str:
-    """Identifies the image behind a sample id: content hash for bytes, size + mtime for a file
-    (hashing every file of a 10,000-image run would cost a full read). A store row whose fingerprint
-    or label differs from the sample's is stale (the dataset changed) and is recomputed."""
+    """Identifies the image behind a sample id, cheaply: content hash for bytes, size + mtime for a
+    file (checked for every sample of a resumed run, so it reads no file). `stamp` adds a file's
+    content hash to the rows it writes, which `same_image` falls back on when size + mtime differ."""
     if isinstance(s.image, (bytes, bytearray)):
-        return f"{s.label}:" + hashlib.sha1(s.image).hexdigest()[:16]
+        return f"{s.label}:" + _sha(s.image)
     try:
         st = os.stat(s.image)
         return f"{s.label}:{st.st_size}-{st.st_mtime_ns}"
@@ -145,13 +145,37 @@ def fingerprint(s: Sample) -> str:
         return f"{s.label}:missing"
 
 
+def _sha(data: bytes) -> str:
+    return hashlib.sha1(data).hexdigest()[:16]
+
+
+def _file_sha(path: str) -> str | None:
+    try:
+        with open(path, "rb") as f:
+            return _sha(f.read())
+    except OSError:
+        return None
+
+
+def same_image(stored: str, s: Sample, quick: str) -> bool:
+    """Whether a stored row was made for this sample's image and label: the quick fingerprints agree,
+    or (size or mtime differ) the row recorded a content hash and the file's content still has it.
+    Rows written before content hashes were recorded have none: a changed mtime makes them stale."""
+    head, _, sha = stored.partition("#")
+    if head == quick:
+        return True
+    if not sha or isinstance(s.image, (bytes, bytearray)) or head.split(":", 1)[0] != str(s.label):
+        return False
+    return _file_sha(s.image) == sha
+
+
 def stale_note(stale: int) -> str:
     """Stored answers asked again are paid again (APIs): say how many, and the usual cause."""
     if not stale:
         return ""
     return (f"{stale} stored {'answer was' if stale == 1 else 'answers were'} asked again: the image or label "
-            "changed since (for an image file: its size or modification time; a copy made without cp -p or "
-            "rsync -t counts as changed)")
+            "changed since (for an image file: its content; for a row an earlier vlmcls stored without a "
+            "content hash, its size or modification time)")
 
 
 def _decode_one(s: Sample):
@@ -211,7 +235,8 @@ class CaseRunner:
         self.key = case_key(spec.key_fields())
         self.ambiguous = labels.ambiguous_ids() if canonical("labels", labels.mode) == STUDY_LABELS else frozenset()
         self._fingerprints: dict[str, str] = {}
-        self.read_image = _read_one if getattr(backend, "decodes_images", False) else _decode_one
+        self._contents: dict[str, str | None] = {}  # an image file's content hash, taken when it is read
+        self._read = _read_one if getattr(backend, "decodes_images", False) else _decode_one
         self.stage_seconds: dict[str, float] = {}
 
     def candidates(self, s: Sample):
@@ -224,6 +249,14 @@ class CaseRunner:
             shared = self.spec.settings.layout == LABELS_FIRST and self.spec.ways == len(self.labels)
             cs = cand.reorder(cs, cand.order_permutation("" if shared else s.sample_id, self.spec.ways, order, self.spec.seed))
         return cs
+
+    def read_image(self, s: Sample):
+        """The sample's image as the backend takes it (or the ImageError of its row); for an image file
+        its content hash is taken here too, in the read-ahead threads, for the row's fingerprint."""
+        image = self._read(s)
+        if isinstance(s.image, str) and s.sample_id not in self._contents:
+            self._contents[s.sample_id] = _sha(image) if isinstance(image, bytes) else _file_sha(s.image)
+        return image
 
     def query(self, s: Sample, image, cs) -> Query:
         labels = cs.labels(self.labels)
@@ -244,13 +277,22 @@ class CaseRunner:
             pred_id, stage = None, "unresolved"  # a backend bug must never score outside the candidates
         ambiguous = ambiguous or bool({s.label, pred_id} & self._colliding(cs.class_ids))
         return Prediction(
-            fingerprint=self._fingerprints.get(s.sample_id) or fingerprint(s), sample_id=s.sample_id, order=getattr(s, "order", 0), true_id=s.label, true_label=self.labels.names[s.label],
+            fingerprint=self.stamp(s), sample_id=s.sample_id, order=getattr(s, "order", 0), true_id=s.label, true_label=self.labels.names[s.label],
             candidates=cs.labels(self.labels), answer=answer.text, pred_id=pred_id,
             pred_label=None if pred_id is None else self.labels.names[pred_id], stage=stage,
             latency_s=answer.latency_s, prompt_tokens=answer.prompt_tokens,
             completion_tokens=answer.completion_tokens, cost_usd=answer.cost_usd, error=answer.error, ambiguous=ambiguous,
             top5=answer.top5, top1_prob=answer.top1_prob,
         )
+
+    def stamp(self, s: Sample) -> str:
+        """A new row's fingerprint: the quick one, and for an image file its content hash after `#`, which
+        `same_image` falls back on (a copied folder, or a file touched without changing, still matches)."""
+        quick = self._fingerprints.get(s.sample_id) or fingerprint(s)
+        if isinstance(s.image, (bytes, bytearray)) or quick.endswith(":missing"):
+            return quick
+        sha = self._contents[s.sample_id] if s.sample_id in self._contents else _file_sha(s.image)
+        return f"{quick}#{sha}" if sha else quick
 
     def _colliding(self, class_ids: Sequence[int]) -> set[int]:
         """--labels raw: the candidates whose name another candidate shares ("crane" and "crane"), which
@@ -333,8 +375,12 @@ class CaseRunner:
         stored = {} if (self.store is None or self.spec.refresh) else self.store.get(self.key)
         current = self._fingerprints = {s.sample_id: fingerprint(s) for s in samples}  # hashed once per sample
         # error rows are retried; rows for an image or label that changed since are recomputed
-        done = {k: p for k, p in stored.items() if p.error is None and p.fingerprint == current.get(p.sample_id)}
-        stale = sum(p.error is None and p.sample_id in current and p.fingerprint != current[p.sample_id]
+        by_id = {s.sample_id: s for s in samples}
+        # each (sample, stored fingerprint) checked once: a file's content is hashed at most once, not per order
+        fits = {(sid, fp): same_image(fp, by_id[sid], current[sid]) for sid, fp in
+                {(p.sample_id, p.fingerprint) for p in stored.values() if p.error is None and p.sample_id in current}}
+        done = {k: p for k, p in stored.items() if p.error is None and fits.get((p.sample_id, p.fingerprint))}
+        stale = sum(p.error is None and (p.sample_id, p.fingerprint) in fits and not fits[p.sample_id, p.fingerprint]
                     for p in stored.values())
         items = with_orders(samples, self.spec.orders)  # K=1: the samples themselves
         todo = [s for s in items if _key(s) not in done]
