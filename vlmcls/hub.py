@@ -63,6 +63,40 @@ def cached_snapshot(repo_id: str) -> Path | None:
     return folder if any(next(folder.glob(p), None) for p in WEIGHT_FILES) else None
 
 
+def local_folder(weights: str | None) -> Path | None:
+    """The folder `weights` names on this machine (~ expanded), or None: a hub id, a smoke model, a path
+    that is not a folder."""
+    from .smoke import is_smoke
+
+    if not weights or is_smoke(weights):
+        return None
+    folder = Path(weights).expanduser()
+    return folder if folder.is_dir() else None
+
+
+def folder_files(weights: str | None) -> str | None:
+    """For weights in a local folder: `files:` and a hash of its files' names, sizes and modification times
+    (top level, symlinks followed, hidden files and *.md / *.log left out), else None. A checkpoint saved
+    again to the same folder (a new fine-tune) changes it, so the store never answers it with the old
+    model's rows; a copied folder changes it too (its answers are computed again, nothing is lost)."""
+    import hashlib
+
+    folder = local_folder(weights)
+    if folder is None:
+        return None
+    h = hashlib.sha1()
+    for p in sorted(folder.iterdir()):
+        if p.name.startswith(".") or p.suffix in (".md", ".log"):
+            continue
+        try:
+            st = p.stat()
+        except OSError:
+            continue
+        if p.is_file():
+            h.update(f"{p.name}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+    return "files:" + h.hexdigest()[:16]
+
+
 def revision(weights: str) -> str | None:
     """The hub commit of the weights as cached here (their snapshot folder's name), for results.json:
     a repo id names a moving target, the commit does not. A folder inside a hub cache snapshot gives

@@ -96,7 +96,18 @@ class CaseSpec:
             "settings": s, "dataset": self.dataset, "ways": self.ways, "seed": self.seed,
             "prompt": self.template.text, "labels": stored("labels", self.labels_mode),
             "resolver": stored("resolver", self.resolver), "nli_model": self.nli_model if self.resolver in NLI_RESOLVERS else None,
+            **self.folder_fields(),
         }
+
+    def folder_fields(self) -> dict[str, str]:
+        """Weights in a local folder are named by a path that a new checkpoint can be saved to: the key
+        holds what its files are (hub.folder_files), so a retrained model is never answered from the
+        old one's rows. Hub ids, smoke and served models add nothing (their keys are as before)."""
+        from . import hub
+
+        named = {"weights_files": self.model.weights if self.model.info.local else None,
+                 "nli_files": self.nli_model if self.resolver in NLI_RESOLVERS else None}
+        return {k: files for k, w in named.items() if (files := hub.folder_files(w))}
 
 
 @dataclass
@@ -129,6 +140,8 @@ class CaseResult:
 
 
 def _rate(n: int, seconds: float) -> float | None:
+    """Answers per second; None (shown "–") where none was answered (e.g. the only fresh rows were
+    unreadable images retried, which never reached the model)."""
     return n / seconds if n and seconds > 0 else None
 
 
@@ -401,7 +414,7 @@ class CaseRunner:
         preds = [p for p in rows if p.order == 0]
         return CaseResult(
             spec=self.spec, predictions=preds, metrics=metrics_mod.compute(preds, self.spec.seed) if preds else None,
-            images_per_s=_rate(len(fresh), elapsed - getattr(self.backend, "load_s", 0.0)),
+            images_per_s=_rate(sum(p.error is None for p in fresh), elapsed - getattr(self.backend, "load_s", 0.0)),
             resumed=len(items) - len(todo), not_run=len(samples) - len(preds), stopped=stopped,
             notes=notes, stage_seconds=dict(self.stage_seconds),
             wall_s=elapsed - getattr(self.backend, "load_s", 0.0), order_rows=rows if self.spec.orders > 1 else [],

@@ -76,13 +76,16 @@ def spec_fields(spec) -> dict:
 
 
 def revisions(spec) -> dict:
-    """The hub commit of the model's and the NLI model's weights as cached when the case ended (None: a
-    local folder, a smoke model, a served model, or no NLI stage)."""
+    """The hub commit of the model's and the NLI model's weights as cached when the case ended, or for a
+    local folder `files:<hash>` of its files (hub.folder_files; None: a smoke model, a served model, or no
+    NLI stage)."""
     from .. import hub
 
+    def one(weights):
+        return (hub.revision(weights) or hub.folder_files(weights)) if weights else None
+
     nli = spec.nli_model if spec.resolver in NLI_RESOLVERS else None
-    return {"weights": hub.revision(spec.model.weights) if spec.model.info.local else None,
-            "nli_model": hub.revision(nli) if nli else None}
+    return {"weights": one(spec.model.weights) if spec.model.info.local else None, "nli_model": one(nli)}
 
 
 def prompt_fields(spec) -> dict:

@@ -1,0 +1,98 @@
+"""Session 11: a checkpoint in a local folder is named in the store key by what its files are (a new
+fine-tune saved to the same path is never answered from the old model's rows), results.json records it,
+and a case whose only fresh rows never reached the model reports no images/s."""
+from __future__ import annotations
+
+import os
+
+from test_runner import ECHO, LABELS, samples
+
+from vlmcls import backends, hub
+from vlmcls.catalog import ModelEntry
+from vlmcls.report.rows import revisions
+from vlmcls.resolve import Resolver
+from vlmcls.runner import CaseRunner, CaseSpec
+from vlmcls.settings import BackendSettings
+from vlmcls.store import Store
+from vlmcls.types import Sample
+
+
+def checkpoint(folder, weights: bytes = b"\x01" * 64):
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "config.json").write_text('{"model_type": "qwen2_vl"}')
+    (folder / "model.safetensors").write_bytes(weights)
+    return folder
+
+
+def local_runner(folder, store, resolver="exact", nli_model=None):
+    """A case of an hf-vlm entry whose weights are `folder`, answered by the echo backend (no model load:
+    the store key is what is under test)."""
+    entry = ModelEntry(name="mine", backend="hf-vlm", weights=str(folder))
+    settings = BackendSettings(batch_size=4)
+    spec = CaseSpec(model=entry, ways=20, settings=settings, resolver=resolver,
+                    **({"nli_model": nli_model} if nli_model else {}))
+    return CaseRunner(spec, LABELS, backends.load(ECHO, settings, LABELS), Resolver("exact", LABELS), store)
+
+
+def test_a_checkpoint_saved_again_to_the_same_folder_is_answered_afresh(tmp_path):
+    """The walkthrough's wrong number: ckpt-a retrained in place, rerun without --refresh, scored with the
+    old model's stored answers (and a CI baseline comparison read "lost 0, gained 0")."""
+    store, data = Store(tmp_path / "s.sqlite"), samples(6)
+    folder = checkpoint(tmp_path / "ckpt-a")
+    assert local_runner(folder, store).run(data).resumed == 0
+    assert local_runner(folder, store).run(data).resumed == 6  # untouched: every row from the store
+    (folder / "model.safetensors").write_bytes(b"\x02" * 64)  # same size, new bytes, new mtime
+    assert local_runner(folder, store).run(data).resumed == 0
+    (folder / "README.md").write_text("notes")  # a model card or a log changes no answer
+    (folder / ".lock").write_text("")
+    assert local_runner(folder, store).run(data).resumed == 6
+
+
+def test_the_key_names_a_local_folder_by_its_files_and_leaves_other_keys_as_they_were(tmp_path):
+    folder = checkpoint(tmp_path / "ckpt")
+    fields = local_runner(folder, None).spec.key_fields()
+    assert fields["weights_files"] == hub.folder_files(str(folder)) and fields["weights_files"].startswith("files:")
+    os.utime(folder / "config.json", ns=(5, 5))
+    assert local_runner(folder, None).spec.key_fields()["weights_files"] != fields["weights_files"]
+    hub_id = CaseSpec(model=ModelEntry(name="q", backend="hf-vlm", weights="Qwen/Qwen2-VL-2B-Instruct"),
+                      ways=20, settings=BackendSettings())
+    smoke = CaseSpec(model=ECHO, ways=20, settings=BackendSettings())
+    old = {"model", "backend", "weights", "settings", "dataset", "ways", "seed", "prompt", "labels", "resolver", "nli_model"}
+    assert set(hub_id.key_fields()) == old and set(smoke.key_fields()) == old  # stores of hub and smoke models resume
+    served = CaseSpec(model=ModelEntry(name="s", backend="openai-compatible", weights=str(folder)), ways=20,
+                      settings=BackendSettings())
+    assert "weights_files" not in served.key_fields()  # a served model's name is no folder of weights
+
+
+def test_an_nli_model_in_a_local_folder_is_named_by_its_files_where_an_nli_stage_runs(tmp_path):
+    nli = checkpoint(tmp_path / "nli")
+    folder = checkpoint(tmp_path / "ckpt")
+    study = local_runner(folder, None, resolver="study", nli_model=str(nli)).spec
+    assert study.key_fields()["nli_files"] == hub.folder_files(str(nli))
+    assert "nli_files" not in local_runner(folder, None, resolver="exact", nli_model=str(nli)).spec.key_fields()
+    assert revisions(study) == {"weights": hub.folder_files(str(folder)), "nli_model": hub.folder_files(str(nli))}
+
+
+def test_folder_files_reads_sizes_and_times_not_names_alone_and_expands_home(tmp_path, monkeypatch):
+    folder = checkpoint(tmp_path / "home" / "ckpt")
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    first = hub.folder_files("~/ckpt")
+    assert first == hub.folder_files(str(folder)) and first is not None
+    (folder / "model.safetensors").write_bytes(b"\x01" * 65)
+    os.utime(folder / "model.safetensors", ns=(7, 7))
+    second = hub.folder_files(str(folder))
+    (folder / "model.safetensors").write_bytes(b"\x01" * 64)
+    os.utime(folder / "model.safetensors", ns=(7, 7))
+    assert len({first, second, hub.folder_files(str(folder))}) == 3
+    assert hub.folder_files("Qwen/Qwen2-VL-2B-Instruct") is None and hub.folder_files("smoke:qwen2-vl") is None
+    assert hub.folder_files(str(tmp_path / "nowhere")) is None
+
+
+def test_a_case_whose_fresh_rows_are_all_unreadable_images_reports_no_speed(tmp_path):
+    """The walkthrough: a rerun whose one fresh row was a corrupt image retried read "img/s 1414"."""
+    store = Store(tmp_path / "s.sqlite")
+    data = samples(4) + [Sample("broken", 3, b"not an image")]
+    first = local_runner(checkpoint(tmp_path / "c"), store).run(data)
+    assert first.images_per_s is not None and first.images_per_s > 0
+    again = local_runner(tmp_path / "c", store).run(data)
+    assert again.resumed == 4 and again.images_per_s is None
