@@ -96,3 +96,22 @@ def test_a_case_whose_fresh_rows_are_all_unreadable_images_reports_no_speed(tmp_
     assert first.images_per_s is not None and first.images_per_s > 0
     again = local_runner(tmp_path / "c", store).run(data)
     assert again.resumed == 4 and again.images_per_s is None
+
+
+def test_the_provenance_section_names_the_weights_each_scored_model_ran_with():
+    from vlmcls import provenance
+
+    meta = {"provenance": {"vlmcls": "0.1.0"}}
+    rows = [
+        {"model": "qwen", "weights": "Qwen/Qwen2-VL-2B-Instruct", "metrics": {"n": 1},
+         "revisions": {"weights": "a" * 40, "nli_model": None}},
+        {"model": "qwen", "weights": "Qwen/Qwen2-VL-2B-Instruct", "metrics": {"n": 1}, "revisions": {}},  # once
+        {"model": "mine", "weights": "/ckpt/a|b", "metrics": {"n": 1}, "revisions": {"weights": "files:0123456789abcdef"}},
+        {"model": "gone", "weights": "org/gone", "metrics": None},  # skipped: it ran with nothing
+        {"model": "api", "weights": "gpt-4o-2024-08-06", "metrics": {"n": 1}},
+    ]
+    lines = provenance.markdown(meta, rows).splitlines()
+    assert lines[:3] == ["## Provenance", "",
+                         "- weights: qwen = Qwen/Qwen2-VL-2B-Instruct @ aaaaaaaaaaaa; mine = /ckpt/a\\|b @ "
+                         "files:0123456789abcdef; api = gpt-4o-2024-08-06"]
+    assert "- weights" not in provenance.markdown(meta)  # no rows: no line (and the section stays as it was)

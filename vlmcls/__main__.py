@@ -94,7 +94,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     rows = [{k: v for k, v in row.items() if k != "source_case_id"} for _, row in chosen.values()]
     sources = "\n\n".join(filter(None, [sources_section(runs, notes, mixed), dropped_section(dropped)]))
     path = report.write_run(out, rows, meta, catalog=catalog, baseline=baseline, plots=not args.no_plots,
-                            sources=sources, provenance=provenance.markdown(meta))
+                            sources=sources, provenance=provenance.markdown(meta, rows))
     if catalog_note:
         print(f"vlmcls: note: {catalog_note}", file=sys.stderr)
     if len(runs) > 1:

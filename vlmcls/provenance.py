@@ -13,7 +13,7 @@ import sys
 import time
 from importlib import metadata
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 # the models' libraries, and those the metrics and their intervals come from
 PACKAGES = ("vlmcls", "torch", "transformers", "scikit-learn", "scipy", "numpy")
@@ -95,8 +95,24 @@ def gpu_name() -> str | None:
     return ", ".join(names.splitlines()) if names else None
 
 
-def markdown(meta: Mapping[str, Any]) -> str:
-    """report.md's provenance section: this run's, or one line per merged source run."""
+def weights_line(rows: Sequence[Mapping[str, Any]]) -> str:
+    """Which weights each model ran with, and their revision where one is known (the hub commit, or a
+    local folder's `files:` hash): a report comparing two checkpoints says which is which."""
+    from .report import cell
+
+    seen: dict[str, str] = {}
+    for row in rows:
+        model, weights = row.get("model"), row.get("weights")
+        if not model or not weights or model in seen or row.get("metrics") is None:
+            continue
+        rev = (row.get("revisions") or {}).get("weights")
+        seen[model] = f"{cell(model)} = {cell(weights)}" + (f" @ {cell(rev[:12] if len(rev) == 40 else rev)}" if rev else "")
+    return f"- weights: {'; '.join(seen.values())}" if seen else ""
+
+
+def markdown(meta: Mapping[str, Any], rows: Sequence[Mapping[str, Any]] = ()) -> str:
+    """report.md's provenance section: this run's, or one line per merged source run, and the weights each
+    model ran with."""
     from .report import cell
 
     sources = [(s.get("run_id") or s.get("path"), s.get("provenance")) for s in meta.get("merged_from") or ()]
@@ -104,6 +120,8 @@ def markdown(meta: Mapping[str, Any]) -> str:
     if not own and not any(p for _, p in sources):
         return ""
     lines = ["## Provenance", ""]
+    if weights := weights_line(rows):
+        lines.append(weights)
     if own:
         missing = {"gpu": "none visible"}
         lines += [f"- {key.replace('_', ' ')}: {cell(own[key] if own.get(key) is not None else missing.get(key, 'unknown'))}"

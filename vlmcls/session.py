@@ -479,7 +479,7 @@ class BenchSession:
         except pytest.UsageError:  # a dataset that cannot be opened has no rows to describe
             pass
         self.written = report.write_run(self.report_dir, self.rows, meta, catalog=self.catalog,
-                                        baseline=self.baseline, provenance=provenance.markdown(meta))
+                                        baseline=self.baseline, provenance=provenance.markdown(meta, self.rows))
 
     def interrupted_rows(self) -> list[dict]:
         """After Ctrl-C, a row for each selected case without one (the one running, those not reached), so
