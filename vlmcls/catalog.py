@@ -1,6 +1,7 @@
 """The model catalog (vlmcls/catalog.toml, or a user's file): one entry per model."""
 from __future__ import annotations
 
+import os
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -55,6 +56,8 @@ class ModelEntry:
     samples: int | None = None  # default subset size when --samples is not given (slow smoke models)
     study: tuple[StudyRow, ...] = ()  # the study's rows for this model
     top1: float | None = None  # published ImageNet-1k top-1 accuracy of these weights (baselines)
+    # set at load, never in the file: why `weights`, written as a path, names no folder (the case's skip reason)
+    weights_problem: str | None = field(default=None, compare=False)
 
     @property
     def info(self) -> BackendInfo:
@@ -125,7 +128,7 @@ def _int_keys(table: Mapping[str, Any], where: str, what: str) -> dict[int, floa
     try:
         table = {int(k): v for k, v in table.items()}
     except (TypeError, ValueError, AttributeError):
-        raise ValueError(f"{where}: {what} keys must be N (integers) and values accuracies") from None
+        raise ValueError(f"{where}: {what} must map N to an accuracy, e.g. {what} = {{ 20 = 0.30, 100 = 0.15 }}") from None
     return {n: _fraction(v, where, f"{what} at {n}-way") for n, v in table.items()}
 
 
@@ -141,12 +144,35 @@ def _fraction(value: Any, where: str, what: str) -> float:
     return number
 
 
+PATH_STARTS = ("/", "./", "../", "~")  # weights written so are a path, never a hub repo id
+
+
+def _local_weights(weights: str, source: Path) -> tuple[str, str | None]:
+    """A local model's `weights` as loaded: a folder beside the catalog file (a relative path is read from
+    the catalog's folder, wherever pytest runs), else one relative to the current folder (as before),
+    becomes its absolute path; `~` is expanded; an absolute path to a folder stays as written. Else, a value written as a path (/, ./, ../, ~) is no hub
+    repo id: (the path, why it names no folder); anything else stays a hub repo id (or a smoke name)."""
+    if weights.startswith("smoke:"):
+        return weights, None
+    given = Path(weights).expanduser()
+    if weights.startswith("/") and given.is_dir():
+        return weights, None  # as written: the store key of a run before relative paths were read so stays
+    beside = Path(os.path.abspath(Path(os.path.abspath(source)).parent / given))  # an absolute path stays itself
+    for folder in (beside, Path(os.path.abspath(given))):
+        if folder.is_dir():
+            return str(folder), None
+    if weights in (".", "..") or weights.startswith(PATH_STARTS):
+        hint = "" if given.is_absolute() else " (relative paths in a catalog are read from the catalog's folder)"
+        return str(beside), f"folder not found: {beside}{hint}"
+    return weights, None
+
+
 def _entry(name: str, raw: Mapping[str, Any], source: Path) -> ModelEntry:
     where = f"{source}: model {name!r}"
     missing = [k for k in ("backend", "weights") if k not in raw]
     if missing:
         raise ValueError(f"{where} lacks {', '.join(missing)}")
-    known = set(ModelEntry.__dataclass_fields__) - {"name"}
+    known = set(ModelEntry.__dataclass_fields__) - {"name", "weights_problem"}
     unknown = set(raw) - known
     if unknown:
         raise ValueError(f"{where} has unknown keys {sorted(unknown)}; known: {sorted(known)}")
@@ -165,6 +191,8 @@ def _entry(name: str, raw: Mapping[str, Any], source: Path) -> ModelEntry:
         data["top1"] = _fraction(raw["top1"], where, "top1")
     if "price" in raw:
         data["price"] = tuple(float(p) for p in raw["price"])
+    if isinstance(raw["weights"], str) and info(raw["backend"]).local:
+        data["weights"], data["weights_problem"] = _local_weights(raw["weights"], source)
     if str(raw["weights"]).startswith("smoke:"):  # random weights or a scripted stand-in, whatever the entry's name
         if raw.get("smoke") is False:
             raise ValueError(f"{where} has weights {raw['weights']!r}, a random-weight or scripted stand-in, and smoke = "

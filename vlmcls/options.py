@@ -106,6 +106,14 @@ def base_urls(text: str) -> str:
     return ",".join(urls)
 
 
+def nli_model(text: str) -> str:
+    """`--nli-model ~/nli` -> its folder under the home directory (the loader takes a path as given: an
+    unexpanded `~` reads as a malformed hub repo id). A smoke name, hub repo id or other path stays as given."""
+    from pathlib import Path
+
+    return str(Path(text).expanduser()) if text.startswith("~") else text
+
+
 def seed(text: str) -> int:
     try:
         value = int(text)
@@ -134,7 +142,7 @@ def add_options(parser) -> None:
         help="unique (collisions disambiguated, default) or raw (alias thesis: the study's raw first synonyms; default with --study)")
     add("--resolver", type=choice("--resolver", RESOLVERS, ALIASES["resolver"]), default=STUDY_RESOLVER,
         help=f"answer resolution: {', '.join(RESOLVERS)} (study, alias thesis: match, synonym, then NLI; the default)")
-    add("--nli-model", default=None, help="NLI model for the study/nli resolver (default facebook/bart-large-mnli; smoke models use a tiny one)")
+    add("--nli-model", type=nli_model, default=None, help="NLI model for the study/nli resolver (default facebook/bart-large-mnli; smoke models use a tiny one)")
     add("--nli-overlap", action="store_true", default=False,
         help="study/nli resolver: resolve each window of answers in a thread while the model answers the next "
              "(off by default until measured on a GPU: bench/perf_nli.py --overlap; not applied with --max-cost, and the case notes say so)")

@@ -75,7 +75,8 @@ def requirements(entry: "ModelEntry", settings: "BackendSettings", labels: Label
     set's."""
     from ..hub import importable, weights_reason
 
-    reason = weights_reason(entry.weights)
+    # weights written as a path that names no folder (vlmcls.catalog): said so, not asked of the hub
+    reason = getattr(entry, "weights_problem", None) or weights_reason(entry.weights)
     if reason:
         return reason
     try:

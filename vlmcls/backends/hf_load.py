@@ -91,6 +91,8 @@ def requirements(entry: "ModelEntry", settings: "BackendSettings", labels: "Labe
         return f"unknown quantization {settings.quant!r} (none, int8 or nf4)"
     if settings.quant != "none" and not hub.importable("bitsandbytes"):
         return f"{settings.quant} quantization needs bitsandbytes (pip install bitsandbytes)"
+    if problem := getattr(entry, "weights_problem", None):  # written as a path, and no such folder (vlmcls.catalog)
+        return problem
     # Both at once: a user who downloads the weights should not learn only then that the opt-in is missing.
     reasons = [hub.weights_reason(entry.weights)]
     if _needs_remote_code(entry) and reasons[0]:  # its code may not fit this transformers: say so before 8 GB
@@ -174,6 +176,25 @@ def chat_template_reason(entry: "ModelEntry", processor, family: Family) -> str 
             f"folder (chat_template.jinja, in the model's own prompt format) or use a checkpoint that ships one")
 
 
+# what AutoProcessor reads from a folder: the image processor's config (transformers 5 writes it into
+# processor_config.json, older versions to preprocessor_config.json) and the tokenizer's files
+PROCESSOR_CONFIGS = ("preprocessor_config.json", "processor_config.json")
+TOKENIZER_FILES = ("tokenizer_config.json", "tokenizer.json", "tokenizer.model", "vocab.json")
+
+
+def processor_files_reason(entry: "ModelEntry", path: str) -> str | None:
+    """Why a local checkpoint folder cannot give a processor, or None: a fine-tune saved by a Trainer often
+    holds the model alone, and transformers then says "Can't load image processor ... from
+    'https://huggingface.co/models'" about a folder. Read from the files present; hub repos are not asked."""
+    from pathlib import Path
+
+    folder = Path(path)
+    if not folder.is_dir() or all(any((folder / f).is_file() for f in files) for files in (PROCESSOR_CONFIGS, TOKENIZER_FILES)):
+        return None
+    return (f"{entry.name}: {path} has no processor files (preprocessor_config.json / processor_config.json / "
+            "tokenizer): save them there with processor.save_pretrained(FOLDER), or copy the base model's")
+
+
 def _attention_text(attention: Any) -> str:
     if isinstance(attention, Mapping):
         return ", ".join(f"{k} {v}" for k, v in attention.items())
@@ -191,6 +212,8 @@ def load_model(entry: "ModelEntry", settings: "BackendSettings") -> tuple[Any, A
     # hub code written for an older transformers fails late (every sample an error row): read it first
     if remote and (reason := remote_code.unavailable_reason(entry.name, path)):
         raise Unavailable(reason)
+    if reason := processor_files_reason(entry, path):  # said before the weights load, not after
+        raise RuntimeError(reason)
     dtype = torch_dtype(settings, device)
     # device_map loads the weights straight onto the device (no full copy in CPU memory first)
     kwargs: dict[str, Any] = dict(dtype=dtype, trust_remote_code=remote, device_map={"": device})
