@@ -150,7 +150,16 @@ def test_statistics_equal_hand_computed_values():
     assert s["position_n"] == [3, 3, 0, 0] and s["position_accuracy"][:2] == pytest.approx([1 / 3, 2 / 3])
     assert s["position_accuracy"][2:] == [None, None]
     assert s["picked"] == [2, 3, 0, 0] and s["expected"] == [1.25] * 4
-    assert s["chi2"] == pytest.approx(5.4) and s["p_value"] == pytest.approx(chi2.sf(5.4, 3)) and s["rough_test"]
+    assert s["chi2"] == pytest.approx(5.4) and s["p_test"] == "permutation" and not s["rough_test"]
+    # K = 2: p by relabelling each image's positions (the same permutation of 0..3 for both its orders). The
+    # picked positions are s1 (0, 1), s2 (1, 0), s3 (1, -): 12 * 12 * 4 relabellings, equally likely; those at
+    # or above the observed statistic (counts [2, 3, 0, 0] in some order of the bins) are those putting all five
+    # picks on two positions (3 on the position of s3's pick): s2's pair equal to s1's as a set (2 of 12),
+    # s3's pick on one of the pair (2 of 4) -- 1/6 * 1/2 = 1/12 of them; 1,999 draws give that within 0.03
+    assert s["p_value"] == pytest.approx(1 / 12, abs=0.03) and s["p_value"] != pytest.approx(chi2.sf(5.4, 3), abs=0.03)
+    # one order only: the chi-square table's p, as before
+    one = orders.summary([r for r in FIXTURE if r["order"] == 0], 1, 4)
+    assert one["p_test"] == "chi-square" and one["p_value"] == chi2.sf(one["chi2"], 3) and one["rough_test"]
 
 
 def test_deciles_and_ambiguous_positions():
@@ -169,12 +178,29 @@ def test_first_listed_api_shows_maximal_position_bias_and_zero_consistency():
         result = runner(entry, TEN, ways=10, settings=settings, orders=3).run(data)
     s = orders.summary(result.order_rows, 3, 10)
     assert s["images"] == 12 and s["consistent"] == 0 and s["right_all"] == 0
-    assert s["picked"] == [36] + [0] * 9 and s["p_value"] < 1e-12
+    assert s["picked"] == [36] + [0] * 9 and s["p_value"] == 1 / (1 + orders.PERMUTATION_DRAWS)  # no draw reaches it
     assert s["position_accuracy"][0] == 1 and all(a in (0, None) for a in s["position_accuracy"][1:])
     first = [sum(p.candidates[0] == p.true_label for p in result.order_rows if p.order == k) / 12 for k in range(3)]
     assert s["accuracy"] == pytest.approx(first)
     text = "\n".join(report.order_section([{"case_id": "first-10way", "backend": "openai-compatible", "orders": s}]))
-    assert "## Candidate order" in text and "in none" in text and "p = " in text and "cannot change" not in text
+    assert "## Candidate order" in text and "in none" in text and "cannot change" not in text
+    assert (f"Picked positions against uniform: chi-square {s['chi2']:.2f}, p ≤ 0.0005 (none of 1,999 relabellings "
+            "reached it), from a permutation test: 1,999 seeded relabellings of each image's positions, one for all its 3 "
+            "orders.") in text
+
+
+def test_the_position_line_names_the_test_that_gave_its_p():
+    s = orders.summary(FIXTURE, 2, 4)
+    line = report.order_section([{"case_id": "c", "orders": s}])
+    verdict = next(l for l in line if l.startswith("Picked positions"))
+    assert verdict.startswith(f"Picked positions against uniform: chi-square 5.40, p = {s['p_value']:.3g}, from a "
+                              "permutation test") and "degrees of freedom" not in verdict
+    assert "the chi-square table's p-value would be too large" in verdict and "approximate" not in verdict
+    # a row saved before the permutation test (K = 2, the chi-square table's p): shown, and said to be too large
+    old = {k: v for k, v in s.items() if k not in ("p_test", "p_draws")} | {"p_value": 0.14, "rough_test": True}
+    verdict = next(l for l in report.order_section([{"case_id": "c", "orders": old}]) if l.startswith("Picked"))
+    assert verdict.startswith("Picked positions against uniform: chi-square 5.40, 3 degrees of freedom, p = 0.14 (the "
+                              "chi-square table's, saved by an older vlmcls") and "too large" in verdict
 
 
 def test_max_cost_and_resume_with_k_orders(tmp_path):

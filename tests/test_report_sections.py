@@ -123,17 +123,22 @@ def test_an_accuracy_only_reference_has_no_other_figures_and_no_image_count():
     assert line["Images (run / study)"] == "300 / –"
 
 
+GAMMA_LINE = ("1 accuracy-only reference not run: gamma 100-way (`pytest bench --study` runs only the study's own rows; "
+              "`pytest bench -k gamma --ways 100` runs it).")
+
+
 def test_rows_not_run_are_counted_and_named_with_the_hint_to_run_them():
     text = study_section([scored("alpha", 20)], CATALOG)
-    assert ("\n\n3 study rows not run: alpha 100-way, beta 1000-way, gamma 100-way (`pytest bench --study` runs "
-            "them all).") in text
+    assert ("\n\n2 study rows not run: alpha 100-way, beta 1000-way (`pytest bench --study` runs "
+            "them all).\n\n" + GAMMA_LINE + "\n\n") in text
     # the table's rows are only those scored
     assert list(table_of(text)) == ["alpha-20way"]
 
 
 def test_a_selected_row_that_did_not_run_is_told_where_its_reason_is_not_to_run_it():
     text = study_section([scored("alpha", 20), skipped("beta", 1000)], CATALOG)
-    assert "2 study rows not run: alpha 100-way, gamma 100-way (`pytest bench --study` runs them all)." in text
+    assert "1 study row not run: alpha 100-way (`pytest bench --study` runs them all)." in text
+    assert GAMMA_LINE in text
     assert ("1 study row not run: beta 1000-way (skipped): this run selected it, and it did not run here (e.g. its "
             "weights or API key are not on this machine); each case's reason is under *Not run* above.") in text
     both = study_section([scored("alpha", 20), skipped("beta", 1000), skipped("gamma", 100, status="error")], CATALOG)
@@ -151,6 +156,30 @@ def test_the_dataset_is_named_when_it_is_not_the_studys():
     line = "The study measured ImageNet-1k validation; this run used sample, so differences also reflect the data."
     assert f"{compare.AVERAGES_TEXT}\n\n{line}\n\n|" in text
     assert "so differences also reflect the data" not in study_section([scored("alpha", 20)], CATALOG)
+
+
+@pytest.mark.parametrize("dataset", ["imagenet", "imagenet-1k"])
+def test_the_names_open_dataset_reads_as_the_studys_imagenet_are_not_other_data(dataset):
+    """data.open_dataset reads both `imagenet` and `imagenet-1k` as the hub's ImageNet-1k validation stream (no
+    split suffix: the stream has one split, and `imagenet:validation` is no dataset): the study's data."""
+    text = study_section([scored("alpha", 20, dataset=dataset)], CATALOG)
+    assert list(table_of(text)) == ["alpha-20way"] and "reflect the data" not in text
+    both = study_section([scored("alpha", 20, dataset="imagenet-1k"), scored("alpha", 100, dataset="imagenet")], CATALOG)
+    assert "reflect the data" not in both
+    # beside other data only that is named
+    mixed = study_section([scored("alpha", 20, dataset="imagenet-1k"), scored("alpha", 100, dataset="sample")], CATALOG)
+    assert "The study measured ImageNet-1k validation; this run used sample, so differences also reflect the data." in mixed
+
+
+def test_the_study_data_names_are_those_open_dataset_streams(monkeypatch):
+    """Each name compare treats as the study's data opens the hub stream, and `imagenet:validation` opens nothing."""
+    from vlmcls import data, imagenet_hub
+    from vlmcls.sources import DatasetError
+
+    monkeypatch.setattr(imagenet_hub, "imagenet_stream_source", lambda: "the hub stream")
+    assert [data.open_dataset(name) for name in compare.STUDY_DATA_NAMES] == ["the hub stream"] * 2
+    with pytest.raises(DatasetError, match="unknown dataset"):
+        data.open_dataset("imagenet:validation")
 
 
 def test_every_other_dataset_is_named_but_not_one_only_a_skipped_case_had():
@@ -171,12 +200,12 @@ def test_a_row_written_before_the_average_was_recorded_reads_as_the_default():
 def test_sections_come_in_order_with_blank_lines_between():
     rows = [scored("alpha", 20, conv=True), skipped("beta", 1000)]
     text = study_section(rows, CATALOG)
-    order = ["## Compared with the study", compare.STUDY_INTRO, compare.AVERAGES_TEXT, "| Model", "2 study rows not run",
-             "1 study row not run", "Study figures that cannot be", "### Averaging conventions on this run",
+    order = ["## Compared with the study", compare.STUDY_INTRO, compare.AVERAGES_TEXT, "| Model", "1 study row not run: alpha",
+             GAMMA_LINE, "1 study row not run: beta", "Study figures that cannot be", "### Averaging conventions on this run",
              compare.CONVENTIONS_LEAD, "\n| Case "]
     assert [text.index(s) for s in order] == sorted(text.index(s) for s in order)
     # a table needs a blank line before it to render; so do the paragraphs
-    assert "|\n\n2 study rows not run" in text and "(`pytest bench --study` runs them all).\n\n1 study row" in text
+    assert "|\n\n1 study row not run" in text and f"(`pytest bench --study` runs them all).\n\n{GAMMA_LINE}\n\n1 study row" in text
     assert "above.\n\nStudy figures" in text
     assert f"no gate\n\n### Averaging conventions on this run\n\n{compare.CONVENTIONS_LEAD}\n\n| Case" in text
     # the conventions are defined once, above the comparison table, not again above their own table
@@ -197,14 +226,16 @@ def test_the_conventions_table_gives_each_cases_three_averages_and_the_largest_g
 def test_a_run_of_no_study_row_says_so_with_the_count_to_run_and_no_list():
     smoke = scored("smoke-echo", 20, dataset="sample")
     text = study_section([smoke], CATALOG)
-    assert text.startswith("## Compared with the study\n\n" + compare.NO_STUDY_ROW
-                           + " `pytest bench --study` runs the study's 4 rows.")
-    assert "not run:" not in text and "|" not in text and "cannot be top-1" not in text
+    # the count is of the rows --study runs (alpha's two, beta's), not gamma's accuracy-only reference, which
+    # --study never runs: that gets its own line, with the run that scores it
+    assert text == ("## Compared with the study\n\n" + compare.NO_STUDY_ROW
+                    + " `pytest bench --study` runs the study's 3 rows.\n\n" + GAMMA_LINE)
+    assert "study row not run:" not in text and "|" not in text and "cannot be top-1" not in text
     # a selected row that could not run keeps its line (and only it)
     text = study_section([smoke, skipped("beta", 1000)], CATALOG)
-    assert text.splitlines()[2].endswith(" `pytest bench --study` runs the study's 4 rows.")
+    assert text.splitlines()[2].endswith(" `pytest bench --study` runs the study's 3 rows.")
     assert "\n\n1 study row not run: beta 1000-way (skipped): this run selected it" in text
-    assert "alpha 100-way" not in text and "gamma" not in text
+    assert "alpha 100-way" not in text and text.count("gamma") == GAMMA_LINE.count("gamma")
     assert "cannot be top-1" not in text  # no note on figures the section does not show
 
 
@@ -214,6 +245,33 @@ def test_with_one_study_row_in_the_catalog_and_none_scored_it_is_named():
     assert text.startswith("## Compared with the study\n\n" + compare.NO_STUDY_ROW
                            + "\n\n1 study row not run: alpha 20-way (`pytest bench --study` runs them all).")
     assert "runs the study's" not in text
+
+
+def test_a_reference_only_row_is_not_sent_to_study_which_never_runs_it():
+    """`--study` runs `catalog.study_cases`, the `study` rows only: a model known by an accuracy-only
+    `reference` was once listed as a study row not run, "(`pytest bench --study` runs them all)"."""
+    from vlmcls.catalog import study_cases
+
+    assert study_cases({"gamma": GAMMA}) == []  # what --study would run: nothing
+    text = study_section([], {"gamma": GAMMA})
+    assert text == "## Compared with the study\n\n" + compare.NO_STUDY_ROW + "\n\n" + GAMMA_LINE
+    assert "study row not run" not in text and "runs them all" not in text and "runs the study's" not in text
+    # two models, one with two N: one run per model, each at its N
+    delta = ModelEntry(name="delta", backend="anthropic", weights="delta-1", reference={20: 0.5, 1000: 0.2})
+    text = study_section([scored("alpha", 20)], {**CATALOG, "delta": delta})
+    assert ("3 accuracy-only references not run: gamma 100-way, delta 20-way, delta 1000-way (`pytest bench --study` "
+            "runs only the study's own rows; `pytest bench -k gamma --ways 100`, `pytest bench -k delta --ways 20,1000` "
+            "run them).") in text
+    assert "2 study rows not run: alpha 100-way, beta 1000-way (`pytest bench --study` runs them all)." in text
+    # smoke-only beside them: the count is of the study's rows alone
+    text = study_section([scored("smoke-echo", 20, dataset="sample")], {**CATALOG, "delta": delta})
+    assert " `pytest bench --study` runs the study's 3 rows.\n\n3 accuracy-only references not run:" in text
+    # a reference row this run selected and could not run: where its reason is, as for a study row
+    text = study_section([skipped("gamma", 100)], {"gamma": GAMMA})
+    assert "1 study row not run: gamma 100-way (skipped): this run selected it" in text and "-k gamma" not in text
+    # scored: compared, and not listed
+    text = study_section([scored("gamma", 100)], CATALOG)
+    assert "gamma-100way" in table_of(text) and "accuracy-only reference not run" not in text
 
 
 def test_with_two_study_rows_and_none_scored_the_count_replaces_the_list():
@@ -233,7 +291,8 @@ def test_a_model_name_that_looks_like_a_number_is_shown_as_written():
 
 def test_no_study_row_but_conventions_defines_them_above_their_table():
     text = study_section([scored("smoke-echo", 20, dataset="sample", conv=True)], CATALOG)
-    assert (compare.NO_STUDY_ROW + " `pytest bench --study` runs the study's 4 rows.\n\n### Averaging conventions on this "
+    assert (compare.NO_STUDY_ROW + " `pytest bench --study` runs the study's 3 rows.\n\n" + GAMMA_LINE
+            + "\n\n### Averaging conventions on this "
             "run\n\n" + compare.AVERAGES_DEFINED + " `--average` picks the one reported.\n\n" + compare.CONVENTIONS_LEAD
             + "\n\n| Case") in text
     assert text.count(compare.AVERAGES_DEFINED) == 1

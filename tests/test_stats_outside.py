@@ -353,12 +353,113 @@ def test_orders_summary_consistency_accuracy_and_picks():
         (sum(h == 3 for h in hits) / 6, sum(0 < h < 3 for h in hits) / 6, sum(h == 0 for h in hits) / 6))
     picks = [p for ps in pattern.values() for p in ps if p is not None]
     assert s["picked"] == [picks.count(pos) for pos in range(4)]
-    _, chi2, p = orders.uniform_test(s["picked"], 4)
-    assert (s["chi2"], s["p_value"]) == (chi2, p)
+    _, chi2, _ = orders.uniform_test(s["picked"], 4)
+    # K = 3: Pearson's statistic as before, its p from the permutation test (tests below)
+    matrix = [[-1 if p is None else p for p in ps] for ps in pattern.values()]
+    assert s["chi2"] == chi2 and s["p_value"] == orders.permutation_p(matrix, 4)
+    assert (s["p_test"], s["p_draws"], s["rough_test"]) == ("permutation", orders.PERMUTATION_DRAWS, False)
     # position accuracy: the true label (class 0) sits at position 0 in every row
     assert s["position_accuracy"][0] == pytest.approx(sum(hits) / 18) and s["position_n"] == [18, 0, 0, 0]
     one = orders.summary([order_row("x", 0, 0, 0, cands)], 1, 4)
     assert one["std"] is None and one["accuracy"] == [1.0] and one["consistent"] == 1.0
+
+
+def test_one_order_keeps_exactly_the_chi_square_tables_p():
+    """K = 1 (no --orders): the p-value is scipy's chisquare against the bin sizes, bit for bit as before the
+    permutation test, so results saved then do not move."""
+    rng = np.random.default_rng(11)
+    for ways in (4, 10, 25, 1000):
+        cands = [f"c{i}" for i in range(ways)]
+        rows = [order_row(f"s{i}", 0, 0, int(rng.integers(ways)) if rng.random() > 0.1 else None, cands)
+                for i in range(300)]
+        s = orders.summary(rows, 1, ways)
+        ref = ss.chisquare(s["picked"], np.array(orders.bin_sizes(ways)) * sum(s["picked"]) / ways)
+        assert s["p_value"] == float(ref.pvalue) and s["chi2"] == float(ref.statistic)
+        assert s["p_test"] == "chi-square" and "p_draws" not in s
+        assert s["rough_test"] == any(e < orders.MIN_EXPECTED for e in s["expected"])
+
+
+def exact_relabelling_p(matrix, ways: int) -> float:
+    """The permutation test's p with every relabelling enumerated instead of drawn: each image's positions
+    mapped by each of the N! permutations of 0..N-1 (the same one for all its orders), all combinations equally
+    likely; P(Pearson's statistic >= the observed), the statistic written out from the bin sizes."""
+    import itertools
+
+    bins, sizes = min(10, ways), np.array(orders.bin_sizes(ways))
+
+    def stat(rows):
+        picks = [p for r in rows for p in r if p >= 0]
+        counts = np.bincount([p * bins // ways for p in picks], minlength=bins)
+        e = sizes * len(picks) / ways
+        return float(((counts - e) ** 2 / e).sum())
+
+    perms = list(itertools.permutations(range(ways)))
+    per_image = [sorted({tuple(-1 if p < 0 else perm[p] for p in r) for perm in perms}) for r in matrix]
+    # each distinct relabelled row is reached by the same number of permutations: equally likely
+    observed = stat(matrix)
+    stats_all = [stat(combo) for combo in itertools.product(*per_image)]
+    return sum(t >= observed - 1e-9 for t in stats_all) / len(stats_all)
+
+
+def test_permutation_p_agrees_with_every_relabelling_enumerated():
+    rng = np.random.default_rng(3)
+    for ways, k, images in [(3, 2, 4), (4, 2, 3), (4, 3, 3), (4, 4, 3), (5, 2, 3), (3, 5, 3)]:
+        for _ in range(4):
+            matrix = [[int(rng.integers(ways)) if rng.random() > 0.1 else -1 for _ in range(k)] for _ in range(images)]
+            if all(p < 0 for r in matrix for p in r):
+                continue
+            exact, p = exact_relabelling_p(matrix, ways), orders.permutation_p(matrix, ways)
+            # Monte-Carlo error of 1,999 draws (4 sd), and the +1 of (1 + b) / (1 + draws)
+            assert abs(p - exact) <= 4 * math.sqrt(exact * (1 - exact) / 1999) + 1 / 2000, (ways, matrix, p, exact)
+    # every image's picks on every position (K = N, by content): any relabelling gives the same counts, p = 1
+    # exactly (ties count: integers, no rounding)
+    assert orders.permutation_p([[0, 1, 2, 3], [3, 1, 0, 2]] * 5, 4) == 1.0
+    # the same position in every order of every image (first-listed): no relabelling reaches it
+    assert orders.permutation_p([[0, 0, 0]] * 20, 10) == 1 / (1 + orders.PERMUTATION_DRAWS)
+    # nothing to test; and the same rows, the same p
+    assert orders.permutation_p([[-1, -1]], 4) is None and orders.permutation_p([], 4) is None
+    m = [[int(x) for x in rng.integers(0, 1000, 5)] for _ in range(50)]
+    assert orders.permutation_p(m, 1000) == orders.permutation_p(m, 1000)
+
+
+def simulated_p(rng, ways: int, k: int, images: int, rep: int, first_bias: float = 0.0, redraw: bool = False) -> float:
+    """A case's position-bias p from rows made as the runner makes them: order 0 a uniform shuffle, orders
+    1..K-1 by candidates.order_permutation. The model picks by content: the true label w.p. 0.6, else one
+    other candidate, the same in every order (`redraw`: drawn afresh in each order, as a sampling model
+    might); or w.p. `first_bias` per answer the first listed candidate."""
+    from vlmcls.candidates import order_permutation
+
+    rows = []
+    for s in range(images):
+        sid = f"r{rep}-s{s}"
+        listed = [f"c{i}" for i in rng.permutation(ways)]
+        true = int(rng.integers(ways))
+        pick = true if rng.random() < 0.6 else int(rng.integers(ways))
+        for order in range(k):
+            if redraw and order:
+                pick = true if rng.random() < 0.6 else int(rng.integers(ways))
+            cands = [listed[j] for j in order_permutation(sid, ways, order, 0)]
+            p = cands.index(cands[0]) if rng.random() < first_bias else cands.index(listed[pick])
+            rows.append(order_row(sid, order, cands.index(listed[true]), p, cands))
+    return orders.summary(rows, k, ways)["p_value"]
+
+
+@pytest.mark.parametrize("ways, k, images, reps, redraw", [(10, 5, 30, 300, False), (20, 10, 15, 200, False),
+                                                           (10, 10, 10, 200, True)])
+def test_the_position_test_holds_its_level_under_the_orders_design(ways, k, images, reps, redraw):
+    """A model that picks by content alone: p < 0.05 in about 5 % of cases. The chi-square table's p read
+    the K orders' picks as independent; the orders spread them more evenly than that (a Latin rectangle),
+    so it was below 0.05 in none of these cases. Seeded: cannot flake. (At K = N a model that names the
+    same candidate in every order puts one pick on each position: nothing to test, p = 1, tested above.)"""
+    rng = np.random.default_rng(100 + k)
+    ps = np.array([simulated_p(rng, ways, k, images, rep, redraw=redraw) for rep in range(reps)])
+    assert 0.015 <= (ps < 0.05).mean() <= 0.095 and 0.4 < ps.mean() < 0.6
+
+
+def test_the_position_test_detects_a_model_drawn_to_the_first_position():
+    rng = np.random.default_rng(7)
+    ps = np.array([simulated_p(rng, 10, 5, 30, rep, first_bias=0.2) for rep in range(40)])
+    assert (ps < 0.05).mean() >= 0.9
 
 
 # ---------------------------------------------------------------------------------- ECE and top-k

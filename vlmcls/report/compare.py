@@ -15,6 +15,7 @@ STUDY_HEADERS = ["Model", "N", "Precision", "Recall", "F1-score", "Accuracy", "P
                  "Study inside CI", "Images (run / study)", "Unlike the study", "Case"]
 METRIC_COLUMNS = (("Precision", "precision"), ("Recall", "recall"), ("F1-score", "f1"), ("Accuracy", "accuracy"))
 NOT_RUN_SHOWN = 20  # study rows named in the "not run" line before "and N more"
+REFERENCE_RUNS_SHOWN = 3  # commands that run the reference-only rows not run, one per model, before "e.g."
 AVERAGES_DEFINED = (
     "P/R/F1 average: *present* = macro over the classes among the true labels (vlmcls's default: a class never "
     "shown does not count); *union* = scikit-learn's default `average=\"macro\"`, over the true and the predicted "
@@ -40,17 +41,26 @@ def study_rows(catalog: Mapping[str, Any]) -> list:
     return [row for entry in catalog.values() for row in entry.study_rows()]
 
 
-def study_lines(rows: Sequence[Mapping], catalog: Mapping[str, Any]) -> tuple[list[list[str]], list[str]]:
-    """(one line per run case that matches a study row, the study rows this run did not score)."""
-    body, missing = [], []
+def study_lines(rows: Sequence[Mapping], catalog: Mapping[str, Any]) -> tuple[list[list[str]], list[str], list]:
+    """(one line per run case that matches a study row, the study rows this run did not score, and apart
+    from those the accuracy-only `reference` rows it did not select: `--study` never runs these (it runs
+    `catalog.study_cases`), so they get their own line, with the run that does)."""
+    from ..catalog import study_cases
+
+    by_study = {(entry.name, row.ways) for entry, row in study_cases(catalog)}
+    body, missing, references = [], [], []
     for study in study_rows(catalog):
         mine = [r for r in rows if r.get("model") == study.model and r.get("ways") == study.ways]
         done = [r for r in mine if r.get("metrics")]
         body += [_study_line(study, catalog[study.model], r) for r in done]
-        if not done:
-            status = f" ({cell(mine[0].get('status'))})" if mine else ""
-            missing.append(f"{cell(study.model)} {study.ways}-way{status}")
-    return body, missing
+        if done:
+            continue
+        if not mine and (study.model, study.ways) not in by_study:
+            references.append(study)
+            continue
+        status = f" ({cell(mine[0].get('status'))})" if mine else ""
+        missing.append(f"{cell(study.model)} {study.ways}-way{status}")
+    return body, missing, references
 
 
 def _vs(run: float, study: float | None, doubted: bool = False) -> str:
@@ -87,20 +97,44 @@ def unlike_study(row: Mapping, study) -> list[str]:
     return out
 
 
-def _not_run_line(missing: Sequence[str]) -> str:
+def _not_run_line(missing: Sequence[str], references: Sequence = ()) -> str:
     """The study rows without a score. Those this run never selected get the hint to run them; those it
     did select (skipped or failed, e.g. a `--study` run without their weights) get where the reason is:
-    for them the hint would be circular."""
+    for them the hint would be circular. `references`: unselected accuracy-only `reference` rows (StudyRow),
+    which `--study` does not run: their hint is the plain run of the model at that N."""
     tried = [m for m in missing if m.endswith(")")]  # "name N-way (status)": `study_lines` adds a status
     unselected = [m for m in missing if not m.endswith(")")]  # only for a row this run had
     lines = []
     if unselected:
         lines.append(f"{_count(unselected)} not run: {_names(unselected)} (`pytest bench --study` runs them all).")
+    if references:
+        lines.append(_reference_line(references))
     if tried:
         them, they, their = ("them", "they", "their") if len(tried) > 1 else ("it", "it", "its")
         lines.append(f"{_count(tried)} not run: {_names(tried)}: this run selected {them}, and {they} did not run here "
                      f"(e.g. {their} weights or API key are not on this machine); each case's reason is under *Not run* above.")
     return "\n\n".join(lines)
+
+
+def _reference_line(references: Sequence) -> str:
+    """The catalog's accuracy-only `reference` figures this run did not select: `--study` runs only the
+    study's own rows, so the hint names the run that scores one (the model by -k, at its N)."""
+    names = [f"{cell(r.model)} {r.ways}-way" for r in references]
+    ways: dict[str, list[int]] = {}
+    for r in references:
+        ways.setdefault(r.model, []).append(r.ways)
+    runs = [f"`pytest bench -k {_k(model)} --ways {','.join(map(str, ns))}`" for model, ns in ways.items()]
+    if len(runs) > REFERENCE_RUNS_SHOWN:
+        how = f"one run per model, e.g. {runs[0]}"
+    else:
+        how = ", ".join(runs) + (" runs " if len(runs) == 1 else " run ") + ("it" if len(references) == 1 else "them")
+    return (f"{plural(len(references), 'accuracy-only reference')} not run: {_names(names)} (`pytest bench --study` runs "
+            f"only the study's own rows; {how}).")
+
+
+def _k(model: str) -> str:
+    """A model name for -k on a shell line: quoted unless plain (letters, digits, - _ .)."""
+    return model if model.replace("-", "").replace("_", "").replace(".", "").isalnum() else cell(f"'{model}'")
 
 
 def _count(rows: Sequence[str]) -> str:
@@ -141,11 +175,13 @@ def conventions_table(rows: Sequence[Mapping]) -> str:
 def study_section(rows: Sequence[Mapping], catalog: Mapping[str, Any] | None = None) -> str:
     from tabulate import tabulate
 
+    from ..catalog import study_cases
+
     if catalog is None:
         from ..catalog import load_catalog
 
         catalog = load_catalog()
-    body, missing = study_lines(rows, catalog)
+    body, missing, references = study_lines(rows, catalog)
     if not body and not _imagenet_run(rows):  # the user's own images: no study figure applies, no pointer to one
         table = conventions_table([r for r in rows if r.get("metrics")])
         return "\n".join(["## Averaging conventions on this run", "", AVERAGES_DEFINED + " `--average` picks the one "
@@ -156,12 +192,14 @@ def study_section(rows: Sequence[Mapping], catalog: Mapping[str, Any] | None = N
                   tabulate(body, headers=STUDY_HEADERS, tablefmt="github", disable_numparse=True)]
     elif len(missing) > 1:
         # nothing to compare (a smoke-only run): no list of every study row, no notes on figures not shown;
-        # the rows this run selected and could not run keep their line
+        # the rows this run selected and could not run keep their line. The count is of the rows `--study`
+        # runs (a reference-only row is among `missing` only when this run selected it)
         tried = [m for m in missing if m.endswith(")")]
-        parts[-1] += f" `pytest bench --study` runs the study's {len(missing)} rows."
+        if study_cases(catalog):
+            parts[-1] += f" `pytest bench --study` runs the study's {plural(len(study_cases(catalog)), 'row')}."
         missing = tried
-    if missing:
-        parts += ["", _not_run_line(missing)]
+    if missing or references:
+        parts += ["", _not_run_line(missing, references)]
     notes = doubt_notes(catalog) if body else []
     if notes:
         parts += ["", "Study figures that cannot be top-1 accuracy over the stated classes:", "", *notes]
@@ -178,20 +216,24 @@ CONVENTIONS_LEAD = ("Precision, recall and F1 of each case under the three conve
                     "largest difference between two conventions on one metric.")
 
 
+# the --dataset names `data.open_dataset` reads as the hub's ImageNet-1k validation stream, the study's data (a
+# name carries a split only when the dataset had several to choose from: the stream has one, so neither
+# name ever gets `:validation`, and `imagenet:validation` is no dataset at all)
+STUDY_DATA_NAMES = ("imagenet", "imagenet-1k")
+
+
 def _imagenet_run(rows: Sequence[Mapping]) -> bool:
     """Whether the run scored ImageNet (the hub's, the bundled sample of its classes, or an older row
     with no dataset recorded; a run of no case says nothing else): only then do the study's figures,
     or a pointer to them, belong here."""
     from ..catalog import STUDY_DATASET
 
-    return not rows or any(str(r.get("dataset") or STUDY_DATASET) in (STUDY_DATASET, "imagenet-1k", "sample") for r in rows)
+    return not rows or any(str(r.get("dataset") or STUDY_DATASET) in (*STUDY_DATA_NAMES, "sample") for r in rows)
 
 
 def _dataset_line(rows: Sequence[Mapping]) -> list[str]:
     """A line when the scored cases used other data than the study's ([] otherwise)."""
-    from ..catalog import STUDY_DATASET
-
-    datasets = sorted({str(r["dataset"]) for r in rows if r.get("metrics") and r.get("dataset")} - {STUDY_DATASET})
+    datasets = sorted({str(r["dataset"]) for r in rows if r.get("metrics") and r.get("dataset")} - set(STUDY_DATA_NAMES))
     if not datasets:
         return []
     return ["", f"The study measured ImageNet-1k validation; this run used {', '.join(cell(d) for d in datasets)}, "

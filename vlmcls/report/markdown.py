@@ -463,8 +463,19 @@ def _position_table(o: Mapping) -> list[str]:
     table = tabulate(body, headers=["Position in the list", *edges], tablefmt="github", disable_numparse=True)
     if o.get("p_value") is None:
         verdict = "No answer named a candidate: no test of the picked positions."
+    elif o.get("p_test") == "permutation":  # K > 1 orders (rows saved before it: the chi-square line below)
+        draws = o["p_draws"]
+        floor = o["p_value"] * (draws + 1) < 1.5  # no relabelling reached the observed statistic
+        p = f"p ≤ {o['p_value']:.2g} (none of {draws:,} relabellings reached it)" if floor else f"p = {o['p_value']:.3g}"
+        verdict = (f"Picked positions against uniform: chi-square {o['chi2']:.2f}, {p}, from a permutation test: "
+                   f"{draws:,} seeded relabellings of each image's positions, one for all its {o['orders']} orders. An image's "
+                   "orders are no independent lists (up to N of them, no candidate sits at the same position twice), so "
+                   "its picks are no independent draws and the chi-square table's p-value would be too large.")
     else:
         rough = " (some expected counts are below 5: the p-value is approximate)" if o.get("rough_test") else ""
+        if o.get("orders", 1) > 1:  # a row saved before the permutation test: its p read K orders' picks as independent
+            rough = (" (the chi-square table's, saved by an older vlmcls: an image's K orders never put a candidate at "
+                     "the same position twice, so this p-value is too large; a new run gives a permutation test's)")
         verdict = (f"Picked positions against uniform: chi-square {o['chi2']:.2f}, {len(o['picked']) - 1} degrees "
                    f"of freedom, p = {o['p_value']:.3g}{rough}.")
     return [table, "", verdict, ""]

@@ -280,7 +280,8 @@ def picked_position_chart(title: str, o: Mapping, path: str | Path) -> Path | No
     ax.set_xlabel("position of the picked candidate in the list")
     ax.set_ylabel("answers")
     p = o.get("p_value")
-    ax.set_title(short(title, 60) + ("" if p is None else f" (chi-square p = {p:.3g})"), parse_math=False)
+    test = "permutation" if o.get("p_test") == "permutation" else "chi-square"
+    ax.set_title(short(title, 60) + ("" if p is None else f" ({test} p = {p:.3g})"), parse_math=False)
     _plain(ax.legend(fontsize=8).get_texts())
     return _save(fig, Path(path))
 
