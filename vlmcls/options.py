@@ -153,7 +153,7 @@ def add_options(parser) -> None:
     add("--dtype", type=choice("--dtype", DTYPES, DTYPE_ALIASES), default=None,
         help="local model dtype: auto (bfloat16 on CUDA, float32 on the CPU; the default), bfloat16 (bf16), "
              "float16 (fp16, half), float32 (fp32)")
-    add("--device", type=device, default=None, help="auto | cpu | cuda | cuda:N (default auto; xdist workers spread over GPUs)")
+    add("--device", type=device, default=None, help="auto | cpu | cuda | cuda:N | mps (default auto: CUDA, else the CPU; xdist workers spread over GPUs)")
     add("--batch-size", type=batch_size, default=None, help="images per batch for local models, or auto: the largest that fits (default: auto on CUDA, 8 on CPU)")
     add("--max-new-tokens", type=positive("--max-new-tokens"), default=None, help="generation bound (default 32)")
     add("--layout", type=choice("--layout", LAYOUTS, ALIASES["layout"]), default=None,

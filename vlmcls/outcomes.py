@@ -118,6 +118,9 @@ def summary_lines(rows: list[dict], crashed: list[str], skips_shown: bool) -> li
     for ways in sorted({r["ways"] for r in done}):
         tables += [f"{ways}-way", report.study_table([r for r in done if r["ways"] == ways], terminal=True)]
     lines = [smoke_note(done)] + [line for line in report.notes(done)[2:] if line]  # [2:]: skip the markdown heading
+    # why each scored case failed: pytest's FAILED line drops its message where the terminal is narrow (--tb=no)
+    lines += [f"failed: {r['reason'] if r['reason'].startswith(r['case_id']) else r['case_id'] + ': ' + r['reason']}"
+              for r in done if r.get("status") == "failed" and r.get("reason")]
     hidden = ("skipped",) if skips_shown else ()
     lines += not_run_lines([r for r in rows if not r.get("metrics") and r["status"] not in hidden])
     skipped = [r["case_id"] for r in rows if not r.get("metrics") and r["status"] in hidden]

@@ -13,8 +13,9 @@ import sys
 
 import pytest
 
+from .errors import one_line
 from .options import add_options
-from .outcomes import ROW_KEY, Case, CaseRun
+from .outcomes import ROW_KEY, Case, CaseRun, case_row
 from .plan import RunOptions
 from .session import BenchSession
 
@@ -124,7 +125,11 @@ class SessionHooks:
 
     @pytest.hookimpl(tryfirst=True)  # before the terminal reporter's, which takes a while
     def pytest_keyboard_interrupt(self, excinfo: pytest.ExceptionInfo) -> None:
-        if excinfo.errisinstance(KeyboardInterrupt):  # not pytest.exit(), which says why itself
+        if not excinfo.errisinstance(KeyboardInterrupt):  # pytest.exit() says why itself
+            return
+        if why := stop_rule(excinfo.value, self.bench.ctrl_c.presses):
+            self.bench.stopped(why)
+        else:
             self.bench.interrupted()
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
@@ -135,8 +140,10 @@ class SessionHooks:
     def pytest_testnodedown(self, node, error) -> None:
         self.bench.worker_down(node, error)
 
-    def pytest_sessionfinish(self) -> None:
+    def pytest_sessionfinish(self, session: pytest.Session) -> None:
         if not self.bench.is_worker:
+            if session.shouldfail or session.shouldstop:  # -x / --maxfail in a serial run; --sw
+                self.bench.stopped(str(session.shouldfail or session.shouldstop))
             self.bench.finish()
 
     def pytest_terminal_summary(self, terminalreporter) -> None:
@@ -147,6 +154,8 @@ class SessionHooks:
             terminalreporter.write_line(line)
         if not self.bench.is_worker and (hint := self.bench.selection_hint()):
             terminalreporter.write_line(hint)
+        if lines and (note := dist_note(terminalreporter.config)):
+            terminalreporter.write_line(note)
         # the report path is printed last of all, in pytest_unconfigure
 
 
@@ -157,12 +166,65 @@ def pytest_runtest_makereport(item: pytest.Item, call):
     rep = yield
     run = item.stash.get(CASE_RUN, None)
     row = run.row() if run is not None and rep.when == "call" else None
+    if rep.when == "call" and rep.failed and run is not None:
+        row = failed_row(run, row, rep)
     if row is not None:  # a new list: the item's own would carry the row into the teardown report too
         rep.user_properties = [*rep.user_properties, (ROW_KEY, row)]
+        # plain figures for --junitxml (it writes the properties the teardown report carries: the item's)
+        item.user_properties.extend(junit_properties(row))
     if rep.skipped and isinstance(rep.longrepr, tuple) and "vlmcls_case" in getattr(item, "fixturenames", ()):
         path, line = item.reportinfo()[:2]
         rep.longrepr = (str(path), (line or 0) + 1, rep.longrepr[2])
     return rep
+
+
+def dist_note(config: pytest.Config) -> str | None:
+    """A --dist the user chose that does not keep a model's cases on one worker: said once (the figures are
+    the same; the time is not)."""
+    dist = config.getvalue("dist") if getattr(config.option, "numprocesses", None) else None
+    if dist in (None, "no", "loadgroup"):
+        return None
+    spread = "spread over the workers, each loading the model"
+    how = {"load": spread, "worksteal": spread, "each": "on every worker, each running them all"}.get(
+        dist, "all on one worker (one test file: no parallelism)")
+    return (f"vlmcls: with --dist {dist} the cases of a model can run {how}; --dist loadgroup, used when "
+            "--dist is not given, keeps each model's cases on one worker and spreads the models")
+
+
+def stop_rule(exc: BaseException, presses: int) -> str:
+    """Why pytest stopped, where a rule of its own stopped it rather than Ctrl-C ("" for Ctrl-C): pytest's
+    and xdist's `Interrupted` (both KeyboardInterrupts) carry "stopping after 1 failures" (-x, --maxfail)
+    or the stepwise plugin's reason; xdist's says "received keyboard-interrupt" for a real Ctrl-C."""
+    if presses or type(exc).__name__ != "Interrupted" or "keyboard-interrupt" in str(exc):
+        return ""
+    return str(exc) or "pytest stopped the run"
+
+
+def failed_row(run: CaseRun, row: dict | None, rep: pytest.TestReport) -> dict | None:
+    """A test that failed where vlmcls's verdict did not: the row says so, whatever the report would
+    otherwise claim. The test ended inside the case (pytest-timeout's `--timeout`, a plugin's stop):
+    an error row, not a case missing from the report; the gate passed and the test's own code then failed
+    (a team's `assert` after `vlmcls_bench.check`): the row fails too, with that message."""
+    crash = getattr(rep.longrepr, "reprcrash", None)
+    message = one_line(crash.message if crash is not None else str(rep.longrepr or "the test failed"))
+    if row is None and run.spec is not None:
+        return case_row(run.spec, status="error", reason=f"the test ended before the case finished: {message}")
+    if row is not None and row.get("status") in ("passed", "no gate"):
+        return {**row, "status": "failed", "reason": f"the test failed after the gate passed: {message}"}
+    return row
+
+
+def junit_properties(row: dict) -> list[tuple[str, object]]:
+    """A case's headline figures as plain `--junitxml` properties (the row itself stays out of the XML)."""
+    props: list[tuple[str, object]] = [("vlmcls_status", row.get("status"))]
+    metrics = row.get("metrics") or {}
+    if metrics:
+        low, high = metrics.get("accuracy_ci") or (None, None)
+        props += [("vlmcls_accuracy", metrics.get("accuracy")), ("vlmcls_accuracy_ci_low", low),
+                  ("vlmcls_accuracy_ci_high", high), ("vlmcls_n", metrics.get("n"))]
+    if row.get("threshold") is not None:
+        props.append(("vlmcls_threshold", row["threshold"]))
+    return [(k, v) for k, v in props if v is not None]
 
 
 @pytest.hookimpl(optionalhook=True)

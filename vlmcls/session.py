@@ -54,6 +54,7 @@ class BenchSession:
         self.deselected: list[Case] = []  # cases -k / -m left out (the plugin's pytest_deselected adds them)
         self.interrupt_line: str | None = None  # what Ctrl-C left in the store, for the last lines
         self.was_interrupted = False
+        self.stopped_early = ""  # why pytest stopped before every selected case ran (-x, --maxfail, --sw)
         self.ctrl_c = CtrlC()  # counts Ctrl-C presses on the controller (see CtrlC)
         self._validated = False
         self._paths_checked = False
@@ -287,6 +288,12 @@ class BenchSession:
         self.interrupt_line = (f"interrupted: {done} finished samples of the selected cases are in the result store "
                                f"{self.store_path} ({fresh} from this run); the same command resumes from there")
 
+    def stopped(self, why: str) -> None:
+        """pytest stopped the run early on its own rule (-x / --maxfail: "stopping after 1 failures"; --sw),
+        not on Ctrl-C: finish() lists the cases it did not reach, saying so."""
+        if not self.is_worker and self.selected and not self.stopped_early:
+            self.stopped_early = " ".join(str(why).split()) or "pytest stopped the run"
+
     # ------------------------------------------------------------------ running
     def requirements(self, spec: CaseSpec) -> str | None:
         """Why the case cannot run here (a missing model, GPU, NLI model, or a resolver the backend
@@ -428,12 +435,31 @@ class BenchSession:
         died inside the test."""
         rows = [v for k, v in rep.user_properties if k == ROW_KEY]
         if rows and rep.when in ("call", "setup"):
-            self.rows.extend(r for r in rows if r not in self.rows)
+            for row in rows:
+                self._add_row(row)
         elif rep.failed and rep.when == "???":  # xdist: the worker died inside this test
             match = re.search(r"\[(.+)\]$", rep.nodeid)
             case_id = match.group(1) if match else rep.nodeid
             if all(r["case_id"] != case_id for r in self.rows):  # xdist may retry it on a new worker
                 self.rows.append(self.crash_row(case_id, rep.nodeid, crash_reason(rep.longreprtext)))
+
+    def _add_row(self, row: dict) -> None:
+        """One row per case: a case run again in the session (pytest-repeat's --count, a rerun plugin) keeps
+        one row, which says how many times it ran (a second row would count its images twice in every
+        table and in Holm's correction; the later runs come from the store). A row with figures replaces
+        one without (a crashed worker's case that xdist ran again)."""
+        at = next((i for i, r in enumerate(self.rows) if r["case_id"] == row["case_id"]), None)
+        if at is None:
+            self.rows.append(row)
+            return
+        first = self.rows[at]
+        if first == row:
+            return
+        runs = first.get("runs", 1) + 1
+        kept = row if first.get("metrics") is None and row.get("metrics") is not None else first
+        note = f"ran {runs} times in this session (e.g. pytest-repeat's --count); the report keeps one run"
+        self.rows[at] = {**kept, "runs": runs, "notes": [n for n in kept.get("notes", []) if not n.startswith("ran ")
+                                                         or "times in this session" not in n] + [note]}
 
     def crash_row(self, case_id: str, nodeid: str, reason: str) -> dict:
         spec = next((c.spec for c in self._cases if c.case_id == case_id), None)
@@ -456,7 +482,7 @@ class BenchSession:
     def _finish(self) -> None:
         if self.ctrl_c.presses:  # also when a second press cut pytest's own Ctrl-C handling (and our hook) short
             self.interrupted()
-        if self.was_interrupted:
+        if self.was_interrupted or self.stopped_early:
             self.rows += self.interrupted_rows()
         if not self.rows:
             return
@@ -485,7 +511,8 @@ class BenchSession:
         """After Ctrl-C, a row for each selected case without one (the one running, those not reached), so
         that report.md, which would otherwise look complete, says what is missing and how to finish it."""
         done = {r["case_id"] for r in self.rows}
-        return [report.skipped_row(c.spec, "interrupted", self._interrupted_reason(c)) for c in self._cases
+        status = "interrupted" if self.was_interrupted else "not reached"
+        return [report.skipped_row(c.spec, status, self._interrupted_reason(c)) for c in self._cases
                 if c.case_id in self.selected and c.case_id not in done]
 
     def _interrupted_reason(self, case: Case) -> str:
@@ -497,6 +524,12 @@ class BenchSession:
             fresh = self.store.count(case_key(case.spec.key_fields()), since=self.started)
         except (OSError, sqlite3.Error):
             fresh = 0
+        if not self.was_interrupted:  # pytest's own stop: the same command would stop at the same failure
+            how = f"pytest stopped the run ({self.stopped_early})"
+            if fresh:
+                return (f"{how} after {fresh} of its answers were stored; a run without -x / --maxfail / --sw "
+                        "resumes it from there")
+            return f"not reached: {how}; a run without -x / --maxfail / --sw runs it"
         if fresh and self.opt.refresh:
             return (f"interrupted (Ctrl-C) after {fresh} of its answers were stored; a rerun without --refresh "
                     "resumes from them, with --refresh it starts over")
@@ -572,6 +605,8 @@ def without_selection(args: Sequence[str]) -> list[str]:
             skip = False
         elif a in ("-k", "-m"):
             skip = True
+        elif a in ("--co", "--collect-only", "-q", "--quiet", "-qq"):  # the hint adds its own `--co -q`
+            continue
         elif not a.startswith(("-k", "-m")) or a.startswith("--"):
             out.append(shlex.quote(a))
     return out
