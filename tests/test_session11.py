@@ -115,3 +115,24 @@ def test_the_provenance_section_names_the_weights_each_scored_model_ran_with():
                          "- weights: qwen = Qwen/Qwen2-VL-2B-Instruct @ aaaaaaaaaaaa; mine = /ckpt/a\\|b @ "
                          "files:0123456789abcdef; api = gpt-4o-2024-08-06"]
     assert "- weights" not in provenance.markdown(meta)  # no rows: no line (and the section stays as it was)
+
+
+def test_a_merge_says_where_the_later_run_had_other_weights_under_the_same_name(tmp_path, capsys):
+    """A fine-tune saved again to the same folder, or a new hub commit: the case id and settings are the
+    same, the weights are not; the merge note names the change instead of 'the later run wins' alone."""
+    from test_report_cli import _row, preds, write_run
+
+    from vlmcls.__main__ import main
+
+    def case(wrong, rev):
+        row, rows = _row("m", preds(30, wrong=wrong))
+        return {**row, "revisions": {"weights": rev}}, rows
+
+    a = write_run(tmp_path / "a", case(3, "files:0000aaaa"))
+    b = write_run(tmp_path / "b", case(9, "files:1111bbbb"))
+    c = write_run(tmp_path / "c", case(9, "files:1111bbbb"))
+    assert main(["report", str(a), str(b), "--out", str(tmp_path / "out"), "--no-plots"]) == 0
+    assert "; 1 of those ran other settings" in capsys.readouterr().err
+    assert "it ran other settings (weights files:0000aaaa → files:1111bbbb)" in (tmp_path / "out" / "report.md").read_text()
+    assert main(["report", str(b), str(c), "--out", str(tmp_path / "out2"), "--no-plots"]) == 0
+    assert "other settings" not in capsys.readouterr().err  # the same weights: nothing to say
