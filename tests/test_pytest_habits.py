@@ -152,3 +152,22 @@ def test_a_dist_that_splits_or_piles_up_models_is_said(dist, says):
     config = SimpleNamespace(option=SimpleNamespace(numprocesses=2 if dist else None), getvalue=lambda k: dist)
     note = dist_note(config)
     assert (note is None) if says is None else (says in note and f"--dist {dist}" in note)
+
+
+def test_two_workers_crashing_at_once_leave_every_case_a_row_not_an_internalerror(pytester):
+    """Two models that kill their xdist worker at once: xdist handed work to a replacement worker that had
+    not collected yet (INTERNALERROR, KeyError in _assign_work_unit; exit code 3, half the cases missing)."""
+    (pytester.path / "bench").mkdir()
+    from conftest import BENCH
+
+    (pytester.path / "bench" / "test_classify.py").write_text(BENCH.read_text())
+    crash = '\noptions = { crash = true }'
+    pytester.makefile(".toml", catalog="".join(
+        f'[models.{name}]\nbackend = "echo"\nweights = "smoke:echo"\nsmoke = true{crash if name.startswith("c") else ""}\n'
+        for name in ("c1", "c2", "ok")))
+    out = pytester.runpytest_subprocess("bench", "--catalog", "catalog.toml", "-p", "no:cacheprovider", "--ways", "2,3",
+                                        "--samples", "4", "--run-id", "r", "-n", "2")
+    assert out.ret == 1 and "INTERNALERROR" not in out.stdout.str() + out.stderr.str()
+    got = {c["case_id"]: c["status"] for c in json.loads((pytester.path / "reports" / "r" / "results.json").read_text())["cases"]}
+    assert got == {"c1-2way": "crashed", "c1-3way": "crashed", "c2-2way": "crashed", "c2-3way": "crashed",
+                   "ok-2way": "passed", "ok-3way": "passed"}

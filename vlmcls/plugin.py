@@ -252,6 +252,13 @@ def pytest_xdist_make_scheduler(config: pytest.Config, log):
             param = nodeid[nodeid.rfind("[") + 1:-1] if nodeid.endswith("]") else ""
             return f"vlmcls:{groups[param]}" if param in groups else super()._split_scope(nodeid)
 
+        def _reschedule(self, node) -> None:
+            """A replacement worker that has not finished collecting gets work once it has (xdist calls
+            schedule() again then): two workers crashing at once made xdist hand work to a replacement
+            whose collection it did not have yet (INTERNALERROR, KeyError in _assign_work_unit)."""
+            if node in self.registered_collections:
+                super()._reschedule(node)
+
         def remove_node(self, node):
             """A crashed worker's test is reported once: xdist 3.8's scope schedulers put it back in the
             queue (pytest-xdist #1371), so each replacement worker ran the crashing case again until the
