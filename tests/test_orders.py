@@ -267,3 +267,15 @@ def test_plugin_rows_are_the_same_serially_and_with_xdist(bench: pytest.Pytester
         assert "## Candidate order" in (run_dir / "report.md").read_text()
         assert (run_dir / "plots" / "orders" / "echo-a-20way-picked-position.png").is_file()
     assert got["serial"] == got["xdist"] and len(got["serial"][1]["echo-a-50way.orders.jsonl"]) == 36
+
+
+def test_labels_first_at_every_class_gives_no_position_test():
+    """Every image asked with the same K lists (labels-first at N = all classes): a position is always the
+    same class, so the picks cannot say position from class; the report says so instead of a p-value."""
+    lists = ["abcd", "badc"]
+    rows = [_row(f"s{i}", k, lists[k], "abcd"[i], "a") for i in range(4) for k in range(2)]
+    s = orders.summary(rows, 2, 4)
+    assert s["p_value"] is None and s["p_test"] == "shared lists" and s["chi2"] is not None
+    text = "\n".join(report.order_section([{"case_id": "c", "orders": s}]))
+    assert "a preference for a class cannot be told from one for a position" in text
+    assert orders.summary(FIXTURE, 2, 4)["p_test"] == "permutation"  # each image its own lists: tested

@@ -128,7 +128,7 @@ def test_a_case_run_twice_in_a_session_is_one_row_that_says_so():
     crashed = {"case_id": "b-2way", "metrics": None, "notes": [], "status": "crashed"}
     BenchSession._add_row(holder, crashed)
     BenchSession._add_row(holder, {"case_id": "b-2way", "metrics": {"n": 6}, "notes": [], "status": "passed"})
-    assert holder.rows[1]["status"] == "passed" and holder.rows[1]["runs"] == 2  # figures win over a crash row
+    assert holder.rows[1]["status"] == "passed" and "runs" not in holder.rows[1]  # xdist's rerun of a crash: no repeat
 
 
 def test_the_stop_rule_tells_pytests_own_stops_from_ctrl_c():
@@ -171,3 +171,15 @@ def test_two_workers_crashing_at_once_leave_every_case_a_row_not_an_internalerro
     got = {c["case_id"]: c["status"] for c in json.loads((pytester.path / "reports" / "r" / "results.json").read_text())["cases"]}
     assert got == {"c1-2way": "crashed", "c1-3way": "crashed", "c2-2way": "crashed", "c2-3way": "crashed",
                    "ok-2way": "passed", "ok-3way": "passed"}
+
+
+def test_a_test_failing_between_run_and_check_keeps_the_cases_figures(bench):
+    (bench.path / "bench" / "test_classify.py").write_text(
+        "def test_mine(vlmcls_case, vlmcls_bench):\n"
+        "    result = vlmcls_bench.run(vlmcls_case)\n"
+        "    assert result.metrics.n > 100, 'too few images for our bar'\n"
+        "    vlmcls_bench.check(result)\n")
+    run(bench, "-k", "echo-a").assert_outcomes(failed=1)
+    row = rows(bench)["echo-a-2way"]
+    assert row["status"] == "failed" and row["metrics"]["n"] == 6
+    assert row["reason"].startswith("the test failed before the gate was checked: AssertionError: too few images")

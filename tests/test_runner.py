@@ -15,6 +15,7 @@ from vlmcls import backends
 from vlmcls.catalog import ModelEntry
 from vlmcls.labels import imagenet_labelset
 from vlmcls.resolve import Resolver
+from vlmcls import runner as runner_mod
 from vlmcls.runner import CaseRunner, CaseSpec, fingerprint
 from vlmcls.settings import BackendSettings
 from vlmcls.smoke.api_server import ApiServer
@@ -185,9 +186,19 @@ def test_a_copied_or_touched_image_file_keeps_its_stored_answer_and_a_changed_on
                for p in first.predictions)
     os.utime(tmp_path / "a" / "img1.jpg", ns=(1, 1))
     shutil.copytree(tmp_path / "a", tmp_path / "b", copy_function=shutil.copy)  # new mtimes, same bytes
-    for folder in ("a", "b"):
-        again = runner(store=store).run(data(folder))
+    real_sha, hashed = runner_mod._file_sha, []
+    for folder in ("a", "b", "b"):
+        reads = []
+        runner_mod._file_sha = lambda path: reads.append(path) or real_sha(path)
+        try:
+            again = runner(store=store).run(data(folder))
+        finally:
+            runner_mod._file_sha = real_sha
         assert again.resumed == 3 and again.notes == []
+        hashed.append(len(reads))
+    # the touched file, then the three copies, are read once each: their rows then take the size + mtime of
+    # the file now there, so the next run reads nothing
+    assert hashed == [1, 3, 0]
     (tmp_path / "b" / "img2.jpg").write_bytes(jpeg("yellow"))
     changed = runner(store=store).run(data("b"))
     assert changed.resumed == 2 and "1 stored answer was asked again" in "\n".join(changed.notes)

@@ -42,10 +42,22 @@ def test_a_checkpoint_saved_again_to_the_same_folder_is_answered_afresh(tmp_path
     assert local_runner(folder, store).run(data).resumed == 0
     assert local_runner(folder, store).run(data).resumed == 6  # untouched: every row from the store
     (folder / "model.safetensors").write_bytes(b"\x02" * 64)  # same size, new bytes, new mtime
-    assert local_runner(folder, store).run(data).resumed == 0
-    (folder / "README.md").write_text("notes")  # a model card or a log changes no answer
-    (folder / ".lock").write_text("")
+    # within one process (a session) the folder is taken once: the model it loaded answers under that key
     assert local_runner(folder, store).run(data).resumed == 6
+    hub.forget_folders()  # a new session
+    assert local_runner(folder, store).run(data).resumed == 0
+    # a model card, a lock, a Trainer's other outputs, a subfolder: loading reads none of them
+    (folder / "README.md").write_text("notes")
+    (folder / ".lock").write_text("")
+    (folder / "eval_results.json").write_text("{}")
+    (folder / "trainer_state.json").write_text("{}")
+    (folder / "training_args.bin").write_bytes(b"x")
+    (folder / "checkpoint-500").mkdir()
+    hub.forget_folders()
+    assert local_runner(folder, store).run(data).resumed == 6
+    (folder / "tokenizer_config.json").write_text("{}")  # loading reads this one
+    hub.forget_folders()
+    assert local_runner(folder, store).run(data).resumed == 0
 
 
 def test_the_key_names_a_local_folder_by_its_files_and_leaves_other_keys_as_they_were(tmp_path):
@@ -53,6 +65,7 @@ def test_the_key_names_a_local_folder_by_its_files_and_leaves_other_keys_as_they
     fields = local_runner(folder, None).spec.key_fields()
     assert fields["weights_files"] == hub.folder_files(str(folder)) and fields["weights_files"].startswith("files:")
     os.utime(folder / "config.json", ns=(5, 5))
+    hub.forget_folders()
     assert local_runner(folder, None).spec.key_fields()["weights_files"] != fields["weights_files"]
     hub_id = CaseSpec(model=ModelEntry(name="q", backend="hf-vlm", weights="Qwen/Qwen2-VL-2B-Instruct"),
                       ways=20, settings=BackendSettings())
@@ -76,13 +89,17 @@ def test_an_nli_model_in_a_local_folder_is_named_by_its_files_where_an_nli_stage
 def test_folder_files_reads_sizes_and_times_not_names_alone_and_expands_home(tmp_path, monkeypatch):
     folder = checkpoint(tmp_path / "home" / "ckpt")
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    hub.forget_folders()
     first = hub.folder_files("~/ckpt")
     assert first == hub.folder_files(str(folder)) and first is not None
     (folder / "model.safetensors").write_bytes(b"\x01" * 65)
     os.utime(folder / "model.safetensors", ns=(7, 7))
+    assert hub.folder_files(str(folder)) == first  # taken once per process
+    hub.forget_folders()
     second = hub.folder_files(str(folder))
     (folder / "model.safetensors").write_bytes(b"\x01" * 64)
     os.utime(folder / "model.safetensors", ns=(7, 7))
+    hub.forget_folders()
     assert len({first, second, hub.folder_files(str(folder))}) == 3
     assert hub.folder_files("Qwen/Qwen2-VL-2B-Instruct") is None and hub.folder_files("smoke:qwen2-vl") is None
     assert hub.folder_files(str(tmp_path / "nowhere")) is None
@@ -105,15 +122,17 @@ def test_the_provenance_section_names_the_weights_each_scored_model_ran_with():
     rows = [
         {"model": "qwen", "weights": "Qwen/Qwen2-VL-2B-Instruct", "metrics": {"n": 1},
          "revisions": {"weights": "a" * 40, "nli_model": None}},
-        {"model": "qwen", "weights": "Qwen/Qwen2-VL-2B-Instruct", "metrics": {"n": 1}, "revisions": {}},  # once
+        {"model": "qwen", "weights": "Qwen/Qwen2-VL-2B-Instruct", "metrics": {"n": 1},
+         "revisions": {"weights": "a" * 40}},  # its 100-way case: once
+        {"model": "mine", "weights": "/ckpt/a|b", "metrics": {"n": 1}, "revisions": {"weights": "files:ffff"}},
         {"model": "mine", "weights": "/ckpt/a|b", "metrics": {"n": 1}, "revisions": {"weights": "files:0123456789abcdef"}},
         {"model": "gone", "weights": "org/gone", "metrics": None},  # skipped: it ran with nothing
         {"model": "api", "weights": "gpt-4o-2024-08-06", "metrics": {"n": 1}},
     ]
     lines = provenance.markdown(meta, rows).splitlines()
     assert lines[:3] == ["## Provenance", "",
-                         "- weights: qwen = Qwen/Qwen2-VL-2B-Instruct @ aaaaaaaaaaaa; mine = /ckpt/a\\|b @ "
-                         "files:0123456789abcdef; api = gpt-4o-2024-08-06"]
+                         "- weights: qwen = Qwen/Qwen2-VL-2B-Instruct @ aaaaaaaaaaaa; mine = /ckpt/a\\|b @ files:ffff; "
+                         "mine = /ckpt/a\\|b @ files:0123456789abcdef; api = gpt-4o-2024-08-06"]
     assert "- weights" not in provenance.markdown(meta)  # no rows: no line (and the section stays as it was)
 
 

@@ -343,7 +343,9 @@ def _other_settings(old: Mapping, new: Mapping) -> str:
     # the same weights name, other weights: a new hub commit, or a checkpoint saved again to the same folder
     revs = [(r.get("revisions") or {}).get("weights") for r in (old, new)]
     if all(revs) and revs[0] != revs[1]:
-        changed.append("weights " + " → ".join(r[:12] if len(r) == 40 else r for r in revs))
+        from .hub import short_revision
+
+        changed.append("weights " + " → ".join(map(short_revision, revs)))
     return f"{OTHER}{', '.join(changed)})" if changed else ""
 
 

@@ -56,8 +56,15 @@ class ModelEntry:
     samples: int | None = None  # default subset size when --samples is not given (slow smoke models)
     study: tuple[StudyRow, ...] = ()  # the study's rows for this model
     top1: float | None = None  # published ImageNet-1k top-1 accuracy of these weights (baselines)
-    # set at load, never in the file: why `weights`, written as a path, names no folder (the case's skip reason)
+    # set at load, never in the file: why `weights`, written as a path, named no folder then (the case's skip
+    # reason while it still names none: `missing_weights`; a folder built after the catalog loaded is fine)
     weights_problem: str | None = field(default=None, compare=False)
+
+    def missing_weights(self) -> str | None:
+        """`weights_problem` while the folder is still missing, else None."""
+        if self.weights_problem and not Path(self.weights).expanduser().is_dir():
+            return self.weights_problem
+        return None
 
     @property
     def info(self) -> BackendInfo:
@@ -156,7 +163,7 @@ def _local_weights(weights: str, source: Path) -> tuple[str, str | None]:
         return weights, None
     given = Path(weights).expanduser()
     if weights.startswith("/") and given.is_dir():
-        return weights, None  # as written: the store key of a run before relative paths were read so stays
+        return weights, None  # as written (the folder's files enter the store key too: runner.CaseSpec.folder_fields)
     beside = Path(os.path.abspath(Path(os.path.abspath(source)).parent / given))  # an absolute path stays itself
     for folder in (beside, Path(os.path.abspath(given))):
         if folder.is_dir():

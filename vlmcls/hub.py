@@ -74,27 +74,58 @@ def local_folder(weights: str | None) -> Path | None:
     return folder if folder.is_dir() else None
 
 
+# what loading a checkpoint reads from its folder: weights, configs, processor, tokenizer, chat template,
+# remote code. A Trainer's other outputs (eval_results.json, trainer_state.json, training_args.bin) change
+# no answer and stay out, so evaluating a folder does not invalidate its own stored answers.
+READ_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".model", ".txt", ".jinja", ".py", ".tiktoken")
+READ_JSON = ("config.json", "generation_config.json", "preprocessor_config.json", "processor_config.json",
+             "video_preprocessor_config.json", "tokenizer_config.json", "tokenizer.json", "special_tokens_map.json",
+             "added_tokens.json", "vocab.json", "chat_template.json", "adapter_config.json")
+TRAINING_OUTPUTS = ("training_args", "optimizer", "scheduler", "rng_state", "scaler", "trainer_state")
+_FOLDERS: dict[str, str | None] = {}  # folder -> its files' hash, taken once per process (see folder_files)
+
+
+def _read_when_loading(name: str) -> bool:
+    if name.startswith(".") or name.startswith(TRAINING_OUTPUTS):
+        return False
+    return name.endswith(READ_SUFFIXES) or name in READ_JSON or name.endswith(".index.json")
+
+
 def folder_files(weights: str | None) -> str | None:
-    """For weights in a local folder: `files:` and a hash of its files' names, sizes and modification times
-    (top level, symlinks followed, hidden files and *.md / *.log left out), else None. A checkpoint saved
+    """For weights in a local folder: `files:` and a hash of the names, sizes and modification times of the
+    files loading reads (top level, symlinks followed; `_read_when_loading`), else None. A checkpoint saved
     again to the same folder (a new fine-tune) changes it, so the store never answers it with the old
-    model's rows; a copied folder changes it too (its answers are computed again, nothing is lost)."""
+    model's rows; a copied folder changes it too (its answers are computed again, nothing is lost).
+    Taken once per process, when a case first asks: a run's keys, stored rows and `revisions` then agree
+    with the model it loaded, even while a training job keeps saving into the folder (`forget_folders`)."""
     import hashlib
 
     folder = local_folder(weights)
     if folder is None:
         return None
+    where = str(folder.resolve())
+    if where in _FOLDERS:
+        return _FOLDERS[where]
     h = hashlib.sha1()
-    for p in sorted(folder.iterdir()):
-        if p.name.startswith(".") or p.suffix in (".md", ".log"):
-            continue
-        try:
-            st = p.stat()
-        except OSError:
-            continue
-        if p.is_file():
-            h.update(f"{p.name}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
-    return "files:" + h.hexdigest()[:16]
+    try:
+        for p in sorted(folder.iterdir()):
+            if not _read_when_loading(p.name):
+                continue
+            try:
+                st = p.stat()
+            except OSError:  # a file removed while listing
+                continue
+            if p.is_file():
+                h.update(f"{p.name}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+        _FOLDERS[where] = "files:" + h.hexdigest()[:16]
+    except OSError:  # unreadable, or removed (a Trainer's save_total_limit): the load says why
+        _FOLDERS[where] = None
+    return _FOLDERS[where]
+
+
+def forget_folders() -> None:
+    """A new session (or a test) takes the folders' files afresh."""
+    _FOLDERS.clear()
 
 
 def revision(weights: str) -> str | None:
@@ -115,6 +146,11 @@ def revision(weights: str) -> str | None:
     folder = folder.resolve()
     return next((p.name for p in (folder, *folder.parents)
                  if p.parent.name == "snapshots" and re.fullmatch(r"[0-9a-f]{40}", p.name)), None)
+
+
+def short_revision(rev: str) -> str:
+    """A revision as reports show it: a hub commit's first 12 hex digits; a folder's `files:` hash whole."""
+    return rev[:12] if len(rev) == 40 else rev
 
 
 def hub_reason(repo_id: str) -> str | None:

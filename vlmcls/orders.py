@@ -230,8 +230,11 @@ def summary(rows: Iterable[Any], orders: int, ways: int) -> dict[str, Any]:
     picked = picked_positions(flat, ways)
     expected, chi2, p = uniform_test(picked, ways)
     permutation = orders > 1
+    # labels-first at N = every class: every image saw the same K lists (class order, then its reorders), so a
+    # position is always the same class and a preference for a class reads as one for a position: no test
+    shared = len(images) > 1 and len({tuple(_get(rs[0], "candidates") or ()) for rs in images.values()}) == 1
     if permutation and p is not None:
-        p = permutation_p(picked_matrix(images, ways), ways)
+        p = None if shared else permutation_p(picked_matrix(images, ways), ways)
     return {
         "orders": orders, "ways": ways, "images": len(images), "incomplete": incomplete,
         "accuracy": acc, "mean": statistics.fmean(acc) if acc else None,
@@ -241,7 +244,7 @@ def summary(rows: Iterable[Any], orders: int, ways: int) -> dict[str, Any]:
         "bins": bins_for(ways), "bin_sizes": bin_sizes(ways),
         "position_accuracy": pos_acc, "position_n": pos_n,
         "picked": picked, "expected": expected, "chi2": chi2, "p_value": p,
-        "p_test": "permutation" if permutation else "chi-square",
+        "p_test": "shared lists" if shared and permutation else "permutation" if permutation else "chi-square",
         **({"p_draws": PERMUTATION_DRAWS} if permutation else {}),
         # only the chi-square table's p needs expected counts of 5 or more; a permutation p is exact but for draws
         "rough_test": not permutation and any(e < MIN_EXPECTED for e in expected),

@@ -51,7 +51,8 @@ class CaseRun:
     def run(self, case: Case) -> CaseResult:
         """Run the case (skips with a one-line reason when it cannot run here) and return its result."""
         self.spec = case.spec
-        return self.session.run_case(self)
+        self.result = self.session.run_case(self)  # kept: a test that fails before check() still has its figures
+        return self.result
 
     def check(self, result: CaseResult) -> gate.Verdict:
         """The gate's verdict (vlmcls.gate); fails the test when the verdict does."""

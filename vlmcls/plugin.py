@@ -207,6 +207,11 @@ def failed_row(run: CaseRun, row: dict | None, rep: pytest.TestReport) -> dict |
     (a team's `assert` after `vlmcls_bench.check`): the row fails too, with that message."""
     crash = getattr(rep.longrepr, "reprcrash", None)
     message = one_line(crash.message if crash is not None else str(rep.longrepr or "the test failed"))
+    if row is None and run.result is not None:  # the case finished; the test failed before its gate was checked
+        from . import report
+
+        return report.case_row(run.result, status="failed", threshold=None,
+                               reason=f"the test failed before the gate was checked: {message}")
     if row is None and run.spec is not None:
         return case_row(run.spec, status="error", reason=f"the test ended before the case finished: {message}")
     if row is not None and row.get("status") in ("passed", "no gate"):

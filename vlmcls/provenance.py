@@ -100,13 +100,15 @@ def weights_line(rows: Sequence[Mapping[str, Any]]) -> str:
     local folder's `files:` hash): a report comparing two checkpoints says which is which."""
     from .report import cell
 
-    seen: dict[str, str] = {}
+    from .hub import short_revision
+
+    seen: dict[tuple, str] = {}  # each (model, weights, revision) once: two checkpoints of one name both shown
     for row in rows:
         model, weights = row.get("model"), row.get("weights")
-        if not model or not weights or model in seen or row.get("metrics") is None:
-            continue
         rev = (row.get("revisions") or {}).get("weights")
-        seen[model] = f"{cell(model)} = {cell(weights)}" + (f" @ {cell(rev[:12] if len(rev) == 40 else rev)}" if rev else "")
+        if not model or not weights or row.get("metrics") is None or (model, weights, rev) in seen:
+            continue
+        seen[model, weights, rev] = f"{cell(model)} = {cell(weights)}" + (f" @ {cell(short_revision(rev))}" if rev else "")
     return f"- weights: {'; '.join(seen.values())}" if seen else ""
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import os
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Callable, Mapping, Sequence
 
 from . import candidates as cand
@@ -393,6 +393,13 @@ class CaseRunner:
         fits = {(sid, fp): same_image(fp, by_id[sid], current[sid]) for sid, fp in
                 {(p.sample_id, p.fingerprint) for p in stored.values() if p.error is None and p.sample_id in current}}
         done = {k: p for k, p in stored.items() if p.error is None and fits.get((p.sample_id, p.fingerprint))}
+        # rows matched by their content hash (a copied or touched file) take the file's size + mtime now, so
+        # the next run matches them without reading the file again
+        moved = {k: replace(p, fingerprint=f"{current[p.sample_id]}#{p.fingerprint.partition('#')[2]}")
+                 for k, p in done.items() if p.fingerprint.partition("#")[0] != current[p.sample_id]}
+        if moved and self.store is not None:
+            self.store.rewrite(self.key, moved.values())
+        done.update(moved)
         stale = sum(p.error is None and (p.sample_id, p.fingerprint) in fits and not fits[p.sample_id, p.fingerprint]
                     for p in stored.values())
         items = with_orders(samples, self.spec.orders)  # K=1: the samples themselves

@@ -41,6 +41,9 @@ class BenchSession:
     """Everything one pytest process shares between cases; the options are read once (RunOptions)."""
 
     def __init__(self, config: pytest.Config, options: RunOptions | None = None, run_id: str | None = None):
+        from . import hub
+
+        hub.forget_folders()  # local checkpoints' files are taken afresh, once for this session
         self.config = config
         self.opt = options or RunOptions.from_namespace(config.option)
         self.run_id = run_id or self.opt.run_id or time.strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:6]
@@ -446,14 +449,17 @@ class BenchSession:
     def _add_row(self, row: dict) -> None:
         """One row per case: a case run again in the session (pytest-repeat's --count, a rerun plugin) keeps
         one row, which says how many times it ran (a second row would count its images twice in every
-        table and in Holm's correction; the later runs come from the store). A row with figures replaces
-        one without (a crashed worker's case that xdist ran again)."""
+        table and in Holm's correction; the later runs come from the store). A row with figures replaces a
+        crashed worker's row (xdist ran the case again)."""
         at = next((i for i, r in enumerate(self.rows) if r["case_id"] == row["case_id"]), None)
         if at is None:
             self.rows.append(row)
             return
         first = self.rows[at]
         if first == row:
+            return
+        if first.get("metrics") is None and first.get("status") == "crashed" and row.get("metrics") is not None:
+            self.rows[at] = row  # xdist ran a crashed worker's case again: that is no repeat
             return
         runs = first.get("runs", 1) + 1
         kept = row if first.get("metrics") is None and row.get("metrics") is not None else first

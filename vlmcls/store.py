@@ -104,6 +104,18 @@ class Store:
             db.execute("ROLLBACK")
             raise
 
+    def rewrite(self, key: str, preds: Iterable[Prediction]) -> None:
+        """Rows already stored, rewritten in place (their time kept: they are not this run's answers)."""
+        rows = [(json.dumps(to_record(p)), key, row_key(p.sample_id, p.order)) for p in preds]
+        db = self._conn()
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            db.executemany("UPDATE results SET record = ? WHERE case_key = ? AND sample_id = ?", rows)
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+
     def count(self, key: str, since: float | None = None) -> int:
         """Rows of a case; `since` (a time.time()): only those written from then on (this run's)."""
         if since is None:

@@ -76,7 +76,7 @@ def requirements(entry: "ModelEntry", settings: "BackendSettings", labels: Label
     from ..hub import importable, weights_reason
 
     # weights written as a path that names no folder (vlmcls.catalog): said so, not asked of the hub
-    reason = getattr(entry, "weights_problem", None) or weights_reason(entry.weights)
+    reason = entry.missing_weights() or weights_reason(entry.weights)
     if reason:
         return reason
     try:

@@ -91,7 +91,7 @@ def requirements(entry: "ModelEntry", settings: "BackendSettings", labels: "Labe
         return f"unknown quantization {settings.quant!r} (none, int8 or nf4)"
     if settings.quant != "none" and not hub.importable("bitsandbytes"):
         return f"{settings.quant} quantization needs bitsandbytes (pip install bitsandbytes)"
-    if problem := getattr(entry, "weights_problem", None):  # written as a path, and no such folder (vlmcls.catalog)
+    if problem := entry.missing_weights():  # written as a path, and no such folder (vlmcls.catalog)
         return problem
     # Both at once: a user who downloads the weights should not learn only then that the opt-in is missing.
     reasons = [hub.weights_reason(entry.weights)]

@@ -461,7 +461,11 @@ def _position_table(o: Mapping) -> list[str]:
             ["Picked here", *map(str, o["picked"])],
             ["Expected if position did not matter", *(f"{e:.1f}" for e in o["expected"])]]
     table = tabulate(body, headers=["Position in the list", *edges], tablefmt="github", disable_numparse=True)
-    if o.get("p_value") is None:
+    if o.get("p_test") == "shared lists":
+        verdict = ("Every image was asked with the same candidate lists (labels-first at N = every class): a position "
+                   "always held the same class, so a preference for a class cannot be told from one for a position, "
+                   "and the picked positions are not tested.")
+    elif o.get("p_value") is None:
         verdict = "No answer named a candidate: no test of the picked positions."
     elif o.get("p_test") == "permutation":  # K > 1 orders (rows saved before it: the chi-square line below)
         draws = o["p_draws"]
