@@ -4,7 +4,6 @@ folder is one skip line saying where it looked, a folder without processor files
 malformed `thresholds` shows the form it takes. Real folders on disk; tiny models built offline."""
 from __future__ import annotations
 
-import argparse
 import shutil
 from pathlib import Path
 
@@ -72,15 +71,7 @@ def test_tilde_weights_are_expanded_at_load(tmp_path, monkeypatch):
 
 
 def test_nli_model_tilde_is_expanded_when_parsed(monkeypatch, tmp_path):
-    class Parser:  # pytest's Parser, as far as add_options uses it
-        def __init__(self):
-            self.argparse = argparse.ArgumentParser()
-
-        def getgroup(self, *_):
-            return self
-
-        def addoption(self, *names, **kw):
-            self.argparse.add_argument(*names, **kw)
+    from test_plan import _Parser as Parser  # pytest's Parser, as far as add_options uses it
 
     monkeypatch.setenv("HOME", str(tmp_path))
     parser = Parser()

@@ -94,23 +94,20 @@ class Store:
         return {sid: from_record(json.loads(rec)) for sid, rec in rows}
 
     def put(self, key: str, preds: Iterable[Prediction], now: float) -> None:
-        rows = [(key, row_key(p.sample_id, p.order), json.dumps(to_record(p)), now) for p in preds]
-        db = self._conn()
-        db.execute("BEGIN IMMEDIATE")
-        try:
-            db.executemany("INSERT OR REPLACE INTO results VALUES (?, ?, ?, ?)", rows)
-            db.execute("COMMIT")
-        except BaseException:
-            db.execute("ROLLBACK")
-            raise
+        self._write("INSERT OR REPLACE INTO results VALUES (?, ?, ?, ?)",
+                    [(key, row_key(p.sample_id, p.order), json.dumps(to_record(p)), now) for p in preds])
 
     def rewrite(self, key: str, preds: Iterable[Prediction]) -> None:
         """Rows already stored, rewritten in place (their time kept: they are not this run's answers)."""
-        rows = [(json.dumps(to_record(p)), key, row_key(p.sample_id, p.order)) for p in preds]
+        self._write("UPDATE results SET record = ? WHERE case_key = ? AND sample_id = ?",
+                    [(json.dumps(to_record(p)), key, row_key(p.sample_id, p.order)) for p in preds])
+
+    def _write(self, sql: str, rows: list[tuple]) -> None:
+        """One transaction: every row or none (a SIGKILL loses at most the batch in flight)."""
         db = self._conn()
         db.execute("BEGIN IMMEDIATE")
         try:
-            db.executemany("UPDATE results SET record = ? WHERE case_key = ? AND sample_id = ?", rows)
+            db.executemany(sql, rows)
             db.execute("COMMIT")
         except BaseException:
             db.execute("ROLLBACK")
