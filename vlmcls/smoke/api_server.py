@@ -229,10 +229,12 @@ class _Handler(BaseHTTPRequestHandler):
             record.end = time.monotonic()
             return
         status, headers, body = _render(self.path, record.body, reply, self.state.logprobs)
-        record.status = status
         try:
             self._send(status, headers, body)
-        except (BrokenPipeError, ConnectionResetError):  # the client timed out and left
+            # recorded once sent: a reply cut by kill() (a request another thread was answering as the server
+            # died) never reached the client, which asks another server: it must not count as answered here
+            record.status = status
+        except OSError:  # the client timed out and left, or kill() cut the socket
             pass
         finally:
             record.end = time.monotonic()
