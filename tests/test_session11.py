@@ -155,3 +155,18 @@ def test_a_merge_says_where_the_later_run_had_other_weights_under_the_same_name(
     assert "it ran other settings (weights files:0000aaaa → files:1111bbbb)" in (tmp_path / "out" / "report.md").read_text()
     assert main(["report", str(b), str(c), "--out", str(tmp_path / "out2"), "--no-plots"]) == 0
     assert "other settings" not in capsys.readouterr().err  # the same weights: nothing to say
+
+
+def test_the_summary_says_which_cases_answered_from_the_result_store():
+    """A CI job's summary: a gate that passed on stored answers (a kept reports/ folder, a served model
+    redeployed under the same name) says so; report.md's notes did, the PR comment did not."""
+    from vlmcls.report.summary import summary_markdown
+
+    def row(case_id, resumed, n=48):
+        return {"case_id": case_id, "ways": 20, "status": "passed", "threshold": 0.1, "resumed": resumed,
+                "not_run": 0, "metrics": {"accuracy": 0.5, "accuracy_ci": [0.3, 0.7], "n": n}}
+
+    text = summary_markdown([row("a-20way", 47), row("b-20way", 0)], {"run_id": "pr-1"})
+    assert "From the result store, not asked again (`--refresh` asks again): a-20way (47 of 48 samples)." in text
+    assert "b-20way (" not in text
+    assert "result store" not in summary_markdown([row("b-20way", 0)], {"run_id": "pr-1"})

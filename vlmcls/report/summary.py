@@ -33,6 +33,7 @@ def summary_markdown(rows: Sequence[Mapping], meta: Mapping[str, Any] | None = N
     lines = [_title(rows, meta, name), ""]
     if done:
         lines += [_table(done), ""]
+        lines += _stored(done)
     if any(r.get("smoke") for r in done):
         lines += [SMOKE_LINE, ""]
     lines += baseline_line(done)
@@ -103,6 +104,18 @@ def baseline_line(rows: Sequence[Mapping]) -> list[str]:
             f"test on the same samples, {worse} significantly worse")
     text += f"; {missing} not compared (see the table)" if missing else ""
     return [text + ".", ""]
+
+
+def _stored(rows: Sequence[Mapping]) -> list[str]:
+    """The cases whose answers came, at least in part, from the result store: a CI gate that passed on
+    stored answers says so (a served model redeployed under the same name is answered afresh only with
+    --refresh)."""
+    from .markdown import _resumed
+
+    named = [f"{cell(r['case_id'])} ({_resumed(r)})" for r in rows if r.get("resumed")]
+    if not named:
+        return []
+    return [f"From the result store, not asked again (`--refresh` asks again): {', '.join(named)}.", ""]
 
 
 def _failures(rows: Sequence[Mapping]) -> list[str]:
