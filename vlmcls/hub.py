@@ -138,11 +138,9 @@ def revision(weights: str) -> str | None:
 
     if is_smoke(weights):
         return None
-    folder = Path(weights).expanduser()
-    if not folder.is_dir():
-        folder = cached_snapshot(weights) if _repo_id_ok(weights) else None
-        if folder is None:
-            return None
+    folder = local_folder(weights) or (cached_snapshot(weights) if _repo_id_ok(weights) else None)
+    if folder is None:
+        return None
     folder = folder.resolve()
     return next((p.name for p in (folder, *folder.parents)
                  if p.parent.name == "snapshots" and re.fullmatch(r"[0-9a-f]{40}", p.name)), None)

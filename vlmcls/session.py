@@ -463,9 +463,8 @@ class BenchSession:
             return
         runs = first.get("runs", 1) + 1
         kept = row if first.get("metrics") is None and row.get("metrics") is not None else first
-        note = f"ran {runs} times in this session (e.g. pytest-repeat's --count); the report keeps one run"
-        self.rows[at] = {**kept, "runs": runs, "notes": [n for n in kept.get("notes", []) if not n.startswith("ran ")
-                                                         or "times in this session" not in n] + [note]}
+        notes = [n for n in kept.get("notes", []) if REPEATED not in n]  # the previous count's note
+        self.rows[at] = {**kept, "runs": runs, "notes": [*notes, f"ran {runs} {REPEATED}"]}
 
     def crash_row(self, case_id: str, nodeid: str, reason: str) -> dict:
         spec = next((c.spec for c in self._cases if c.case_id == case_id), None)
@@ -570,6 +569,9 @@ def nli_device(model_device: str) -> str:
     """The NLI model goes where the case's model went when that is an accelerator (this xdist worker's
     GPU, or a Mac's MPS); else "auto". A CPU-only case still gets a GPU for NLI where there is one."""
     return model_device if model_device.startswith(("cuda", "mps")) else "auto"
+
+
+REPEATED = "times in this session (e.g. pytest-repeat's --count); the report keeps one run"
 
 
 class CtrlC:
