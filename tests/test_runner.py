@@ -283,3 +283,38 @@ def test_raw_labels_count_a_prediction_ambiguous_only_where_its_namesake_is_a_ca
     assert r.record(Sample("s", 264, b""), cardigans, Answer(class_id=1, stage="direct")).ambiguous
     unique = CaseRunner(CaseSpec(model=ECHO, ways=3, settings=BackendSettings()), LABELS, None, None, None)
     assert not unique.record(crane, both, Answer(class_id=134, stage="direct")).ambiguous
+
+
+_OPENED: list[str] = []
+
+
+def _count_opens(event, args):
+    if event == "open" and _OPENED and isinstance(args[0], (str, os.PathLike)):
+        _OPENED.append(os.fspath(args[0]))
+
+
+sys.addaudithook(_count_opens)  # audit hooks cannot be removed: it records only while _OPENED holds a marker
+
+
+def test_a_fresh_row_opens_its_image_file_once_for_both_decode_and_content_hash(tmp_path):
+    """The read-ahead threads decode a file and hash it for the row's fingerprint from one read (it was
+    read twice: PIL opened the path, then the hash read it again). A corrupt file is one read and an
+    error row that still records its content hash; the stored rows match the files' bytes."""
+    store = Store(tmp_path / "s.sqlite")
+    files = []
+    for i in range(4):
+        f = tmp_path / f"img{i}.jpg"
+        f.write_bytes(jpeg((i * 50, 90, 30)) if i != 2 else b"not a jpeg")
+        files.append(f)
+    data = [Sample(f.name, i, str(f)) for i, f in enumerate(files)]
+    _OPENED[:] = ["<marker>"]
+    try:
+        result = runner(store=store).run(data)
+    finally:
+        opened, _OPENED[:] = _OPENED[1:], []
+    assert sorted(p for p in opened if p.startswith(str(tmp_path / "img"))) == sorted(map(str, files))
+    rows = {p.sample_id: p for p in result.predictions}
+    assert rows["img2.jpg"].error and "cannot decode image" in rows["img2.jpg"].error
+    for f in files:
+        assert rows[f.name].fingerprint.partition("#")[2] == hashlib.sha1(f.read_bytes()).hexdigest()[:16]
+    assert runner(store=store).run(data).resumed == 3  # the error row is asked again, the others resume

@@ -193,8 +193,12 @@ def stale_note(stale: int) -> str:
 
 def _decode_one(s: Sample):
     """The decoded image, or the ImageError that becomes this sample's error row."""
+    return _decoded(s.image)
+
+
+def _decoded(source):
     try:
-        return decode(s.image)
+        return decode(source)
     except ImageError as exc:
         return exc
 
@@ -266,10 +270,14 @@ class CaseRunner:
     def read_image(self, s: Sample):
         """The sample's image as the backend takes it (or the ImageError of its row); for an image file
         its content hash is taken here too, in the read-ahead threads, for the row's fingerprint."""
-        image = self._read(s)
-        if isinstance(s.image, str) and s.sample_id not in self._contents:
-            self._contents[s.sample_id] = _sha(image) if isinstance(image, bytes) else _file_sha(s.image)
-        return image
+        if not isinstance(s.image, str):
+            return self._read(s)
+        data = _read_one(s)  # the file is read once: hashed here, then decoded from these bytes
+        if s.sample_id not in self._contents:
+            self._contents[s.sample_id] = _sha(data) if isinstance(data, bytes) else None
+        if isinstance(data, ImageError) or self._read is _read_one:
+            return data
+        return _decoded(data)
 
     def query(self, s: Sample, image, cs) -> Query:
         labels = cs.labels(self.labels)
