@@ -332,3 +332,19 @@ def test_the_listing_command_drops_every_form_of_selection():
 def test_a_selection_matching_a_case_gives_no_hint(bench):
     out = run(bench, "-k", "echo-a and 20way", "--samples", "10", "--co", "-q")
     assert out.ret == pytest.ExitCode.OK and not any(line.startswith("vlmcls: ") for line in out.stdout.lines)
+
+
+def test_leaving_the_cases_out_on_purpose_gets_no_hint_and_setup_plan_writes_nothing(bench):
+    """`-m "not vlmcls_case"` runs a team's other tests in bench/ (the micro-benchmarks, say): no "the
+    selection matched none" hint for a choice made on purpose. --setup-plan / --setup-only run no case:
+    they left an empty result store behind (--collect-only already wrote nothing)."""
+    bench.makepyfile(**{"bench/test_other": "def test_other():\n    assert True\n"})
+    out = run(bench, "-m", "not vlmcls_case")
+    out.assert_outcomes(passed=1)
+    assert not [line for line in out.stdout.lines if "matched none" in line]
+    typo = run(bench, "-k", "smoke-gpt")  # a -k that matches nothing still gets it
+    assert [line for line in typo.stdout.lines if "matched none" in line]
+    for flag in ("--setup-plan", "--setup-only", "--collect-only"):
+        out = run(bench, "-k", "echo-a", flag)
+        assert out.ret == pytest.ExitCode.OK, out.stdout.str()
+        assert not (bench.path / "reports").exists(), flag

@@ -191,8 +191,9 @@ class BenchSession:
 
     def check_paths(self) -> None:
         """--report-dir and --store as one usage line before any case runs: each case would otherwise
-        fail on them with an OSError traceback. Not under --collect-only, which writes nothing."""
-        if self._paths_checked or getattr(self.config.option, "collectonly", False):
+        fail on them with an OSError traceback. Not under --collect-only, --setup-plan or --setup-only,
+        which run no case (the store was created empty there)."""
+        if self._paths_checked or any(getattr(self.config.option, o, False) for o in ("collectonly", "setupplan", "setuponly")):
             return
         given = f"--store {self.opt.store}" if self.opt.store else f"the result store {self.store_path}"
         problem = folder_problem(self.reports_root)
@@ -255,8 +256,8 @@ class BenchSession:
         # under xdist the workers deselect and the controller never sees it: there, every case is left
         # out when the workers collected none of them under a -k / -m
         left_out = self.deselected or (list(self._cases) if self.worker_collections and self._selecting() else [])
-        if self.selected or not left_out:
-            return None
+        if self.selected or not left_out or re.search(r"\bnot\s+vlmcls_case\b", self.config.getoption("markexpr", "") or ""):
+            return None  # (-m "not vlmcls_case": the user left the cases out on purpose, e.g. to run the micro-benchmarks)
         example = next((c for c in left_out if c.spec.model.info.quantized), left_out[0]).case_id
         listing = " ".join(["pytest", *without_selection(self.config.invocation_params.args), "--co", "-q"])
         sweep = len(self.opt.prompts) > 1
