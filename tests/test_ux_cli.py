@@ -348,3 +348,19 @@ def test_leaving_the_cases_out_on_purpose_gets_no_hint_and_setup_plan_writes_not
         out = run(bench, "-k", "echo-a", flag)
         assert out.ret == pytest.ExitCode.OK, out.stdout.str()
         assert not (bench.path / "reports").exists(), flag
+
+
+def test_qq_prints_a_narrow_table_and_the_report_keeps_every_column(bench):
+    """-qq asks for little: the terminal table keeps model, accuracy, interval, n, errors and gate (and the
+    smoke models' note, which says their accuracy is chance); report.md keeps every column and note."""
+    quiet = run(bench, "-k", "echo-a and 20way", "--samples", "20", "-qq")
+    (header,) = [line for line in quiet.stdout.lines if line.startswith("| Model")]
+    assert [c.strip() for c in header.split("|")[1:-1]] == ["Model", "Accuracy", "Accuracy 95% CI", "n", "errors", "gate"]
+    assert any(line.startswith("*smoke* marks a random-weight model") for line in quiet.stdout.lines)
+    assert not any("local models ran on" in line for line in quiet.stdout.lines)
+    report_md = next((bench.path / "reports").glob("*/report.md")).read_text()
+    md_header = next(line for line in report_md.splitlines() if line.startswith("| Model"))
+    assert [c.strip() for c in md_header.split("|")[1:6]] == ["Model", "Precision", "Recall", "F1-score", "Accuracy"]
+    normal = run(bench, "-k", "echo-a and 20way", "--samples", "20", "-q")
+    (full,) = [line for line in normal.stdout.lines if line.startswith("| Model")]
+    assert [c.strip() for c in full.split("|")[1:6]] == ["Model", "Precision", "Recall", "F1-score", "Accuracy"]

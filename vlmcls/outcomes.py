@@ -109,16 +109,17 @@ def crash_reason(text: str) -> str:
     return (lines[-1] if lines else "the worker crashed while running this case")[:300]
 
 
-def summary_lines(rows: list[dict], crashed: list[str], skips_shown: bool) -> list[str]:
+def summary_lines(rows: list[dict], crashed: list[str], skips_shown: bool, compact: bool = False) -> list[str]:
     """The terminal summary: the results per N, their notes, then the cases that did not run
-    (`skips_shown`: pytest's -rs lists each skip reason already, so say it once, not twice)."""
+    (`skips_shown`: pytest's -rs lists each skip reason already, so say it once, not twice).
+    `compact` (-qq): a narrow table and, of the notes, only the smoke models' (report.md has them all)."""
     from .report.markdown import smoke_note
 
     done = sorted((r for r in rows if r.get("metrics")), key=lambda r: r["model"])
     tables = []  # rendered for the terminal already (columns sized on the printed text): not unescaped again
     for ways in sorted({r["ways"] for r in done}):
-        tables += [f"{ways}-way", report.study_table([r for r in done if r["ways"] == ways], terminal=True)]
-    lines = [smoke_note(done)] + [line for line in report.notes(done)[2:] if line]  # [2:]: skip the markdown heading
+        tables += [f"{ways}-way", report.study_table([r for r in done if r["ways"] == ways], terminal=True, compact=compact)]
+    lines = [smoke_note(done)] + ([] if compact else [line for line in report.notes(done)[2:] if line])  # [2:]: skip the markdown heading
     # why each scored case failed: pytest's FAILED line drops its message where the terminal is narrow (--tb=no)
     lines += [f"failed: {r['reason'] if r['reason'].startswith(r['case_id']) else r['case_id'] + ': ' + r['reason']}"
               for r in done if r.get("status") == "failed" and r.get("reason")]

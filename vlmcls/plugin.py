@@ -147,7 +147,8 @@ class SessionHooks:
             self.bench.finish()
 
     def pytest_terminal_summary(self, terminalreporter) -> None:
-        lines = [] if self.bench.is_worker or not self.bench.rows else self.bench.summary_lines(terminalreporter.hasopt("s"))
+        lines = [] if self.bench.is_worker or not self.bench.rows else self.bench.summary_lines(
+            terminalreporter.hasopt("s"), compact=terminalreporter.config.get_verbosity() <= -2)
         if lines:
             terminalreporter.section("vlmcls results")
         for line in lines:

@@ -544,8 +544,8 @@ class BenchSession:
                     "from there")
         return "not reached before the run was interrupted (Ctrl-C); the same command runs it"
 
-    def summary_lines(self, skips_shown: bool) -> list[str]:
-        lines = summary_lines(self.rows, self.crashed, skips_shown)
+    def summary_lines(self, skips_shown: bool, compact: bool = False) -> list[str]:
+        lines = summary_lines(self.rows, self.crashed, skips_shown, compact)
         if self.baseline is not None:  # a gate that compared nothing must not pass quietly
             from .report.compare import baseline_warning, with_baseline
             from .report.summary import baseline_line

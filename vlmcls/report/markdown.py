@@ -64,12 +64,18 @@ def smoke_note(rows: Sequence[Mapping]) -> str:
     return SMOKE_NOTE + (" " + SMOKE_GATED_NOTE if gated else "") + (" " + SIMULATED_NOTE if costed else "")
 
 
-def study_table(rows: Sequence[Mapping], terminal: bool = False) -> str:
+def study_table(rows: Sequence[Mapping], terminal: bool = False, compact: bool = False) -> str:
     """`Model | Precision | Recall | F1-score | Accuracy`, plus interval, speed and stage columns.
-    `terminal`: cells as a terminal prints them (no HTML entities), so the columns line up there."""
+    `terminal`: cells as a terminal prints them (no HTML entities), so the columns line up there.
+    `compact` (the terminal under -qq): model, accuracy, its interval, n, errors and the gate only."""
     from tabulate import tabulate
 
     esc = plain if terminal else cell
+    if compact:
+        body = [[esc(_name(r)), _fmt(r["metrics"]["accuracy"]), _interval(r["metrics"]), r["metrics"]["n"],
+                 r.get("errors", 0), esc(gate_cell(r))] for r in rows]
+        return tabulate(body, headers=["Model", "Accuracy", "Accuracy 95% CI", "n", "errors", "gate"],
+                        tablefmt="github", disable_numparse=True)
     costed = any(r.get("cost_usd") is not None for r in rows)
     timed = any(r.get("resolver_s") for r in rows)
     ranked = any(r.get("calibration") for r in rows)
@@ -79,7 +85,7 @@ def study_table(rows: Sequence[Mapping], terminal: bool = False) -> str:
         stages = ", ".join(f"{k} {_share(v)}" for k, v in r["stages"].items())
         body.append([
             esc(_name(r)), _fmt(m["precision"]), _fmt(m["recall"]), _fmt(m["f1"]), _fmt(m["accuracy"]),
-            esc(m.get("average", "present")), f"{m['accuracy_ci'][0]:.3f}–{m['accuracy_ci'][1]:.3f}", m["n"], _fmt(r.get("images_per_s"), 1),
+            esc(m.get("average", "present")), _interval(m), m["n"], _fmt(r.get("images_per_s"), 1),
             esc(stages), *([esc(_resolver_time(r))] if timed else []),
             *(_calibration_cells(r) if ranked else []), r.get("errors", 0),
             *([_cost_cell(r)] if costed else []), esc(gate_cell(r)),
@@ -87,6 +93,10 @@ def study_table(rows: Sequence[Mapping], terminal: bool = False) -> str:
     headers = (STUDY_COLUMNS + ["P/R/F1 average", "Accuracy 95% CI", "n", "img/s", "resolver stages"] + (["resolver time"] if timed else [])
                + (["Top-5 accuracy", "ECE"] if ranked else []) + ["errors"] + (["Cost (USD)"] if costed else []) + ["gate"])
     return tabulate(body, headers=headers, tablefmt="github", disable_numparse=True)
+
+
+def _interval(m: Mapping) -> str:
+    return f"{m['accuracy_ci'][0]:.3f}–{m['accuracy_ci'][1]:.3f}"
 
 
 def gate_cell(row: Mapping) -> str:
