@@ -293,3 +293,60 @@ def test_a_hidden_folder_in_a_synset_tree_is_no_class(tmp_path):
     (tmp_path / "val" / ".ipynb_checkpoints").mkdir()
     source = open_dataset(str(tmp_path))
     assert source.size == 2 and len(source.select(None, 0)) == 2
+
+
+# ------------------------------------------------------------------ hub datasets: only the split scored is downloaded
+class HubStandIn:
+    """`datasets`' hub entry points, standing in for the network: the split names of a dataset with
+    train and validation, and a real `Dataset` for the split loaded. Records what was asked."""
+
+    def __init__(self, splits=("train", "validation")):
+        self.splits, self.loads = list(splits), []
+
+    def get_dataset_split_names(self, name, config_name=None, token=None):
+        return self.splits
+
+    def load_dataset(self, name, config=None, split=None, token=None):
+        from datasets import ClassLabel, Dataset, Features, Image as HFImage
+
+        self.loads.append((name, config, split))
+        if split is None:  # what the old loader asked for: every split, train included
+            raise AssertionError("load_dataset without a split downloads every split")
+        features = Features({"image": HFImage(), "label": ClassLabel(names=["cat", "dog"])})
+        return Dataset.from_dict({"image": [{"bytes": jpeg(COLORS[i]), "path": None} for i in range(4)],
+                                  "label": [0, 1, 0, 1]}, features=features)
+
+
+def test_a_hub_dataset_downloads_only_the_split_it_scores_and_names_it(monkeypatch):
+    import datasets
+
+    hub = HubStandIn()
+    monkeypatch.setattr(datasets, "get_dataset_split_names", hub.get_dataset_split_names)
+    monkeypatch.setattr(datasets, "load_dataset", hub.load_dataset)
+    src = open_dataset("someone/pets")
+    assert hub.loads == [("someone/pets", None, "validation")] and src.size == 4 and src.split == "validation"
+    assert src.notes[0] == "someone/pets has splits train, validation; scored validation (pick one with --dataset someone/pets:SPLIT)"
+    assert dataset_name("someone/pets", src) == "someone/pets:validation"
+    named = open_dataset("someone/pets/small:train")  # a config and a split, as typed
+    assert hub.loads[-1] == ("someone/pets", "small", "train") and named.split is None and not any("has splits" in n for n in named.notes)
+    with pytest.raises(DatasetError) as missing:  # a split it lacks: named before anything downloads
+        open_dataset("someone/pets:test")
+    assert str(missing.value) == ("dataset 'someone/pets' has no split 'test'; it has ['train', 'validation'] — "
+                                  "pick one with --dataset someone/pets:SPLIT")
+    assert len(hub.loads) == 2
+
+
+@pytest.mark.parametrize("spec", ["ILSVRC/imagenet-1k", "ILSVRC/imagenet-1k:validation", "imagenet", "imagenet-1k"])
+def test_imagenet_by_its_hub_id_is_the_streamed_validation_subset_not_a_whole_download(spec, monkeypatch):
+    """`--dataset ILSVRC/imagenet-1k` went to the generic hub loader: every split downloaded (140 GB of
+    train) and the run named other data than the study's. It is the study's data: streamed, ImageNet labels."""
+    import datasets
+    from vlmcls.report.compare import _dataset_line
+
+    hub = HubStandIn()
+    monkeypatch.setattr(datasets, "get_dataset_split_names", hub.get_dataset_split_names)
+    monkeypatch.setattr(datasets, "load_dataset", hub.load_dataset)
+    src = open_dataset(spec)
+    assert src.name == "imagenet" and src.size == 50_000 and hub.loads == []
+    assert src.annotations == labels.imagenet_annotations()
+    assert _dataset_line([{"dataset": spec, "metrics": {}}]) == []

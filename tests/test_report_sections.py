@@ -177,7 +177,7 @@ def test_the_study_data_names_are_those_open_dataset_streams(monkeypatch):
     from vlmcls.sources import DatasetError
 
     monkeypatch.setattr(imagenet_hub, "imagenet_stream_source", lambda: "the hub stream")
-    assert [data.open_dataset(name) for name in compare.STUDY_DATA_NAMES] == ["the hub stream"] * 2
+    assert [data.open_dataset(name) for name in compare.STUDY_DATA_NAMES] == ["the hub stream"] * 4
     with pytest.raises(DatasetError, match="unknown dataset"):
         data.open_dataset("imagenet:validation")
 

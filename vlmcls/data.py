@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from . import labels as labels_mod
-from .sources import DatasetError, Source, hub_error, quotas, seed_key
+from .sources import IMAGENET_NAMES, DatasetError, Source, hub_error, quotas, seed_key
 from .types import Sample
 
 BUNDLED = Path(__file__).parent / "data" / "sample.parquet"
@@ -330,22 +330,26 @@ def _no_split(wanted: str, splits: list[str], name: str) -> DatasetError:
 
 
 def _hub(spec: str) -> Source:
-    from datasets import DatasetDict, load_dataset
+    """A hub dataset: its split names are read first (metadata only), then only the split scored is
+    downloaded (`load_dataset` without a split downloads every split: ImageNet's 140 GB train set for
+    a validation run)."""
+    from datasets import get_dataset_split_names, load_dataset
 
-    name, _, split = spec.partition(":")
-    owner, repo, *config = name.split("/")  # HUB_ID[/CONFIG][:SPLIT], e.g. frgfm/imagenette/320px:validation
-    name = f"{owner}/{repo}"
+    given, _, split = spec.partition(":")
+    owner, repo, *config = given.split("/")  # HUB_ID[/CONFIG][:SPLIT], e.g. frgfm/imagenette/320px:validation
+    name, token = f"{owner}/{repo}", os.environ.get("HF_TOKEN")
     try:
-        ds = load_dataset(name, config[0] if config else None, split=split or None, token=os.environ.get("HF_TOKEN"))
+        splits = list(get_dataset_split_names(name, config[0] if config else None, token=token))
     except Exception as exc:
         raise DatasetError(hub_error(name, exc)) from None
-    picked, notes = None, ()
-    if isinstance(ds, DatasetDict):  # no split named: validation, else test, else train
-        chosen = _pick_split(list(ds), None, spec)
-        if len(ds) > 1:  # chosen for the user: the name and a note say which
-            picked, notes = chosen, (_split_note(spec, list(ds), chosen),)
-        ds = ds[chosen]
+    chosen = _pick_split(splits, split or None, given)
+    picked = chosen if not split and len(splits) > 1 else None  # chosen for the user: the name and a note say which
+    try:
+        ds = load_dataset(name, config[0] if config else None, split=chosen, token=token)
+    except Exception as exc:
+        raise DatasetError(hub_error(name, exc)) from None
     source = _from_hf(ds, f"{spec}:{picked}" if picked else spec)
+    notes = (_split_note(spec, splits, chosen),) if picked else ()
     return replace(source, split=picked, notes=notes + source.notes)
 
 
@@ -427,7 +431,7 @@ def open_dataset(spec: str) -> Source:
     """The one entry point: a --dataset value -> a Source, or one DatasetError line."""
     if spec in ("sample", "", None):
         return _bundled()
-    if spec in ("imagenet", "imagenet-1k"):
+    if spec in IMAGENET_NAMES:
         from .imagenet_hub import imagenet_stream_source
 
         return imagenet_stream_source()

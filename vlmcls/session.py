@@ -28,6 +28,7 @@ import pytest
 from . import backends, devices, plan, report
 from .catalog import ModelEntry, load_catalog
 from .data import DatasetError, dataset_name, describe, open_dataset
+from .sources import IMAGENET_NAMES
 from .labels import labelset
 from .outcomes import ROW_KEY, Case, CaseRun, case_row, crash_reason, summary_lines
 from .plan import RunOptions
@@ -100,7 +101,7 @@ class BenchSession:
     def dataset_name(self) -> str:
         """--dataset as the rows, the report and the store key name it: with the split picked among
         several (`DIR:test`). The bundled sample and ImageNet are not opened for it."""
-        if self.opt.dataset in ("sample", "", None, "imagenet", "imagenet-1k"):
+        if self.opt.dataset in ("sample", "", None, *IMAGENET_NAMES):
             return self.opt.dataset
         return dataset_name(self.opt.dataset, self.source)
 

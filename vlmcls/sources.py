@@ -12,6 +12,9 @@ from typing import Callable, Mapping
 from .types import Sample
 
 IMAGENET_HUB = "ILSVRC/imagenet-1k"
+# the --dataset names read as the hub's ImageNet-1k validation split, streamed (the study's data); the hub
+# id itself is one of them: the generic hub loader would download the whole dataset, train split included
+IMAGENET_NAMES = ("imagenet", "imagenet-1k", IMAGENET_HUB, IMAGENET_HUB + ":validation")
 
 
 class DatasetError(ValueError):

@@ -9,6 +9,7 @@ from typing import Any, Mapping, Sequence
 from .runs import Run
 from .stats import ALPHA, pair
 from .text import cell, plural
+from ..sources import IMAGENET_NAMES
 
 # ---------------------------------------------------------------------------------- the study
 STUDY_HEADERS = ["Model", "N", "Precision", "Recall", "F1-score", "Accuracy", "P/R/F1 average", "Accuracy 95% CI",
@@ -217,9 +218,9 @@ CONVENTIONS_LEAD = ("Precision, recall and F1 of each case under the three conve
 
 
 # the --dataset names `data.open_dataset` reads as the hub's ImageNet-1k validation stream, the study's data (a
-# name carries a split only when the dataset had several to choose from: the stream has one, so neither
-# name ever gets `:validation`, and `imagenet:validation` is no dataset at all)
-STUDY_DATA_NAMES = ("imagenet", "imagenet-1k")
+# name carries a split only when the dataset had several to choose from: the stream has one, so no name gets
+# `:validation` added; `imagenet:validation` is no dataset at all, the hub id's `:validation` is as typed)
+STUDY_DATA_NAMES = IMAGENET_NAMES
 
 
 def _imagenet_run(rows: Sequence[Mapping]) -> bool:
