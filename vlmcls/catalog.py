@@ -60,6 +60,11 @@ class ModelEntry:
     # reason while it still names none: `missing_weights`; a folder built after the catalog loaded is fine)
     weights_problem: str | None = field(default=None, compare=False)
 
+    def __repr__(self) -> str:  # `options.base_url` may carry credentials (pytest -l shows locals)
+        from .settings import redacted_repr
+
+        return redacted_repr(self)
+
     def missing_weights(self) -> str | None:
         """`weights_problem` while the folder is still missing, else None."""
         if self.weights_problem and not Path(self.weights).expanduser().is_dir():

@@ -87,7 +87,7 @@ def base_urls(text: str) -> str:
     Not `@FILE`: pytest expands `@file` arguments itself, before any option sees them."""
     from pathlib import Path
 
-    from .settings import server_urls
+    from .settings import redact_urls, server_urls
 
     if "://" not in text:
         try:
@@ -102,7 +102,7 @@ def base_urls(text: str) -> str:
     urls = server_urls(text)
     bad = [u for u in urls if not u.startswith(("http://", "https://"))]
     if not urls or bad:
-        _fail(f"--base-url takes http(s) URLs separated by commas, or a file with one per line (got {(bad or [text])[0]!r})")
+        _fail(f"--base-url takes http(s) URLs separated by commas, or a file with one per line (got {redact_urls((bad or [text])[0])!r})")
     return ",".join(urls)
 
 

@@ -24,6 +24,11 @@ DEFAULT_NLI = "facebook/bart-large-mnli"
 class RunOptions:
     """The vlmcls command-line options (vlmcls.options declares them; the names are their `dest`s)."""
 
+    def __repr__(self) -> str:  # --base-url may carry credentials (pytest -l shows locals)
+        from .settings import redacted_repr
+
+        return redacted_repr(self)
+
     ways: tuple[int, ...] | None = None
     samples: int | None = None
     seed: int = 0

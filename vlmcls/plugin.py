@@ -103,6 +103,7 @@ class SessionHooks:
         self.bench = session
 
     def pytest_sessionstart(self) -> None:
+        redact_logs(self.bench.config)
         if not self.bench.is_worker:  # workers trust their controller
             self.bench.check_up_front()
 
@@ -177,6 +178,18 @@ def pytest_runtest_makereport(item: pytest.Item, call):
         path, line = item.reportinfo()[:2]
         rep.longrepr = (str(path), (line or 0) + 1, rep.longrepr[2])
     return rep
+
+
+def redact_logs(config: pytest.Config) -> None:
+    """Every log line pytest shows or writes (a failure's captured log, log_cli, log_file, junit_logging)
+    passes vlmcls.backends.api.LogRedactor: keys and a URL's credentials stay out of them."""
+    from .backends.api import LogRedactor
+
+    plugin = config.pluginmanager.get_plugin("logging-plugin")
+    for name in ("caplog_handler", "report_handler", "log_cli_handler", "log_file_handler"):
+        handler = getattr(plugin, name, None)
+        if handler is not None and not any(isinstance(f, LogRedactor) for f in handler.filters):
+            handler.addFilter(LogRedactor())
 
 
 def dist_note(config: pytest.Config) -> str | None:

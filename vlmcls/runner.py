@@ -89,6 +89,9 @@ class CaseSpec:
         # stores written then still resume
         if "layout" in s:
             s["layout"] = stored("layout", s["layout"])
+        if any(isinstance(v, str) and redact_urls(v) != v for v in s.get("extra", {}).values()):
+            # a catalog's `options.base_url` is kept in extra too: stored without its credentials
+            s["extra"] = {k: redact_urls(v) if isinstance(v, str) else v for k, v in s["extra"].items()}
         if "layout" in s.get("extra", {}):
             s["extra"] = {**s["extra"], "layout": stored("layout", s["extra"]["layout"])}
         return {

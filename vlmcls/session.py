@@ -18,7 +18,7 @@ import tempfile
 import threading
 import time
 import uuid
-from dataclasses import replace
+from dataclasses import astuple, replace
 from functools import cached_property
 from pathlib import Path
 from typing import Any, Sequence
@@ -323,7 +323,8 @@ class BenchSession:
 
     @staticmethod
     def _backend_key(spec: CaseSpec) -> str:
-        return repr((spec.model, spec.settings))
+        # not repr(): theirs leave a URL's credentials out (pytest -l); two passwords are two clients
+        return repr((astuple(spec.model), astuple(spec.settings)))
 
     def has_backend(self, spec: CaseSpec) -> bool:
         return self._backend_key(spec) in self._backends

@@ -36,6 +36,9 @@ class BackendSettings:
     def with_(self, **changes: Any) -> "BackendSettings":
         return replace(self, **changes)
 
+    def __repr__(self) -> str:  # a traceback's locals (pytest -l) show it: never a URL's credentials
+        return redacted_repr(self)
+
 
 def server_urls(base_url: str | None) -> tuple[str, ...]:
     """The servers named by `base_url`: URLs separated by commas or whitespace, repeats dropped,
@@ -61,6 +64,14 @@ def redact_urls(text: str) -> str:
     carry them (`http://ci:pass@host/v1`, `?token=...`), and results.json, the store and logs keep
     what they are given. A URL without either is unchanged, so store keys stay as they were."""
     return _URL.sub(lambda m: _redact(m.group(0)), text)
+
+
+def redacted_repr(obj: Any) -> str:
+    """A dataclass's repr, as the generated one would be, with redact_urls applied."""
+    from dataclasses import fields
+
+    shown = ", ".join(f"{f.name}={getattr(obj, f.name)!r}" for f in fields(obj) if f.repr)
+    return redact_urls(f"{type(obj).__qualname__}({shown})")
 
 
 def _redact(url: str) -> str:

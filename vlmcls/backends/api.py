@@ -39,12 +39,15 @@ The openai and anthropic packages are imported only by `load()`, so importing th
 """
 from __future__ import annotations
 
+import base64
 import email.utils
 import importlib.util
 import json
+import logging
 import os
 import re
 import time
+import urllib.parse
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any, Callable, Sequence
 
@@ -128,7 +131,8 @@ def estimate_cost(entry: "ModelEntry", prompt_tokens: int | None, completion_tok
 _KEY_LIKE = (
     (re.compile(r"sk-[A-Za-z0-9_\-*.]{4,}"), "sk-***"),
     (re.compile(r"(?i)\bbearer\s+[^\s\"',;}]+"), "Bearer ***"),
-    (re.compile(r"(?i)\b(x-api-key|api[_-]?key|authorization)([\"']?\s*[:=]\s*[\"']?)[^\s\"',;}]+"), r"\1\2***"),
+    (re.compile(r"(?i)\b(x-api-key|api[_-]?key|authorization)([\"']?\s*[:=]\s*[\"']?)(?:(?:basic|bearer|token)\s+)?"
+                r"[^\s\"',;}]+"), r"\1\2***"),
 )
 
 
@@ -146,6 +150,46 @@ def mask(text: str, secrets: Sequence[str]) -> str:
         if secret and len(secret) >= 4:
             text = text.replace(secret, "***")
     return text
+
+
+URL_ENVS = ("OPENAI_BASE_URL", "ANTHROPIC_BASE_URL")
+
+
+def url_secrets(urls: Sequence[str | None]) -> tuple[str, ...]:
+    """What server URLs carry besides the server: user:password (as written, decoded, and as the Basic
+    header httpx sends for them) and query values. Error text gets them masked exactly: a server may
+    echo them where redact_urls sees no URL (a 401 naming them, a 404 naming the request path, into
+    which the SDK puts a base URL's query string)."""
+    found: list[str] = []
+    for url in urls:
+        if not url or "://" not in url:
+            continue
+        parts = urllib.parse.urlsplit(url)
+        user, password = parts.username, parts.password
+        if user is not None or password is not None:
+            plain = [urllib.parse.unquote(x or "") for x in (user, password)]
+            found += [password or user or "", plain[1] or plain[0], base64.b64encode(":".join(plain).encode()).decode()]
+        found += [v for _, v in urllib.parse.parse_qsl(parts.query)]
+    return tuple(found)
+
+
+class LogRedactor(logging.Filter):
+    """A log handler's filter: the SDKs', httpx's and httpcore's log lines name the request URL with its
+    user:password@ and query string, and httpcore's debug lines quote a malformed header (a key read with
+    its line ending) whole. pytest shows them under --log-level, log_cli, log_file and junit_logging."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        secrets = [os.environ.get(n) or "" for names in KEY_ENVS.values() for n in names]
+        try:
+            message = record.getMessage()
+        except Exception:  # noqa: BLE001 - a malformed record is logging's to report
+            return True
+        clean = scrub(message, secrets)
+        if clean != message:
+            record.msg, record.args = clean, ()
+        if record.exc_info and not record.exc_text:
+            record.exc_text = scrub(logging.Formatter().formatException(record.exc_info), secrets)
+        return True
 
 
 def _secrets(client: Any) -> tuple[str, ...]:
@@ -227,6 +271,8 @@ class ApiBackend:
         self.entry, self.settings = entry, settings
         self._pool, self._protocol = pool, protocol
         self._secrets = tuple(sorted({x for s in pool.servers for x in _secrets(s.client)}, key=len, reverse=True))
+        urls = [s.url for s in pool.servers] + [os.environ.get(n) for n in URL_ENVS]
+        self._error_secrets = tuple(sorted({*self._secrets, *url_secrets(urls)}, key=len, reverse=True))
         self._fatal: RuntimeError | None = None  # the error that ends the case (Unavailable: skipped)
         self._ranks = api_rank.Tally()
 
@@ -327,7 +373,7 @@ class ApiBackend:
         message = str(exc) or type(exc).__name__
         if status is None:  # no reply (refused, cut, timed out): say which server, the SDK's text does not
             message += _server_of(exc)
-        return scrub(f"{head}: {message}", self._secrets)[:ERROR_CHARS]
+        return scrub(f"{head}: {message}", self._error_secrets)[:ERROR_CHARS]
 
 
 def _server_of(exc: BaseException) -> str:

@@ -100,7 +100,9 @@ def _settings(settings) -> dict:
     plain = {f.name: getattr(settings, f.name) for f in fields(settings) if f.name != "extra"}
     if plain.get("base_url"):  # the servers, without credentials a URL may carry
         plain["base_url"] = redact_urls(plain["base_url"])
-    return {**plain, "extra": json.loads(json.dumps(dict(settings.extra), default=str))}
+    # a catalog's `options` are kept in `extra` too, `base_url` (and its credentials) included
+    extra = {k: redact_urls(v) if isinstance(v, str) else v for k, v in settings.extra.items()}
+    return {**plain, "extra": json.loads(json.dumps(extra, default=str))}
 
 
 def skipped_row(spec, status: str, reason: str) -> dict:
