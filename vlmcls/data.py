@@ -29,7 +29,8 @@ from .types import Sample
 
 BUNDLED = Path(__file__).parent / "data" / "sample.parquet"
 SYNSET = re.compile(r"^n\d{8}$")
-IMAGE_SUFFIXES = {".jpeg", ".jpg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff"}
+IMAGE_SUFFIXES = {".jpeg", ".jpg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff", ".jfif", ".jpe", ".jp2", ".j2k",
+                  ".apng", ".ppm", ".pgm", ".pbm", ".pnm", ".tga", ".ico", ".psd"}
 LAYOUTS = ("expected DIR/val/<synset>/*.JPEG (ImageNet), an image folder DIR/<split>/<class>/<image> "
            "(DIR:SPLIT picks the split), a save_to_disk folder, or .parquet files")
 # the words `datasets` reads a split from in a file name (datasets.data_files.SPLIT_KEYWORDS)
@@ -164,6 +165,8 @@ def _from_hf(ds, name: str, hint: str = "", image_folder: bool = False) -> Sourc
 
     notes = (_missing_note(missing, len(paths)),) if missing else ()
     ignored = _empty_class_folders(paths) if image_folder else ()
+    skipped = _skipped_files(paths) if image_folder else ""
+    notes += (skipped,) if skipped else ()
     return Source(name, tuple(ds.features[label_col].names), select, len(index), notes=notes,
                   class_sizes=Counter(labels), ignored=ignored, synonyms=not image_folder)
 
@@ -223,6 +226,28 @@ def _empty_class_folders(paths: Sequence[str | None]) -> tuple[str, ...]:
     return tuple(sorted(d.name for d in root.iterdir() if d.is_dir() and not d.name.startswith(".") and _no_images(d)))
 
 
+def _skipped_files(paths: Sequence[str | None]) -> str:
+    """Files in the class folders that `datasets` did not read as images (.heic, .avif, .txt ...), counted."""
+    read = {os.path.abspath(p) for p in paths if p}
+    folders = {os.path.dirname(p) for p in read}
+    try:
+        root = Path(os.path.commonpath([os.path.dirname(f) for f in folders])) if folders else None
+    except ValueError:
+        return ""
+    if root is None or not root.is_dir():
+        return ""
+    kinds: Counter = Counter()
+    for d in root.iterdir():
+        if d.is_dir() and not d.name.startswith("."):
+            for f in d.iterdir():
+                if f.is_file() and not f.name.startswith(".") and str(f.absolute()) not in read:
+                    kinds[f.suffix.lower() or "no suffix"] += 1
+    if not kinds:
+        return ""
+    return (f"{_count(sum(kinds.values()), 'file')} in the class folders not read as images, left out: "
+            + ", ".join(f"{n} {s}" for s, n in kinds.most_common()))
+
+
 def _local_hf(path: Path, split: str | None = None) -> Source:
     from datasets import DatasetDict
 
@@ -240,8 +265,24 @@ def _local_hf(path: Path, split: str | None = None) -> Source:
         raise DatasetError(f"dataset {str(path)!r} has no split {split!r}: it is a single dataset, drop ':{split}'")
     folder = kind == "an image folder"
     hint = "; an image folder needs one subfolder per class, at least two, e.g. DIR/<split>/<class>/<image>"
+    if folder:
+        ds = _encode_text_labels(ds)
+        csvs = sorted(p.name for p in path.glob("*.csv") if p.name != "metadata.csv")
+        if csvs:
+            hint += (f"; {csvs[0]} is not read: `datasets` takes a flat folder's labels from a metadata.csv with a "
+                     "file_name column (rename it and its file column), or move each image into its class's folder")
     source = _from_hf(ds, name, hint if folder else "", image_folder=folder)
     return replace(source, split=picked, notes=notes + source.notes)
+
+
+def _encode_text_labels(ds):
+    """An image folder whose labels come from metadata.csv (file_name,label): the text column becomes the classes."""
+    from datasets import ClassLabel, Value
+
+    if any(isinstance(f, ClassLabel) for f in ds.features.values()):
+        return ds
+    col = next((c for c, f in ds.features.items() if c == "label" and isinstance(f, Value) and f.dtype in ("string", "large_string")), None)
+    return ds.class_encode_column(col) if col else ds
 
 
 def _split_note(name: str, splits: Sequence[str], chosen: str) -> str:
@@ -255,8 +296,8 @@ def _load_local(path: Path, saved: bool):
 
     if saved:
         kind, load = "a save_to_disk folder", lambda: load_from_disk(str(path))
-    elif path.suffix == ".parquet" or (path.is_dir() and any(path.glob("*.parquet"))):
-        files = _parquet_files(path)
+    elif path.suffix == ".parquet" or (path.is_dir() and any(path.glob("*.parquet"))) or _snapshot_data(path):
+        files = _parquet_files(_snapshot_data(path) or path)
         kind, load = "parquet", lambda: load_dataset("parquet", data_files=files)
     elif path.is_file():
         raise DatasetError(f"dataset {str(path)!r} is a file, not a dataset; {LAYOUTS}")
@@ -271,6 +312,14 @@ def _load_local(path: Path, saved: bool):
         text = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:160]
         raise DatasetError(f"dataset {str(path)!r} could not be read as {kind} ({type(exc).__name__}: {text}); "
                            f"{LAYOUTS}") from None
+
+
+def _snapshot_data(path: Path) -> Path | None:
+    """A dataset as `hf download --repo-type dataset` leaves it: DIR/README.md, DIR/data/*.parquet."""
+    data = path / "data"
+    if path.is_dir() and not any(path.glob("*.parquet")) and data.is_dir() and any(data.glob("*.parquet")):
+        return data
+    return None
 
 
 def _parquet_files(path: Path) -> list[str] | dict[str, list[str]]:

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import functools
 import importlib.util
+import re
 from pathlib import Path
 from typing import Mapping, Sequence
 
@@ -35,6 +36,17 @@ IMAGENET_QUALIFIERS: Mapping[int, str] = {134: "bird", 517: "machine"}
 def split_synonyms(annotation: str) -> tuple[str, ...]:
     """'grey whale, gray whale, Eschrichtius gibbosus' -> ('grey whale', 'gray whale', ...)."""
     return tuple(s.strip() for s in annotation.split(",") if s.strip())
+
+
+ORDINAL = re.compile(r"^\d+[._\-\s]+(?=\S)")  # CUB's "001.", an export's "12_", "3 - "
+
+
+def _folder_names(annotation: str) -> tuple[str, ...]:
+    """A folder name is one name; one led by an ordinal ("001.Black_footed_Albatross") also answers to the
+    name without it, which is what a model names."""
+    name = annotation.strip()
+    bare = ORDINAL.sub("", name)
+    return (name, bare) if bare != name else ((name,) if name else ())
 
 
 def _groups(names: Sequence[str]) -> list[list[int]]:
@@ -67,7 +79,7 @@ def simplify(annotations: Sequence[str], mode: LabelMode = "unique",
     mode = canonical("labels", mode)  # "thesis", the older name of "raw"
     if mode not in LABEL_MODES:
         raise ValueError(f"unknown labels mode {mode!r}; choose {' or '.join(map(repr, LABEL_MODES))}")
-    split = split_synonyms if synonyms else (lambda a: (a.strip(),) if a.strip() else ())
+    split = split_synonyms if synonyms else _folder_names
     synonyms = tuple(split(a) or (a.strip() or f"class {i}",) for i, a in enumerate(annotations))
     names = [s[0] for s in synonyms]
     if mode == "unique":

@@ -134,7 +134,9 @@ def gate_notes(rows: Sequence[Mapping]) -> list[str]:
         if t and n and 1 - 0.025 ** (1 / n) >= t:
             need = math.floor(math.log(0.025) / math.log(1 - t)) + 1
             lines.append(f"- `{cell(r['case_id'])}`: at n={n} its gate {t:g} cannot fail (0 of {n} right still has a 95% "
-                         f"upper bound of {1 - 0.025 ** (1 / n):.3f}); it needs n ≥ {need} (`--samples`)")
+                         f"upper bound of {1 - 0.025 ** (1 / n):.3f}); it needs n ≥ {need}"
+                         + (f", more than the {r['dataset_images']} images of its dataset: a higher gate or more images"
+                            if r.get("dataset_images") is not None and need > r["dataset_images"] else " (`--samples`)"))
     return lines
 
 

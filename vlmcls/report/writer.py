@@ -30,7 +30,11 @@ def full_markdown(out: str | Path, rows: Sequence[Mapping], *, catalog: Mapping[
     """The whole report.md text (drawing the plots under `out/plots/` when `plots`); `meta` (results.json's)
     gives the Dataset section."""
     out, rows = Path(out), _sorted(rows)
-    parts = [render_markdown(rows).rstrip(), dataset_section(meta, rows), pairwise_section(rows, out), sources,
+    meta = meta or {}
+    sizes = {d["name"]: d.get("images") for d in [meta.get("dataset"), *(m.get("dataset") for m in meta.get("merged_from") or [])]
+             if isinstance(d, Mapping) and d.get("name")}
+    sized = [{**r, "dataset_images": r.get("dataset_images") or sizes.get(r.get("dataset"))} for r in rows]
+    parts = [render_markdown(sized).rstrip(), dataset_section(meta, rows), pairwise_section(rows, out), sources,
              study_section(rows, catalog)]
     if baseline is not None:
         parts.append(baseline_section(rows, out, baseline))
