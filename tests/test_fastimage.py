@@ -12,6 +12,9 @@ through PIL by 1 (CUDA vs CPU resize rounding). Bound: 28 at most, 3 on average 
 from __future__ import annotations
 
 import io
+import os
+import signal
+import time
 
 import pytest
 
@@ -212,3 +215,30 @@ def test_importing_does_not_import_torch():
     code = "import sys, vlmcls.fastimage; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_a_forked_child_gets_pixels_from_its_own_pool(sources, pipelines):
+    """The parent's pool (threads, pipes) does not survive a fork: a child that reused it waited forever."""
+    pipeline = pipelines("clip", workers=1)
+    parent, _ = _run(pipeline, sources[:2])  # the pool exists now
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: say whether its pixels equal the parent's, and leave at once
+        try:
+            torch.set_num_threads(1)  # as a DataLoader worker does: OpenMP's threads do not survive a fork
+            pixels, _ = _run(pipeline, sources[:2])
+            os.write(write, b"equal" if torch.equal(pixels, parent) else b"different")
+        finally:
+            os._exit(0)
+    os.close(write)
+    deadline = time.monotonic() + 60
+    while os.waitpid(pid, os.WNOHANG) == (0, 0):
+        if time.monotonic() > deadline:
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+            pytest.fail("the forked child's pipeline hung")
+        time.sleep(0.05)
+    got = os.read(read, 64).decode()
+    os.close(read)
+    assert got == "equal"

@@ -192,6 +192,10 @@ def _init_worker() -> None:
 
 
 _POOLS: dict[int, Executor] = {}
+# a forked child (a DataLoader worker, a user's multiprocessing "fork") inherits the dict but not the
+# pools' threads or pipes: its first submit would wait forever. It starts its own pools instead.
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_POOLS.clear)
 
 
 def worker_pool(workers: int) -> Executor:
