@@ -244,3 +244,30 @@ def _jpeg(i: int) -> bytes:
     buf = io.BytesIO()
     Image.new("RGB", (48, 48), (i * 7 % 255, 80, 160)).save(buf, "JPEG")
     return buf.getvalue()
+
+
+def test_a_url_with_user_and_password_sends_basic_auth_not_the_key_and_the_run_says_so(monkeypatch):
+    """httpx makes a URL's user:password@ the Authorization header, replacing the SDK's Bearer key: the
+    key reaches no server, and the case's notes say so (without the password)."""
+    monkeypatch.setenv(api.COMPAT_KEY_ENV, "sk-fleetkey1234")
+    with ApiServer() as plain, ApiServer() as guarded:
+        with_user = guarded.url.replace("http://", "http://ops:hunter22@") + "/v1"
+        backend = load(plain, base_url=f"{plain.url}/v1,{with_user}", concurrency=1)
+        backend.answer([query(i) for i in range(4)])
+        sent = {s: {r.headers.get("authorization") for r in s.records} for s in (plain, guarded)}
+        notes = " ".join(backend.notes)
+    assert sent[plain] == {"Bearer sk-fleetkey1234"}
+    assert len(sent[guarded]) == 1 and next(iter(sent[guarded])).startswith("Basic ")
+    assert f"{api.COMPAT_KEY_ENV} not sent to http://***@127.0.0.1" in notes and "Basic auth" in notes
+    assert "hunter22" not in notes and "sk-fleetkey1234" not in notes
+
+
+def test_no_key_note_without_a_key_or_without_credentials_in_the_url(monkeypatch):
+    entry, creds = SERVED, BackendSettings(base_url="http://ops:pw@gpu-box:8000/v1")
+    assert api.unsent_key(entry, creds) is None  # no key set: nothing is lost
+    monkeypatch.setenv(api.COMPAT_KEY_ENV, "sk-fleetkey1234")
+    assert api.unsent_key(entry, BackendSettings(base_url="http://gpu-box:8000/v1")) is None
+    assert api.unsent_key(entry, BackendSettings()) is None
+    two = BackendSettings(base_url="http://ops:pw@a:8000/v1,http://ops:pw@b:8000/v1")
+    assert api.unsent_key(entry, two) == (f"{api.COMPAT_KEY_ENV} not sent to http://***@a:8000/v1 (and 1 more): its "
+                                          "user:password@ becomes HTTP Basic auth, which replaces the key's Bearer header")

@@ -223,6 +223,22 @@ def ignored_base_url(entry: "ModelEntry", settings: "BackendSettings") -> str | 
     return None
 
 
+def unsent_key(entry: "ModelEntry", settings: "BackendSettings") -> str | None:
+    """The note for a key that never leaves: httpx turns a server URL's user:password@ into HTTP Basic
+    auth, whose Authorization header replaces the SDK's `Bearer <key>` (a vLLM started with --api-key
+    then answers 401)."""
+    if not settings.base_url or is_smoke(entry.weights) or entry.backend != "openai-compatible":
+        return None
+    if not os.environ.get(COMPAT_KEY_ENV):
+        return None
+    with_user = [u for u in server_urls(settings.base_url) if urllib.parse.urlsplit(u).username is not None]
+    if not with_user:
+        return None
+    return (f"{COMPAT_KEY_ENV} not sent to {redact_urls(with_user[0])}"
+            + (f" (and {len(with_user) - 1} more)" if len(with_user) > 1 else "")
+            + ": its user:password@ becomes HTTP Basic auth, which replaces the key's Bearer header")
+
+
 def _client(sdk: Any, entry: "ModelEntry", settings: "BackendSettings", base_url: str | None,
             api_key: str | None) -> Any:
     cap = float(settings.extra.get("max_retry_after_s", MAX_RETRY_AFTER_S))
@@ -283,8 +299,8 @@ class ApiBackend:
 
     @property
     def notes(self) -> list[str]:
-        ignored = ignored_base_url(self.entry, self.settings)
-        return ([ignored] if ignored else []) + self._pool.notes() + self._ranks.notes()
+        said = [n for n in (ignored_base_url(self.entry, self.settings), unsent_key(self.entry, self.settings)) if n]
+        return said + self._pool.notes() + self._ranks.notes()
 
     def answer(self, queries: Sequence[Query]) -> list[Answer]:
         if self._fatal:
