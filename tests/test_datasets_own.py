@@ -350,3 +350,26 @@ def test_imagenet_by_its_hub_id_is_the_streamed_validation_subset_not_a_whole_do
     assert src.name == "imagenet" and src.size == 50_000 and hub.loads == []
     assert src.annotations == labels.imagenet_annotations()
     assert _dataset_line([{"dataset": spec, "metrics": {}}]) == []
+
+
+def test_a_split_asked_of_a_dataset_that_names_none_says_drop_it_not_use_train(tmp_path):
+    """Class folders directly in DIR (or parquet files that name no split) are one dataset, which `datasets`
+    calls 'train': DIR:val is told to drop ':val', not sent to DIR:train as if training images existed."""
+    from datasets import ClassLabel, Dataset, Features
+    from datasets import Image as HFImage
+
+    flat = tree(tmp_path / "birds", {"cat": 2, "dog": 2})
+    with pytest.raises(DatasetError) as got:
+        open_dataset(f"{flat}:val")
+    assert str(got.value) == (f"dataset '{flat}' has no splits (its class folders are directly in it; `datasets` "
+                              "calls the whole of it 'train'): drop ':val'")
+    assert open_dataset(str(flat)).size == 4
+    named = tree(tmp_path / "named" / "train", {"cat": 2, "dog": 2}).parent  # a real train split: use it
+    with pytest.raises(DatasetError, match=r"has no split 'val'; it has \['train'\] — use --dataset .*named:train$"):
+        open_dataset(f"{named}:val")
+    feats = Features({"image": HFImage(), "label": ClassLabel(names=["a", "b"])})
+    (tmp_path / "pq").mkdir()
+    rows = {"image": [jpeg(COLORS[k % 2]) for k in range(4)], "label": [k % 2 for k in range(4)]}
+    Dataset.from_dict(rows, features=feats).to_parquet(tmp_path / "pq" / "birds.parquet")
+    with pytest.raises(DatasetError, match=r"has no splits \(no file name says one; .*drop ':test'$"):
+        open_dataset(f"{tmp_path / 'pq'}:test")

@@ -254,6 +254,9 @@ def _local_hf(path: Path, split: str | None = None) -> Source:
     saved = (path / "dataset_info.json").exists() or (path / "dataset_dict.json").exists()
     ds, kind = _load_local(path, saved)
     name, picked, notes = f"{path}:{split}" if split else str(path), None, ()
+    if isinstance(ds, DatasetDict) and split and split not in ds and _no_split_named(path, kind, list(ds)):
+        raise DatasetError(f"dataset {str(path)!r} has no splits ({'its class folders are directly in it' if kind == 'an image folder' else 'no file name says one'}"
+                           f"; `datasets` calls the whole of it 'train'): drop ':{split}'")
     if isinstance(ds, DatasetDict):
         # Without a chosen split, every kind scores validation, else val, else test, else train (image folders
         # and parquet gave "train" before: DIR/train + DIR/test scored the training images, silently).
@@ -312,6 +315,16 @@ def _load_local(path: Path, saved: bool):
         text = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:160]
         raise DatasetError(f"dataset {str(path)!r} could not be read as {kind} ({type(exc).__name__}: {text}); "
                            f"{LAYOUTS}") from None
+
+
+def _no_split_named(path: Path, kind: str, splits: list[str]) -> bool:
+    """The one split is the 'train' `datasets` gives a dataset that names none: class folders directly
+    in DIR, or parquet files whose names say no split."""
+    if splits != ["train"]:
+        return False
+    if kind == "an image folder":
+        return not any(re.fullmatch(SPLIT_WORDS["train"], d) for d in _class_folders(path))
+    return kind == "parquet" and isinstance(_parquet_files(_snapshot_data(path) or path), list)
 
 
 def _snapshot_data(path: Path) -> Path | None:
