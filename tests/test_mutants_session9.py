@@ -208,8 +208,8 @@ def test_a_parquet_file_named_with_a_split_it_lacks_is_refused(tmp_path):
     assert open_dataset(str(tmp_path / "d.parquet")).size == 4
     with pytest.raises(DatasetError) as info:
         open_dataset(f"{tmp_path / 'd.parquet'}:test")
-    assert str(info.value) == (f"dataset {str(tmp_path / 'd.parquet')!r} has no split 'test'; it has ['train'] — use "
-                               f"--dataset {tmp_path / 'd.parquet'}:train")
+    assert str(info.value) == (f"dataset {str(tmp_path / 'd.parquet')!r} has no splits (no file name says one; "
+                               "`datasets` calls the whole of it 'train'): drop ':test'")
 
 
 # ================================================================================ data.py: ImageNet synset trees

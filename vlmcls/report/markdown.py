@@ -383,7 +383,9 @@ def _cost(r: Mapping) -> str:
     if now is None:  # a row written before the split
         return head
     now_words, stored_words = ("this run", "from earlier runs") if r.get("smoke") else ("spent now", "paid by earlier runs")
-    return f"{head}: {usd(now)} {now_words}, {usd(max(0.0, total - now))} stored ({stored_words})"
+    stored = total - now  # the same rows summed in another order differ by float rounding (2.8e-17)
+    stored = stored if stored > 1e-9 * max(1.0, total) else 0.0
+    return f"{head}: {usd(now)} {now_words}, {usd(stored)} stored ({stored_words})"
 
 
 def unreadable_section(rows: Sequence[Mapping]) -> list[str]:
