@@ -16,7 +16,7 @@ from .catalog import ModelEntry
 from .devices import device_kind  # noqa: F401 (re-exported: callers import it from here)
 from .images import ImageError, decode
 from .pipeline import FAIL_FAST, BudgetStop, run_windows  # noqa: F401 (FAIL_FAST, BudgetStop: re-exported, callers import them from here)
-from .settings import BackendSettings, redact_urls, server_urls
+from .settings import BackendSettings, redact_urls, redact_values, server_urls
 from .store import Store, case_key, row_key
 from .types import Answer, Backend, LabelSet, Prediction, Query, Sample
 from .vocab import LABELS_FIRST, NLI_RESOLVERS, STUDY_LABELS, STUDY_PROMPT, STUDY_RESOLVER, LabelMode, ResolverMode
@@ -89,9 +89,8 @@ class CaseSpec:
         # stores written then still resume
         if "layout" in s:
             s["layout"] = stored("layout", s["layout"])
-        if any(isinstance(v, str) and redact_urls(v) != v for v in s.get("extra", {}).values()):
-            # a catalog's `options.base_url` is kept in extra too: stored without its credentials
-            s["extra"] = {k: redact_urls(v) if isinstance(v, str) else v for k, v in s["extra"].items()}
+        if "extra" in s:  # a catalog's `options.base_url` is kept in extra too: stored without its credentials
+            s["extra"] = redact_values(s["extra"])
         if "layout" in s.get("extra", {}):
             s["extra"] = {**s["extra"], "layout": stored("layout", s["extra"]["layout"])}
         return {

@@ -66,6 +66,11 @@ def redact_urls(text: str) -> str:
     return _URL.sub(lambda m: _redact(m.group(0)), text)
 
 
+def redact_values(values: Any) -> dict:
+    """A mapping's text values with redact_urls applied (a catalog's `options`, `base_url` among them)."""
+    return {k: redact_urls(v) if isinstance(v, str) else v for k, v in values.items()}
+
+
 def redacted_repr(obj: Any) -> str:
     """A dataclass's repr, as the generated one would be, with redact_urls applied."""
     from dataclasses import fields

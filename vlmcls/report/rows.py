@@ -8,7 +8,7 @@ import json
 from dataclasses import fields
 
 from .. import calibration
-from ..settings import redact_urls
+from ..settings import redact_urls, redact_values
 from ..vocab import NLI_RESOLVERS
 
 ERROR_CHARS = 200  # the first error message kept in a row (the full ones are in the samples file)
@@ -101,8 +101,7 @@ def _settings(settings) -> dict:
     if plain.get("base_url"):  # the servers, without credentials a URL may carry
         plain["base_url"] = redact_urls(plain["base_url"])
     # a catalog's `options` are kept in `extra` too, `base_url` (and its credentials) included
-    extra = {k: redact_urls(v) if isinstance(v, str) else v for k, v in settings.extra.items()}
-    return {**plain, "extra": json.loads(json.dumps(extra, default=str))}
+    return {**plain, "extra": json.loads(json.dumps(redact_values(settings.extra), default=str))}
 
 
 def skipped_row(spec, status: str, reason: str) -> dict:
