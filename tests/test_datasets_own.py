@@ -373,3 +373,43 @@ def test_a_split_asked_of_a_dataset_that_names_none_says_drop_it_not_use_train(t
     Dataset.from_dict(rows, features=feats).to_parquet(tmp_path / "pq" / "birds.parquet")
     with pytest.raises(DatasetError, match=r"has no splits \(no file name says one; .*drop ':test'$"):
         open_dataset(f"{tmp_path / 'pq'}:test")
+
+
+def test_renaming_a_class_folder_asks_again_and_an_unchanged_tree_resumes(pytester: pytest.Pytester):
+    """The class names are candidate texts, so they are in the prompt: a store keyed without them answered a
+    renamed class from the old name's rows. The key holds their digest for an own dataset (not for the
+    sample or ImageNet, whose names the code fixes)."""
+    (pytester.path / "bench").mkdir()
+    (pytester.path / "bench" / "test_classify.py").write_text(BENCH.read_text())
+    ds = tree(pytester.path / "birds", {"crane": 2, "stork": 2, "tabby cat": 2})
+
+    def run(name: str) -> dict:
+        out = pytester.runpytest_subprocess("bench", "--dataset", "birds", "--ways", "3", "-k", "smoke-echo",
+                                            "-p", "no:cacheprovider", "--report-dir", "out", "--run-id", name,
+                                            "--store", "answers.sqlite")
+        assert out.ret == pytest.ExitCode.OK, out.stdout.str()
+        (case,) = json.loads((pytester.path / "out" / name / "results.json").read_text())["cases"]
+        return case
+
+    assert run("first")["resumed"] == 0
+    assert run("again")["resumed"] == 6  # nothing changed: every answer comes from the store
+    (ds / "crane").rename(ds / "heron")
+    renamed = run("renamed")
+    assert renamed["resumed"] == 0  # was 6: the answers given to "crane" counted for "heron"
+    assert run("renamed-again")["resumed"] == 6
+
+
+def test_only_an_own_dataset_keys_its_class_names():
+    from dataclasses import replace
+
+    from vlmcls.catalog import load_catalog
+    from vlmcls.labels import names_digest
+    from vlmcls.runner import CaseSpec
+    from vlmcls.settings import BackendSettings
+
+    entry = next(iter(load_catalog(None).values()))
+    spec = CaseSpec(model=entry, ways=3, settings=BackendSettings())
+    assert "label_names" not in spec.key_fields()  # the sample's and ImageNet's keys are as before
+    a, b = (replace(spec, dataset="birds", label_digest=names_digest(n)) for n in (("crane", "stork"), ("heron", "stork")))
+    assert a.key_fields()["label_names"] != b.key_fields()["label_names"]
+    assert names_digest(("crane", "stork")) != names_digest(("stork", "crane"))  # ids matter: the names in id order

@@ -33,7 +33,8 @@ NO_GENERATION = ("clip", "classifier")
 # ---------------------------------------------------------------- the decisions, one per field
 # CaseSpec: value -> another value that must (KEY) or must not (NOT_KEY) separate stored rows.
 SPEC_KEY = {"ways": 10, "dataset": "another-dataset", "seed": 1, "prompt": "label-only",
-            "labels_mode": "raw", "resolver": "exact", "nli_model": "other/nli-model"}
+            "labels_mode": "raw", "resolver": "exact", "nli_model": "other/nli-model",
+            "label_digest": "0123456789abcdef"}  # an own dataset's class names (a renamed folder is asked again)
 SPEC_NOT_KEY = {"samples": 7, "max_cost": 1.0, "refresh": True, "nli_overlap": True, "nli_compile": True,
                 "prompt_id": "label-only"}  # a sweep's case-id part: the prompt's text is the key, not its id
 # orders: K candidate orders per image; not in the case key, each row carries its order index

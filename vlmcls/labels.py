@@ -20,6 +20,7 @@ nothing in a folder tree says a comma was meant as WordNet's separator (`synonym
 from __future__ import annotations
 
 import functools
+import hashlib
 import importlib.util
 import re
 from pathlib import Path
@@ -121,6 +122,12 @@ def labelset(annotations: Sequence[str], mode: LabelMode = "unique", synonyms: b
     names, where a comma is part of the name."""
     qualifiers = IMAGENET_QUALIFIERS if len(annotations) == 1000 and is_imagenet(annotations) else {}
     return simplify(annotations, mode, qualifiers, synonyms)
+
+
+def names_digest(names: Sequence[str]) -> str:
+    """A short hash of the class names in id order: an own dataset's store key holds it, so renaming a class
+    folder (a new candidate text, so a new prompt) asks the model again instead of reusing the old answers."""
+    return hashlib.sha1("\n".join(names).encode()).hexdigest()[:16]
 
 
 def renamed(annotations: Sequence[str], labels: LabelSet) -> list[tuple[int, str, str]]:

@@ -49,6 +49,9 @@ class CaseSpec:
     # a prompt sweep (--prompt a,b): the prompt's slug, appended to the case id; "" with one prompt, so
     # single-prompt ids (stored runs, --baseline) stay as they were. Not in the key: the text is.
     prompt_id: str = ""
+    # an own dataset's class names (labels.names_digest): "" for the sample and ImageNet, whose names the
+    # code fixes (their keys stay as they were); in the key, so a renamed class folder is asked again
+    label_digest: str = ""
 
     def __post_init__(self) -> None:
         # "thesis", the older name of the study's label mode and resolver, becomes the canonical one
@@ -98,7 +101,7 @@ class CaseSpec:
             "settings": s, "dataset": self.dataset, "ways": self.ways, "seed": self.seed,
             "prompt": self.template.text, "labels": stored("labels", self.labels_mode),
             "resolver": stored("resolver", self.resolver), "nli_model": self.nli_model if self.resolver in NLI_RESOLVERS else None,
-            **self.folder_fields(),
+            **self.folder_fields(), **({"label_names": self.label_digest} if self.label_digest else {}),
         }
 
     def folder_fields(self) -> dict[str, str]:

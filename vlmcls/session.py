@@ -29,7 +29,7 @@ from . import backends, devices, plan, report
 from .catalog import ModelEntry, load_catalog
 from .data import DatasetError, dataset_name, describe, open_dataset
 from .sources import IMAGENET_NAMES
-from .labels import labelset
+from .labels import labelset, names_digest
 from .outcomes import ROW_KEY, Case, CaseRun, case_row, crash_reason, summary_lines
 from .plan import RunOptions
 from .runner import CaseResult, CaseRunner, CaseSpec
@@ -101,9 +101,14 @@ class BenchSession:
     def dataset_name(self) -> str:
         """--dataset as the rows, the report and the store key name it: with the split picked among
         several (`DIR:test`). The bundled sample and ImageNet are not opened for it."""
-        if self.opt.dataset in ("sample", "", None, *IMAGENET_NAMES):
+        if not self._own_dataset:
             return self.opt.dataset
         return dataset_name(self.opt.dataset, self.source)
+
+    @property
+    def _own_dataset(self) -> bool:
+        """A user's folder, file or hub dataset: not the bundled sample, not ImageNet."""
+        return self.opt.dataset not in ("sample", "", None, *IMAGENET_NAMES)
 
     def samples_for(self, k: int | None):
         """The seeded subset (cached per size: a catalog entry may ask for a smaller default)."""
@@ -145,7 +150,11 @@ class BenchSession:
     @cached_property
     def _cases(self) -> tuple[Case, ...]:
         opts = replace(self.opt, dataset=self.dataset_name)  # the split picked is part of the name
-        return tuple(Case(s) for s in plan.cases(self.catalog, opts, auto_device=worker_device))
+        specs = plan.cases(self.catalog, opts, auto_device=worker_device)
+        if self._own_dataset:  # its class names come from folders or columns a user can rename
+            digest = names_digest(self.labels.names)
+            specs = [replace(s, label_digest=digest) for s in specs]
+        return tuple(Case(s) for s in specs)
 
     def cases(self) -> list[Case]:
         return list(self._cases)
