@@ -516,12 +516,18 @@ def dataset_name(spec: str, source: Source) -> str:
     return f"{spec.rstrip('/') or spec}:{source.split}"
 
 
-def describe(name: str, source: Source, labels) -> dict[str, Any]:
+def describe(name: str, source: Source, labels, label_names: str | None = None) -> dict[str, Any]:
     """results.json's meta.dataset (JSON-safe), which the report's Dataset section renders: the classes and
-    images, classes too small to measure, folders left out, and every note on how the data was read."""
+    images, classes too small to measure, folders left out, and every note on how the data was read.
+    `label_names`: the --label-names file the prompt labels came from."""
     sizes = dict(source.class_sizes)
     renames = labels_mod.renamed(source.annotations, labels)
     notes = list(source.notes) + ([_renamed_note(renames, labels.mode)] if renames else [])
+    if label_names:
+        plain = labels_mod.labelset(source.annotations, labels.mode, synonyms=source.synonyms).names
+        moved = sum(a != b for a, b in zip(plain, labels.names))
+        notes.append(f"prompt labels from --label-names {label_names}: {moved} of {len(labels)} classes named "
+                     "differently from the dataset's own names (those still resolve an answer)")
     return {
         "name": name, "read_from": source.name, "classes": len(sizes) or None, "label_set": len(source.annotations),
         "images": source.size, "per_class": [min(sizes.values()), max(sizes.values())] if sizes else None,

@@ -74,14 +74,19 @@ def _settle(group: list[int], names: list[str], synonyms, qualifiers: Mapping[in
 
 
 def simplify(annotations: Sequence[str], mode: LabelMode = "unique",
-             qualifiers: Mapping[int, str] | None = None, synonyms: bool = True) -> LabelSet:
+             qualifiers: Mapping[int, str] | None = None, synonyms: bool = True,
+             display: Mapping[int, str] | None = None) -> LabelSet:
     """Full annotations (index = class id) -> the LabelSet used in prompts; `synonyms=False`: each
-    annotation is one name, commas included (a folder name)."""
+    annotation is one name, commas included (a folder name). `display` (--label-names): class id -> the
+    name the prompt shows, put first; the names as given stay synonyms (an answer naming one still resolves)."""
     mode = canonical("labels", mode)  # "thesis", the older name of "raw"
     if mode not in LABEL_MODES:
         raise ValueError(f"unknown labels mode {mode!r}; choose {' or '.join(map(repr, LABEL_MODES))}")
     split = split_synonyms if synonyms else _folder_names
     synonyms = tuple(split(a) or (a.strip() or f"class {i}",) for i, a in enumerate(annotations))
+    if display:
+        synonyms = tuple((display[i], *(s for s in syn if name_key(s) != name_key(display[i]))) if i in display else syn
+                         for i, syn in enumerate(synonyms))
     names = [s[0] for s in synonyms]
     if mode == "unique":
         for group in _groups(names):
@@ -117,11 +122,98 @@ def is_imagenet(annotations: Sequence[str]) -> bool:
     return tuple(annotations) == imagenet_annotations()
 
 
-def labelset(annotations: Sequence[str], mode: LabelMode = "unique", synonyms: bool = True) -> LabelSet:
+def labelset(annotations: Sequence[str], mode: LabelMode = "unique", synonyms: bool = True,
+             display: Mapping[int, str] | None = None) -> LabelSet:
     """LabelSet for any dataset; ImageNet-1k gets its curated qualifiers. `synonyms=False` for folder
-    names, where a comma is part of the name."""
+    names, where a comma is part of the name. `display`: --label-names (read_label_names)."""
     qualifiers = IMAGENET_QUALIFIERS if len(annotations) == 1000 and is_imagenet(annotations) else {}
-    return simplify(annotations, mode, qualifiers, synonyms)
+    return simplify(annotations, mode, qualifiers, synonyms, display)
+
+
+class LabelNamesError(ValueError):
+    """A --label-names file that cannot be read or does not fit the dataset: one line that says why."""
+
+
+def read_label_names(path: str | Path, annotations: Sequence[str], synonyms: bool = True) -> dict[int, str]:
+    """--label-names FILE -> {class id: the name the prompt shows}. A `.json` list, or a text file with one
+    name per line, names every class in class-id order; a `.json` object or a `.csv` of `class,name` rows
+    (a header row `class,name` is optional) renames some: a class is its name as the dataset gives it (a
+    folder's name, a ClassLabel name; ImageNet's "tench, Tinca tinca" or its first synonym "tench") or its id."""
+    import csv
+    import io
+    import json
+
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise LabelNamesError(f"--label-names {path}: cannot read it ({exc.__class__.__name__}: "
+                              f"{getattr(exc, 'strerror', None) or exc})") from None
+    n = len(annotations)
+    if path.suffix.lower() == ".json":
+        try:
+            given = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise LabelNamesError(f"--label-names {path}: not JSON ({exc.msg}, line {exc.lineno})") from None
+        if isinstance(given, dict):
+            return _named(path, list(given.items()), annotations, synonyms)
+        if not isinstance(given, list):
+            raise LabelNamesError(f"--label-names {path}: a JSON list of names (in class-id order) or an object "
+                                  "{class: name}, not " + type(given).__name__)
+        return _in_order(path, given, n, "names")
+    if path.suffix.lower() == ".csv":
+        rows = [r for r in csv.reader(io.StringIO(text)) if any(c.strip() for c in r)]
+        if rows and [c.strip().lower() for c in rows[0]] == ["class", "name"]:
+            rows = rows[1:]
+        bad = next((k for k, r in enumerate(rows, 1) if len(r) != 2), None)
+        if bad is not None:
+            raise LabelNamesError(f"--label-names {path}: row {bad} has {len(rows[bad - 1])} columns; each row is "
+                                  "class,name (quote a name that holds a comma)")
+        return _named(path, [(r[0], r[1]) for r in rows], annotations, synonyms)
+    lines = text.splitlines()
+    while lines and not lines[-1].strip():
+        lines.pop()
+    return _in_order(path, lines, n, "lines")
+
+
+def _in_order(path: Path, names: list, n: int, what: str) -> dict[int, str]:
+    if len(names) != n:
+        raise LabelNamesError(f"--label-names {path} has {len(names)} {what}; the dataset has {n} classes "
+                              f"(one name per class, in class-id order; a .json object or a .csv renames some)")
+    return {i: _name(path, v, f"{what[:-1]} {i + 1}") for i, v in enumerate(names)}
+
+
+def _name(path: Path, value, where: str) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise LabelNamesError(f"--label-names {path}: {where} is {'empty' if isinstance(value, str) else repr(value)}; "
+                              "each class needs a name")
+    return value.strip()
+
+
+def _named(path: Path, pairs: list[tuple], annotations: Sequence[str], synonyms: bool) -> dict[int, str]:
+    """{class (name as given, first synonym, or id): name} -> {class id: name}; a class that names none, or
+    several, of the dataset's classes is an error that lists them."""
+    ids: dict[str, list[int]] = {}
+    for i, a in enumerate(annotations):
+        for key in dict.fromkeys((a.strip(), *(split_synonyms(a)[:1] if synonyms else ()))):
+            ids.setdefault(key, []).append(i)
+    out: dict[int, str] = {}
+    unknown, twice = [], []
+    for key, value in pairs:
+        key = str(key).strip()
+        hit = [int(key)] if key.isdigit() and int(key) < len(annotations) and key not in ids else ids.get(key, [])
+        if len(hit) != 1:
+            (unknown if not hit else twice).append(key if not hit else f"{key!r} (classes {', '.join(map(str, hit))})")
+            continue
+        out[hit[0]] = _name(path, value, f"the name for {key!r}")
+    if unknown:
+        example = annotations[0].strip() if annotations else ""
+        raise LabelNamesError(f"--label-names {path}: {len(unknown)} not a class of the dataset: "
+                              f"{', '.join(map(repr, unknown[:5]))}{' ...' if len(unknown) > 5 else ''} (a class is "
+                              f"its name as the dataset gives it, e.g. {example!r}, or its id 0-{len(annotations) - 1})")
+    if twice:
+        raise LabelNamesError(f"--label-names {path}: names more than one class: {', '.join(twice[:5])}; use the class id")
+    return out
 
 
 def names_digest(names: Sequence[str]) -> str:

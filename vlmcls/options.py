@@ -124,6 +124,15 @@ def seed(text: str) -> int:
     return value
 
 
+def label_names_file(text: str) -> str:
+    """--label-names FILE: a file that is there (relative to where pytest was started); read with the dataset."""
+    from pathlib import Path
+
+    if not Path(text).is_file():
+        _fail(f"--label-names: no file {text!r} (relative to where pytest was started)")
+    return text
+
+
 def add_options(parser) -> None:
     g = parser.getgroup("vlmcls", "vlmcls benchmark")
     add = g.addoption
@@ -140,6 +149,9 @@ def add_options(parser) -> None:
              "separated, run every case once per prompt")
     add("--labels", dest="labels_mode", type=choice("--labels", LABEL_MODES, ALIASES["labels"]), default=None,
         help="unique (collisions disambiguated, default) or raw (alias thesis: the study's raw first synonyms; default with --study)")
+    add("--label-names", type=label_names_file, default=None, metavar="FILE",
+        help="the names the prompt shows: one per line (or a .json list) in class-id order, or a .json object / "
+             ".csv of class,name rows renaming some classes; the names as given still resolve an answer")
     add("--resolver", type=choice("--resolver", RESOLVERS, ALIASES["resolver"]), default=STUDY_RESOLVER,
         help=f"answer resolution: {', '.join(RESOLVERS)} (study, alias thesis: match, synonym, then NLI; the default)")
     add("--nli-model", type=nli_model, default=None, help="NLI model for the study/nli resolver (default facebook/bart-large-mnli; smoke models use a tiny one)")

@@ -37,6 +37,7 @@ class RunOptions:
     # --prompt: names and/or prompt files, several for a sweep; always a tuple of Templates after init
     prompt: str | Template | tuple[str | Template, ...] = STUDY_PROMPT
     labels_mode: str | None = None
+    label_names: str | None = None  # --label-names FILE: the names the prompt shows (labels.read_label_names)
     resolver: str = STUDY_RESOLVER
     nli_model: str | None = None
     nli_overlap: bool = False

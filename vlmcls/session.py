@@ -29,7 +29,7 @@ from . import backends, devices, plan, report
 from .catalog import ModelEntry, load_catalog
 from .data import DatasetError, dataset_name, describe, open_dataset
 from .sources import IMAGENET_NAMES
-from .labels import labelset, names_digest
+from .labels import LabelNamesError, labelset, names_digest, read_label_names
 from .outcomes import ROW_KEY, Case, CaseRun, case_row, crash_reason, summary_lines
 from .plan import RunOptions
 from .runner import CaseResult, CaseRunner, CaseSpec
@@ -95,7 +95,13 @@ class BenchSession:
 
     @cached_property
     def labels(self):
-        return labelset(self.source.annotations, self.opt.labels, synonyms=self.source.synonyms)
+        display = None
+        if self.opt.label_names:
+            try:
+                display = read_label_names(self.opt.label_names, self.source.annotations, self.source.synonyms)
+            except LabelNamesError as exc:
+                raise pytest.UsageError(str(exc)) from None
+        return labelset(self.source.annotations, self.opt.labels, synonyms=self.source.synonyms, display=display)
 
     @cached_property
     def dataset_name(self) -> str:
@@ -151,7 +157,7 @@ class BenchSession:
     def _cases(self) -> tuple[Case, ...]:
         opts = replace(self.opt, dataset=self.dataset_name)  # the split picked is part of the name
         specs = plan.cases(self.catalog, opts, auto_device=worker_device)
-        if self._own_dataset:  # its class names come from folders or columns a user can rename
+        if self._own_dataset or self.opt.label_names:  # class names a user can change (folders, columns, a file)
             digest = names_digest(self.labels.names)
             specs = [replace(s, label_digest=digest) for s in specs]
         return tuple(Case(s) for s in specs)
@@ -192,6 +198,8 @@ class BenchSession:
             sizes = {self.subset_size(c.spec) for c in self.cases()} if o.study else {o.samples}
             for k in sizes:  # --study: 10,000 images for 20-way, 1,600 for 100- and 1000-way
                 self.samples_for(k)
+        if o.label_names:
+            _ = self.labels  # a --label-names file that does not fit the dataset: one usage line now
         if o.study and not self.cases():
             raise pytest.UsageError(f"--study: the catalog has no study row{' at --ways ' + ','.join(map(str, o.ways)) if o.ways else ''}")
         if o.baseline:
@@ -518,7 +526,7 @@ class BenchSession:
         if self.baseline is not None:  # `vlmcls report` re-renders the comparison from it
             meta.update(baseline_meta(self.baseline.path, self.report_dir))
         try:  # the report's Dataset section (the source is open by now, but for the bundled sample under xdist)
-            meta["dataset"] = describe(self.dataset_name, self.source, self.labels)
+            meta["dataset"] = describe(self.dataset_name, self.source, self.labels, label_names=self.opt.label_names)
         except pytest.UsageError:  # a dataset that cannot be opened has no rows to describe
             pass
         self.written = report.write_run(self.report_dir, self.rows, meta, catalog=self.catalog,
