@@ -413,3 +413,20 @@ def test_only_an_own_dataset_keys_its_class_names():
     a, b = (replace(spec, dataset="birds", label_digest=names_digest(n)) for n in (("crane", "stork"), ("heron", "stork")))
     assert a.key_fields()["label_names"] != b.key_fields()["label_names"]
     assert names_digest(("crane", "stork")) != names_digest(("stork", "crane"))  # ids matter: the names in id order
+
+
+@pytest.mark.parametrize("where", [".", "val"])
+def test_a_metadata_csv_with_its_class_column_named_otherwise_names_the_rename(tmp_path, where):
+    folder = tmp_path / "flat" / where
+    folder.mkdir(parents=True)
+    rows = ["file_name,species"] + [f"img_{k}.jpg,{'ab'[k % 2]}" for k in range(4)]
+    (folder / "metadata.csv").write_text("\n".join(rows) + "\n")
+    for k in range(4):
+        (folder / f"img_{k}.jpg").write_bytes(jpeg(COLORS[k]))
+    with pytest.raises(DatasetError) as err:
+        open_dataset(str(tmp_path / "flat"))
+    csv_at = "metadata.csv" if where == "." else f"{where}/metadata.csv"
+    assert str(err.value).endswith(f"; {csv_at} holds no column named `label`, the one whose text becomes the classes "
+                                   "(it has species): rename the class column to label")
+    (folder / "metadata.csv").write_text("\n".join(["file_name,label"] + rows[1:]) + "\n")  # renamed: read
+    assert len(labelset_of(open_dataset(str(tmp_path / "flat")))) == 2

@@ -352,7 +352,9 @@ def test_a_metadata_csv_without_a_label_column_is_refused_and_not_called_unread(
         open_dataset(str(folder))
     assert str(info.value) == (
         f"dataset {str(folder)!r} needs an image column and a ClassLabel column; it has {{'image': 'Image', 'species': "
-        "'Value'}; an image folder needs one subfolder per class, at least two, e.g. DIR/<split>/<class>/<image>")
+        "'Value'}; an image folder needs one subfolder per class, at least two, e.g. DIR/<split>/<class>/<image>; "
+        "metadata.csv holds no column named `label`, the one whose text becomes the classes (it has species): rename "
+        "the class column to label")
 
 
 def test_parquet_files_beside_a_data_folder_are_the_dataset(tmp_path):

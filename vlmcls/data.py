@@ -274,8 +274,28 @@ def _local_hf(path: Path, split: str | None = None) -> Source:
         if csvs:
             hint += (f"; {csvs[0]} is not read: `datasets` takes a flat folder's labels from a metadata.csv with a "
                      "file_name column (rename it and its file column), or move each image into its class's folder")
+        hint += _metadata_hint(path)
     source = _from_hf(ds, name, hint if folder else "", image_folder=folder)
     return replace(source, split=picked, notes=notes + source.notes)
+
+
+def _metadata_hint(path: Path) -> str:
+    """A metadata.csv whose class column has another name than `label`: its classes stay text, never classes."""
+    import csv
+
+    meta = next(iter(sorted(path.glob("metadata.csv")) + sorted(path.glob("*/metadata.csv"))), None)
+    if meta is None:
+        return ""
+    try:
+        with open(meta, newline="", encoding="utf-8-sig") as f:
+            header = [c.strip() for c in next(csv.reader(f), [])]
+    except (OSError, UnicodeDecodeError):
+        return ""
+    others = [c for c in header if c != "file_name"]
+    if "label" in header or not others:
+        return ""
+    return (f"; {meta.relative_to(path)} holds no column named `label`, the one whose text becomes the classes "
+            f"(it has {', '.join(others)}): rename the class column to label")
 
 
 def _encode_text_labels(ds):
