@@ -157,7 +157,11 @@ def test_a_folder_name_with_a_comma_is_one_name_and_a_classlabel_keeps_the_synon
     ds = tree(tmp_path / "ds4", {"salt, pepper": 2, "salt": 2, "tabby cat": 2})
     src = open_dataset(str(ds))
     assert labelset_of(src).names == ("salt", "salt, pepper", "tabby cat")  # was "pepper" for "salt, pepper"
-    assert describe("ds4", src, labelset_of(src))["renamed"] == []
+    d = describe("ds4", src, labelset_of(src))
+    assert d["renamed"] == [] and d["notes"] == [
+        "1 prompt label holds a comma ('salt, pepper'), which a prompt joining the candidates with commas ({labels}: "
+        "thesis, label-only) shows like two candidates: --label-names gives another name, --prompt numbered lists one "
+        "per line"]
     from datasets import ClassLabel, Dataset, Features
     from datasets import Image as HFImage
 
@@ -167,6 +171,7 @@ def test_a_folder_name_with_a_comma_is_one_name_and_a_classlabel_keeps_the_synon
     d = describe("hf", src, labelset_of(src))
     assert labelset_of(src).names == ("tench", "goldfish") and d["renamed"][0] == [0, "tench, Tinca tinca", "tench"]
     assert "'tench, Tinca tinca' (class 0) → 'tench'" in d["notes"][-1] and "a comma separates synonyms" in d["notes"][-1]
+    assert not any("holds a comma" in n for n in d["notes"])  # a ClassLabel's comma separates synonyms: none is left
 
 
 def test_every_renamed_class_is_listed_with_its_id(tmp_path):

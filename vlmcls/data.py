@@ -543,6 +543,12 @@ def describe(name: str, source: Source, labels, label_names: str | None = None) 
     sizes = dict(source.class_sizes)
     renames = labels_mod.renamed(source.annotations, labels)
     notes = list(source.notes) + ([_renamed_note(renames, labels.mode)] if renames else [])
+    commas = [n for n in labels.names if "," in n]  # only a folder's name or a --label-names name holds one
+    if commas:
+        shown = ", ".join(map(repr, commas[:5])) + (f" and {len(commas) - 5} more" if len(commas) > 5 else "")
+        notes.append(f"{len(commas)} prompt {'label holds' if len(commas) == 1 else 'labels hold'} a comma ({shown}), which "
+                     "a prompt joining the candidates with commas ({labels}: thesis, label-only) shows like two candidates: "
+                     "--label-names gives another name, --prompt numbered lists one per line")
     if label_names:
         plain = labels_mod.labelset(source.annotations, labels.mode, synonyms=source.synonyms).names
         moved = sum(a != b for a, b in zip(plain, labels.names))
