@@ -1,0 +1,42 @@
+"""README claims added or corrected in session 14, read against a real run: the keys of a case that did
+not run, and meta's keys without --baseline (`crashed_workers`, `dataset`; no `baseline`)."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from PIL import Image
+
+ROOT = Path(__file__).resolve().parents[1]
+README = (ROOT / "README.md").read_text(encoding="utf-8")
+
+
+def test_a_case_that_did_not_run_and_meta_have_the_keys_the_readme_says(tmp_path):
+    for k, name in enumerate(("heron", "stork", "tabby cat")):
+        (tmp_path / "birds" / name).mkdir(parents=True)
+        for i in range(2):
+            Image.new("RGB", (24, 16), (80 * k, 40 * i, 9)).save(tmp_path / "birds" / name / f"{i}.jpg")
+    env = {k: v for k, v in os.environ.items() if k not in ("OPENAI_API_KEY", "PYTEST_ADDOPTS")}
+    done = subprocess.run([sys.executable, "-m", "pytest", str(ROOT / "bench" / "test_classify.py"), "-p", "no:cacheprovider",
+                           "-k", "smoke-echo or gpt-4o-mini-", "--dataset", "birds", "--ways", "3", "--run-id", "r"],
+                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    results = json.loads((tmp_path / "reports" / "r" / "results.json").read_text())
+    ran = next(c for c in results["cases"] if c["case_id"] == "smoke-echo-3way")
+    skipped = next(c for c in results["cases"] if c["status"] == "skipped")
+    identity = set(ran) & set(skipped) - {"status", "reason", "metrics", "stages", "notes"}
+    assert {"case_id", "model", "ways", "settings", "prompt"} <= identity
+    assert set(skipped) - identity == {"status", "reason", "metrics", "stages", "notes"}
+    assert (skipped["metrics"], skipped["stages"], skipped["notes"]) == (None, {}, [])
+    assert {"threshold", "errors", "cost_usd"} <= set(ran) - set(skipped)  # what the README says a skipped row lacks
+    bullet = README.split("- `meta`:", 1)[1].split("\n## ", 1)[0]
+    for key in ("crashed_workers", "dataset", "run_id", "argv", "provenance", "catalog"):
+        assert f"`{key}`" in bullet and key in results["meta"], key
+    assert results["meta"]["crashed_workers"] == []
+    for key in ("name", "read_from", "classes", "images", "per_class", "small_classes", "ignored_folders", "renamed", "notes"):
+        assert f"`{key}`" in bullet and key in results["meta"]["dataset"], key
+    assert "with `--baseline` only, `baseline`" in bullet and "baseline" not in results["meta"]
+    assert "no `threshold`, `errors` or `cost_usd`" in README
