@@ -375,7 +375,7 @@ def test_results_json_has_the_keys_the_readme_lists(two_runs):
             assert key in case["baseline"], key
     meta = next(b for b in bullets if b.startswith("`meta`"))
     for key in ticked(unparenthesised(meta.split(":", 1)[1])):
-        if key != "git_diff":  # only with uncommitted changes
+        if key != "git_diff" and not key.startswith("--"):  # only with uncommitted changes; an option named
             assert key in results["meta"], key
     assert {"date", "vlmcls", "torch", "transformers", "scikit-learn", "scipy", "numpy", "python"} <= set(
         results["meta"]["provenance"])
