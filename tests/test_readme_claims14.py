@@ -40,3 +40,19 @@ def test_a_case_that_did_not_run_and_meta_have_the_keys_the_readme_says(tmp_path
         assert f"`{key}`" in bullet and key in results["meta"]["dataset"], key
     assert "with `--baseline` only, `baseline`" in bullet and "baseline" not in results["meta"]
     assert "no `threshold`, `errors` or `cost_usd`" in README
+
+
+def test_a_fingerprint_has_the_form_the_readme_gives_for_a_file_and_for_bytes(tmp_path):
+    import hashlib
+    import re
+
+    from vlmcls.runner import fingerprint
+    from vlmcls.types import Sample
+
+    data = b"\xff\xd8 not decoded here"
+    f = tmp_path / "a.jpg"
+    f.write_bytes(data)
+    sha = hashlib.sha1(data).hexdigest()[:16]
+    assert "`LABEL:SIZE-MTIME#SHA1` for a file" in README and "`LABEL:SHA1` for an image held as bytes" in README
+    assert fingerprint(Sample("b", 7, data)) == f"7:{sha}"
+    assert re.fullmatch(rf"3:{len(data)}-\d+", fingerprint(Sample("a", 3, str(f))))  # `#SHA1` is added when stored
