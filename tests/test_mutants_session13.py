@@ -454,7 +454,7 @@ def test_the_terminal_summary_ends_with_what_the_baseline_checked_and_what_it_di
     rows = json.loads((now / "results.json").read_text())["cases"]
     rows.append({"case_id": "x-20way", "status": "skipped", "metrics": None, "ways": 20, "model": "x", "reason": "r"})
     session = SimpleNamespace(rows=rows, crashed=[], baseline=base, report_dir=now, opt=SimpleNamespace(strict=False))
-    checked = ("Baseline base: 1 case compared by McNemar's test on the same samples, 0 significantly worse; "
+    checked = ("Baseline base: 1 case compared by McNemar's test on the images both runs scored, 0 significantly worse; "
                "1 not compared (see the table).")
     unchecked = (f"warning: --baseline {tmp_path / 'base'} gave nothing to compare for 1 of 2 cases (1: not in the "
                  "baseline); the baseline gate did not check them (--strict-cases fails them); see report.md")

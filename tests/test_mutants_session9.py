@@ -47,7 +47,7 @@ SUMMARY = """\
 
 *smoke*: a random-weight model or a scripted stand-in; its accuracy is chance in expectation (it shows the pipeline runs, not how good a model is; on few images its interval may miss chance by luck).
 
-Baseline r0, r1: 2 cases compared by McNemar's test on the same samples, 1 significantly worse; 1 not compared (see the table).
+Baseline r0, r1: 2 cases compared by McNemar's test on the images both runs scored, 1 significantly worse; 1 not compared (see the table).
 
 **Why the failing cases failed**
 
@@ -423,7 +423,7 @@ def test_summary_edge_cases_of_each_part():
              if line.startswith("| ") and "way" in line}
     assert lines["z-20way *smoke*"][3:] == ["0.5", "passed", "worse, oddly: lost 1, gained 0, p=0.5 (n=3)"]
     assert lines["y-20way"][3:] == ["0.2", "passed", "–"]
-    assert "Baseline r: 1 case compared by McNemar's test on the same samples, 0 significantly worse.\n" in text
+    assert "Baseline r: 1 case compared by McNemar's test on the images both runs scored, 0 significantly worse.\n" in text
     assert "- m-20way#2: accuracy 0.100 &lt; 0.5; 1 error row\n- x-20way: no reason recorded (failed)\n" in text
     assert text.endswith("Not run (3 skipped): s0 (skipped); s1 (skipped); s2 (skipped).\n")
 

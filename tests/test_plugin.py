@@ -254,12 +254,12 @@ def test_baseline_gate_fails_a_case_significantly_worse_than_the_saved_run(bench
     same.assert_outcomes(failed=1)
     assert "significantly worse" in same.stdout.str()
     # the terminal says what the comparison found, and it does for a run that passes too
-    assert f"Baseline {first.name}: 1 case compared by McNemar's test on the same samples, 1 significantly worse." \
+    assert f"Baseline {first.name}: 1 case compared by McNemar's test on the images both runs scored, 1 significantly worse." \
         in same.stdout.lines
     other = run(bench, "-k", "echo-a", "--ways", "20", "--samples", "100", "--baseline", str(first),
                 "--prompt", "label-only", "--report-dir", "third")
     assert "the --baseline run differs in prompt (thesis vs label-only)" in other.stdout.str()
-    assert f"Baseline {first.name}: 1 case compared by McNemar's test on the same samples, 1 significantly worse." \
+    assert f"Baseline {first.name}: 1 case compared by McNemar's test on the images both runs scored, 1 significantly worse." \
         in other.stdout.lines
     # its gate cell names no plumbing: the baseline failed it (the reasons are under Gate failures)
     assert "| failed " in other.stdout.str() and "failed (plumbing)" not in other.stdout.str()

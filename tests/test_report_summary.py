@@ -242,7 +242,7 @@ def test_a_case_the_baseline_cannot_pair_says_why_and_a_dropped_baseline_leaves_
     assert (cases["m-20way"]["baseline"]["lost"], cases["m-20way"]["baseline"]["gained"]) == (12, 0)
     text = _summary(capsys, str(now))
     assert "| not compared: not in the baseline" in text
-    assert "Baseline base-run: 1 case compared by McNemar's test on the same samples, 1 significantly worse; 1 not compared" in text
+    assert "Baseline base-run: 1 case compared by McNemar's test on the images both runs scored, 1 significantly worse; 1 not compared" in text
     shutil.rmtree(base)
     assert main(["report", str(now), "--no-plots"]) == 0
     assert all("baseline" not in c for c in json.loads((now / "results.json").read_text())["cases"])

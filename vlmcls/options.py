@@ -18,7 +18,7 @@ def _fail(msg: str):
 def ways_list(text: str) -> tuple[int, ...]:
     """`--ways 20,100` -> (20, 100); each N must be an integer >= 2."""
     try:
-        values = tuple(int(v) for v in text.split(",") if v.strip())
+        values = tuple(int(v) for v in text.split(","))  # "20,,100": a value left out is an error, not skipped
     except ValueError:
         _fail(f"--ways takes integers separated by commas, e.g. 20,100 (got {text!r})")
     if not values or any(v < 2 for v in values):

@@ -222,8 +222,9 @@ class BenchSession:
             raise pytest.UsageError(f"{given}: {problem}")
         if self.opt.run_id:
             self._take_run_folder()
-        try:
-            _ = self.store  # opened now: a file that is no SQLite database is a usage line too
+        try:  # a file there that is no SQLite database is a usage line too; a new one is made by the first case
+            if self.store_path.exists():  # (so a run that stops before any case, a bad -k, leaves none behind)
+                _ = self.store
         except (OSError, sqlite3.Error) as exc:
             self.__dict__.pop("store", None)
             raise pytest.UsageError(f"{given}: cannot open it as the result store (SQLite: {exc})") from None

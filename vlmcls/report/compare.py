@@ -1,5 +1,5 @@
 """Two comparisons of a run: with the study's published figures, and with a saved baseline run
-(McNemar's test on the same samples, `stats`). Every cell goes through `text.cell`.
+(McNemar's test on the images both runs scored, `stats`). Every cell goes through `text.cell`.
 """
 from __future__ import annotations
 

@@ -34,7 +34,8 @@ CALIBRATION_NOTE = ("Cases whose backend scores every candidate (`--resolver ran
 SMOKE_NOTE = ("*smoke* marks a random-weight model (or a scripted stand-in): its accuracy is chance "
               "in expectation (it knows no class; on few images about 1 case in 20 has an interval that misses "
               "chance by luck alone) and measures only that the pipeline runs, so its gate checks just that: "
-              "every sample answered, no error row (a *passed* beside 0.000 is no contradiction).")
+              "every sample answered, no error row but an unreadable image's (the data's fault, not the pipeline's; a "
+              "*passed* beside 0.000 is no contradiction).")
 SMOKE_GATED_NOTE = ("A *smoke* entry whose catalog sets `thresholds` is held to that accuracy gate as well (a "
                     "rehearsal of a CI gate): its *failed* says only that the stand-in scored below it.")
 SIMULATED_NOTE = ("A *smoke* API model's cost is simulated: a scripted stand-in answered, its token counts priced at "
@@ -242,11 +243,12 @@ def _duration(seconds: float) -> str:
 
 def _share(v: float) -> str:
     """A stage share in percent; a stage that decided a few samples out of thousands is not "0%"."""
-    if 0 < v < 0.005:
+    text = f"{v:.0%}"  # rounds half to even: 0.005 (1 of 200) would print "0%"
+    if v > 0 and text == "0%":
         return "<1%"
-    if 0.995 <= v < 1:
+    if v < 1 and text == "100%":
         return ">99%"
-    return f"{v:.0%}"
+    return text
 
 
 def _context(group: Sequence[Mapping]) -> str:

@@ -101,7 +101,7 @@ def baseline_line(rows: Sequence[Mapping]) -> list[str]:
     worse = sum(bool(b.get("worse")) for b in compared)
     missing = len(found) - len(compared)
     text = (f"Baseline {', '.join(cell(r) for r in runs)}: {plural(len(compared), 'case')} compared by McNemar's "
-            f"test on the same samples, {worse} significantly worse")
+            f"test on the images both runs scored, {worse} significantly worse")
     text += f"; {missing} not compared (see the table)" if missing else ""
     return [text + ".", ""]
 

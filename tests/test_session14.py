@@ -1,5 +1,6 @@
-"""README claims added or corrected in session 14, read against a real run: the keys of a case that did
-not run, and meta's keys without --baseline (`crashed_workers`, `dataset`; no `baseline`)."""
+"""Session 14's findings, each read against the real code: README claims (the keys of a case that did not
+run, meta's keys without --baseline, a fingerprint's forms), and what a new user tripped on (a stage share of
+1 in 200 printed "0%", `--ways 20,,100` read as 20,100, a malformed -k left an empty result store)."""
 from __future__ import annotations
 
 import json
@@ -56,3 +57,36 @@ def test_a_fingerprint_has_the_form_the_readme_gives_for_a_file_and_for_bytes(tm
     assert "`LABEL:SIZE-MTIME#SHA1` for a file" in README and "`LABEL:SHA1` for an image held as bytes" in README
     assert fingerprint(Sample("b", 7, data)) == f"7:{sha}"
     assert re.fullmatch(rf"3:{len(data)}-\d+", fingerprint(Sample("a", 3, str(f))))  # `#SHA1` is added when stored
+
+
+def test_a_stage_share_that_is_not_zero_never_prints_as_zero_percent():
+    from vlmcls.report.markdown import _share
+
+    # 1 of 200 is 0.005, which Python's half-to-even rounding printed "0%"; 199 of 200 is not "100%" either
+    assert [_share(v) for v in (0, 0.001, 0.005, 1 / 200, 0.0051, 0.5, 0.995, 199 / 200, 0.999, 1)] == [
+        "0%", "<1%", "<1%", "<1%", "1%", "50%", ">99%", ">99%", ">99%", "100%"]
+
+
+def test_a_ways_list_with_a_value_left_out_is_refused_not_read_as_the_rest():
+    import argparse
+
+    import pytest
+
+    from vlmcls.options import ways_list
+
+    assert ways_list("20,100") == ways_list(" 20 , 100 ") == (20, 100)
+    for text in ("20,,100", "20,", ",100", ""):
+        with pytest.raises(argparse.ArgumentTypeError, match="--ways takes integers separated by commas"):
+            ways_list(text)
+
+
+def test_a_run_that_stops_before_any_case_leaves_no_empty_result_store(tmp_path):
+    done = subprocess.run([sys.executable, "-m", "pytest", str(ROOT / "bench" / "test_classify.py"), "-p", "no:cacheprovider",
+                           "-k", "a and"], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 4 and "Wrong expression passed to '-k'" in done.stdout + done.stderr
+    assert not (tmp_path / "reports" / "store.sqlite").exists()  # was an empty database
+    (tmp_path / "reports" / "store.sqlite").write_text("not a database")  # a file there is still checked up front
+    bad = subprocess.run([sys.executable, "-m", "pytest", str(ROOT / "bench" / "test_classify.py"), "-p", "no:cacheprovider",
+                          "-k", "smoke-echo", "--ways", "20", "--samples", "4"], cwd=tmp_path, capture_output=True, text=True,
+                         timeout=120)
+    assert bad.returncode == 4 and "cannot open it as the result store" in bad.stderr, bad.stdout[-1500:] + bad.stderr[-1500:]
