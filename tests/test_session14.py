@@ -90,3 +90,13 @@ def test_a_run_that_stops_before_any_case_leaves_no_empty_result_store(tmp_path)
                           "-k", "smoke-echo", "--ways", "20", "--samples", "4"], cwd=tmp_path, capture_output=True, text=True,
                          timeout=120)
     assert bad.returncode == 4 and "cannot open it as the result store" in bad.stderr, bad.stdout[-1500:] + bad.stderr[-1500:]
+
+
+def test_the_catalog_header_names_every_key_an_entry_may_have():
+    import re
+
+    from vlmcls.catalog import ModelEntry
+
+    header = (ROOT / "vlmcls" / "catalog.toml").read_text(encoding="utf-8").split("\n\n", 1)[0]
+    named = set(re.findall(r"^#   (\w+)\s", header, re.M))
+    assert named == set(ModelEntry.__dataclass_fields__) - {"name", "weights_problem"}  # the load error's `known`
