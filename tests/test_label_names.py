@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from vlmcls import labels
-from vlmcls.labels import LabelNamesError, labelset, read_label_names
+from vlmcls.labels import labelset, read_label_names
 from vlmcls.resolve import Resolver
 
 BENCH = Path(__file__).resolve().parents[1] / "bench" / "test_classify.py"
@@ -55,7 +55,7 @@ def test_imagenet_classes_are_named_by_annotation_or_first_synonym(tmp_path):
     f = write(tmp_path, "clip.json", json.dumps({"tench, Tinca tinca": "tench fish", "goldfish": "goldfish fish"}))
     assert read_label_names(f, ann) == {0: "tench fish", 1: "goldfish fish"}
     twice = write(tmp_path, "crane.json", json.dumps({"crane": "bird"}))
-    with pytest.raises(LabelNamesError, match=r"names more than one class: 'crane' \(classes 134, 517\); use the class id"):
+    with pytest.raises(labels.LabelNamesError, match=r"names more than one class: 'crane' \(classes 134, 517\); use the class id"):
         read_label_names(twice, ann)
 
 
@@ -75,7 +75,7 @@ def test_imagenet_classes_are_named_by_annotation_or_first_synonym(tmp_path):
 ])
 def test_a_file_that_does_not_fit_is_one_line_that_says_why(tmp_path, name, text, message):
     f = write(tmp_path, name, text)
-    with pytest.raises(LabelNamesError) as err:
+    with pytest.raises(labels.LabelNamesError) as err:
         read_label_names(f, FOLDERS, synonyms=False)
     assert message in str(err.value) and "\n" not in str(err.value) and str(f) in str(err.value)
 
@@ -83,7 +83,7 @@ def test_a_file_that_does_not_fit_is_one_line_that_says_why(tmp_path, name, text
 def test_a_file_that_is_not_utf8_says_it_cannot_be_read(tmp_path):
     f = tmp_path / "latin.txt"
     f.write_bytes("caf\xe9\nb\nc\n".encode("latin-1"))
-    with pytest.raises(LabelNamesError, match="cannot read it .UnicodeDecodeError"):
+    with pytest.raises(labels.LabelNamesError, match="cannot read it .UnicodeDecodeError"):
         read_label_names(f, FOLDERS, synonyms=False)
 
 

@@ -205,10 +205,18 @@ def _entry(name: str, raw: Mapping[str, Any], source: Path) -> ModelEntry:
         data["price"] = tuple(float(p) for p in raw["price"])
     if isinstance(raw["weights"], str) and info(raw["backend"]).local:
         data["weights"], data["weights_problem"] = _local_weights(raw["weights"], source)
-    if str(raw["weights"]).startswith("smoke:"):  # random weights or a scripted stand-in, whatever the entry's name
+    # random weights or a scripted stand-in, whatever the entry's name: `smoke:` weights, or a backend that runs no
+    # model at all (the `echo` stub, whatever its weights say)
+    if str(raw["weights"]).startswith("smoke:"):
+        stand_in = f"weights {raw['weights']!r}, a random-weight or scripted stand-in"
+    elif info(raw["backend"]).runs == "stub":
+        stand_in = f"backend {raw['backend']!r}, a scripted stand-in that runs no model"
+    else:
+        stand_in = ""
+    if stand_in:
         if raw.get("smoke") is False:
-            raise ValueError(f"{where} has weights {raw['weights']!r}, a random-weight or scripted stand-in, and smoke = "
-                             "false: its results would read as a real model's; drop `smoke = false`")
+            raise ValueError(f"{where} has {stand_in}, and smoke = false: its results would read as a real "
+                             "model's; drop `smoke = false`")
         data["smoke"] = True
     return ModelEntry(name=name, **data)
 

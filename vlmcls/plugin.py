@@ -243,6 +243,8 @@ def junit_properties(row: dict) -> list[tuple[str, object]]:
                   ("vlmcls_accuracy_ci_high", high), ("vlmcls_n", metrics.get("n"))]
     if row.get("threshold") is not None:
         props.append(("vlmcls_threshold", row["threshold"]))
+    if row.get("smoke"):  # a random-weight model or a stand-in: its accuracy is chance (absent for real models)
+        props.append(("vlmcls_smoke", True))
     return [(k, v) for k, v in props if v is not None]
 
 

@@ -135,6 +135,7 @@ class CaseResult:
     # --max-cost stopped the case before all its samples (the gate fails it); `stopped` says it in words
     budget_stop: BudgetStop | None = None
     ran_on: str | None = None  # a local model's device and dtype as loaded ("cuda:0, bfloat16"); None: not loaded
+    stand_in: bool = False  # the answers came from vlmcls's stub server, not a model: the row is smoke
 
     def stage_shares(self) -> dict[str, float]:
         n = len(self.predictions) or 1
@@ -439,6 +440,7 @@ class CaseRunner:
             notes=notes, stage_seconds=dict(self.stage_seconds),
             wall_s=elapsed - getattr(self.backend, "load_s", 0.0), order_rows=rows if self.spec.orders > 1 else [],
             budget_stop=budget, ran_on=getattr(self.backend, "ran_on", None),
+            stand_in=bool(getattr(self.backend, "stand_in", False)),
         )
 
     def next_batch(self, todo: Sequence[Sample], start: int) -> Sequence[Sample]:

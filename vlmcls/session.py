@@ -740,6 +740,10 @@ class LazyBackend:
     def ran_on(self) -> str | None:
         return getattr(self._backend, "ran_on", None)
 
+    @property
+    def stand_in(self) -> bool:
+        return bool(getattr(self._backend, "stand_in", False))
+
     def close(self) -> None:
         pass  # the session owns loaded backends and closes them
 

@@ -77,6 +77,8 @@ KEY_ENVS = {
 }
 MAX_RETRY_AFTER_S = 120.0  # the OpenAI SDK's own limit; override with options.max_retry_after_s
 NO_RANKING = "--resolver rank: ranking is not available"
+STAND_IN_NOTE = ("answers came from vlmcls's stub server (a loopback stand-in, `python -m vlmcls stub-server`), "
+                 "not a model: the accuracy is chance, never a model's")
 NO_KEY = "EMPTY"  # what vLLM and friends accept when started without --api-key
 SMOKE_KEY = "smoke-key-not-a-secret"
 FATAL_STATUS = (401, 403, 404)
@@ -291,16 +293,27 @@ class ApiBackend:
         self._error_secrets = tuple(sorted({*self._secrets, *url_secrets(urls)}, key=len, reverse=True))
         self._fatal: RuntimeError | None = None  # the error that ends the case (Unavailable: skipped)
         self._ranks = api_rank.Tally()
+        self._stand_in = False  # a reply of this case came from vlmcls's stub server
 
     def begin_case(self) -> None:
         """The runner calls it as a case begins: its notes count that case's answers and requests only."""
         self._ranks = api_rank.Tally()
+        self._stand_in = False
         self._pool.begin_case()
+
+    @property
+    def stand_in(self) -> bool:
+        """The case's answers (some or all) came from vlmcls's stub server, whatever the catalog calls the
+        model (e.g. the README's rehearsal against `python -m vlmcls stub-server`): its row is smoke."""
+        return self._stand_in
 
     @property
     def notes(self) -> list[str]:
         said = [n for n in (ignored_base_url(self.entry, self.settings), unsent_key(self.entry, self.settings)) if n]
-        return said + self._pool.notes() + self._ranks.notes()
+        # an entry already smoke (`smoke:openai`, ...) is marked so: the note is for one the catalog calls a model
+        marked = self.entry.smoke or is_smoke(self.entry.weights)
+        stand_in = [STAND_IN_NOTE] if self._stand_in and not marked else []
+        return said + stand_in + self._pool.notes() + self._ranks.notes()
 
     def answer(self, queries: Sequence[Query]) -> list[Answer]:
         if self._fatal:
@@ -367,6 +380,8 @@ class ApiBackend:
         raise AssertionError("unreachable")  # pragma: no cover
 
     def _to_answer(self, query: Query, reply: Reply, latency_s: float) -> Answer:
+        if reply.stand_in:
+            self._stand_in = True
         text = mask(reply.text, self._secrets)
         common = {"latency_s": latency_s, "prompt_tokens": reply.prompt_tokens,
                   "completion_tokens": reply.completion_tokens,

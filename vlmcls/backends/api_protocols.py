@@ -9,6 +9,7 @@ import base64
 import io
 from typing import TYPE_CHECKING, Any, NamedTuple, Sequence
 
+from ..smoke.api_model import STUB_REPLY_IDS
 from ..types import Query
 from .api_rank import MAX_TOKENS, TOP_LOGPROBS, FirstToken, first_token
 
@@ -44,6 +45,12 @@ class Reply(NamedTuple):
     prompt_tokens: int | None
     completion_tokens: int | None
     first: FirstToken | None = None  # the first token's distribution, when asked for (ranking) and sent
+    stand_in: bool = False  # the reply came from vlmcls's stub server (vlmcls.smoke.api_server): chance, not a model
+
+
+def _from_stub(response: object) -> bool:
+    """A reply of vlmcls's own loopback stub server, told by its reply id (api_model.STUB_REPLY_IDS)."""
+    return getattr(response, "id", None) in STUB_REPLY_IDS
 
 
 class Malformed(ValueError):
@@ -106,7 +113,7 @@ class OpenAIProtocol:
             message, usage = choice.message, response.usage
             text = message.content if message.content is not None else (getattr(message, "refusal", None) or "")
             tokens = getattr(usage, "prompt_tokens", None), getattr(usage, "completion_tokens", None)
-            return Reply(text, *tokens, first_token(choice) if self.rank else None)
+            return Reply(text, *tokens, first_token(choice) if self.rank else None, _from_stub(response))
         except (AttributeError, TypeError, IndexError, KeyError) as exc:
             raise Malformed(f"unexpected response shape ({type(exc).__name__})") from None
 
@@ -134,6 +141,7 @@ class AnthropicProtocol:
         try:
             text = "".join(b.text for b in response.content if getattr(b, "type", None) == "text")
             usage = response.usage
-            return Reply(text, getattr(usage, "input_tokens", None), getattr(usage, "output_tokens", None))
+            return Reply(text, getattr(usage, "input_tokens", None), getattr(usage, "output_tokens", None),
+                         stand_in=_from_stub(response))
         except (AttributeError, TypeError, IndexError, KeyError) as exc:
             raise Malformed(f"unexpected response shape ({type(exc).__name__})") from None

@@ -27,6 +27,11 @@ _LIST = re.compile(r"classes(?: are)?:\s*(.+?)(?:\.\s+(?:What|Answer)\b|\n\n|\Z)
 _NUMBERED = re.compile(r"^\s*\d+\.\s+(.+?)\s*$", re.M)
 _TOKEN = re.compile(r" ?[^\W\d_]{1,5}| ?\d{1,3}| ?[^\w\s]| ?_|\s")
 MAX_TOP = 20
+# The ids of the loopback server's replies (vlmcls.smoke.api_server): the API backend recognises a reply
+# from vlmcls's stub server by them, and marks its answers as a stand-in's (chance-level), never a model's.
+OPENAI_REPLY_ID = "chatcmpl-smoke"
+ANTHROPIC_REPLY_ID = "msg_smoke"
+STUB_REPLY_IDS = (OPENAI_REPLY_ID, ANTHROPIC_REPLY_ID)
 SHOWN_MASS = 0.9
 NEXT_LOGPROB = -0.01  # tokens after the first: the smoke model is sure how a label goes on
 

@@ -289,7 +289,7 @@ def _usage(request: dict, text: str) -> tuple[int, int]:
 def _openai_body(request: dict, text: str, logprobs: dict | None = None) -> dict:
     p, c = _usage(request, text)
     return {
-        "id": "chatcmpl-smoke", "object": "chat.completion", "created": int(time.time()),
+        "id": api_model.OPENAI_REPLY_ID, "object": "chat.completion", "created": int(time.time()),
         "model": request.get("model", ""),
         "choices": [{"index": 0, "finish_reason": "stop", "logprobs": logprobs,
                      "message": {"role": "assistant", "content": text}}],
@@ -300,7 +300,7 @@ def _openai_body(request: dict, text: str, logprobs: dict | None = None) -> dict
 def _anthropic_body(request: dict, text: str) -> dict:
     p, c = _usage(request, text)
     return {
-        "id": "msg_smoke", "type": "message", "role": "assistant", "model": request.get("model", ""),
+        "id": api_model.ANTHROPIC_REPLY_ID, "type": "message", "role": "assistant", "model": request.get("model", ""),
         "content": [{"type": "text", "text": text}], "stop_reason": "end_turn", "stop_sequence": None,
         "usage": {"input_tokens": p, "output_tokens": c},
     }
