@@ -91,7 +91,8 @@ def test_load_refuses_an_entry_that_cannot_run(monkeypatch):
 
 def test_a_compatible_model_uses_the_base_url_and_says_nothing_of_it(server):
     backend = api.load(COMPAT, settings(server, COMPAT), LABELS)
-    assert backend.answer([query()])[0].error is None and backend.notes == []
+    # nothing of the URL: the one note is that the loopback stub answered (a stand-in, not a model)
+    assert backend.answer([query()])[0].error is None and backend.notes == [api.STAND_IN_NOTE]
     backend.close()
 
 
@@ -220,7 +221,7 @@ def test_server_cooldown_s_sets_how_long_a_failed_server_stays_out():
         now[0] += 6.0  # past the 5 s asked for, well inside the default 30 s
         assert backend.answer([query(1)])[0].error is None
         assert [r.status for r in a.records] == [200] and len(b.records) == 1
-        assert backend.notes == [f"servers (this case; a request that failed on one was sent to "
+        assert backend.notes == [api.STAND_IN_NOTE, f"servers (this case; a request that failed on one was sent to "
                                  f"another): {a.url}/v1 2 requests, 1 failed, taken out 1x; "
                                  f"{b.url}/v1 1 requests, 0 failed"]
         backend.close()
