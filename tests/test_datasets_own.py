@@ -256,8 +256,8 @@ def test_a_run_on_an_image_folder_writes_the_dataset_section(pytester: pytest.Py
     assert "dataset `mine:test`" in report
     section = report.split("## Dataset", 1)[1].split("\n## ", 1)[0]
     assert ("- `mine:test`: 3 classes, 9 images scored of the 9 in the dataset (1–6 per class); classes with fewer "
-            "than 5 images (their recall moves in steps of 1/n): crane (class 1) (1), Crane (class 0) (2);") in section
-    assert "left out of the classes: empty_class" in section
+            "than 5 images (their recall moves in steps of 1/n): \"crane (class 1)\" (1), \"Crane (class 0)\" (2);") in section
+    assert 'left out of the classes: "empty_class"' in section
     assert "mine has splits train, test; scored test (pick one with --dataset mine:SPLIT)" in section
     assert "'Crane' (class 0) → 'Crane (class 0)'" in section
     again = pytester.run(sys.executable, "-m", "vlmcls", "report", str(run), "--no-plots")  # a re-render says the same

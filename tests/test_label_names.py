@@ -142,10 +142,15 @@ def test_a_run_shows_the_names_records_them_and_asks_again_when_they_change(pets
     assert run(pets, "--label-names", "names.txt", "--run-id", "b").ret == 0
     (case,) = json.loads((pets.path / "out" / "b" / "results.json").read_text())["cases"]
     assert case["resumed"] == 6  # the same names: answered from the store
+    assert case["label_names"] == labels.names_digest(["golden retriever", "tabby cat", "salt and pepper"])
     (pets.path / "names.txt").write_text("golden retriever\ntabby\nsalt and pepper\n")
-    assert run(pets, "--label-names", "names.txt", "--run-id", "c").ret == 0
+    assert run(pets, "--label-names", "names.txt", "--run-id", "c", "--baseline", "out/b").ret == 0
     (case,) = json.loads((pets.path / "out" / "c" / "results.json").read_text())["cases"]
     assert case["resumed"] == 0  # one name changed: every prompt that showed it changed
+    # the row names the names it asked with, and a baseline that asked with others is said to differ there
+    was, now = (labels.names_digest(["golden retriever", t, "salt and pepper"]) for t in ("tabby cat", "tabby"))
+    assert case["label_names"] == now
+    assert any(f"label_names ({was} vs {now})" in n for n in case["notes"]), case["notes"]
 
 
 @pytest.mark.parametrize("content, expected", [

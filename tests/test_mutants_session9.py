@@ -88,8 +88,8 @@ def test_the_dataset_line_lists_twenty_small_classes_and_folders_then_counts_the
          "ignored_folders": [f"f{i}" for i in range(21)], "notes": ["a | b"]}
     rows = [{"dataset": "mine:test", "metrics": {"n": 50}}, {"dataset": "other", "metrics": {"n": 7}},
             {"dataset": "mine:test", "metrics": {"n": 0}}]
-    small = ", ".join(f"c{i} ({i % 4 + 1})" for i in range(20))
-    folders = ", ".join(f"f{i}" for i in range(20))
+    small = ", ".join(f'"c{i}" ({i % 4 + 1})' for i in range(20))
+    folders = ", ".join(f'"f{i}"' for i in range(20))
     assert dataset_section({"dataset": d}, rows) == (
         "## Dataset\n\n"
         "- `mine:test` (read from /data/mine): 25 classes with images, of a label set of 30, 50 images scored of "
@@ -112,7 +112,7 @@ def test_the_dataset_line_without_class_count_images_or_a_read_from_of_its_own()
          "ignored_folders": ["e"]}
     assert dataset_section({"dataset": f}, []) == (
         "## Dataset\n\n- `y`: 3 classes, 9 images (3 per class); classes with fewer than 5 images (their recall "
-        "moves in steps of 1/n): a (3), b (3); folders without images, left out of the classes: e\n")
+        "moves in steps of 1/n): \"a\" (3), \"b\" (3); folders without images, left out of the classes: \"e\"\n")
     assert dataset_section(None, []) == ""
 
 
@@ -438,7 +438,7 @@ def test_the_dataset_line_at_exactly_twenty_names_and_three_scored_sizes():
          "small_classes": [[f"c{i}", 1] for i in range(20)], "ignored_folders": [f"f{i}" for i in range(20)]}
     text = dataset_section({"dataset": d}, [{"dataset": "d", "metrics": {"n": n}} for n in (30, 12, 48)])
     assert "- `d`: 21 classes, 12–48 images scored; classes with fewer" in text and "more" not in text
-    assert text.endswith(f"left out of the classes: {', '.join(f'f{i}' for i in range(20))}\n")
+    assert text.endswith(f"left out of the classes: {', '.join(f'{chr(34)}f{i}{chr(34)}' for i in range(20))}\n")
     assert dataset_section({"dataset": {"name": "z", "classes": 3, "label_set": 3}}, []) == "## Dataset\n\n- `z`: 3 classes\n"
 
 

@@ -507,7 +507,7 @@ VLM = ModelEntry(name="vlm", backend="hf-vlm", weights="org/vlm", quant="int8", 
 ECHO = ModelEntry(name="m", backend="echo", weights="smoke:echo", smoke=True)
 KEYS = {"case_id", "tag", "model", "backend", "weights", "smoke", "ways", "quant", "layout", "dataset", "samples",
         "seed", "prompt", "prompt_text", "labels", "resolver", "reference", "trust_remote_code", "device_kind",
-        "nli_model", "settings"}
+        "nli_model", "settings", "label_names"}
 
 
 def test_every_field_of_a_local_vlm_case():
@@ -543,7 +543,7 @@ def test_the_defaults_of_a_non_quantized_smoke_model():
     assert (f["dataset"], f["samples"], f["seed"]) == ("sample", None, 0)
     assert (f["prompt"], f["labels"], f["resolver"], f["layout"]) == ("thesis", "unique", "study", "image-first")
     assert f["prompt_text"] == TEMPLATES["thesis"].text
-    assert f["reference"] is None and f["trust_remote_code"] is False
+    assert f["reference"] is None and f["trust_remote_code"] is False and f["label_names"] is None
     assert f["device_kind"] == "cpu"
     assert f["nli_model"] == "facebook/bart-large-mnli"  # the study's resolver ends in NLI
 

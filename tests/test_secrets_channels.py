@@ -131,7 +131,9 @@ def test_the_run_reached_every_channel(run):
     assert run.rc["run"] == 1 and len(run.served) == 8, run.out["run"][-3000:]
     rows = {r["case_id"]: r for r in json.loads((run.path / "reports" / "a" / "results.json").read_text())["cases"]}
     for case in ("url-rows-20way", "gpt-env-20way"):
-        assert rows[case]["status"] == "no gate" and rows[case]["metrics"]["errors"] == 1, rows[case]
+        # the loopback stub answered: a smoke row, gated on its plumbing, which the one error row fails
+        assert rows[case]["smoke"] is True and rows[case]["metrics"]["errors"] == 1, rows[case]
+        assert rows[case]["status"] == "failed" and "smoke plumbing check: 1 error row" in rows[case]["reason"]
     assert {rows[c]["status"] for c in ("url-401-20way", "url-query-20way", "claude-env-20way")} == {"error", "failed"}
     assert "HTTP 401" in rows["url-401-20way"]["reason"] and "HTTP 404" in rows["url-query-20way"]["reason"]
     assert run.rc["merge"] == 0 and run.rc["summary"] == 0 and run.rc["collect"] == 0, run.out

@@ -124,6 +124,37 @@ def test_a_served_model_answered_by_the_stub_server_is_reported_smoke(tmp_path):
     assert '<property name="vlmcls_smoke" value="True"' in (tmp_path / "junit.xml").read_text()
 
 
+def test_a_thresholded_served_model_answered_by_the_stub_is_gated_on_plumbing_and_stays_smoke_from_the_store(tmp_path):
+    """The entry's gate (0.99) is the real model's, which the stub's chance answers cannot meet: the case is
+    gated on its plumbing as any smoke model. A rerun answered wholly from the store loads no backend, and
+    the stored rows still say a stand-in answered: smoke, the note, the same verdict."""
+    (tmp_path / "bench").mkdir()
+    (tmp_path / "bench" / "test_classify.py").write_text(BENCH.read_text())
+    (tmp_path / "my.toml").write_text('[models."my-served"]\nbackend = "openai-compatible"\n'
+                                      'weights = "my-org/my-vlm-7b"\nthresholds = { 20 = 0.99 }\n')
+    env = {k: v for k, v in os.environ.items() if k not in ("OPENAI_BASE_URL", api.COMPAT_KEY_ENV)}
+    rows, answered = [], []
+    with ApiServer() as srv:
+        for _ in range(2):
+            out = subprocess.run([sys.executable, "-m", "pytest", "bench/test_classify.py", "--catalog", "my.toml",
+                                  "-k", "my-served", "--base-url", f"{srv.url}/v1", "--resolver", "exact",
+                                  "--samples", "12", "--ways", "20", "-p", "no:cacheprovider"],
+                                 cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+            assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-2000:]
+            answered.append(len(srv.records))
+            (results,) = list((tmp_path / "reports").rglob("results.json"))
+            (row,) = [r for r in json.loads(results.read_text())["cases"] if r["model"] == "my-served"]
+            rows.append(row)
+            results.unlink()
+    assert answered == [12, 12]  # the second run asked the server nothing
+    first, again = rows
+    assert (first["resumed"], again["resumed"]) == (0, 12)
+    for row in rows:
+        assert row["smoke"] is True and row["status"] == "passed" and row["threshold"] == 0.0
+        assert api.STAND_IN_NOTE in row["notes"]
+    assert first["metrics"]["accuracy"] == again["metrics"]["accuracy"]
+
+
 # ---------------------------------------------------------------------- JUnit properties
 def test_junit_properties_mark_a_smoke_row_only():
     real = {"status": "no gate", "smoke": False, "threshold": None, "metrics": {"accuracy": 0.5, "n": 4}}

@@ -85,7 +85,7 @@ def test_gate_reads_the_upper_bound_and_the_cannot_fail_note_is_exact():
     preds = [pred(i, 0, 1) for i in range(40)]
     m = metrics.compute(preds)
     result = SimpleNamespace(spec=SimpleNamespace(case_id="c", model=SimpleNamespace(smoke=False)), metrics=m,
-                             budget_stop=None, predictions=preds)
+                             budget_stop=None, predictions=preds, stand_in=False)
     # catches: the gate reading the point accuracy or the lower bound (both 0 < 0.088 would fail it)
     assert failures(result, 0.088) == []
     assert len(failures(result, 0.0881)) == 1

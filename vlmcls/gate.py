@@ -18,7 +18,7 @@ from .runner import BudgetStop, CaseResult
 from .vocab import ALIASES, canonical
 
 # What a paired test needs to be comparing like with like (the case id fixes model, N and quant).
-CONTEXT = ("dataset", "prompt", "labels", "resolver", "seed", "layout")
+CONTEXT = ("dataset", "prompt", "labels", "label_names", "resolver", "seed", "layout")
 UNSET = object()
 
 
@@ -64,7 +64,9 @@ def judge(result: CaseResult, baseline: Baseline | None = None, threshold: Any =
     that cannot run fails instead of skipping; without it the run's summary warns (report.compare)."""
     spec = result.spec
     if threshold is UNSET:
-        threshold = spec.model.threshold(spec.ways)
+        # the stub server answered (a rehearsal): the entry's gate is the real model's, which a stand-in's
+        # chance answers cannot meet; like any smoke model it is gated on the plumbing instead
+        threshold = 0.0 if result.stand_in else spec.model.threshold(spec.ways)
     reasons = failures(result, threshold)
     notes: tuple[str, ...] = ()
     if result.metrics is not None and baseline is not None:
@@ -84,7 +86,7 @@ def judge(result: CaseResult, baseline: Baseline | None = None, threshold: Any =
 
 def failures(result: CaseResult, threshold: float | None) -> list[str]:
     """Why the case fails without a baseline: no prediction, the accuracy gate, a --max-cost stop,
-    every sample an error, or for smoke models the plumbing."""
+    every sample an error, or for smoke models (and a stub server's stand-in answers) the plumbing."""
     spec, m = result.spec, result.metrics
     if m is None:
         return [f"{spec.case_id}: no prediction was made ({result.stopped or 'no samples'})"]
@@ -100,7 +102,7 @@ def failures(result: CaseResult, threshold: float | None) -> list[str]:
     if m.errors == m.n:
         first = next((p.error for p in result.predictions if p.error), "")
         why.append(f"{spec.case_id}: every one of the {m.n} samples failed, e.g. {first[:200]}")
-    elif spec.model.smoke:
+    elif spec.model.smoke or result.stand_in:
         why += plumbing(result)
     return why
 
@@ -130,7 +132,7 @@ def plumbing(result: CaseResult) -> list[str]:
 
 def unlike_baseline(result: CaseResult, row: Mapping[str, Any]) -> list[str]:
     """A paired test on the same sample ids still compares apples and oranges if the baseline ran
-    another prompt, dataset, label mode, resolver or seed: say so next to the verdict. Other weights,
+    another prompt, dataset, label mode, class names, resolver or seed: say so next to the verdict. Other weights,
     quantization or server are said too: not a flaw, but what a regression gate then compares (a new
     deployment of a served model)."""
     now = spec_fields(result.spec)

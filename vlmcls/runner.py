@@ -309,7 +309,7 @@ class CaseRunner:
             pred_label=None if pred_id is None else self.labels.names[pred_id], stage=stage,
             latency_s=answer.latency_s, prompt_tokens=answer.prompt_tokens,
             completion_tokens=answer.completion_tokens, cost_usd=answer.cost_usd, error=answer.error, ambiguous=ambiguous,
-            top5=answer.top5, top1_prob=answer.top1_prob,
+            top5=answer.top5, top1_prob=answer.top1_prob, stand_in=answer.stand_in,
         )
 
     def stamp(self, s: Sample) -> str:
@@ -432,6 +432,11 @@ class CaseRunner:
             notes.append(self.resolver.compile_note())
         by_key = {**done, **{row_key(p.sample_id, p.order): p for p in fresh}}
         rows = [by_key[_key(s)] for s in items if _key(s) in by_key]
+        stand_in = bool(getattr(self.backend, "stand_in", False)) or any(p.stand_in for p in rows)
+        if stand_in and not self.spec.model.smoke:  # answered from the store, the backend never said so
+            from .backends.api import STAND_IN_NOTE
+
+            notes += [] if STAND_IN_NOTE in notes else [STAND_IN_NOTE]
         preds = [p for p in rows if p.order == 0]
         return CaseResult(
             spec=self.spec, predictions=preds, metrics=metrics_mod.compute(preds, self.spec.seed) if preds else None,
@@ -440,7 +445,7 @@ class CaseRunner:
             notes=notes, stage_seconds=dict(self.stage_seconds),
             wall_s=elapsed - getattr(self.backend, "load_s", 0.0), order_rows=rows if self.spec.orders > 1 else [],
             budget_stop=budget, ran_on=getattr(self.backend, "ran_on", None),
-            stand_in=bool(getattr(self.backend, "stand_in", False)),
+            stand_in=stand_in,
         )
 
     def next_batch(self, todo: Sequence[Sample], start: int) -> Sequence[Sample]:

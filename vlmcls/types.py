@@ -91,6 +91,7 @@ class Answer:
     # best first, and the softmax probability of the best one over the query's candidates.
     top5: tuple[int, ...] | None = None
     top1_prob: float | None = None
+    stand_in: bool = False  # the reply came from vlmcls's stub server, not a model (kept in the store)
 
 
 @dataclass(frozen=True)
@@ -125,6 +126,7 @@ class Prediction:
     top5: tuple[int, ...] | None = None  # as Answer.top5 (None: the backend gave no scores)
     top1_prob: float | None = None
     order: int = 0  # which of the K candidate orders (--orders) this answer was given in; 0 = the usual one
+    stand_in: bool = False  # as Answer.stand_in: a rerun answered from the store still knows it was a stand-in's
 
     def __post_init__(self) -> None:
         if isinstance(self.top5, list):  # read back from JSON (store, samples/*.jsonl)

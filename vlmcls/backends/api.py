@@ -383,7 +383,7 @@ class ApiBackend:
         if reply.stand_in:
             self._stand_in = True
         text = mask(reply.text, self._secrets)
-        common = {"latency_s": latency_s, "prompt_tokens": reply.prompt_tokens,
+        common = {"latency_s": latency_s, "prompt_tokens": reply.prompt_tokens, "stand_in": reply.stand_in,
                   "completion_tokens": reply.completion_tokens,
                   "cost_usd": estimate_cost(self.entry, reply.prompt_tokens, reply.completion_tokens)}
         if self._protocol.constrained:

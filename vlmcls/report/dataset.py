@@ -49,11 +49,12 @@ def _line(d: Mapping, rows: Sequence[Mapping]) -> str:
     if small and len(small) == classes:  # a bundled sample, a few images a class: one clause, not a list
         text += "; every class has fewer than 5 images (a class's recall moves in steps of 1/n)"
     elif small:
-        named = ", ".join(f"{prose(name)} ({n})" for name, n in small[:SHOWN]) + (f", and {len(small) - SHOWN} more" if len(small) > SHOWN else "")
+        # quoted: a name may hold a comma or a parenthesis ("crane, heron (1)" read as two classes)
+        named = ", ".join(f'"{prose(name)}" ({n})' for name, n in small[:SHOWN]) + (f", and {len(small) - SHOWN} more" if len(small) > SHOWN else "")
         text += f"; classes with fewer than 5 images (their recall moves in steps of 1/n): {named}"
     ignored = d.get("ignored_folders") or []
     if ignored:
-        named = ", ".join(prose(f) for f in ignored[:SHOWN]) + (f", and {len(ignored) - SHOWN} more" if len(ignored) > SHOWN else "")
+        named = ", ".join(f'"{prose(f)}"' for f in ignored[:SHOWN]) + (f", and {len(ignored) - SHOWN} more" if len(ignored) > SHOWN else "")
         text += f"; folders without images, left out of the classes: {named}"
     return text
 

@@ -15,7 +15,9 @@ from .text import cell, plain, plural, prose, usd
 
 STUDY_COLUMNS = ["Model", "Precision", "Recall", "F1-score", "Accuracy"]
 CONTEXT_KEYS = (("dataset", "dataset", True), ("seed", "seed", False), ("prompt", "prompt", True),
-                ("labels", "labels", True), ("resolver", "resolver", True), ("layout", "layout", True))
+                ("labels", "labels", True), ("label names", "label_names", True), ("resolver", "resolver", True),
+                ("layout", "layout", True))
+OPTIONAL_CONTEXT = {"label_names"}  # said only where some row has it (a digest of names a user can change)
 MACRO_NOTE = ("Precision, recall and F1 are macro averages over the classes present among the subset's true labels "
               "(a class never shown does not count), so on a few classes they can sit far from the accuracy.")
 # The other `--average` conventions (metrics.py); the table's "P/R/F1 average" column names each row's.
@@ -256,9 +258,20 @@ def _context(group: Sequence[Mapping]) -> str:
     parts, mixed = [], False
     for label, key, code in CONTEXT_KEYS:
         values = list(dict.fromkeys(str(r.get(key)) for r in group))
+        if key in OPTIONAL_CONTEXT and values == ["None"]:
+            continue
         mixed |= len(values) > 1
-        parts.append(f"{label} " + ", ".join(f"`{cell(v)}`" if code else cell(v) for v in values))
+        parts.append(f"{label} " + ", ".join(f"`{cell(v)}`" if code else cell(v) for v in values)
+                     + (_constrained(group) if key == "resolver" else ""))
     return ", ".join(parts) + (" (mixed settings: see results.json)" if mixed else "")
+
+
+def _constrained(group: Sequence[Mapping]) -> str:
+    """The models whose catalog entry (or --api-constrained) decodes only candidate names: the resolver named
+    above decides their answers only where constrained decoding leaves a tie (their stages column says so)."""
+    tags = [str(r.get("tag")) for r in group
+            if (r.get("settings") or {}).get("constrained") and r.get("resolver") != "constrained"]
+    return f" (constrained decoding for {', '.join(cell(t) for t in tags)})" if tags else ""
 
 
 def render_markdown(rows: Sequence[Mapping], title: str = "vlmcls report") -> str:

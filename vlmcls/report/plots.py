@@ -21,7 +21,7 @@ from .text import cell
 PLOTS_DIR = "plots"
 MAX_LABEL = 40
 # One colour per stage, so the same stage looks the same in every report.
-SETTING_KEYS = ("dataset", "seed", "prompt", "labels", "resolver", "layout", "nli_model")
+SETTING_KEYS = ("dataset", "seed", "prompt", "labels", "resolver", "layout", "nli_model", "label_names")
 STAGE_COLORS = {"match": "#2ca02c", "synonym": "#17becf", "nli": "#1f77b4", "constrained": "#9467bd",
                 "direct": "#8c564b", "unresolved": "#7f7f7f", "error": "#d62728"}
 

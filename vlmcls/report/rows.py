@@ -69,6 +69,9 @@ def spec_fields(spec) -> dict:
         "ways": spec.ways, "quant": spec.settings.quant if e.info.quantized else None,
         "layout": spec.settings.layout, "dataset": spec.dataset, "samples": spec.samples, "seed": spec.seed,
         "prompt": spec.prompt_name, **prompt_fields(spec), "labels": spec.labels_mode, "resolver": spec.resolver,
+        # a digest of the class names the prompt showed, where a user can change them (an own dataset's folders
+        # or column, --label-names); None: the built-in names. Runs that differ here asked different questions.
+        "label_names": getattr(spec, "label_digest", "") or None,
         "reference": e.reference.get(spec.ways), "trust_remote_code": bool(e.trust_remote_code and spec.settings.trust_remote_code),
         "device_kind": "cuda" if device.startswith("cuda") else device,
         # the NLI model only where the resolver can call it (as the store's key): `exact` and `rank` runs
