@@ -103,6 +103,21 @@ ANSWERS: tuple[Case, ...] = (
     # one structure rule alone decides (no cue word or first-sentence rule to fall back on)
     Case("It does not look like a jaguar. Leopard.", BIG_CATS, "leopard", "match"),  # "look like" bridges "not"
     Case("Tiger cat, not tabby.", CATS, "tiger cat", "match"),  # a comma before "not" does not end its reach
+    # contracted and other negations, and what may stand between one and the label
+    Case("It cannot be a jaguar, so leopard.", BIG_CATS, "leopard", "match"),
+    Case("It can't be a jaguar; a cheetah.", BIG_CATS, "cheetah", "match"),
+    Case("It wasn't a jaguar. Leopard.", BIG_CATS, "leopard", "match"),
+    Case("I do not think it is a jaguar. Leopard.", BIG_CATS, "leopard", "match"),
+    Case("The image does not show a jaguar; it shows a cheetah.", BIG_CATS, "cheetah", "match"),
+    Case("It is unlikely to be a jaguar; a leopard.", BIG_CATS, "leopard", "match"),
+    Case("It couldn't be a jaguar.", BIG_CATS, None, "unresolved"),
+    # "its" is a possessive, not "it's": no cue (both classes named, nothing chooses: ambiguous)
+    Case("A goldfish, known for its orange color.", ("goldfish", "orange", "lemon"), None, "unresolved", True),
+    Case("A lemon on a plate; it's an orange, in fact.", ("lemon", "orange", "goldfish"), "orange", "match"),
+    # a name does not run across a sentence, a comma or a line ("tiger" then "cat", not "tiger cat")
+    Case("It is a tiger. Cat lovers would disagree.", ("tiger", "tiger cat", "lion"), "tiger", "match"),
+    Case("Tiger, cat family.", ("tiger", "tiger cat", "lion"), "tiger", "match"),
+    Case("Tiger\nCat", ("tiger", "lion", "cheetah"), "tiger", "match"),
     Case("Answer: tabby (tiger cat is close)", CATS, "tabby", "match"),  # a cue that is the answer's first word
     Case("Options: Persian cat, Siamese cat, tabby.\n## Siamese cat", ("Siamese cat", "Persian cat", "tabby"),
          "Siamese cat", "match"),  # a heading emphasises up to its line's end

@@ -43,17 +43,20 @@ _STRONG_CUES = _by_last_word(
     ("prediction",), ("prediction", "is"), ("belongs", "to"), ("belong", "to"), ("belongs", "to", "is"),
 )
 _WEAK_CUES = _by_last_word(
-    ("is",), ("be",), ("its",), ("as",), ("say",), ("shows",), ("depicts",), ("called",), ("named",),
+    ("is",), ("be",), ("it's",), ("as",), ("say",), ("shows",), ("depicts",), ("called",), ("named",),
     ("choose",), ("pick",), ("select",), ("guess",), ("image", "of"), ("photo", "of"), ("picture", "of"),
 )
 _NEGATIONS = _by_last_word(
     ("not",), ("no",), ("nor",), ("neither",), ("never",), ("isnt",), ("arent",), ("doesnt",),
-    ("dont",), ("unlike",), ("except",), ("without",), ("rather", "than"), ("instead", "of"),
-    ("other", "than"),
+    ("dont",), ("didnt",), ("wasnt",), ("werent",), ("cannot",), ("cant",), ("wont",), ("wouldnt",),
+    ("couldnt",), ("shouldnt",), ("hasnt",), ("havent",), ("unlikely",), ("unlike",), ("except",),
+    ("without",), ("rather", "than"), ("instead", "of"), ("other", "than"),
 )
-# Verbs skipped only when looking for a negation: "does not look like a X" negates X.
+# Words skipped only when looking for a negation: "does not look like a X", "cannot be a X", "I do not
+# think it is a X", "does not show a X" negate X.
 _NEGATION_BRIDGE = frozenset({"like", "look", "looks", "resemble", "resembles", "seem", "seems",
-                              "appear", "appears", "to", "be"})
+                              "appear", "appears", "to", "be", "think", "believe", "it", "is", "this",
+                              "show", "shows", "depict", "depicts", "contain", "contains"})
 _EMPHASIS = re.compile(
     r"\*\*[^*\n]+\*\*|__[^_\n]+__|(?<![\w*])\*[^*\n]+\*(?!\w)|(?<!\w)_[^_\n]+_(?!\w)|`[^`\n]+`"
     r"|\"[^\"\n]+\"|“[^”\n]+”|‘[^’\n]+’|(?<!\w)'[^'\n]+'(?!\w)|^#{1,6}[ \t].*$",
@@ -65,6 +68,12 @@ _LINE = re.compile(r"^[^\S\n]*\S", re.MULTILINE)  # the start of a non-blank lin
 
 
 # ---------------------------------------------------------------- normalisation
+
+def _word(token: str) -> str:
+    """An answer's word as the phrase index spells it, but "it's" kept apart from the possessive "its"
+    ("known for its orange colour" does not say the answer is orange)."""
+    return "it's" if token.casefold().replace("’", "'") == "it's" else _norm_token(token)
+
 
 def _plurals(words: tuple[str, ...]) -> list[tuple[str, ...]]:
     """Simple English plurals of the last word (s / es / y -> ies); irregular ones are not guessed."""
@@ -84,24 +93,36 @@ class PhraseIndex:
     phrases: dict[tuple[str, ...], dict[int, int]]  # words -> {class id: best rank}
     lengths: dict[str, tuple[int, ...]]  # first word -> phrase lengths that start with it
     names: tuple[tuple[str, ...], ...]  # normalised prompt label per class (constrained mode)
+    # phrases whose own name has a clause break between its words ("R.V."): only these match across one
+    broken: frozenset[tuple[str, ...]] = frozenset()
 
 
 @lru_cache(maxsize=16)
 def phrase_index(labels: LabelSet) -> PhraseIndex:
     """Built once per LabelSet (frozen, hence hashable): ~2k names -> ~6k phrases."""
     phrases: dict[tuple[str, ...], dict[int, int]] = {}
+    broken: set[tuple[str, ...]] = set()
     for class_id, (name, synonyms) in enumerate(zip(labels.names, labels.synonyms)):
         for text, rank in [(name, NAME)] + [(s, SYNONYM) for s in synonyms]:
             words = phrase(text)
             if words:
-                for variant, r in [(words, rank)] + [(p, rank + 1) for p in _plurals(words)]:
+                variants = [(words, rank)] + [(p, rank + 1) for p in _plurals(words)]
+                for variant, r in variants:
                     ranks = phrases.setdefault(variant, {})
                     ranks[class_id] = min(r, ranks.get(class_id, r))
+                if _breaks(text):
+                    broken.update(v for v, _ in variants)
     lengths: dict[str, set[int]] = {}
     for words in phrases:
         lengths.setdefault(words[0], set()).add(len(words))
     return PhraseIndex(phrases, {w: tuple(sorted(n)) for w, n in lengths.items()},
-                       tuple(strip_article(phrase(n)) for n in labels.names))
+                       tuple(strip_article(phrase(n)) for n in labels.names), frozenset(broken))
+
+
+def _breaks(text: str) -> bool:
+    """A clause break between two of the name's words ("R.V.", "crane, bird")."""
+    found = list(_TOKEN.finditer(text))
+    return any(_CLAUSE_BREAK.search(text, a.end(), b.start()) for a, b in zip(found, found[1:]))
 
 
 def strip_article(words: tuple[str, ...]) -> tuple[str, ...]:
@@ -124,7 +145,7 @@ class _Parsed:
     def __init__(self, text: str):
         self.text = text
         found = list(_TOKEN.finditer(text))
-        self.words = [_norm_token(m.group()) for m in found]
+        self.words = [_word(m.group()) for m in found]
         self.starts = [m.start() for m in found]
         self.ends = [m.end() for m in found]
 
@@ -158,20 +179,31 @@ class _Parsed:
         return last == m.end and all(w.isdigit() or w in _ARTICLES for w in self.words[first:m.start])
 
 
-def _spans(words: list[str], index: PhraseIndex) -> list[tuple[int, int, dict[int, int]]]:
+def _spans(p: _Parsed, index: PhraseIndex) -> list[tuple[int, int, dict[int, int]]]:
     """All label phrases in the answer, minus those inside a longer one ("tiger" in "tiger shark").
 
     Every class of the LabelSet counts here, candidate or not: in "sea lion" the model named a sea
-    lion, so the candidate "lion" must not match."""
-    hits = []
+    lion, so the candidate "lion" must not match. A phrase does not run across a clause break ("a
+    tiger. Cat lovers ..." names no tiger cat) unless the name itself has one ("R.V.")."""
+    words, hits = p.words, []
     for i, word in enumerate(words):
         for n in index.lengths.get(word, ()):
             if i + n > len(words):
                 break  # lengths are sorted
-            ranks = index.phrases.get(tuple(words[i:i + n]))
-            if ranks is not None:
+            key = tuple(words[i:i + n])
+            ranks = index.phrases.get(key)
+            if ranks is not None and (n == 1 or key in index.broken or not _broken(p, i, i + n)):
                 hits.append((i, i + n, ranks))
     return _outermost(hits)
+
+
+def _broken(p: _Parsed, start: int, end: int) -> bool:
+    """A clause break between two of the words; the period of an abbreviation ("St. Bernard") is none."""
+    for j in range(start, end - 1):
+        gap = p.text[p.ends[j]:p.starts[j + 1]]
+        if _CLAUSE_BREAK.search(gap) and not (gap.strip() == "." and len(p.words[j]) <= 2):
+            return True
+    return False
 
 
 def _outermost(hits: list[tuple[int, int, dict[int, int]]]) -> list[tuple[int, int, dict[int, int]]]:
@@ -188,7 +220,7 @@ def _outermost(hits: list[tuple[int, int, dict[int, int]]]) -> list[tuple[int, i
 def _mentions(parsed: _Parsed, index: PhraseIndex, class_ids: Sequence[int]) -> list[_Mention]:
     candidates = set(class_ids)
     out = []
-    for start, end, ranks in _spans(parsed.words, index):
+    for start, end, ranks in _spans(parsed, index):
         mine = {c: r for c, r in ranks.items() if c in candidates}
         if mine:
             best = min(mine.values())
