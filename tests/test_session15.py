@@ -68,3 +68,57 @@ def test_small_classes_and_empty_folders_are_quoted_so_a_comma_in_a_name_reads_a
     text = dataset_section({"dataset": d}, [])
     assert 'steps of 1/n): "crane, heron" (1), "fox (red)" (1); ' in text
     assert 'left out of the classes: "misc, old"\n' in text
+
+
+# ---------------------------------------------------------------------- `vlmcls report --out`
+def test_report_out_never_overwrites_the_baseline_or_a_pytest_run_and_replaces_an_earlier_render(tmp_path, capsys):
+    import json
+
+    from vlmcls.__main__ import main
+    from tests.test_report_cli import case, preds, write_run
+
+    main_run = write_run(tmp_path / "main", case("m", 20, preds(20)), case("only-main", 20, preds(5)))
+    pr = write_run(tmp_path / "pr", case("m", 20, preds(40, wrong=2)))
+    before = (main_run / "results.json").read_text()
+    # the baseline, and a pytest run's own folder (its answers exist nowhere else): refused, untouched
+    assert main(["report", str(pr), "--baseline", str(main_run), "--out", str(main_run), "--no-plots"]) == 2
+    assert "is the baseline run; it would be overwritten" in capsys.readouterr().err
+    assert main(["report", str(pr), "--out", str(main_run), "--no-plots"]) == 2
+    assert "holds a pytest run (main) whose answers are nowhere else" in capsys.readouterr().err
+    assert (main_run / "results.json").read_text() == before
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "notes.txt").write_text("x")
+    assert main(["report", str(pr), "--out", str(tmp_path / "mine"), "--no-plots"]) == 2
+    assert "holds no vlmcls run" in capsys.readouterr().err
+    # an earlier render is replaced whole: the case only it had leaves no samples file behind
+    out = tmp_path / "merged"
+    assert main(["report", str(main_run), "--out", str(out), "--no-plots"]) == 0
+    assert (out / "samples" / "only-main-20way.jsonl").is_file()
+    assert main(["report", str(pr), "--out", str(out), "--no-plots"]) == 0
+    assert sorted(p.name for p in (out / "samples").iterdir()) == ["m-20way.jsonl"]
+    assert [c["case_id"] for c in json.loads((out / "results.json").read_text())["cases"]] == ["m-20way"]
+    # re-rendering a run in place, --out naming it, stays allowed
+    assert main(["report", str(pr), "--out", str(pr), "--no-plots"]) == 0
+
+
+def test_merging_runs_of_other_label_modes_keeps_clip_per_mode_but_a_classifier_once(tmp_path, capsys):
+    """CLIP reads the label names (its text side): a --labels raw run and a unique run of it are two rows,
+    as for a VLM. A classifier reads no name: the later run replaces the earlier, and says so."""
+    import json
+
+    from vlmcls.__main__ import main
+    from tests.test_report_cli import _row, preds, write_run
+
+    raw = write_run(tmp_path / "a", _row("v", preds(30, wrong=3), labels_mode="raw"),
+                    _row("c", preds(30, wrong=6), backend="clip", labels_mode="raw"),
+                    _row("r", preds(30, wrong=9), backend="classifier", labels_mode="raw"))
+    unique = write_run(tmp_path / "b", _row("v", preds(30, wrong=4), labels_mode="unique"),
+                       _row("c", preds(30, wrong=7), backend="clip", labels_mode="unique"),
+                       _row("r", preds(30, wrong=9), backend="classifier", labels_mode="unique"))
+    assert main(["report", str(raw), str(unique), "--out", str(tmp_path / "out"), "--no-plots"]) == 0
+    cases = {c["case_id"]: c for c in json.loads((tmp_path / "out" / "results.json").read_text())["cases"]}
+    assert set(cases) == {"v-20way-raw", "v-20way-unique", "c-20way-raw", "c-20way-unique", "r-20way"}
+    assert (cases["c-20way-raw"]["metrics"]["accuracy"], cases["c-20way-unique"]["metrics"]["accuracy"]) == (0.8, 23 / 30)
+    assert cases["c-20way-raw"]["tag"] == "c [raw]" and cases["r-20way"]["labels"] == "unique"
+    out = tmp_path / "out" / "samples"
+    assert (out / "c-20way-raw.jsonl").read_text() == (raw / "samples" / "c-20way.jsonl").read_text()

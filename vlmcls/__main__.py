@@ -84,11 +84,13 @@ def cmd_report(args: argparse.Namespace) -> int:
     baseline, dropped = choose_baseline(args.baseline, runs)
     catalog, catalog_fields, catalog_note = choose_catalog(args.catalog, runs)
     chosen, notes = merge(runs)
-    out = output_dir(args.out, runs)
+    out = output_dir(args.out, runs, baseline)
     mixed = mixed_settings([row for _, row in chosen.values()]) if len(runs) > 1 else ""
     meta = {**_meta(runs, out, notes, mixed), **catalog_fields}
     if baseline is not None:  # recorded, so that the next re-render compares again
         meta.update(baseline_meta(baseline.path, out))
+    if args.out is not None and out.is_dir() and not any(_same(out, r.path) for r in runs):
+        report.clear_run_folder(out)  # an earlier render there: none of its cases' files stays
     copy_samples(chosen, out)
     # the output files each case's samples under its own id: a later render of this folder must look there
     rows = [{k: v for k, v in row.items() if k != "source_case_id"} for _, row in chosen.values()]
@@ -282,15 +284,21 @@ def _generative(row: Mapping) -> bool:
         return True
 
 
+def _reads(row: Mapping, key: str) -> bool:
+    """Whether the setting `key` of SWEPT reaches the row's model: all do a generative one; CLIP reads
+    the label names (its text side), not the prompt or the resolver; a classifier reads none."""
+    return _generative(row) or (key == "labels" and row.get("backend") == "clip")
+
+
 def _swept(rows: Sequence[Mapping]) -> dict[str, tuple[str, ...]]:
     """Case id (without a sweep's prompt) -> the settings of SWEPT in which its rows differ, for the
-    generative models' cases that ran otherwise in one run than in another. A case that ran one way
-    everywhere keeps its id, so a baseline or a script still finds `model-20way`."""
+    cases that ran otherwise in one run than in another, counting only settings the model reads. A
+    case that ran one way everywhere keeps its id, so a baseline or a script still finds `model-20way`."""
     values: dict[str, dict[str, set[str]]] = {}
     for r in rows:
-        if _generative(r):
-            seen = values.setdefault(_base_id(r), {k: set() for k in SWEPT})
-            for k in SWEPT:
+        seen = values.setdefault(_base_id(r), {k: set() for k in SWEPT})
+        for k in SWEPT:
+            if _reads(r, k):
                 seen[k].add(str(r.get(k)))
     return {cid: keys for cid, seen in values.items() if (keys := tuple(k for k in SWEPT if len(seen[k]) > 1))}
 
@@ -317,10 +325,11 @@ def _base_id(row: Mapping) -> str:
 def with_setting_ids(row: dict, keys: Sequence[str]) -> dict:
     """The row under the case id a sweep of `keys` would give it (`…-20way-label-only`, tag
     `… [label-only]`; `…-20way-rank`; `…-20way-label-only-rank`, tag `… [label-only, rank]`); a row
-    whose model takes no prompt, or with no `keys`, is returned as it is. A prompt sweep's own row (its id ends with its
+    with no `keys` its model reads (CLIP reads only the label names; a classifier none) is returned as it is. A prompt sweep's own row (its id ends with its
     prompt already) is named afresh from its base. `source_case_id` keeps the id its run filed its
     samples under."""
-    if not _generative(row) or not keys:
+    keys = [k for k in keys if _reads(row, k)]
+    if not keys:
         return row
     cid, tag = row["case_id"], str(row.get("tag") or row["case_id"])
     slug = _prompt_slug(row)
@@ -358,13 +367,30 @@ def _fewer(old: Mapping, new: Mapping, old_run: Run) -> str:
     return ""
 
 
-def output_dir(out: Path | None, runs: Sequence[Run]) -> Path:
+def output_dir(out: Path | None, runs: Sequence[Run], baseline: Run | None = None) -> Path:
+    """Where the report goes. --out may re-render a single run in place, or replace an earlier render
+    (a merge, a copy); it never overwrites the baseline, a run being merged, or a pytest run's own folder,
+    whose answers exist nowhere else."""
     if out is None:
         if len(runs) == 1:
             return runs[0].path
         return runs[-1].path.parent / f"merged-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
     if len(runs) > 1 and any(_same(out, r.path) for r in runs):
         raise RunError(f"--out {out} is one of the runs being merged; it would be overwritten: pick a new folder")
+    if baseline is not None and _same(out, baseline.path):
+        raise RunError(f"--out {out} is the baseline run; it would be overwritten: pick a new folder")
+    if len(runs) == 1 and _same(out, runs[0].path):
+        return out
+    if out.is_file():
+        raise RunError(f"--out {out} is a file, where the report's folder is needed")
+    if out.is_dir() and any(out.iterdir()):
+        try:
+            there = load_run(out)
+        except RunError:
+            raise RunError(f"--out {out} exists and holds no vlmcls run: pick a new folder or remove it") from None
+        if not (there.meta.get("merged_from") or there.meta.get("rendered_from")):
+            raise RunError(f"--out {out} holds a pytest run ({there.meta.get('run_id', out.name)}) whose answers are "
+                           "nowhere else; it would be overwritten: pick a new folder")
     return out
 
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 import signal
 import sqlite3
 import sys
@@ -32,6 +31,7 @@ from .sources import IMAGENET_NAMES
 from .labels import LabelNamesError, labelset, names_digest, read_label_names
 from .outcomes import ROW_KEY, Case, CaseRun, case_row, crash_reason, summary_lines
 from .plan import RunOptions
+from .report.writer import clear_run_folder
 from .runner import CaseResult, CaseRunner, CaseSpec
 from .vocab import NLI_RESOLVERS
 from .devices import worker_device
@@ -245,11 +245,7 @@ class BenchSession:
         if not (folder / "results.json").is_file():
             raise pytest.UsageError(f"--run-id {self.run_id}: {folder} exists and holds no vlmcls run (no results.json): "
                                     "choose another --run-id or remove the folder")
-        for path in folder.iterdir():  # only what a run writes; anything else (a --store put there) stays
-            if path.is_dir() and path.name in ("samples", "per_class"):
-                shutil.rmtree(path)
-            elif path.is_file() and path.suffix in (".md", ".json", ".png"):
-                path.unlink()
+        clear_run_folder(folder)
         self.replaced = True
 
     def collected(self, selected: list[Case]) -> None:

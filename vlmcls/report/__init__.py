@@ -14,6 +14,6 @@ from .rows import (ERROR_CHARS, INPUT_ERROR_PREFIXES, INPUT_ERRORS_LISTED, case_
                    order_fields, skipped_row, spec_fields)
 from .runs import Run, RunError, load_run, load_samples
 from .text import atomic_write, cell, prose
-from .writer import finish_report, full_markdown, write_report, write_results, write_run, write_samples
+from .writer import clear_run_folder, finish_report, full_markdown, write_report, write_results, write_run, write_samples
 
 _notes = notes  # the name the terminal summary used before the package (vlmcls.session)

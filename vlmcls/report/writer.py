@@ -6,6 +6,7 @@ plots and confusions + provenance, rendered from the rows every time (calling it
 from __future__ import annotations
 
 import json
+import shutil
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
@@ -82,3 +83,14 @@ def finish_report(out: str | Path, rows: Sequence[Mapping], **kwargs: Any) -> Pa
 def write_samples(path: str | Path, predictions: Iterable) -> None:
     """Per-sample JSONL: sample id, true label, candidates, raw answer, resolved label, stage, latency, tokens."""
     atomic_write(path, "".join(json.dumps(asdict(p), ensure_ascii=False) + "\n" for p in predictions))
+
+
+def clear_run_folder(folder: Path) -> None:
+    """Removes what a run writes (report, results, summary, plots, samples/, per_class/) before another
+    run is written there, so that no file of a case the new one lacks stays beside it; anything else (a
+    --store put there) stays."""
+    for path in folder.iterdir():
+        if path.is_dir() and path.name in ("samples", "per_class"):
+            shutil.rmtree(path)
+        elif path.is_file() and path.suffix in (".md", ".json", ".png"):
+            path.unlink()
