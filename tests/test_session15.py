@@ -122,3 +122,41 @@ def test_merging_runs_of_other_label_modes_keeps_clip_per_mode_but_a_classifier_
     assert cases["c-20way-raw"]["tag"] == "c [raw]" and cases["r-20way"]["labels"] == "unique"
     out = tmp_path / "out" / "samples"
     assert (out / "c-20way-raw.jsonl").read_text() == (raw / "samples" / "c-20way.jsonl").read_text()
+
+
+# ---------------------------------------------------------------------- a baseline that asked other questions
+def _bench(tmp_path, *args):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    bench = tmp_path / "bench"
+    if not bench.is_dir():
+        bench.mkdir()
+        (bench / "test_classify.py").write_text(
+            (Path(__file__).resolve().parents[1] / "bench" / "test_classify.py").read_text())
+    return subprocess.run([sys.executable, "-m", "pytest", "bench", "-k", "smoke-echo", "--ways", "20", "-p",
+                           "no:cacheprovider", *args], cwd=tmp_path, capture_output=True, text=True, timeout=600)
+
+
+def test_a_baseline_run_with_another_seed_pairs_nothing_and_strict_cases_fails_it(tmp_path):
+    """Another seed draws other candidate sets (and another subset): the images both runs scored were asked
+    other questions, so McNemar has nothing to pair. The case is named in the warning, the row says why,
+    and --strict-cases fails it (it used to report a comparison on the one image both subsets shared)."""
+    import json
+
+    assert _bench(tmp_path, "--seed", "1", "--samples", "60", "--run-id", "main").returncode == 0
+    loose = _bench(tmp_path, "--seed", "2", "--samples", "60", "--run-id", "pr", "--baseline", "reports/main")
+    assert loose.returncode == 0, loose.stdout[-3000:]
+    (row,) = json.loads((tmp_path / "reports" / "pr" / "results.json").read_text())["cases"]
+    assert row["baseline"]["compared"] is False
+    assert "asked with another label or candidate set (another seed" in row["baseline"]["why"]
+    assert "gave nothing to compare" in loose.stdout + loose.stderr
+    assert any("seed (1 vs 2)" in n for n in row["notes"])
+    strict = _bench(tmp_path, "--seed", "2", "--samples", "60", "--run-id", "pr2", "--baseline", "reports/main",
+                    "--strict-cases")
+    assert strict.returncode == 1 and "--baseline gave nothing to compare" in strict.stdout
+    # the same seed pairs every image (the echo model answers alike): compared, no difference
+    same = _bench(tmp_path, "--seed", "1", "--samples", "60", "--run-id", "again", "--baseline", "reports/main")
+    (row,) = json.loads((tmp_path / "reports" / "again" / "results.json").read_text())["cases"]
+    assert same.returncode == 0 and row["baseline"]["compared"] is True and row["baseline"]["paired_n"] == 60

@@ -74,10 +74,11 @@ def judge(result: CaseResult, baseline: Baseline | None = None, threshold: Any =
         from .report.stats import worse_than_baseline
 
         nothing = nothing_paired(result.predictions, baseline.predictions, baseline.row)
+        # the settings that differ are said whether or not anything paired (another seed: nothing does)
+        notes = tuple(unlike_baseline(result, baseline.row)) if baseline.row else ()
         if nothing and strict:
             reasons.append(f"{spec.case_id}: --baseline gave nothing to compare ({nothing}) (--strict-cases)")
         elif not nothing:
-            notes = tuple(unlike_baseline(result, baseline.row))
             worse, text = worse_than_baseline(result.predictions, baseline.predictions)
             reasons += [f"{spec.case_id}: {text}"] if worse else []
     status = "failed" if reasons else ("passed" if threshold is not None else "no gate")

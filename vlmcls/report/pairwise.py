@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Mapping, Sequence
 
 from .markdown import _name, model_tag
-from .runs import Run, pred_field
+from .runs import Run
 from .stats import ALPHA, EXACT_BELOW, Paired, pair
 from .text import cell, plural
 
@@ -58,21 +58,12 @@ def holm(pvalues: Sequence[float]) -> list[float]:
     return adjusted
 
 
-def outcome_key(pred) -> tuple:
-    """What must match for two cases' answers on one sample to be paired: the sample, its true
-    label, and the candidates as a set (an order change is the same question, a new distractor is not)."""
-    return (str(pred_field(pred, "sample_id")), pred_field(pred, "true_id"), str(pred_field(pred, "true_label")),
-            frozenset(map(str, pred_field(pred, "candidates") or ())))
-
-
 def versus(a_preds: Sequence, b_preds: Sequence) -> Paired:
     """McNemar of case a against case b on the samples they share with the same label and candidates.
 
     `stats.pair(current, baseline)` counts b = right in the baseline only: with a as the baseline,
     b = a right only and c = b right only."""
-    shared = {outcome_key(p) for p in a_preds} & {outcome_key(p) for p in b_preds}
-    keep = lambda preds: [p for p in preds if outcome_key(p) in shared]
-    return pair(keep(b_preds), keep(a_preds))  # its p; significance is judged on the Holm-adjusted one
+    return pair(b_preds, a_preds)  # its p; significance is judged on the Holm-adjusted one
 
 
 def comparisons(cases: Sequence[tuple[Mapping, Sequence]]) -> list[Versus]:

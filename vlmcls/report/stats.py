@@ -49,6 +49,9 @@ class Paired:
     only_current: int
     only_baseline: int
     alpha: float = ALPHA
+    # images in both runs that asked another question (another true label or candidate set: another seed,
+    # label mode, label names or dataset): not paired, since the answer was to something else
+    other_question: int = 0
 
     @property
     def significant(self) -> bool:
@@ -71,37 +74,48 @@ class Paired:
         return "significantly worse than the baseline" if self.worse else "significantly better"
 
     def summary(self) -> str:
+        other = (f"{self.other_question} images in both asked with another label or candidate set (another seed, "
+                 "label mode, label names or dataset)") if self.other_question else ""
         if self.n == 0:
             return (f"no sample in common with the baseline ({self.only_current} only in this run, "
-                    f"{self.only_baseline} only in the baseline): cannot compare")
+                    f"{self.only_baseline} only in the baseline{'; ' + other if other else ''}): cannot compare")
         text = (f"accuracy {self.accuracy:.3f} vs baseline {self.baseline_accuracy:.3f} on {self.n} paired samples; "
                 f"lost {self.b}, gained {self.c}; McNemar p={self.p:.3g} ({self.test}): {self.verdict}")
         if self.only_current or self.only_baseline:
             text += f"; {self.only_current} samples only in this run, {self.only_baseline} only in the baseline"
-        return text
+        return text + (f"; {other}, not paired" if other else "")
 
 
-def _outcomes(preds: Iterable[Any]) -> dict[str, bool]:
-    """sample_id -> correct (pred_id == true_id; unresolved and error rows are wrong)."""
+def outcome_key(pred) -> tuple:
+    """What must match for two answers on one sample to be paired: the sample, its true label, and the
+    candidates as a set (an order change is the same question, a new distractor is not)."""
+    return (str(pred_field(pred, "sample_id")), pred_field(pred, "true_id"), str(pred_field(pred, "true_label")),
+            frozenset(map(str, pred_field(pred, "candidates") or ())))
+
+
+def _outcomes(preds: Iterable[Any]) -> dict[tuple, bool]:
+    """outcome_key -> correct (pred_id == true_id; unresolved and error rows are wrong)."""
     out = {}
     for p in preds:
         pred = pred_field(p, "pred_id")
-        out[str(pred_field(p, "sample_id"))] = pred is not None and pred == pred_field(p, "true_id")
+        out[outcome_key(p)] = pred is not None and pred == pred_field(p, "true_id")
     return out
 
 
 def pair(current_preds: Iterable[Any], baseline_preds: Iterable[Any], alpha: float = ALPHA) -> Paired:
-    """McNemar's test of one case against its baseline, paired by sample_id (objects or JSON dicts)."""
+    """McNemar's test of one case against its baseline (objects or JSON dicts), paired by sample on the
+    same question: the same true label and candidate set (`outcome_key`)."""
     now, before = _outcomes(current_preds), _outcomes(baseline_preds)
     shared = now.keys() & before.keys()
     b = sum(before[s] and not now[s] for s in shared)
     c = sum(now[s] and not before[s] for s in shared)
     n = len(shared)
+    ids_now, ids_before = ({k[0] for k in d} for d in (now, before))
     return Paired(
         n=n, accuracy=sum(now[s] for s in shared) / n if n else None,
         baseline_accuracy=sum(before[s] for s in shared) / n if n else None,
-        b=b, c=c, p=mcnemar(b, c), only_current=len(now.keys() - shared), only_baseline=len(before.keys() - shared),
-        alpha=alpha,
+        b=b, c=c, p=mcnemar(b, c), only_current=len(ids_now - ids_before), only_baseline=len(ids_before - ids_now),
+        alpha=alpha, other_question=len(ids_now & ids_before) - n,
     )
 
 
