@@ -96,7 +96,7 @@ class ModelEntry:
         except where that figure cannot be top-1 accuracy (`doubt`): no gate on an impossible number.
         Smoke models get 0: random weights can sit below chance for good (a random CLIP prefers the
         same few classes for every image), so their gate checks the plumbing instead -- every sample
-        predicted, no error row (see vlmcls.gate)."""
+        answered (unresolved counts), no error row (see vlmcls.gate)."""
         if ways in self.thresholds:
             return self.thresholds[ways]
         if self.smoke:
