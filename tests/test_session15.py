@@ -160,3 +160,23 @@ def test_a_baseline_run_with_another_seed_pairs_nothing_and_strict_cases_fails_i
     same = _bench(tmp_path, "--seed", "1", "--samples", "60", "--run-id", "again", "--baseline", "reports/main")
     (row,) = json.loads((tmp_path / "reports" / "again" / "results.json").read_text())["cases"]
     assert same.returncode == 0 and row["baseline"]["compared"] is True and row["baseline"]["paired_n"] == 60
+
+
+def test_a_baseline_given_as_a_run_id_alone_gets_a_hint(tmp_path):
+    assert _bench(tmp_path, "--samples", "8", "--run-id", "main").returncode == 0
+    out = _bench(tmp_path, "--samples", "8", "--baseline", "main")
+    assert out.returncode == 4
+    assert ("--baseline: run folder main not found (a run id alone is not found: did you mean --baseline "
+            "reports/main?)") in out.stderr
+    elsewhere = _bench(tmp_path, "--samples", "8", "--baseline", "nowhere")
+    assert "run folder nowhere not found\n" in elsewhere.stderr  # no run of that id: no hint
+
+
+def test_summary_refuses_a_catalog_it_would_not_read(tmp_path, capsys):
+    from vlmcls.__main__ import main
+    from tests.test_report_cli import case, preds, write_run
+
+    run = write_run(tmp_path / "r", case("m", 20, preds(10)))
+    assert main(["report", str(run), "--summary", "--catalog", str(tmp_path / "nope.toml")]) == 2
+    assert "--summary shows no study rows, so it reads no catalog: drop --catalog" in capsys.readouterr().err
+    assert main(["report", str(run), "--summary"]) == 0

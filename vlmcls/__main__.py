@@ -116,6 +116,8 @@ def print_summaries(runs: Sequence[Run], args: argparse.Namespace) -> int:
     (computed again from the samples while that run is there; else as results.json stored it)."""
     if args.out is not None:
         raise RunError("--summary prints to stdout and writes nothing: drop --out (every render writes summary.md)")
+    if args.catalog is not None:  # the summary holds no study rows: a catalog given would change nothing, silently
+        raise RunError("--summary shows no study rows, so it reads no catalog: drop --catalog")
     blocks = []
     for run in runs:
         baseline, _ = choose_baseline(args.baseline, [run])

@@ -135,10 +135,15 @@ class BenchSession:
             return None
         from .report import RunError, load_run
 
+        given = Path(self.config.invocation_params.dir, self.opt.baseline)
         try:
             return load_run(self.opt.baseline)
         except RunError as exc:
-            raise pytest.UsageError(f"--baseline: {exc}") from None
+            # "--baseline main" for the run folder reports/main: the run id alone is a common slip
+            inside = self.reports_root / self.opt.baseline
+            hint = (f" (a run id alone is not found: did you mean --baseline {Path(self.opt.report_dir, self.opt.baseline)}?)"
+                    if not given.exists() and (inside / "results.json").is_file() else "")
+            raise pytest.UsageError(f"--baseline: {exc}{hint}") from None
 
     @property
     def store_path(self) -> Path:
