@@ -117,7 +117,15 @@ ANSWERS: tuple[Case, ...] = (
     # a name does not run across a sentence, a comma or a line ("tiger" then "cat", not "tiger cat")
     Case("It is a tiger. Cat lovers would disagree.", ("tiger", "tiger cat", "lion"), "tiger", "match"),
     Case("Tiger, cat family.", ("tiger", "tiger cat", "lion"), "tiger", "match"),
-    Case("Tiger\nCat", ("tiger", "lion", "cheetah"), "tiger", "match"),
+    Case("Tiger\n\nCat", ("tiger", "lion", "cheetah"), "tiger", "match"),  # a blank line parts them
+    Case("- Tiger\n- Cat", ("tiger", "lion", "cheetah"), "tiger", "match"),  # so does a list mark
+    Case("The answer is: Egyptian\ncat", CATS, "Egyptian cat", "match"),  # one line break: wrapped text
+    # a "No" or a question before "it is X" does not negate X; "I don't think it's X" does
+    Case("No it is a jaguar", BIG_CATS, "jaguar", "match"),
+    Case("Isn't it a jaguar?", BIG_CATS, "jaguar", "match"),
+    Case("Doesn't it look like a jaguar?", BIG_CATS, "jaguar", "match"),
+    Case("I don't think it's a jaguar; leopard.", BIG_CATS, "leopard", "match"),
+    Case("I don’t believe that is a jaguar. Cheetah.", BIG_CATS, "cheetah", "match"),
     Case("Answer: tabby (tiger cat is close)", CATS, "tabby", "match"),  # a cue that is the answer's first word
     Case("Options: Persian cat, Siamese cat, tabby.\n## Siamese cat", ("Siamese cat", "Persian cat", "tabby"),
          "Siamese cat", "match"),  # a heading emphasises up to its line's end

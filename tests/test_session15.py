@@ -45,6 +45,9 @@ def test_the_settings_line_says_the_label_names_only_where_a_row_has_them():
     assert "label names `0123abcd`, resolver" in line and "mixed settings" not in line
     line = _settings_line([_named("a", "0123abcd"), _named("b", "", seed=1)])
     assert "label names `0123abcd`, `None`" in line and line.endswith("(mixed settings: see results.json)")
+    old = {k: v for k, v in _named("b", "", seed=1).items() if k != "label_names"}  # a row from before the key
+    line = _settings_line([_named("a", "0123abcd"), old])
+    assert "label names `0123abcd`, resolver" in line and "mixed settings" not in line
 
 
 def test_a_row_names_its_spec_label_digest_or_none():
@@ -94,8 +97,12 @@ def test_report_out_never_overwrites_the_baseline_or_a_pytest_run_and_replaces_a
     out = tmp_path / "merged"
     assert main(["report", str(main_run), "--out", str(out), "--no-plots"]) == 0
     assert (out / "samples" / "only-main-20way.jsonl").is_file()
+    (out / "index.md").write_text("my page")  # the user's own file in the folder --out names
+    (out / "plots").mkdir()
+    (out / "plots" / "confusions.png").write_bytes(b"old")
     assert main(["report", str(pr), "--out", str(out), "--no-plots"]) == 0
     assert sorted(p.name for p in (out / "samples").iterdir()) == ["m-20way.jsonl"]
+    assert (out / "index.md").read_text() == "my page" and not (out / "plots").exists()
     assert [c["case_id"] for c in json.loads((out / "results.json").read_text())["cases"]] == ["m-20way"]
     # re-rendering a run in place, --out naming it, stays allowed
     assert main(["report", str(pr), "--out", str(pr), "--no-plots"]) == 0
@@ -180,3 +187,12 @@ def test_summary_refuses_a_catalog_it_would_not_read(tmp_path, capsys):
     assert main(["report", str(run), "--summary", "--catalog", str(tmp_path / "nope.toml")]) == 2
     assert "--summary shows no study rows, so it reads no catalog: drop --catalog" in capsys.readouterr().err
     assert main(["report", str(run), "--summary"]) == 0
+
+
+def test_a_merge_does_not_call_a_row_from_before_label_names_different():
+    from vlmcls.__main__ import _other_settings
+
+    new = {**_named("m", "feedface"), "backend": "echo"}
+    old = {k: v for k, v in new.items() if k != "label_names"}
+    assert _other_settings(old, new) == ""
+    assert "label_names None → feedface" in _other_settings({**old, "label_names": None}, new)

@@ -350,7 +350,8 @@ def _other_settings(old: Mapping, new: Mapping) -> str:
     resolver...) is said, setting by setting: the earlier result is not in the merged report."""
     moot = () if _generative(new) else ("prompt", "resolver", "nli_model")  # CLIP reads neither
     changed = [f"{k} {old.get(k)} → {new.get(k)}" for k in SETTING_KEYS if str(old.get(k)) != str(new.get(k))
-               and k not in moot and (k != "nli_model" or (old.get(k) and new.get(k)))]  # resolver study → exact says it
+               and k not in moot and (k != "nli_model" or (old.get(k) and new.get(k)))  # resolver study → exact says it
+               and (k != "label_names" or (k in old and k in new))]  # a row from before the key: not known to differ
     # the same weights name, other weights: a new hub commit, or a checkpoint saved again to the same folder
     revs = [(r.get("revisions") or {}).get("weights") for r in (old, new)]
     if all(revs) and revs[0] != revs[1]:

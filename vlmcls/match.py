@@ -52,11 +52,15 @@ _NEGATIONS = _by_last_word(
     ("couldnt",), ("shouldnt",), ("hasnt",), ("havent",), ("unlikely",), ("unlike",), ("except",),
     ("without",), ("rather", "than"), ("instead", "of"), ("other", "than"),
 )
-# Words skipped only when looking for a negation: "does not look like a X", "cannot be a X", "I do not
-# think it is a X", "does not show a X" negate X.
+# Words skipped only when looking for a negation: "does not look like a X", "cannot be a X", "does not
+# show a X" negate X.
 _NEGATION_BRIDGE = frozenset({"like", "look", "looks", "resemble", "resembles", "seem", "seems",
-                              "appear", "appears", "to", "be", "think", "believe", "it", "is", "this",
-                              "show", "shows", "depict", "depicts", "contain", "contains"})
+                              "appear", "appears", "to", "be", "show", "shows", "depict", "depicts",
+                              "contain", "contains", "think", "believe"})
+# ... and these only after "think" or "believe" ("I don't think it's a X"): alone they would let a "No" or a
+# question reach the label ("No it is a X", "Isn't it a X?" both say X)
+_OPINION_BRIDGE = frozenset({"it", "is", "it's", "this", "that", "thats"})
+_OPINION = frozenset({"think", "believe"})
 _EMPHASIS = re.compile(
     r"\*\*[^*\n]+\*\*|__[^_\n]+__|(?<![\w*])\*[^*\n]+\*(?!\w)|(?<!\w)_[^_\n]+_(?!\w)|`[^`\n]+`"
     r"|\"[^\"\n]+\"|“[^”\n]+”|‘[^’\n]+’|(?<!\w)'[^'\n]+'(?!\w)|^#{1,6}[ \t].*$",
@@ -198,9 +202,15 @@ def _spans(p: _Parsed, index: PhraseIndex) -> list[tuple[int, int, dict[int, int
 
 
 def _broken(p: _Parsed, start: int, end: int) -> bool:
-    """A clause break between two of the words; the period of an abbreviation ("St. Bernard") is none."""
+    """A clause break between two of the words. None: an abbreviation's period ("St. Bernard"), or one line
+    break in running text ("Egyptian\ncat", wrapped as markdown wraps it); a blank line or a list mark
+    after the break ("- tiger\n- cat") parts the words."""
     for j in range(start, end - 1):
         gap = p.text[p.ends[j]:p.starts[j + 1]]
+        if "\n" in gap:
+            if gap.count("\n") > 1 or gap.rpartition("\n")[2].strip():
+                return True
+            gap = gap.replace("\n", " ")
         if _CLAUSE_BREAK.search(gap) and not (gap.strip() == "." and len(p.words[j]) <= 2):
             return True
     return False
@@ -243,7 +253,10 @@ def _cue_end(words: list[str], start: int, cues: _Cues, skip: frozenset = _FILLE
 
 
 def _negated(m: _Mention, p: _Parsed) -> bool:
-    i = _cue_end(p.words, m.start, _NEGATIONS, _FILLERS | _NEGATION_BRIDGE)
+    i = _cue_end(p.words, m.start, _NEGATIONS, _FILLERS | _NEGATION_BRIDGE | _OPINION_BRIDGE)
+    between = p.words[max(i, 0):m.start]
+    if i > 0 and _OPINION_BRIDGE.intersection(between) and not _OPINION.intersection(between):
+        return False
     # "I think not. **Tabby**.": punctuation ends a negation's reach (a cue's reaches on: "is: X").
     return i > 0 and not _CLAUSE_BREAK.search(p.text, p.ends[i - 1], p.starts[m.start])
 

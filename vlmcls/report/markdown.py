@@ -257,8 +257,9 @@ def _context(group: Sequence[Mapping]) -> str:
     """The settings line above a table: every distinct value when merged runs differ."""
     parts, mixed = [], False
     for label, key, code in CONTEXT_KEYS:
-        values = list(dict.fromkeys(str(r.get(key)) for r in group))
-        if key in OPTIONAL_CONTEXT and values == ["None"]:
+        # an optional key: rows written before it existed say nothing of it (not "None", not a difference)
+        values = list(dict.fromkeys(str(r.get(key)) for r in group if key not in OPTIONAL_CONTEXT or key in r))
+        if key in OPTIONAL_CONTEXT and values in ([], ["None"]):
             continue
         mixed |= len(values) > 1
         parts.append(f"{label} " + ", ".join(f"`{cell(v)}`" if code else cell(v) for v in values)

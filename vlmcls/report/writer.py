@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
 from . import plots as plots_mod
+from .plots import PLOTS_DIR
 from .compare import baseline_section, study_section, with_baseline
 from .dataset import dataset_section
 from .markdown import render_markdown
@@ -85,12 +86,16 @@ def write_samples(path: str | Path, predictions: Iterable) -> None:
     atomic_write(path, "".join(json.dumps(asdict(p), ensure_ascii=False) + "\n" for p in predictions))
 
 
+RUN_FILES = ("report.md", "results.json", "summary.md")
+RUN_FOLDERS = ("samples", "per_class", PLOTS_DIR)
+
+
 def clear_run_folder(folder: Path) -> None:
-    """Removes what a run writes (report, results, summary, plots, samples/, per_class/) before another
-    run is written there, so that no file of a case the new one lacks stays beside it; anything else (a
-    --store put there) stays."""
-    for path in folder.iterdir():
-        if path.is_dir() and path.name in ("samples", "per_class"):
-            shutil.rmtree(path)
-        elif path.is_file() and path.suffix in (".md", ".json", ".png"):
-            path.unlink()
+    """Removes what a run writes (RUN_FILES, RUN_FOLDERS) before another run is written there, so that no
+    file of a case the new one lacks stays beside it; anything else (a --store put there, a page of the
+    user's own in a folder --out names) stays."""
+    for name in RUN_FOLDERS:
+        if (folder / name).is_dir():
+            shutil.rmtree(folder / name)
+    for name in RUN_FILES:
+        (folder / name).unlink(missing_ok=True)
