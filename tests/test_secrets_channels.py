@@ -94,7 +94,10 @@ def run(tmp_path_factory) -> SimpleNamespace:
         gpt.script(Reply(400, body=json.dumps({"error": {"message": f"user:{PW_ENV} may not use gpt-test"}}).encode()))
         refused.script(*[Reply(401, body=json.dumps({"error": {"message": (
             f"Incorrect API key provided: {COMPAT_KEY}; credentials user:{PW_401} rejected")}}).encode())] * 10)
-        # url-query: the stand-in's own 404 names the path, "/v1/?token=...chat/completions"
+        # url-query: the query goes with every request (the SDK's default_query), and a server that echoes
+        # the URL it refused names the token
+        missing.script(*[Reply(404, body=json.dumps({"error": {"message": (
+            f"no model at /v1/chat/completions?token={QUERY}")}}).encode())] * 10)
         (here / "catalog.toml").write_text(catalog(rows, refused, missing))
         env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTEST_", "OPENAI_", "ANTHROPIC_"))}
         env.update(OPENAI_API_KEY=OPENAI_KEY, OPENAI_COMPATIBLE_API_KEY=COMPAT_KEY, ANTHROPIC_API_KEY=ANT_KEY + "\r",
@@ -111,6 +114,7 @@ def run(tmp_path_factory) -> SimpleNamespace:
              "--junitxml=junit.xml", "-o", "junit_logging=all", "--log-level=DEBUG",
              "--log-file=log.txt", "--log-file-level=DEBUG")
         served = rows.records + gpt.records
+        queried = [r.path for r in missing.records]
     shutil.copytree(here / "reports" / "a", here / "reports" / "base")
     call("merge", "vlmcls", "report", "reports/base", "reports/a", "--out", "reports/merged")
     call("summary", "vlmcls", "report", "reports/a", "--baseline", "reports/base", "--summary")
@@ -118,7 +122,7 @@ def run(tmp_path_factory) -> SimpleNamespace:
     call("collect", "pytest", "bench", *common, "-p", "no:cacheprovider", "--co", "--base-url", credentials)
     call("bad-url", "pytest", "bench", *common, "-p", "no:cacheprovider", "--base-url", "h" + credentials)
     return SimpleNamespace(path=here, out={k: p.stdout + p.stderr for k, p in outputs.items()},
-                           rc={k: p.returncode for k, p in outputs.items()}, served=served)
+                           rc={k: p.returncode for k, p in outputs.items()}, served=served, queried=queried)
 
 
 def leaks(data: bytes | str) -> list[str]:
@@ -136,6 +140,7 @@ def test_the_run_reached_every_channel(run):
         assert rows[case]["status"] == "failed" and "smoke plumbing check: 1 error row" in rows[case]["reason"]
     assert {rows[c]["status"] for c in ("url-401-20way", "url-query-20way", "claude-env-20way")} == {"error", "failed"}
     assert "HTTP 401" in rows["url-401-20way"]["reason"] and "HTTP 404" in rows["url-query-20way"]["reason"]
+    assert run.queried and set(run.queried) == {f"/v1/chat/completions?token={QUERY}"}  # the path, then the query
     assert run.rc["merge"] == 0 and run.rc["summary"] == 0 and run.rc["collect"] == 0, run.out
     assert (run.path / ".pytest_cache").is_dir() and (run.path / "log.txt").stat().st_size > 0
 
@@ -176,7 +181,7 @@ def test_error_rows_and_reasons_mask_a_server_urls_credentials(run):
     assert "HTTP 400: Error code: 400 - user:*** may not use gpt-test" in gpt  # OPENAI_BASE_URL's user:password
     rows = {r["case_id"]: r for r in json.loads((a / "results.json").read_text())["cases"]}
     assert "Incorrect API key provided: ***; credentials user:*** rejected" in rows["url-401-20way"]["reason"]
-    assert "no route /v1/?token=***chat/completions" in rows["url-query-20way"]["reason"]
+    assert "no model at /v1/chat/completions?token=***" in rows["url-query-20way"]["reason"]
     for path in [*a.rglob("*"), *(run.path / "reports" / "merged").rglob("*")]:
         if path.is_file():
             assert not leaks(path.read_bytes()), (path, leaks(path.read_bytes()))

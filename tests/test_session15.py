@@ -1,5 +1,8 @@
-"""Session 15: the report's settings line names the models that decode only candidate names."""
+"""Session 15: stand-ins, the settings line, label names in rows, `report --out`, a baseline that asked
+other questions, a server URL's query string."""
 from __future__ import annotations
+
+import pytest
 
 from vlmcls import metrics, report
 from vlmcls.catalog import ModelEntry
@@ -196,3 +199,45 @@ def test_a_merge_does_not_call_a_row_from_before_label_names_different():
     old = {k: v for k, v in new.items() if k != "label_names"}
     assert _other_settings(old, new) == ""
     assert "label_names None → feedface" in _other_settings({**old, "label_names": None}, new)
+
+
+# ---------------------------------------------------------------------- a server URL with a query string
+@pytest.mark.parametrize("backend", ["openai-compatible", "anthropic"])
+def test_a_base_urls_query_string_goes_with_every_request(monkeypatch, backend):
+    """`?api-version=...` (Azure-style gateways) or a gateway's `?token=...`: left in the base URL the SDK
+    put the path after it and every request got a 404; now each request carries it after the path."""
+    pytest.importorskip("openai" if backend != "anthropic" else "anthropic")
+    from vlmcls.backends import api
+    from vlmcls.catalog import ModelEntry
+    from vlmcls.smoke.api_server import ApiServer
+    from tests.test_standins import LABELS, _query
+
+    for name in ("OPENAI_BASE_URL", "ANTHROPIC_BASE_URL", "ANTHROPIC_AUTH_TOKEN"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv(api.COMPAT_KEY_ENV, "k-session15")
+    monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-ant-session15")
+    entry = ModelEntry(name="served", backend=backend, weights="my-org/my-vlm-7b")
+    with ApiServer() as srv:
+        if backend == "anthropic":  # its URL comes from the SDK's variable (--base-url is openai-compatible's)
+            monkeypatch.setenv("ANTHROPIC_BASE_URL", f"{srv.url}?api-version=2024-10-21&x=")
+            settings = BackendSettings(max_retries=0, timeout_s=5.0)
+        else:
+            settings = BackendSettings(base_url=f"{srv.url}/v1?api-version=2024-10-21&x=", max_retries=0, timeout_s=5.0)
+        loaded = api.load(entry, settings, LABELS)
+        try:
+            loaded.begin_case()
+            answers = loaded.answer([_query(0), _query(1)])
+        finally:
+            loaded.close()
+        paths = [r.path for r in srv.records]
+    assert all(a.error is None and a.text for a in answers), answers
+    path = "/v1/chat/completions" if backend == "openai-compatible" else "/v1/messages"
+    assert paths == [f"{path}?api-version=2024-10-21&x="] * 2
+
+
+def test_split_query_keeps_a_url_without_one_whole():
+    from vlmcls.backends.api import split_query
+
+    assert split_query("http://h:8000/v1") == ("http://h:8000/v1", {})
+    assert split_query(None) == (None, {})
+    assert split_query("https://u:p@h/v1?a=1&b=two") == ("https://u:p@h/v1", {"a": "1", "b": "two"})

@@ -246,8 +246,24 @@ def _client(sdk: Any, entry: "ModelEntry", settings: "BackendSettings", base_url
     cap = float(settings.extra.get("max_retry_after_s", MAX_RETRY_AFTER_S))
     http = sdk.DefaultHttpxClient(event_hooks={"response": [_cap_retry_after(cap)]})
     cls = sdk.Anthropic if entry.backend == "anthropic" else sdk.OpenAI
+    # None: the SDK reads its own variable, whose query string needs the same care as a --base-url's
+    env_url = os.environ.get("ANTHROPIC_BASE_URL" if entry.backend == "anthropic" else "OPENAI_BASE_URL")
+    split, query = split_query(base_url if base_url is not None else env_url)
+    base_url = split if query else base_url
     return cls(base_url=base_url, api_key=api_key, max_retries=settings.max_retries,
-               timeout=settings.timeout_s, http_client=http)
+               timeout=settings.timeout_s, http_client=http, default_query=query or None)
+
+
+def split_query(url: str | None) -> tuple[str | None, dict[str, str]]:
+    """A server URL's query string (`?api-version=...`, a gateway's `?token=...`) as the SDK's
+    `default_query`, sent with every request: left in the base URL, the SDK appends the path after
+    it (`/v1?token=x/chat/completions`) and the server answers 404."""
+    if not url:
+        return url, {}
+    parts = urllib.parse.urlsplit(url)
+    if not parts.query:
+        return url, {}
+    return urllib.parse.urlunsplit(parts._replace(query="")), dict(urllib.parse.parse_qsl(parts.query, keep_blank_values=True))
 
 
 def _smoke_url(backend: str) -> str:

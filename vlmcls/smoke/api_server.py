@@ -228,7 +228,7 @@ class _Handler(BaseHTTPRequestHandler):
             self.close_connection = True
             record.end = time.monotonic()
             return
-        status, headers, body = _render(self.path, record.body, reply, self.state.logprobs)
+        status, headers, body = _render(self.path.split("?", 1)[0], record.body, reply, self.state.logprobs)
         try:
             self._send(status, headers, body)
             # recorded once sent: a reply cut by kill() (a request another thread was answering as the server
