@@ -183,9 +183,15 @@ def test_a_catalog_layout_of_thesis_reads_as_image_first(tmp_path):
 def test_run_wide_options_reach_every_spec():
     argv = ("--seed", "3", "--orders", "2", "--dataset", "d", "--prompt", "label-only", "--resolver", "exact",
             "--max-cost", "0.5", "--refresh")
-    (spec,) = plan.cases({"api": CATALOG["api"]}, options(*argv, "--ways", "5"))
+    priced = entry("openai", name="api", weights="gpt-x", price=(2.5, 10.0))
+    (spec,) = plan.cases({"api": priced}, options(*argv, "--ways", "5"))
     assert (spec.seed, spec.orders, spec.dataset, spec.prompt, spec.resolver, spec.max_cost, spec.refresh) == \
         (3, 2, "d", "label-only", "exact", 0.5, True)
+    # a budget binds priced models only: an unpriced one (a local model, a server without a price) has no cost
+    # to count, and the budget would only trim its first batch and turn --nli-overlap off
+    (unpriced,) = plan.cases({"api": CATALOG["api"]}, options(*argv, "--ways", "5"))
+    (local,) = plan.cases({"v": CATALOG["v"]}, options(*argv, "--ways", "20"))
+    assert (unpriced.max_cost, local.max_cost, local.seed) == (None, None, 3)
 
 
 @pytest.mark.parametrize("given, dtype", [("bf16", "bfloat16"), ("fp16", "float16"), ("half", "float16"),

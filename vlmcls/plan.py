@@ -111,7 +111,8 @@ def spec(entry: ModelEntry, ways: int, opts: RunOptions, row: StudyRow | None = 
         seed=opts.seed, prompt=prompt.name if TEMPLATES.get(prompt.name) == prompt else prompt,  # a built-in by name, as before
         prompt_id=prompt.slug if len(prompts_for(entry, opts)) > 1 else "", labels_mode=opts.labels, resolver=opts.resolver,
         nli_model=opts.nli_model or (SMOKE_NLI if entry.smoke else DEFAULT_NLI),
-        max_cost=opts.max_cost, refresh=opts.refresh, orders=opts.orders, nli_overlap=opts.nli_overlap,
+        # a budget binds priced models only: on another it would only trim the first batch and stop --nli-overlap
+        max_cost=opts.max_cost if entry.price is not None else None, refresh=opts.refresh, orders=opts.orders, nli_overlap=opts.nli_overlap,
         nli_compile=opts.nli_compile,
     )
 
