@@ -241,3 +241,88 @@ def test_split_query_keeps_a_url_without_one_whole():
     assert split_query("http://h:8000/v1") == ("http://h:8000/v1", {})
     assert split_query(None) == (None, {})
     assert split_query("https://u:p@h/v1?a=1&b=two") == ("https://u:p@h/v1", {"a": "1", "b": "two"})
+
+
+# ---------------------------------------------------------------------- stored answers read by this version's rules
+def _stored_case(tmp_path, resolver):
+    """(a maker of the echo case's runner on one store, its 6 samples, the store)."""
+    from vlmcls import backends
+    from vlmcls.runner import CaseRunner, CaseSpec
+    from vlmcls.store import Store
+    from tests.test_runner import ECHO, LABELS, samples
+
+    store = Store(tmp_path / "s.sqlite")
+    settings = BackendSettings(batch_size=4)
+    make = lambda: CaseRunner(CaseSpec(model=ECHO, ways=20, settings=settings, resolver=resolver.mode), LABELS,  # noqa: E731
+                              backends.load(ECHO, settings, LABELS), resolver, store)
+    return make, samples(6), store
+
+
+def _plant(store, key, row, **fields):
+    from dataclasses import replace
+
+    store.rewrite(key, [replace(row, **fields)])
+
+
+def test_stored_answers_are_resolved_by_this_versions_rules_and_the_store_learns_it(tmp_path):
+    """An earlier version read "It can't be a X." as naming X (a contracted negation it did not know)
+    and missed a plain "**X**": the rows it stored are scored as this version reads them, the note
+    says how many, the store holds the new reading, and nothing is asked of the model again."""
+    from vlmcls.resolve import Resolver
+
+    labels = imagenet()
+    make, data, store = _stored_case(tmp_path, Resolver("exact", labels))
+    first = make().run(data)
+    key = make().key
+    a, b = first.predictions[0], first.predictions[1]
+    name_a, name_b = labels.names[a.true_id], labels.names[b.true_id]
+    _plant(store, key, a, answer=f"It can't be a {name_a}.", pred_id=a.true_id, pred_label=name_a, stage="match")
+    _plant(store, key, b, answer=f"**{name_b}**", pred_id=None, pred_label=None, stage="unresolved")
+    again = make().run(data)
+    assert again.resumed == 6 and again.stage_seconds.get("nli", 0) == 0
+    got = {p.sample_id: p for p in again.predictions}
+    assert (got[a.sample_id].pred_id, got[a.sample_id].stage) == (None, "unresolved")
+    assert (got[b.sample_id].pred_id, got[b.sample_id].stage) == (b.true_id, "match")
+    assert "2 stored answers resolved otherwise by this version's resolver" in " ".join(again.notes)
+    stored = store.get(key)
+    assert stored[a.sample_id].stage == "unresolved" and stored[b.sample_id].pred_id == b.true_id
+    third = make().run(data)  # nothing left to re-read: no note, the same figures
+    assert not any("resolved otherwise" in n for n in third.notes)
+    assert third.metrics.accuracy == again.metrics.accuracy
+
+
+def test_a_stored_nli_verdict_stands_and_only_an_answer_newly_left_to_the_nli_is_asked(tmp_path, smoke_model):
+    """study: an answer the rules still leave to the NLI keeps its stored NLI verdict (no model call);
+    one the old rules matched and these do not ("It can't be a X.") goes to the NLI now, once."""
+    from vlmcls.resolve import Resolver
+
+    smoke_model("bart-mnli")
+    labels = imagenet()
+    resolver = Resolver("study", labels, nli_model="smoke:bart-mnli", device="cpu")
+    make, data, store = _stored_case(tmp_path, resolver)
+    first = make().run(data)
+    key = make().key
+    a, b = first.predictions[0], first.predictions[1]
+    other = next(c for c in labels.names if c not in a.candidates)
+    # a stored NLI verdict on an answer naming no candidate: kept as it is, even a "wrong" one
+    _plant(store, key, a, answer=f"Looks like a {other}.", pred_id=a.true_id, pred_label=labels.names[a.true_id],
+           stage="nli")
+    _plant(store, key, b, answer=f"It can't be a {labels.names[b.true_id]}.", pred_id=b.true_id,
+           pred_label=labels.names[b.true_id], stage="match")
+    calls = []
+    handle = resolver.pipeline().model.register_forward_hook(lambda *args: calls.append(1))
+    try:
+        again = make().run(data)
+    finally:
+        handle.remove()
+    got = {p.sample_id: p for p in again.predictions}
+    assert (got[a.sample_id].pred_id, got[a.sample_id].stage) == (a.true_id, "nli")
+    assert got[b.sample_id].stage == "nli" and got[b.sample_id].pred_id in {c for c in range(len(labels.names))
+                                                                            if labels.names[c] in b.candidates}
+    assert len(calls) >= 1 and again.resumed == 6
+
+
+def imagenet():
+    from tests.test_runner import LABELS
+
+    return LABELS

@@ -83,6 +83,10 @@ class Resolver:
         self.stage_counts.update(r.stage for r in out)
         return out
 
+    def rules(self, text: str | None, class_ids: Sequence[int]) -> tuple[Resolution | None, bool]:
+        """What the rules alone decide, and whether the NLI must decide instead (no model runs here)."""
+        return self._rules(text, tuple(class_ids))
+
     def _rules(self, text: str | None, class_ids: tuple[int, ...]) -> tuple[Resolution | None, bool]:
         """(the resolution, whether the NLI must decide instead); no model runs here."""
         if not text or not text.strip():  # an empty premise would make NLI pick at random

@@ -238,6 +238,18 @@ def with_orders(samples: Sequence[Sample], orders: int) -> Sequence[Sample]:
     return [OrderedSample(s.sample_id, s.label, s.image, k) for s in samples for k in range(orders)]
 
 
+# stages the resolver decided from an answer's text: stored rows of these are read again by this version's rules
+REJUDGED = frozenset({"match", "synonym", "unresolved", "nli"})
+
+
+def rejudged_note(n: int) -> str:
+    """Stored answers this version's resolver reads otherwise: say how many (the figures use the new reading)."""
+    if not n:
+        return ""
+    return (f"{n} stored {'answer' if n == 1 else 'answers'} resolved otherwise by this version's resolver than "
+            "when stored: scored as it resolves them now (the store holds the new resolution)")
+
+
 def _key(s: Sample) -> str:
     return row_key(s.sample_id, getattr(s, "order", 0))
 
@@ -259,6 +271,7 @@ class CaseRunner:
         self.ambiguous = labels.ambiguous_ids() if canonical("labels", labels.mode) == STUDY_LABELS else frozenset()
         self._fingerprints: dict[str, str] = {}
         self._contents: dict[str, str | None] = {}  # an image file's content hash, taken when it is read
+        self._by_name: dict[str, list[int]] | None = None  # class name -> ids (rejudge reads stored candidates)
         self._read = _read_one if getattr(backend, "decodes_images", False) else _decode_one
         self.stage_seconds: dict[str, float] = {}
 
@@ -293,16 +306,59 @@ class CaseRunner:
             prefix, prompt = "", prompts.render(self.template, labels)
         return Query(s.sample_id, image, cs.class_ids, labels, prompt, prefix)
 
-    def record(self, s: Sample, cs, answer: Answer, resolution=None) -> Prediction:
+    def verdict(self, s: Sample, class_ids: Sequence[int], answer: Answer, resolution=None) -> tuple[int | None, str, bool]:
+        """(predicted class, deciding stage, ambiguous) of one answer among the candidates `class_ids`: the
+        backend's class, else the resolver's."""
         if answer.error is not None:
             pred_id, stage, ambiguous = None, "error", False
         elif answer.class_id is not None:
             pred_id, stage, ambiguous = answer.class_id, answer.stage or "direct", False
         else:
             pred_id, stage, ambiguous = resolution.class_id, resolution.stage, resolution.ambiguous
-        if pred_id is not None and pred_id not in cs.class_ids:
+        if pred_id is not None and pred_id not in class_ids:
             pred_id, stage = None, "unresolved"  # a backend bug must never score outside the candidates
-        ambiguous = ambiguous or bool({s.label, pred_id} & self._colliding(cs.class_ids))
+        return pred_id, stage, ambiguous or bool({s.label, pred_id} & self._colliding(class_ids))
+
+    def rejudge(self, done: dict[str, Prediction], items: Sequence[Sample]) -> tuple[dict[str, Prediction], int]:
+        """Stored text answers resolved again by this version's rules, so that a case's figures never mix
+        two versions of the resolver (the store keeps answers; how an answer reads may improve). The
+        rules are pure Python; an answer they now leave to the NLI keeps a stored NLI verdict (the key
+        holds the NLI model) and is asked only if it had none. Changed rows are written back."""
+        rules = getattr(self.resolver, "rules", None)  # a resolver of a script's own may have none
+        texts = [(k, s) for s in items if (k := _key(s)) in done and done[k].stage in REJUDGED]
+        if not texts or rules is None:
+            return done, 0
+        sets = {k: self._stored_ids(done[k]) or self.candidates(s).class_ids for k, s in texts}
+        ruled = {k: rules(done[k].answer, sets[k]) for k, _ in texts}
+        ask = [k for k, _ in texts if ruled[k][1] and done[k].stage != "nli"]
+        asked = dict(zip(ask, self._resolve([(done[k].answer, sets[k]) for k in ask]))) if ask else {}
+        changed = {}
+        for k, s in texts:
+            found, to_nli = ruled[k]
+            if to_nli and k not in asked:
+                continue  # the stored NLI verdict stands
+            pred_id, stage, ambiguous = self.verdict(s, sets[k], Answer(text=done[k].answer), asked.get(k, found))
+            p = done[k]
+            if (pred_id, stage, ambiguous) != (p.pred_id, p.stage, p.ambiguous):
+                changed[k] = replace(p, pred_id=pred_id, stage=stage, ambiguous=ambiguous,
+                                     pred_label=None if pred_id is None else self.labels.names[pred_id])
+        if changed and self.store is not None:
+            self.store.rewrite(self.key, changed.values())
+        return {**done, **changed}, len(changed)
+
+    def _stored_ids(self, p: Prediction) -> tuple[int, ...] | None:
+        """The class ids of a stored row's candidates, in the order asked, read from their names (drawing the
+        set again costs ~1.5 ms at 1000-way); None where a name is two classes' (`--labels raw`'s "crane")."""
+        if self._by_name is None:
+            by_name: dict[str, list[int]] = {}
+            for c, name in enumerate(self.labels.names):
+                by_name.setdefault(name, []).append(c)
+            self._by_name = by_name
+        ids = [self._by_name.get(n, ()) for n in p.candidates]
+        return tuple(i[0] for i in ids) if all(len(i) == 1 for i in ids) else None
+
+    def record(self, s: Sample, cs, answer: Answer, resolution=None) -> Prediction:
+        pred_id, stage, ambiguous = self.verdict(s, cs.class_ids, answer, resolution)
         return Prediction(
             fingerprint=self.stamp(s), sample_id=s.sample_id, order=getattr(s, "order", 0), true_id=s.label, true_label=self.labels.names[s.label],
             candidates=cs.labels(self.labels), answer=answer.text, pred_id=pred_id,
@@ -417,6 +473,7 @@ class CaseRunner:
         stale = sum(p.error is None and (p.sample_id, p.fingerprint) in fits and not fits[p.sample_id, p.fingerprint]
                     for p in stored.values())
         items = with_orders(samples, self.spec.orders)  # K=1: the samples themselves
+        done, rejudged = self.rejudge(done, items)
         todo = [s for s in items if _key(s) not in done]
         if self.store is not None:
             self.store.register(self.key, self.spec.key_fields())
@@ -427,7 +484,7 @@ class CaseRunner:
         fresh, elapsed, stopped, budget = run_windows(self, todo, len(items) - len(todo), len(items), overlap)
         notes = list(getattr(self.backend, "notes", []))
         notes += [n for n in (self.overlap_note(overlap, len(fresh)), cand.orders_note(self.spec.orders, self.spec.ways),
-                              stale_note(stale)) if n]
+                              stale_note(stale), rejudged_note(rejudged)) if n]
         if self.spec.nli_compile and self.stage_seconds.get("nli"):
             notes.append(self.resolver.compile_note())
         by_key = {**done, **{row_key(p.sample_id, p.order): p for p in fresh}}
