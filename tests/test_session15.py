@@ -326,3 +326,59 @@ def imagenet():
     from tests.test_runner import LABELS
 
     return LABELS
+
+
+# ---------------------------------------------------------------------- the gate, mutation run 15's survivors
+def _result(preds, **kw):
+    from vlmcls.runner import CaseSpec as Spec
+
+    entry = kw.pop("entry", ModelEntry(name="served", backend="openai-compatible", weights="org/m", thresholds={20: 0.9}))
+    return CaseResult(Spec(model=entry, ways=20, settings=BackendSettings()), preds, metrics.compute(preds),
+                      images_per_s=1.0, **kw)
+
+
+def test_a_stand_in_case_is_judged_on_plumbing_with_threshold_zero():
+    from vlmcls import gate
+    from tests.test_stats_outside import pred
+
+    right = [pred(i, 1, 1) for i in range(28)] + [pred(i, 1, 2) for i in range(28, 40)]  # 0.7, CI to 0.83 < 0.9
+    real = gate.judge(_result(right))
+    assert real.failed and real.threshold == 0.9
+    stub = gate.judge(_result(right, stand_in=True))
+    assert (stub.status, stub.threshold, stub.reasons) == ("passed", 0.0, ())
+    broken = gate.judge(_result(right + [pred(40, 1, None, error="HTTP 500")], stand_in=True))
+    assert broken.failed and "smoke plumbing check: 1 error row" in broken.reason
+
+
+def test_the_gate_passes_an_upper_bound_equal_to_the_threshold_and_keeps_every_reason():
+    from vlmcls import gate
+    from tests.test_stats_outside import pred
+
+    wrong = [pred(i, 0, 1) for i in range(40)]
+    result = _result(wrong)
+    hi = result.metrics.accuracy_ci[1]
+    assert gate.failures(result, hi) == [] and len(gate.failures(result, hi + 1e-12)) == 1  # "below", not "at"
+    # the accuracy gate and a baseline both fail it: both reasons are kept, in that order
+    base = gate.Baseline([pred(i, 0, 0) for i in range(40)], {"case_id": result.spec.case_id, "metrics": {"n": 40}})
+    verdict = gate.judge(result, base, threshold=0.5)
+    assert len(verdict.reasons) == 2 and "below the gate 0.5" in verdict.reasons[0]
+    assert "significantly worse" in verdict.reasons[1]
+
+
+def test_every_sample_failed_quotes_the_first_error_to_200_characters():
+    from vlmcls import gate
+    from tests.test_stats_outside import pred
+
+    long = "E" * 199 + "F" + "G" * 100
+    (reason,) = gate.failures(_result([pred(0, 1, None, error=long), pred(1, 1, None, error="second")]), None)
+    assert reason.endswith("e.g. " + long[:200])
+
+
+def test_clearing_a_run_folder_that_lacks_some_of_the_files_a_run_writes(tmp_path):
+    from vlmcls.report.writer import clear_run_folder
+
+    (tmp_path / "results.json").write_text("{}")
+    (tmp_path / "samples").mkdir()
+    (tmp_path / "keep.md").write_text("mine")
+    clear_run_folder(tmp_path)  # no report.md, summary.md or plots/: nothing to remove there, no error
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["keep.md"]
