@@ -382,3 +382,32 @@ def test_clearing_a_run_folder_that_lacks_some_of_the_files_a_run_writes(tmp_pat
     (tmp_path / "keep.md").write_text("mine")
     clear_run_folder(tmp_path)  # no report.md, summary.md or plots/: nothing to remove there, no error
     assert sorted(p.name for p in tmp_path.iterdir()) == ["keep.md"]
+
+
+def test_pairing_on_the_same_question_counts_and_says_what_did_not_pair():
+    """stats.pair: an image both runs scored with another candidate set is not paired, counted apart from
+    the images only one run has; the summary says so in each case, and says nothing of it when none."""
+    from vlmcls.report.stats import pair
+    from vlmcls.types import Prediction
+
+    def row(i, cands=("a", "b"), right=True):
+        return Prediction(f"s{i}", 0, "a", cands, "x", 0 if right else 1, "a" if right else "b", "match")
+
+    now = [row(0), row(1), row(2, ("a", "c")), row(3)]
+    before = [row(0, right=False), row(1), row(2), row(9)]
+    p = pair(now, before)
+    assert (p.n, p.b, p.c, p.only_current, p.only_baseline, p.other_question) == (2, 0, 1, 1, 1, 1)
+    assert p.summary().endswith("; 1 samples only in this run, 1 only in the baseline; 1 images in both asked "
+                                "with another label or candidate set (another seed, label mode, label names or "
+                                "dataset), not paired")
+    none = pair([row(2, ("a", "c"))], [row(2)])
+    assert none.n == 0 and none.summary() == (
+        "no sample in common with the baseline (0 only in this run, 0 only in the baseline; 1 images in both asked "
+        "with another label or candidate set (another seed, label mode, label names or dataset)): cannot compare")
+    plain = pair([row(0), row(5)], [row(0)])
+    assert plain.other_question == 0 and plain.summary().endswith("; 1 samples only in this run, 0 only in the baseline")
+    assert pair([row(0)], [row(0)]).summary().endswith(": no significant difference")
+    assert pair([row(1)], [row(7)]).summary() == ("no sample in common with the baseline (1 only in this run, "
+                                                  "1 only in the baseline): cannot compare")
+    # an order change is the same question: the candidates compare as a set
+    assert pair([row(0, ("b", "a"))], [row(0)]).n == 1
