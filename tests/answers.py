@@ -120,6 +120,8 @@ ANSWERS: tuple[Case, ...] = (
     Case("Tiger\n\nCat", ("tiger", "lion", "cheetah"), "tiger", "match"),  # a blank line parts them
     Case("- Tiger\n- Cat", ("tiger", "lion", "cheetah"), "tiger", "match"),  # so does a list mark
     Case("The answer is: Egyptian\ncat", CATS, "Egyptian cat", "match"),  # one line break: wrapped text
+    Case("The answer is: Egyptian-\ncat", CATS, "Egyptian cat", "match"),  # a hyphen before the break, too
+    Case("A red fox. Squirrels flee from it.", ("red fox", "fox squirrel", "lion"), "red fox", "match"),  # no abbreviation
     # a "No" or a question before "it is X" does not negate X; "I don't think it's X" does
     Case("No it is a jaguar", BIG_CATS, "jaguar", "match"),
     Case("Isn't it a jaguar?", BIG_CATS, "jaguar", "match"),

@@ -411,3 +411,22 @@ def test_pairing_on_the_same_question_counts_and_says_what_did_not_pair():
                                                   "1 only in the baseline): cannot compare")
     # an order change is the same question: the candidates compare as a set
     assert pair([row(0, ("b", "a"))], [row(0)]).n == 1
+
+
+def test_report_out_names_a_file_refuses_and_a_merged_folder_is_replaced(tmp_path, capsys):
+    from vlmcls.__main__ import main
+    from tests.test_report_cli import case, preds, write_run
+
+    a = write_run(tmp_path / "a", case("m", 20, preds(10)))
+    b = write_run(tmp_path / "b", case("m", 20, preds(10, wrong=2)), case("k", 20, preds(4)))
+    (tmp_path / "f.txt").write_text("x")
+    assert main(["report", str(a), "--out", str(tmp_path / "f.txt"), "--no-plots"]) == 2
+    assert f"--out {tmp_path / 'f.txt'} is a file, where the report's folder is needed" in capsys.readouterr().err
+    merged = tmp_path / "merged"
+    assert main(["report", str(a), str(b), "--out", str(merged), "--no-plots"]) == 0
+    assert main(["report", str(a), "--out", str(merged), "--no-plots"]) == 0  # a merge's folder: replaced
+    assert sorted(p.name for p in (merged / "samples").iterdir()) == ["m-20way.jsonl"]
+    # a pytest run is named by its run id, whatever its folder is called
+    c = write_run(tmp_path / "folder-c", case("m", 20, preds(10)), run_id="nightly-7")
+    assert main(["report", str(a), "--out", str(c), "--no-plots"]) == 2
+    assert "holds a pytest run (nightly-7) whose answers are nowhere else" in capsys.readouterr().err
