@@ -29,7 +29,8 @@ def _settings_line(rows) -> str:
 def test_the_settings_line_names_the_constrained_models_and_no_other():
     line = _settings_line([_row("free", False), _row("tied", True, seed=1), _row("also", True, seed=2)])
     assert "resolver `study` (constrained decoding for tied, also)," in line
-    assert "mixed settings" not in line and "free" not in line
+    assert "mixed settings" not in line and "free" not in line and line.count("constrained decoding") == 1
+    assert line.startswith("dataset `sample`, seed 0, prompt") and line.endswith("layout `image-first`")
 
 
 def test_without_constrained_models_or_under_resolver_constrained_the_line_is_as_before():
