@@ -7,6 +7,7 @@ from __future__ import annotations
 import hashlib
 import os
 from dataclasses import asdict, dataclass, field, replace
+from functools import cached_property
 from typing import Any, Callable, Mapping, Sequence
 
 from . import candidates as cand
@@ -271,7 +272,6 @@ class CaseRunner:
         self.ambiguous = labels.ambiguous_ids() if canonical("labels", labels.mode) == STUDY_LABELS else frozenset()
         self._fingerprints: dict[str, str] = {}
         self._contents: dict[str, str | None] = {}  # an image file's content hash, taken when it is read
-        self._by_name: dict[str, list[int]] | None = None  # class name -> ids (rejudge reads stored candidates)
         self._read = _read_one if getattr(backend, "decodes_images", False) else _decode_one
         self.stage_seconds: dict[str, float] = {}
 
@@ -349,13 +349,16 @@ class CaseRunner:
     def _stored_ids(self, p: Prediction) -> tuple[int, ...] | None:
         """The class ids of a stored row's candidates, in the order asked, read from their names (drawing the
         set again costs ~1.5 ms at 1000-way); None where a name is two classes' (`--labels raw`'s "crane")."""
-        if self._by_name is None:
-            by_name: dict[str, list[int]] = {}
-            for c, name in enumerate(self.labels.names):
-                by_name.setdefault(name, []).append(c)
-            self._by_name = by_name
         ids = [self._by_name.get(n, ()) for n in p.candidates]
         return tuple(i[0] for i in ids) if all(len(i) == 1 for i in ids) else None
+
+    @cached_property
+    def _by_name(self) -> dict[str, list[int]]:
+        """Class name -> the ids of the classes named so (two for a shared name)."""
+        by_name: dict[str, list[int]] = {}
+        for c, name in enumerate(self.labels.names):
+            by_name.setdefault(name, []).append(c)
+        return by_name
 
     def record(self, s: Sample, cs, answer: Answer, resolution=None) -> Prediction:
         pred_id, stage, ambiguous = self.verdict(s, cs.class_ids, answer, resolution)

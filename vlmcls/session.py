@@ -135,12 +135,11 @@ class BenchSession:
             return None
         from .report import RunError, load_run
 
-        given = Path(self.config.invocation_params.dir, self.opt.baseline)
         try:
             return load_run(self.opt.baseline)
         except RunError as exc:
             # "--baseline main" for the run folder reports/main: the run id alone is a common slip
-            inside = self.reports_root / self.opt.baseline
+            given, inside = Path(self.config.invocation_params.dir, self.opt.baseline), self.reports_root / self.opt.baseline
             hint = (f" (a run id alone is not found: did you mean --baseline {Path(self.opt.report_dir, self.opt.baseline)}?)"
                     if not given.exists() and (inside / "results.json").is_file() else "")
             raise pytest.UsageError(f"--baseline: {exc}{hint}") from None
